@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up everything (idempotent) and runs the whole test suite. `.ci/run` calls exactly this.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$(dirname "$here")"
+"$here/setup.sh"
+source "$here/env.sh"
+cargo test --workspace --locked
