@@ -14,7 +14,7 @@ source "$here/env.sh"
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 # --- system packages ---------------------------------------------------------------------------
-apt_packages=(cmake clang libclang-dev bubblewrap)
+apt_packages=(cmake clang libclang-dev bubblewrap chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
