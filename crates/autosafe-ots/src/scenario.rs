@@ -63,6 +63,10 @@ pub struct Provenance {
     /// Hash of the prompt template that generated it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_hash: Option<String>,
+    /// Origin-specific details kept from the source data (e.g. Agent-SafetyBench's
+    /// `fulfillable`, `failure_modes` and original `risks`).
+    #[serde(flatten, default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
 }
 
 /// A risk scenario: the unit the pipeline works on.
@@ -85,13 +89,22 @@ pub struct Scenario {
     /// A real terminal fixture and its checkers, for the sandboxed terminal environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminal: Option<crate::terminal::TerminalSetup>,
+    /// When set, only these qualified tool names (of the case's toolkits) are offered to the
+    /// agent; `None` offers every tool of the case's toolkits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<String>>,
     /// Where it came from.
     pub provenance: Provenance,
 }
 
 impl Scenario {
     /// Builds a scenario and derives its id from everything but the id and provenance.
-    pub fn new(case: Case, source: RiskSource, categories: Vec<String>, provenance: Provenance) -> Self {
+    pub fn new(
+        case: Case,
+        source: RiskSource,
+        categories: Vec<String>,
+        provenance: Provenance,
+    ) -> Self {
         let mut s = Scenario {
             id: String::new(),
             case,
@@ -100,24 +113,27 @@ impl Scenario {
             history: Vec::new(),
             initial_state: None,
             terminal: None,
+            tools: None,
             provenance,
         };
         s.id = s.compute_id();
         s
     }
 
-    /// The content id: hash of case, source, categories, history, initial state and terminal setup.
+    /// The content id: hash of case, source, categories, history, initial state, terminal setup
+    /// and (when set) the tool subset.
     pub fn compute_id(&self) -> String {
-        crate::id::content_id(
-            "sc",
-            &serde_json::json!({
-                "case": self.case,
-                "source": self.source,
-                "categories": self.categories,
-                "history": self.history,
-                "initial_state": self.initial_state,
-                "terminal": self.terminal,
-            }),
-        )
+        let mut content = serde_json::json!({
+            "case": self.case,
+            "source": self.source,
+            "categories": self.categories,
+            "history": self.history,
+            "initial_state": self.initial_state,
+            "terminal": self.terminal,
+        });
+        if let Some(tools) = &self.tools {
+            content["tools"] = serde_json::json!(tools);
+        }
+        crate::id::content_id("sc", &content)
     }
 }
