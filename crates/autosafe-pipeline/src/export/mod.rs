@@ -1,0 +1,380 @@
+//! Training-data export: D_safe (plus a share of safe original steps) in the layouts trainers
+//! read, and a dataset card.
+//!
+//! | format | file | trainer |
+//! |---|---|---|
+//! | `alpaca` | `export/alpaca/autosafe_alpaca.jsonl` + `dataset_info.json` | the paper's layout; LLaMA-Factory alpaca |
+//! | `sharegpt` | `export/sharegpt/autosafe_sharegpt.jsonl` + `dataset_info.json` | LLaMA-Factory sharegpt with `function_call` / `observation` turns |
+//! | `openai` | `export/openai/train.jsonl` | OpenAI fine-tuning chat format (`tools`, `weight: 0` on history turns) |
+//! | `trl` | `export/trl/train.jsonl` | TRL `SFTTrainer` conversational prompt/completion with `tools` |
+//! | `axolotl` | `export/axolotl/train.jsonl` + `axolotl.yaml` | Axolotl `chat_template` with per-message `train` |
+//!
+//! All formats hold the same records in the same order; `export/records.jsonl` lists each
+//! line's record id and origin.
+
+mod card;
+mod formats;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use autosafe_llm::ToolSpec;
+use autosafe_ots::{AgentTurn, Step, Toolkit};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use card::{DatasetCard, render_card_markdown};
+pub use formats::{alpaca, axolotl, openai, sharegpt, trl};
+
+use crate::error::{PipelineError, Result};
+use crate::prompts::{AgentMode, AgentSystemCtx, Prompts, TrainingInputCtx, names};
+use crate::react::render_scratchpad;
+use crate::records::{SafeExample, SafeOrigin, UtilityStep};
+use crate::rundir::{write_bytes_atomic, write_json_atomic};
+use crate::shard::stable_hash;
+use crate::store::RecordReader;
+use crate::tools::all_tool_specs;
+
+/// An export format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    /// The paper's Alpaca layout (instruction / input / output).
+    Alpaca,
+    /// LLaMA-Factory ShareGPT with tool turns.
+    Sharegpt,
+    /// OpenAI fine-tuning chat JSONL.
+    Openai,
+    /// TRL prompt/completion with tools.
+    Trl,
+    /// Axolotl chat_template with per-message `train`.
+    Axolotl,
+}
+
+impl ExportFormat {
+    /// All formats.
+    pub const ALL: [ExportFormat; 5] = [
+        ExportFormat::Alpaca,
+        ExportFormat::Sharegpt,
+        ExportFormat::Openai,
+        ExportFormat::Trl,
+        ExportFormat::Axolotl,
+    ];
+
+    /// The name used on the command line and as the directory name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportFormat::Alpaca => "alpaca",
+            ExportFormat::Sharegpt => "sharegpt",
+            ExportFormat::Openai => "openai",
+            ExportFormat::Trl => "trl",
+            ExportFormat::Axolotl => "axolotl",
+        }
+    }
+
+    /// The data file name inside `export/<format>/`.
+    pub fn data_file(self) -> &'static str {
+        match self {
+            ExportFormat::Alpaca => "autosafe_alpaca.jsonl",
+            ExportFormat::Sharegpt => "autosafe_sharegpt.jsonl",
+            _ => "train.jsonl",
+        }
+    }
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        ExportFormat::ALL.into_iter().find(|f| f.as_str() == s.trim().to_ascii_lowercase()).ok_or_else(|| {
+            format!("unknown export format `{s}` (expected alpaca, sharegpt, openai, trl or axolotl)")
+        })
+    }
+}
+
+/// Export settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportConfig {
+    /// Formats to write.
+    pub formats: Vec<ExportFormat>,
+    /// How many safe original steps (utility data) to mix in (paper: 300).
+    pub utility_share: usize,
+    /// Seed of the deterministic utility sample.
+    pub seed: u64,
+    /// Put the safety reminder in the input of reflected (safety) records.
+    pub reminder_on_safety: bool,
+    /// Dataset name used in `dataset_info.json`.
+    pub dataset_name: String,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            formats: ExportFormat::ALL.to_vec(),
+            utility_share: 300,
+            seed: 0,
+            reminder_on_safety: true,
+            dataset_name: "autosafe".into(),
+        }
+    }
+}
+
+/// Toolkits by name, to look up the tools a record's scenario names.
+#[derive(Debug, Clone, Default)]
+pub struct ToolkitLibrary {
+    by_name: HashMap<String, Toolkit>,
+}
+
+impl ToolkitLibrary {
+    /// A library of these toolkits.
+    pub fn new(toolkits: impl IntoIterator<Item = Toolkit>) -> Self {
+        ToolkitLibrary {
+            by_name: toolkits
+                .into_iter()
+                .map(|t| (t.toolkit.clone(), t))
+                .collect(),
+        }
+    }
+
+    /// The toolkits named, in order; the first missing name is the error.
+    pub fn resolve(&self, names: &[String]) -> std::result::Result<Vec<Toolkit>, String> {
+        names
+            .iter()
+            .map(|n| self.by_name.get(n).cloned().ok_or_else(|| n.clone()))
+            .collect()
+    }
+}
+
+/// One record ready to be written in any format: what every layout needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// Record id.
+    pub id: String,
+    /// Reflected or original safe step.
+    pub origin: SafeOrigin,
+    /// Safety record (gets the reminder).
+    pub safety: bool,
+    /// Agent system prompt in ReAct text form (Alpaca instruction).
+    pub react_system: String,
+    /// Agent system prompt for native tool calling (chat formats).
+    pub native_system: String,
+    /// Function specs of the scenario's tools.
+    pub tools: Vec<ToolSpec>,
+    /// The first user message of chat formats: reminder (safety records) + instruction.
+    pub user_message: String,
+    /// The Alpaca input (reminder, instruction, numbered trajectory, request for round k).
+    pub alpaca_input: String,
+    /// History τ.
+    pub history: Vec<Step>,
+    /// Training target a_st.
+    pub target: AgentTurn,
+}
+
+impl Prepared {
+    /// Builds the common parts of a record.
+    pub fn new(
+        ex: &SafeExample,
+        library: &ToolkitLibrary,
+        prompts: &Prompts,
+        config: &ExportConfig,
+    ) -> Result<Self> {
+        let err = |message: String| PipelineError::Export {
+            id: ex.id.clone(),
+            message,
+        };
+        let toolkits = library
+            .resolve(&ex.scenario.case.toolkits)
+            .map_err(|n| err(format!("unknown toolkit `{n}`")))?;
+        let safety = ex.origin == SafeOrigin::Reflected;
+        let reminder = safety && config.reminder_on_safety;
+        let react_system = prompts.render(
+            names::AGENT_SYSTEM,
+            &AgentSystemCtx::new(&toolkits, AgentMode::Plain, false),
+        )?;
+        let native_system = prompts.render(
+            names::AGENT_SYSTEM,
+            &AgentSystemCtx::new(&toolkits, AgentMode::Plain, true),
+        )?;
+        let instruction = ex.scenario.case.user_instruction.clone();
+        let alpaca_input = prompts.render(
+            names::TRAINING_INPUT,
+            &TrainingInputCtx {
+                reminder,
+                user_instruction: instruction.clone(),
+                scratchpad: render_scratchpad(&ex.history, true),
+                k: ex.history.len() + 1,
+            },
+        )?;
+        let user_message = if reminder {
+            let text = prompts.render(names::SAFETY_REMINDER, &serde_json::json!({}))?;
+            format!("{text}\n\n{instruction}")
+        } else {
+            instruction
+        };
+        Ok(Prepared {
+            id: ex.id.clone(),
+            origin: ex.origin,
+            safety,
+            react_system,
+            native_system,
+            tools: all_tool_specs(&toolkits),
+            user_message,
+            alpaca_input,
+            history: ex.history.clone(),
+            target: ex.safe_turn.clone(),
+        })
+    }
+
+    /// The record in `format`, as one JSON value (one JSONL line).
+    pub fn to_format(&self, format: ExportFormat) -> Value {
+        match format {
+            ExportFormat::Alpaca => alpaca(self),
+            ExportFormat::Sharegpt => sharegpt(self),
+            ExportFormat::Openai => openai(self),
+            ExportFormat::Trl => trl(self),
+            ExportFormat::Axolotl => axolotl(self),
+        }
+    }
+}
+
+/// Chooses `n` utility ids deterministically: the `n` smallest `stable_hash(seed:id)`.
+pub fn sample_utility_ids<'a>(
+    ids: impl IntoIterator<Item = &'a str>,
+    n: usize,
+    seed: u64,
+) -> std::collections::HashSet<String> {
+    let mut keyed: Vec<(u64, String)> = ids
+        .into_iter()
+        .map(|id| (stable_hash(&format!("{seed}:{id}")), id.to_string()))
+        .collect();
+    keyed.sort();
+    keyed.dedup();
+    keyed.into_iter().take(n).map(|(_, id)| id).collect()
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExportReport {
+    /// Records written (each format holds all of them).
+    pub records: u64,
+    /// Reflected (safety) records.
+    pub reflected: u64,
+    /// Mixed-in original safe steps.
+    pub original_safe_steps: u64,
+    /// Records not exported, by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Data files written, by format name.
+    pub files: BTreeMap<String, PathBuf>,
+}
+
+/// Exports D_safe (`safe_path`) plus up to `config.utility_share` utility steps (`utility_path`,
+/// optional) into `out_dir/<format>/`, with `records.jsonl` and the dataset card. Records are
+/// streamed: memory holds one record at a time (plus the utility ids while sampling).
+pub fn export(
+    safe_path: &Path,
+    utility_path: Option<&Path>,
+    out_dir: &Path,
+    library: &ToolkitLibrary,
+    prompts: &Prompts,
+    config: &ExportConfig,
+    models: &BTreeMap<String, String>,
+) -> Result<(ExportReport, DatasetCard)> {
+    let mut writers: Vec<(ExportFormat, PathBuf, std::io::BufWriter<std::fs::File>)> = Vec::new();
+    for &format in &config.formats {
+        let dir = out_dir.join(format.as_str());
+        std::fs::create_dir_all(&dir).map_err(|e| PipelineError::io(&dir, e))?;
+        let tmp = dir.join(format!(".{}.tmp", format.data_file()));
+        let f = std::fs::File::create(&tmp).map_err(|e| PipelineError::io(&tmp, e))?;
+        writers.push((format, tmp, std::io::BufWriter::new(f)));
+    }
+    let mut index = Vec::new();
+    let mut report = ExportReport::default();
+    let mut card = DatasetCard::new(&config.dataset_name, prompts, config, models);
+
+    let mut emit =
+        |ex: &SafeExample, report: &mut ExportReport, card: &mut DatasetCard| -> Result<()> {
+            let prepared = match Prepared::new(ex, library, prompts, config) {
+                Ok(p) => p,
+                Err(PipelineError::Export { message, .. }) => {
+                    let reason = if message.starts_with("unknown toolkit") {
+                        "unknown_toolkit"
+                    } else {
+                        "export_error"
+                    };
+                    *report.rejected.entry(reason.into()).or_default() += 1;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            for (format, tmp, w) in writers.iter_mut() {
+                let mut line = serde_json::to_vec(&prepared.to_format(*format)).map_err(|e| {
+                    PipelineError::Export {
+                        id: ex.id.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                line.push(b'\n');
+                w.write_all(&line)
+                    .map_err(|e| PipelineError::io(&*tmp, e))?;
+            }
+            index.push(
+                serde_json::json!({"line": report.records + 1, "id": ex.id, "origin": ex.origin}),
+            );
+            report.records += 1;
+            match ex.origin {
+                SafeOrigin::Reflected => report.reflected += 1,
+                SafeOrigin::OriginalSafeStep => report.original_safe_steps += 1,
+            }
+            card.count(ex);
+            Ok(())
+        };
+
+    for ex in RecordReader::<SafeExample>::open(safe_path)? {
+        emit(&ex?, &mut report, &mut card)?;
+    }
+    if let Some(up) = utility_path.filter(|_| config.utility_share > 0) {
+        let ids: Vec<String> = RecordReader::<crate::store::IdOnly>::open(up)?
+            .map(|r| r.map(|r| r.id))
+            .collect::<Result<_>>()?;
+        let chosen = sample_utility_ids(
+            ids.iter().map(String::as_str),
+            config.utility_share,
+            config.seed,
+        );
+        drop(ids);
+        for step in RecordReader::<UtilityStep>::open(up)? {
+            let step = step?;
+            if chosen.contains(&step.id) && step.verdict.judgement.is_safe() == Some(true) {
+                emit(&step.to_safe_example(), &mut report, &mut card)?;
+            }
+        }
+    }
+
+    for (format, tmp, w) in writers {
+        let file = w
+            .into_inner()
+            .map_err(|e| PipelineError::io(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| PipelineError::io(&tmp, e))?;
+        let dir = out_dir.join(format.as_str());
+        let dest = dir.join(format.data_file());
+        std::fs::rename(&tmp, &dest).map_err(|e| PipelineError::io(&dest, e))?;
+        formats::write_companions(format, &dir, &config.dataset_name)?;
+        report.files.insert(format.as_str().into(), dest);
+    }
+    let mut idx = Vec::new();
+    for entry in &index {
+        idx.extend_from_slice(entry.to_string().as_bytes());
+        idx.push(b'\n');
+    }
+    write_bytes_atomic(&out_dir.join("records.jsonl"), &idx)?;
+    card.rejected = report.rejected.clone();
+    write_json_atomic(&out_dir.join("dataset_card.json"), &card)?;
+    write_bytes_atomic(
+        &out_dir.join("dataset_card.md"),
+        render_card_markdown(&card).as_bytes(),
+    )?;
+    Ok((report, card))
+}
+
+#[cfg(test)]
+mod tests;

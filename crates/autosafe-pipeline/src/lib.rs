@@ -1,0 +1,34 @@
+//! The AutoSafe pipeline groundwork (model-independent parts).
+//!
+//! - [`rundir`]: the run directory `runs/<name>/`, `manifest.json`, `stats.json`.
+//! - [`store`]: crash-safe, resumable JSONL record stores with a single writer task.
+//! - [`shard`]: `--shard I/N` and scheduler environments; deterministic partition; merge.
+//! - [`records`]: D_safe and utility record types.
+//! - [`react`]: ReAct parsing and rendering; native tool calls ↔ actions.
+//! - [`prompts`]: prompt templates (`prompts/*.j2`) and JSON schemas, with their SHA-256.
+//! - [`dedup`]: exact and MinHash-LSH near-duplicate filtering.
+//! - [`export`]: training data in Alpaca, ShareGPT, OpenAI, TRL and Axolotl layouts + dataset card.
+//!
+//! See `docs/pipeline.md` for the formats and the resume semantics.
+
+extern crate self as autosafe_pipeline;
+
+pub mod dedup;
+pub mod error;
+pub mod export;
+pub mod prompts;
+pub mod react;
+pub mod records;
+pub mod rundir;
+pub mod shard;
+pub mod store;
+pub mod tools;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use error::{PipelineError, Result};
+pub use records::{Reflection, SafeExample, SafeOrigin, UtilityStep};
+pub use rundir::{Manifest, ModelSpec, RunDir, Stage, StageStats, Stats};
+pub use shard::{ShardSpec, merge_jsonl};
+pub use store::{Record, RecordReader, RecordWriter, Resume, recover};

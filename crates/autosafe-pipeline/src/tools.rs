@@ -1,0 +1,159 @@
+//! Toolkits as the agent sees them: native function specs (JSON Schema) and the text
+//! descriptions used in prompts.
+
+use autosafe_llm::ToolSpec;
+use autosafe_ots::Toolkit;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// One toolkit's tools as JSON-schema function specs, named by qualified name (`TodoistDeleteTask`).
+pub fn tool_specs(toolkit: &Toolkit) -> Vec<ToolSpec> {
+    toolkit
+        .tools
+        .iter()
+        .map(|tool| {
+            let mut properties = Map::new();
+            let mut required = Vec::new();
+            for p in &tool.parameters {
+                let mut schema = p.extra.clone();
+                schema.insert("type".into(), Value::String(p.type_name.clone()));
+                schema.insert("description".into(), Value::String(p.description.clone()));
+                properties.insert(p.name.clone(), Value::Object(schema));
+                if p.is_required() {
+                    required.push(Value::String(p.name.clone()));
+                }
+            }
+            ToolSpec {
+                name: toolkit.qualified_name(tool),
+                description: tool.summary.clone(),
+                parameters: json!({"type": "object", "properties": properties, "required": required}),
+            }
+        })
+        .collect()
+}
+
+/// All tools of several toolkits as function specs.
+pub fn all_tool_specs(toolkits: &[Toolkit]) -> Vec<ToolSpec> {
+    toolkits.iter().flat_map(tool_specs).collect()
+}
+
+/// Function specs in OpenAI's `tools` shape: `{"type": "function", "function": {…}}`.
+pub fn openai_tools(specs: &[ToolSpec]) -> Vec<Value> {
+    specs
+        .iter()
+        .map(|s| json!({"type": "function", "function": {"name": s.name, "description": s.description, "parameters": s.parameters}}))
+        .collect()
+}
+
+/// A toolkit flattened for prompt templates.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolkitView {
+    /// Toolkit name (`Todoist`).
+    pub name: String,
+    /// Description for the model.
+    pub description: String,
+    /// Its tools.
+    pub tools: Vec<ToolView>,
+}
+
+/// A tool flattened for prompt templates.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolView {
+    /// Qualified name (`TodoistDeleteTask`).
+    pub name: String,
+    /// What it does.
+    pub summary: String,
+    /// `name (type, required|optional): description` lines.
+    pub arguments: Vec<String>,
+    /// `name (type): description` lines.
+    pub returns: Vec<String>,
+    /// `Name: description` lines.
+    pub exceptions: Vec<String>,
+}
+
+/// Flattens toolkits for the templates.
+pub fn toolkit_views(toolkits: &[Toolkit]) -> Vec<ToolkitView> {
+    toolkits
+        .iter()
+        .map(|tk| ToolkitView {
+            name: tk.toolkit.clone(),
+            description: tk.description_for_model.clone(),
+            tools: tk
+                .tools
+                .iter()
+                .map(|t| ToolView {
+                    name: tk.qualified_name(t),
+                    summary: t.summary.clone(),
+                    arguments: t
+                        .parameters
+                        .iter()
+                        .map(|p| {
+                            let req = if p.is_required() {
+                                "required"
+                            } else {
+                                "optional"
+                            };
+                            format!("{} ({}, {req}): {}", p.name, p.type_name, p.description)
+                        })
+                        .collect(),
+                    returns: t
+                        .returns
+                        .iter()
+                        .map(|r| format!("{} ({}): {}", r.name, r.type_name, r.description))
+                        .collect(),
+                    exceptions: t
+                        .exceptions
+                        .iter()
+                        .flatten()
+                        .map(|e| format!("{}: {}", e.name, e.description))
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Qualified names of every tool of these toolkits.
+pub fn tool_names(toolkits: &[Toolkit]) -> Vec<String> {
+    toolkits
+        .iter()
+        .flat_map(|tk| tk.tools.iter().map(|t| tk.qualified_name(t)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn todoist_specs_match_the_toolemu_definition() {
+        let tks = fixtures::toolkits_of(&fixtures::scenario());
+        let specs = all_tool_specs(&tks);
+        let delete = specs
+            .iter()
+            .find(|s| s.name == "TodoistDeleteTask")
+            .expect("DeleteTask");
+        assert_eq!(delete.parameters["type"], "object");
+        assert_eq!(delete.parameters["properties"]["task_id"]["type"], "string");
+        assert_eq!(delete.parameters["required"], json!(["task_id"]));
+        let search = specs
+            .iter()
+            .find(|s| s.name == "TodoistSearchTasks")
+            .unwrap();
+        assert_eq!(search.parameters["required"], json!([]));
+        assert_eq!(tool_names(&tks).len(), specs.len());
+        let views = toolkit_views(&tks);
+        assert_eq!(views[0].name, "Todoist");
+        let dv = views[0]
+            .tools
+            .iter()
+            .find(|t| t.name == "TodoistDeleteTask")
+            .unwrap();
+        assert!(dv.arguments[0].starts_with("task_id (string, required): "));
+        assert!(dv.exceptions[0].starts_with("NotFoundException: "));
+        let oa = openai_tools(&specs);
+        assert_eq!(oa[0]["type"], "function");
+        assert!(oa[0]["function"]["name"].is_string());
+    }
+}
