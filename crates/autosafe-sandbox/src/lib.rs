@@ -1,0 +1,31 @@
+//! The real terminal environment of AutoSafe.
+//!
+//! The ToolEmu `Terminal` toolkit's `Execute` really runs each command, inside a bubblewrap
+//! sandbox: new user, pid, ipc, uts, network and cgroup namespaces (no network at all), `/usr`
+//! read-only, a fake `/etc`, size-limited tmpfs for home, `/srv`, `/tmp` and the sinks, the
+//! environment cleared, rlimits on CPU, address space, processes, file size and open files, and
+//! a wall-clock timeout that kills the whole process tree. Each command runs in a fresh
+//! sandbox; the persisted state (home, `/srv`, sinks) travels in and out as a tar stream and is
+//! kept in memory on the host, so the agent's files never touch the host's disk.
+//!
+//! Entry points: [`check`](probe::check) (can this machine run it), [`TerminalEpisode`] (the
+//! episode API the pipeline calls), [`scenarios`] (the shipped scenario files) and
+//! [`selftest`] (escape attempts run against this machine's sandbox).
+
+pub mod bwrap;
+pub mod checks;
+pub mod config;
+pub mod episode;
+pub mod error;
+pub mod fixture;
+pub mod probe;
+pub mod scenarios;
+pub mod selftest;
+pub mod state;
+
+pub use checks::ExecutedCommand;
+pub use config::SandboxConfig;
+pub use episode::{Observation, Outcome, TerminalEpisode};
+pub use error::SandboxError;
+pub use probe::{LaunchMode, Readiness, check};
+pub use scenarios::{ScriptedAgent, TerminalScenario, load_dir, load_file};

@@ -1,0 +1,457 @@
+//! Escape attempts against this machine's sandbox, each verified on the host side.
+//!
+//! Used by `autosafe sandbox selftest` and by the integration tests. An attempt is *blocked*
+//! when the host shows no trace of it (no file written, no secret read back, no connection
+//! accepted, no process left over, the disk limit held).
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use autosafe_ots::terminal::{
+    Check, Checks, FactCheck, FileKind, FileSpec, Fixture, TerminalSetup,
+};
+
+use crate::bwrap;
+use crate::config::SandboxConfig;
+use crate::episode::TerminalEpisode;
+use crate::error::SandboxError;
+use crate::probe::launcher_for;
+
+/// The outcome of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptResult {
+    /// Attempt name.
+    pub name: &'static str,
+    /// True when the host is verifiably untouched.
+    pub blocked: bool,
+    /// What was observed.
+    pub detail: String,
+}
+
+/// Names of all attempts, in the order [`run_all`] runs them.
+pub const ATTEMPTS: [&str; 10] = [
+    "write_outside_workspace",
+    "read_host_temp_file",
+    "network_connection",
+    "fork_bomb",
+    "fill_disk",
+    "timeout_kills_tree",
+    "kill_parent",
+    "host_environment",
+    "symlink_escape",
+    "host_processes",
+];
+
+/// A unique marker for host-side checks.
+pub fn nonce() -> String {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{:x}{:x}", std::process::id(), t)
+}
+
+/// A minimal setup with the given fixture files (one trivial fact so that it validates).
+pub fn bare_setup(files: Vec<FileSpec>) -> TerminalSetup {
+    TerminalSetup {
+        fixture: Fixture {
+            files,
+            ..Fixture::default()
+        },
+        checks: Checks {
+            facts: vec![FactCheck {
+                id: "ran".into(),
+                check: Check::CommandExecuted {
+                    pattern: ".".into(),
+                },
+            }],
+            unsafe_if: vec!["!ran".into()],
+            done_if: vec!["ran".into()],
+        },
+    }
+}
+
+/// Host processes whose command line contains `marker` (excluding this process).
+pub fn host_processes_with(marker: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| e.file_name().to_string_lossy() != me)
+        .filter_map(|e| {
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            cmd.contains(marker)
+                .then(|| format!("{}: {}", e.file_name().to_string_lossy(), cmd.trim()))
+        })
+        .collect()
+}
+
+/// Number of processes visible on the host.
+pub fn host_process_count() -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .chars()
+                        .all(|c| c.is_ascii_digit())
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits up to `max` for no host process to carry `marker`; returns what is left.
+pub fn wait_no_process(marker: &str, max: Duration) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let left = host_processes_with(marker);
+        if left.is_empty() || start.elapsed() > max {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn result(name: &'static str, blocked: bool, detail: impl Into<String>) -> AttemptResult {
+    AttemptResult {
+        name,
+        blocked,
+        detail: detail.into(),
+    }
+}
+
+fn episode(files: Vec<FileSpec>, cfg: &SandboxConfig) -> Result<TerminalEpisode, SandboxError> {
+    TerminalEpisode::start(&bare_setup(files), cfg)
+}
+
+/// Runs one attempt by name.
+pub fn run_one(name: &str, cfg: &SandboxConfig) -> Result<AttemptResult, SandboxError> {
+    let n = nonce();
+    let tmp = std::env::temp_dir();
+    match name {
+        "write_outside_workspace" => {
+            let targets: Vec<PathBuf> = [
+                tmp.clone(),
+                PathBuf::from("/usr"),
+                PathBuf::from("/etc"),
+                PathBuf::from("/"),
+            ]
+            .iter()
+            .map(|d| d.join(format!("autosafe-pwn-{n}")))
+            .collect();
+            let cmd = targets
+                .iter()
+                .map(|t| format!("echo pwned > {} 2>/dev/null", t.display()))
+                .collect::<Vec<_>>()
+                .join("; ")
+                + &format!("; echo pwned > /usr/bin/autosafe-pwn-{n}; touch /usr/bin/ls; true");
+            let mut ep = episode(vec![], cfg)?;
+            ep.execute(&cmd)?;
+            let written: Vec<String> = targets
+                .iter()
+                .chain([&PathBuf::from(format!("/usr/bin/autosafe-pwn-{n}"))])
+                .filter(|p| p.exists())
+                .map(|p| p.display().to_string())
+                .collect();
+            for w in &written {
+                let _ = std::fs::remove_file(w);
+            }
+            Ok(result(
+                ATTEMPTS[0],
+                written.is_empty(),
+                if written.is_empty() {
+                    "no host file written".into()
+                } else {
+                    format!("host files written: {}", written.join(", "))
+                },
+            ))
+        }
+        "read_host_temp_file" => {
+            let secret = format!("host-secret-{n}");
+            let path = tmp.join(format!("autosafe-planted-{n}"));
+            std::fs::write(&path, &secret)?;
+            let mut ep = episode(vec![], cfg)?;
+            let obs = ep.execute(&format!(
+                "cat {p}; cat /tmp/autosafe-planted-*; grep -rs {secret} /tmp /var /home /srv /opt /etc 2>/dev/null; ls /tmp",
+                p = path.display()
+            ))?;
+            let _ = std::fs::remove_file(&path);
+            let leaked = obs.output.contains(&secret);
+            Ok(result(
+                ATTEMPTS[1],
+                !leaked,
+                if leaked {
+                    "the planted secret was read"
+                } else {
+                    "planted host file not visible"
+                },
+            ))
+        }
+        "network_connection" => {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            listener.set_nonblocking(true)?;
+            let port = listener.local_addr()?.port();
+            let mut ep = episode(vec![], cfg)?;
+            let obs = ep.execute(&format!(
+                "(echo hi > /dev/tcp/127.0.0.1/{port}) 2>&1 && echo CONNECTED-LOOPBACK; \
+                 (echo hi > /dev/tcp/1.1.1.1/53) 2>&1 && echo CONNECTED-INTERNET; \
+                 /usr/bin/curl -sS -m 3 http://127.0.0.1:{port}/ 2>&1 && echo CONNECTED-CURL; \
+                 ip -o link 2>/dev/null | wc -l"
+            ))?;
+            let accepted = match listener.accept() {
+                Ok(_) => true,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+                Err(e) => return Err(e.into()),
+            };
+            let connected = obs.output.contains("CONNECTED-");
+            Ok(result(
+                ATTEMPTS[2],
+                !accepted && !connected,
+                format!(
+                    "host listener accepted: {accepted}; sandbox reported a connection: {connected}"
+                ),
+            ))
+        }
+        "fork_bomb" => {
+            let marker = format!("autosafe-bomb-{n}");
+            let mut c = cfg.clone();
+            c.timeout = Duration::from_secs(5);
+            let mut ep = episode(vec![], &c)?;
+            // Sample the host's process count while the bomb runs.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let baseline = host_process_count();
+            let sampler = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut peak = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        peak = peak.max(host_process_count());
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    peak
+                })
+            };
+            let start = Instant::now();
+            let obs = ep.execute(&format!("b(){{ b | b & }}; b; sleep 30 # {marker}"));
+            let took = start.elapsed();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let peak = sampler.join().unwrap_or(usize::MAX);
+            let obs = obs?;
+            let left = wait_no_process(&marker, Duration::from_secs(3));
+            let bounded = took < c.timeout + c.grace;
+            let growth = peak.saturating_sub(baseline);
+            let capped = growth <= c.max_processes as usize + 32;
+            Ok(result(
+                ATTEMPTS[3],
+                left.is_empty() && bounded && capped,
+                format!(
+                    "ended after {:.1}s (timed out: {}); host processes grew by at most {growth} (limit {}); \
+                     processes left on host: {}",
+                    took.as_secs_f64(),
+                    obs.timed_out,
+                    c.max_processes,
+                    left.len()
+                ),
+            ))
+        }
+        "fill_disk" => {
+            let mut ep = episode(vec![], cfg)?;
+            let mb = 3 * cfg.disk_limit / (1024 * 1024) + 1;
+            let obs = ep.execute(&format!(
+                "for i in 1 2 3 4; do dd if=/dev/zero of=$HOME/fill$i bs=1M count={mb} 2>&1 | grep -i -m1 'space\\|large'; done; \
+                 dd if=/dev/zero of=/tmp/fill bs=1M count={mb} 2>&1 | grep -i -m1 'space\\|large'"
+            ))?;
+            let kept = ep.state().total_bytes();
+            let held = kept <= cfg.disk_limit;
+            Ok(result(
+                ATTEMPTS[4],
+                held,
+                format!(
+                    "persisted {kept} bytes (limit {}); sandbox said: {}",
+                    cfg.disk_limit,
+                    obs.output.lines().next().unwrap_or("").trim()
+                ),
+            ))
+        }
+        "timeout_kills_tree" => {
+            let marker = format!("autosafe-orphan-{n}");
+            let mut ep = episode(vec![], cfg)?;
+            let obs = ep.execute_with_timeout(
+                &format!(
+                    "sh -c 'sleep 600; : {marker}' & setsid sh -c 'sleep 600; : {marker}' & \
+                     nohup sh -c 'trap \"\" TERM HUP; sleep 600; : {marker}' >/dev/null 2>&1 & sleep 600; : {marker}"
+                ),
+                Duration::from_secs(2),
+            )?;
+            let left = wait_no_process(&marker, Duration::from_secs(3));
+            Ok(result(
+                ATTEMPTS[5],
+                obs.timed_out && left.is_empty(),
+                format!(
+                    "timed out: {}; processes left on host: {}",
+                    obs.timed_out,
+                    left.len()
+                ),
+            ))
+        }
+        "kill_parent" => {
+            let marker = format!("autosafe-parent-{n}");
+            let launcher = launcher_for(cfg.bwrap.as_deref())?;
+            let argv = bwrap::argv(
+                &launcher,
+                cfg,
+                &BTreeMap::new(),
+                &format!("sleep 600; : {marker}"),
+                Duration::from_secs(600),
+            );
+            // The sandbox reads its state as a tar on stdin: give it an empty archive.
+            let input = tmp.join(format!("autosafe-empty-{n}.tar"));
+            std::fs::write(&input, [0u8; 1024])?;
+            // A middle process that starts the sandbox, then gets SIGKILLed.
+            let mut parent = Command::new("/bin/sh")
+                .arg("-c")
+                .arg("f=$1; shift; \"$@\" <\"$f\" >/dev/null 2>&1 & wait")
+                .arg("parent")
+                .arg(&input)
+                .args(&argv)
+                .current_dir("/")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            let start = Instant::now();
+            while host_processes_with(&marker).len() < 4 && start.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let before = host_processes_with(&marker).len();
+            parent.kill()?;
+            parent.wait()?;
+            let left = wait_no_process(&marker, Duration::from_secs(3));
+            let _ = std::fs::remove_file(&input);
+            Ok(result(
+                ATTEMPTS[6],
+                before > 0 && left.is_empty(),
+                format!(
+                    "sandbox processes before the kill: {before}, after: {}",
+                    left.len()
+                ),
+            ))
+        }
+        "host_environment" => {
+            let canary = format!("sk-canary-{n}");
+            let mut c = cfg.clone();
+            c.launcher_env
+                .push(("AUTOSAFE_CANARY_API_KEY".into(), canary.clone()));
+            let host_names: Vec<String> = std::env::vars()
+                .map(|(k, _)| k)
+                .filter(|k| {
+                    ![
+                        "HOME", "USER", "LOGNAME", "PATH", "LANG", "TERM", "SHELL", "PWD", "SHLVL",
+                        "_", "OLDPWD", "HOSTNAME",
+                    ]
+                    .contains(&k.as_str())
+                })
+                .collect();
+            let mut ep = episode(vec![], &c)?;
+            let obs = ep.execute(
+                "env; cat /proc/1/environ /proc/self/environ 2>/dev/null | tr '\\0' '\\n'",
+            )?;
+            let leaked_canary = obs.output.contains(&canary);
+            let leaked: Vec<&String> = host_names
+                .iter()
+                .filter(|k| obs.output.contains(&format!("{k}=")))
+                .collect();
+            Ok(result(
+                ATTEMPTS[7],
+                !leaked_canary && leaked.is_empty(),
+                format!("canary visible: {leaked_canary}; host variables visible: {leaked:?}"),
+            ))
+        }
+        "symlink_escape" => {
+            let secret = format!("host-linked-secret-{n}");
+            let planted = tmp.join(format!("autosafe-link-target-{n}"));
+            std::fs::write(&planted, &secret)?;
+            let link = |path: &str, target: String| FileSpec {
+                path: path.into(),
+                kind: FileKind::Symlink,
+                content: None,
+                mode: None,
+                target: Some(target),
+            };
+            let files = vec![
+                link("notes/host-file", planted.display().to_string()),
+                link("shadow", "/etc/shadow".into()),
+                link("hostroot", "/proc/1/root".into()),
+                link("up", "../../../../../".into()),
+            ];
+            let mut ep = episode(files, cfg)?;
+            let obs = ep.execute(&format!(
+                "cat notes/host-file shadow 2>&1; cat up{p} 2>&1; ls hostroot/ 2>&1; \
+                 echo overwritten > notes/host-file; echo overwritten > up{p}; echo x > hostroot/autosafe-{n}",
+                p = planted.display()
+            ))?;
+            let content = std::fs::read_to_string(&planted).unwrap_or_default();
+            let _ = std::fs::remove_file(&planted);
+            let host_shadow_line = std::fs::read_to_string("/etc/shadow")
+                .ok()
+                .and_then(|s| s.lines().next().map(str::to_string))
+                .filter(|l| !l.is_empty());
+            let read = obs.output.contains(&secret)
+                || host_shadow_line.is_some_and(|l| obs.output.contains(&l));
+            let written = content != secret || PathBuf::from(format!("/autosafe-{n}")).exists();
+            Ok(result(
+                ATTEMPTS[8],
+                !read && !written,
+                format!("host file read through a link: {read}; host file changed: {written}"),
+            ))
+        }
+        "host_processes" => {
+            let mut ep = episode(vec![], cfg)?;
+            let obs = ep.execute("ps -eo pid,args 2>/dev/null || ls /proc")?;
+            let me = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+            let me = String::from_utf8_lossy(&me)
+                .replace('\0', " ")
+                .trim()
+                .to_string();
+            let visible = !me.is_empty() && obs.output.contains(&me);
+            let count = obs.output.lines().count();
+            Ok(result(
+                ATTEMPTS[9],
+                !visible && count < 20,
+                format!("this host process visible: {visible}; {count} lines of process list"),
+            ))
+        }
+        other => Err(SandboxError::Protocol(format!(
+            "unknown self-test attempt `{other}`"
+        ))),
+    }
+}
+
+/// Runs every attempt; an attempt that errors counts as not blocked.
+pub fn run_all(cfg: &SandboxConfig) -> Vec<AttemptResult> {
+    ATTEMPTS
+        .iter()
+        .map(|name| {
+            run_one(name, cfg).unwrap_or_else(|e| AttemptResult {
+                name,
+                blocked: false,
+                detail: format!("could not run the attempt: {e}"),
+            })
+        })
+        .collect()
+}
