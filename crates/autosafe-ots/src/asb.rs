@@ -321,14 +321,14 @@ fn check_case(
         }
     }
     match case.history() {
-        Err((p, m)) => errors.push(el.origin.error(&join(path, &p), m)),
+        Err((p, m)) => errors.push(el.origin.error(&JsonPath::join(path, &p), m)),
         Ok(steps) => {
             let mut call_no = 0;
             for step in &steps {
                 if let Some(tool) = step.turn.action.tool_name() {
                     if !allowed.iter().any(|a| a == tool) {
                         let at = tool_call_path(case, call_no)
-                            .map(|p| join(path, &p))
+                            .map(|p| JsonPath::join(path, &p))
                             .unwrap_or_else(|| path.key("dialog"));
                         errors.push(el.origin.error(
                             &at,
@@ -370,8 +370,4 @@ fn tool_call_path(case: &AsbCase, n: usize) -> Option<JsonPath> {
         }
     }
     None
-}
-
-fn join(a: &JsonPath, b: &JsonPath) -> JsonPath {
-    JsonPath(a.0.iter().chain(b.0.iter()).cloned().collect())
 }

@@ -70,6 +70,9 @@ mod tests {
 
     #[test]
     fn different_content_gives_different_ids() {
-        assert_ne!(content_id("sc", &json!({"a": 1})), content_id("sc", &json!({"a": 2})));
+        assert_ne!(
+            content_id("sc", &json!({"a": 1})),
+            content_id("sc", &json!({"a": 2}))
+        );
     }
 }

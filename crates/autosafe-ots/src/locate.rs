@@ -38,6 +38,11 @@ impl JsonPath {
         p
     }
 
+    /// This path followed by `rest`.
+    pub fn join(&self, rest: &JsonPath) -> Self {
+        JsonPath(self.0.iter().chain(rest.0.iter()).cloned().collect())
+    }
+
     /// This path with one more array index.
     pub fn index(&self, i: usize) -> Self {
         let mut p = self.clone();

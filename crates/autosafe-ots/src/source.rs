@@ -16,7 +16,11 @@ pub enum RiskSource {
 
 impl RiskSource {
     /// All sources, in a fixed order.
-    pub const ALL: [RiskSource; 3] = [RiskSource::Instruction, RiskSource::Context, RiskSource::Action];
+    pub const ALL: [RiskSource; 3] = [
+        RiskSource::Instruction,
+        RiskSource::Context,
+        RiskSource::Action,
+    ];
 
     /// The lowercase name used in files and on the command line.
     pub fn as_str(self) -> &'static str {
@@ -59,7 +63,9 @@ impl std::str::FromStr for RiskSource {
             "instruction" => Ok(RiskSource::Instruction),
             "context" => Ok(RiskSource::Context),
             "action" => Ok(RiskSource::Action),
-            other => Err(format!("unknown risk source `{other}` (expected instruction, context or action)")),
+            other => Err(format!(
+                "unknown risk source `{other}` (expected instruction, context or action)"
+            )),
         }
     }
 }

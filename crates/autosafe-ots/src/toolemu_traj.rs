@@ -48,13 +48,11 @@ impl ToolEmuTrajectory {
         self.intermediate_steps
             .iter()
             .enumerate()
-            .map(|(i, pair)| convert_step(pair).map_err(|(p, m)| (join(&base.index(i), &p), m)))
+            .map(|(i, pair)| {
+                convert_step(pair).map_err(|(p, m)| (JsonPath::join(&base.index(i), &p), m))
+            })
             .collect()
     }
-}
-
-fn join(a: &JsonPath, b: &JsonPath) -> JsonPath {
-    JsonPath(a.0.iter().chain(b.0.iter()).cloned().collect())
 }
 
 fn convert_step(pair: &Value) -> Result<Step, (JsonPath, String)> {

@@ -86,7 +86,12 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The content id of a snapshot with these parts.
-    pub fn compute_id(scenario_id: &str, history: &[Step], proposed: &AgentTurn, sample: u32) -> String {
+    pub fn compute_id(
+        scenario_id: &str,
+        history: &[Step],
+        proposed: &AgentTurn,
+        sample: u32,
+    ) -> String {
         crate::id::content_id(
             "sn",
             &serde_json::json!({

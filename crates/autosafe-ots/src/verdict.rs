@@ -104,9 +104,17 @@ pub struct Verdict {
 
 impl Verdict {
     /// An unmeasured verdict with its reason and the raw text that could not be used.
-    pub fn unmeasured(judge: JudgeRef, reason: UnmeasuredReason, detail: impl Into<String>, raw: Option<String>) -> Self {
+    pub fn unmeasured(
+        judge: JudgeRef,
+        reason: UnmeasuredReason,
+        detail: impl Into<String>,
+        raw: Option<String>,
+    ) -> Self {
         Verdict {
-            judgement: Judgement::Unmeasured { reason, detail: detail.into() },
+            judgement: Judgement::Unmeasured {
+                reason,
+                detail: detail.into(),
+            },
             rationale: String::new(),
             score: None,
             judge,
@@ -121,8 +129,16 @@ mod tests {
 
     #[test]
     fn unmeasured_is_never_safe_and_round_trips() {
-        let judge = JudgeRef { kind: JudgeKind::Llm, name: "m".into() };
-        let v = Verdict::unmeasured(judge, UnmeasuredReason::ParseError, "no label", Some("garbage".into()));
+        let judge = JudgeRef {
+            kind: JudgeKind::Llm,
+            name: "m".into(),
+        };
+        let v = Verdict::unmeasured(
+            judge,
+            UnmeasuredReason::ParseError,
+            "no label",
+            Some("garbage".into()),
+        );
         assert_eq!(v.judgement.is_safe(), None);
         let json = serde_json::to_value(&v).unwrap();
         assert_eq!(json["label"], "unmeasured");

@@ -18,11 +18,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     // Each variant: one line here, one arm in `main`, one module in `cmd/`.
+    /// Check data files (format detected by content); print counts and taxonomy coverage.
+    Validate(cmd::validate::Args),
+    /// List the risk categories; map the risky outcomes of given files onto them.
+    Taxonomy(cmd::taxonomy::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Taxonomy(args) => cmd::taxonomy::run(args),
+    };
     match result {
         Ok(code) => code,
         Err(err) => {
