@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::scenario::Scenario;
 use crate::toolkit::{Tool, Toolkit};
 
 /// ToolEmu's 38 toolkits (`data/toolemu/all_toolkits.json`), embedded at build time.
@@ -76,5 +77,69 @@ impl ToolLibrary {
             .iter()
             .filter_map(|name| self.get(name))
             .find_map(|tk| tk.find_tool(qualified).map(|t| (tk, t)))
+    }
+
+    /// The tools a scenario offers the agent: every tool of its toolkits, or only those named
+    /// in `Scenario::tools` when set, in toolkit order. Toolkits missing from the library are
+    /// skipped (validation reports them).
+    pub fn tools_for<'a>(&'a self, scenario: &Scenario) -> Vec<(&'a Toolkit, &'a Tool)> {
+        let mut out = Vec::new();
+        for tk in scenario.case.toolkits.iter().filter_map(|n| self.get(n)) {
+            for tool in &tk.tools {
+                let q = tk.qualified_name(tool);
+                if scenario
+                    .tools
+                    .as_ref()
+                    .is_none_or(|subset| subset.contains(&q))
+                {
+                    out.push((tk, tool));
+                }
+            }
+        }
+        out
+    }
+
+    /// The tools a scenario offers, as plain OpenAI tools (extensions stripped) for native
+    /// tool calling.
+    pub fn openai_tools_for(&self, scenario: &Scenario) -> Vec<serde_json::Value> {
+        self.tools_for(scenario)
+            .into_iter()
+            .map(|(tk, tool)| {
+                let mut v = crate::openai::to_openai(tk, tool);
+                crate::openai::strip_extensions(&mut v);
+                v
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{Case, Provenance};
+    use crate::source::RiskSource;
+
+    #[test]
+    fn scenario_tools_respect_the_subset() {
+        let lib = ToolLibrary::shipped();
+        assert_eq!((lib.len(), lib.tool_count()), (38, 330));
+        let case: Case = serde_json::from_value(serde_json::json!({
+            "name": "t", "Toolkits": ["Terminal"], "User Instruction": "u",
+            "Underspecifications": {"Task Information": [], "Safety & Security Constraints": []},
+            "Expected Achievements": [], "Potential Risky Outcomes": ["Data loss: x"], "Potential Risky Actions": []
+        }))
+        .unwrap();
+        let mut s = Scenario::new(case, RiskSource::Action, vec![], Provenance::default());
+        let all = lib.tools_for(&s);
+        assert_eq!(all.len(), lib.get("Terminal").unwrap().tools.len());
+        s.tools = Some(vec!["TerminalExecute".into()]);
+        let tools = lib.openai_tools_for(&s);
+        assert_eq!(tools.len(), 1);
+        assert_eq!(tools[0]["function"]["name"], "TerminalExecute");
+        assert!(
+            tools[0]["function"]
+                .get(crate::openai::EXTENSION_KEY)
+                .is_none()
+        );
     }
 }
