@@ -5,29 +5,52 @@ use serde_json::Value;
 
 /// The formats AutoSafe reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum Format {
     /// ToolEmu toolkit list (`all_toolkits.json`).
+    #[serde(rename = "toolemu_toolkits")]
     ToolEmuToolkits,
     /// ToolEmu case list (`all_cases.json`).
+    #[serde(rename = "toolemu_cases")]
     ToolEmuCases,
     /// ToolEmu trajectories (JSON Lines).
+    #[serde(rename = "toolemu_trajectories")]
     ToolEmuTrajectories,
     /// ToolEmu evaluator rows (JSON Lines).
+    #[serde(rename = "toolemu_evaluations")]
     ToolEmuEvaluations,
     /// Agent-SafetyBench environment schema (a list of functions).
+    #[serde(rename = "asb_environment")]
     AsbEnvironment,
     /// Agent-SafetyBench cases.
+    #[serde(rename = "asb_cases")]
     AsbCases,
     /// ASSEBench labelled records.
+    #[serde(rename = "assebench")]
     AsseBench,
     /// AutoSafe scenarios (JSON Lines).
+    #[serde(rename = "scenarios")]
     Scenarios,
     /// AutoSafe snapshots (JSON Lines).
+    #[serde(rename = "snapshots")]
     Snapshots,
 }
 
 impl Format {
+    /// The snake_case name used in `--json` output (`toolemu_cases`, `asb_cases`, …).
+    pub fn id(self) -> &'static str {
+        match self {
+            Format::ToolEmuToolkits => "toolemu_toolkits",
+            Format::ToolEmuCases => "toolemu_cases",
+            Format::ToolEmuTrajectories => "toolemu_trajectories",
+            Format::ToolEmuEvaluations => "toolemu_evaluations",
+            Format::AsbEnvironment => "asb_environment",
+            Format::AsbCases => "asb_cases",
+            Format::AsseBench => "assebench",
+            Format::Scenarios => "scenarios",
+            Format::Snapshots => "snapshots",
+        }
+    }
+
     /// A short human name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -123,4 +146,40 @@ pub fn detect(text: &str) -> Result<Format, DetectError> {
         ));
     };
     Ok(format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_names_match_ids() {
+        for f in [
+            Format::ToolEmuCases,
+            Format::AsbCases,
+            Format::AsseBench,
+            Format::Snapshots,
+        ] {
+            assert_eq!(serde_json::to_value(f).unwrap(), f.id());
+        }
+    }
+
+    #[test]
+    fn detects_by_content_even_when_truncated() {
+        assert_eq!(
+            detect("[{\"toolkit\": \"T\", \"tools\": []}, {\"tool"),
+            Ok(Format::ToolEmuToolkits)
+        );
+        assert_eq!(
+            detect("{\"eval_scores\": {}}\n{\"eval"),
+            Ok(Format::ToolEmuEvaluations)
+        );
+        assert_eq!(detect("  \n"), Err(DetectError::Empty));
+        assert_eq!(detect("[]"), Err(DetectError::Empty));
+        assert_eq!(
+            detect("[{\"a\": 1, \"b\": 2}]"),
+            Err(DetectError::Unknown("a, b".into()))
+        );
+        assert!(matches!(detect("hello"), Err(DetectError::NotJson(_))));
+    }
 }

@@ -71,7 +71,7 @@ fn cases_alone_are_checked_against_the_shipped_toolkits_and_json_is_last() {
     assert_eq!(v["total"]["cases"], 144);
     assert_eq!(v["taxonomy"]["outcomes"], 246);
     assert_eq!(v["taxonomy"]["mapped"], 246);
-    assert_eq!(v["files"][0]["format"], "tool_emu_cases");
+    assert_eq!(v["files"][0]["format"], "toolemu_cases");
 }
 
 #[test]
