@@ -182,6 +182,17 @@ fn unknown_tool_and_unknown_format_are_problems() {
         )),
         "{out}"
     );
+    let odd_lines = dir.join("odd.jsonl");
+    std::fs::write(&odd_lines, "\n{\"hello\": 1}\n{\"hello\": 2}\n").unwrap();
+    let (code, out, _) = autosafe(&["validate", odd_lines.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}:2: $: unknown format (first record has keys: hello)",
+            odd_lines.display()
+        )),
+        "{out}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

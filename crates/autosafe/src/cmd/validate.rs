@@ -164,9 +164,15 @@ pub(crate) fn check_file(
         Ok(f) => *f,
         Err(msg) => {
             // A file too broken to recognise: report the JSON error's line when there is one.
-            let line = serde_json::from_str::<Value>(&input.text)
-                .err()
-                .map_or(1, |e| e.line().max(1));
+            let array = autosafe_ots::detect::is_json_array(&input.text);
+            let line = match serde_json::from_str::<Value>(&input.text) {
+                Err(e) if array => e.line().max(1),
+                _ => input
+                    .text
+                    .lines()
+                    .position(|l| !l.trim().is_empty())
+                    .map_or(1, |n| n + 1),
+            };
             r.problems
                 .push(FormatError::new(&input.name, line, "$", msg.clone()));
             return Ok(r);
