@@ -52,7 +52,13 @@ pub struct Message {
 
 impl Message {
     fn text(role: Role, content: impl Into<String>) -> Self {
-        Message { role, content: Some(content.into()), tool_calls: Vec::new(), tool_call_id: None, name: None }
+        Message {
+            role,
+            content: Some(content.into()),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }
     }
     /// A system message.
     pub fn system(content: impl Into<String>) -> Self {
@@ -67,7 +73,11 @@ impl Message {
         Self::text(Role::Assistant, content)
     }
     /// A tool result answering `call_id`.
-    pub fn tool(call_id: impl Into<String>, name: impl Into<String>, content: impl Into<String>) -> Self {
+    pub fn tool(
+        call_id: impl Into<String>,
+        name: impl Into<String>,
+        content: impl Into<String>,
+    ) -> Self {
         Message {
             role: Role::Tool,
             content: Some(content.into()),
@@ -168,7 +178,10 @@ pub struct ChatRequest {
 impl ChatRequest {
     /// A request with these messages and default sampling.
     pub fn new(messages: Vec<Message>) -> Self {
-        ChatRequest { messages, ..Default::default() }
+        ChatRequest {
+            messages,
+            ..Default::default()
+        }
     }
 }
 
@@ -228,7 +241,10 @@ pub struct ChatReply {
 impl ChatReply {
     /// The first choice's text, or the empty string.
     pub fn text(&self) -> &str {
-        self.choices.first().and_then(|c| c.content.as_deref()).unwrap_or("")
+        self.choices
+            .first()
+            .and_then(|c| c.content.as_deref())
+            .unwrap_or("")
     }
 }
 
@@ -242,12 +258,14 @@ pub struct CallContext {
 impl CallContext {
     /// A context for this stage label.
     pub fn stage(stage: impl Into<String>) -> Self {
-        CallContext { stage: stage.into() }
+        CallContext {
+            stage: stage.into(),
+        }
     }
 }
 
 /// Errors of model access.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LlmError {
     /// The server answered with an HTTP error status that is not retried (or retries ran out).
     #[error("HTTP {status} from {endpoint}: {body}")]
