@@ -22,6 +22,10 @@ enum Command {
     Validate(cmd::validate::Args),
     /// List the risk categories; map the risky outcomes of given files onto them.
     Taxonomy(cmd::taxonomy::Args),
+    /// Write a self-contained evaluation report (HTML with SVG plots, Markdown, JSON) over runs.
+    Report(cmd::report::Args),
+    /// Compare two runs on shared snapshots (safe@1, McNemar's test).
+    Compare(cmd::compare::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +33,8 @@ fn main() -> ExitCode {
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Taxonomy(args) => cmd::taxonomy::run(args),
+        Command::Report(args) => cmd::report::run(args),
+        Command::Compare(args) => cmd::compare::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,3 +1,5 @@
 //! One module per subcommand.
 pub mod taxonomy;
 pub mod validate;
+pub mod report;
+pub mod compare;
