@@ -2,7 +2,7 @@
 //! (`/etc`, network stand-ins) and the setup script that builds git repositories.
 
 use autosafe_ots::terminal::{
-    FileKind, FileSpec, Fixture, GitRepo, SINK_DIR, parse_mode, resolve_path,
+    FileKind, FileSpec, Fixture, GitRepo, HOME, SINK_DIR, parse_mode, resolve_path,
 };
 
 use crate::state::{FIXTURE_MTIME, FsState, Node};
@@ -49,6 +49,11 @@ pub fn initial_files(fx: &Fixture) -> FsState {
             },
         );
     }
+    // A developer's usual git identity, unless the fixture brings its own.
+    s.insert(
+        &format!("{HOME}/.gitconfig"),
+        file(0o644, "[user]\n\tname = Alex Morgan\n\temail = alex.morgan@example.com\n[init]\n\tdefaultBranch = main\n"),
+    );
     for spec in &fx.files {
         if let Ok(abs) = resolve_path(&spec.path) {
             s.insert(&abs, node_of(spec));
@@ -132,15 +137,16 @@ pub fn setup_script(fx: &Fixture) -> Option<(FsState, String)> {
         return None;
     }
     let mut stage = FsState::default();
-    let mut script = String::from("set -e\nexport GIT_CONFIG_NOSYSTEM=0\n");
+    let mut script = String::from("set -e\n");
     for (i, repo) in fx.git.iter().enumerate() {
         script.push_str(&repo_script(i, repo, &mut stage));
     }
     if !fx.setup.is_empty() {
         script.push_str("cd \"$HOME\"\n");
-        for cmd in &fx.setup {
-            script.push_str(cmd);
-            script.push('\n');
+        for (i, cmd) in fx.setup.iter().enumerate() {
+            script.push_str(&format!(
+                "( {cmd}\n) || {{ echo 'fixture setup command {i} failed' >&2; exit 1; }}\ncd \"$HOME\"\n"
+            ));
         }
     }
     script.push_str(&format!("rm -rf {STAGE}\n"));

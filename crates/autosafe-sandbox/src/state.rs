@@ -207,7 +207,7 @@ impl FsState {
                 // FIFOs, sockets and devices are not kept.
                 _ => continue,
             };
-            state.entries.insert(path, node);
+            state.insert(&path, node);
         }
         Ok(state)
     }
