@@ -590,3 +590,59 @@ async fn n_is_sent_or_split_into_single_calls_with_derived_seeds() {
     seeds.dedup();
     assert_eq!(seeds.len(), 3);
 }
+
+#[tokio::test]
+async fn slow_bodies_time_out_and_malformed_bodies_are_retried() {
+    let server = ScriptedServer::start(ServerConfig::default())
+        .await
+        .unwrap();
+    let mut sp = spec(vec![server.base_url()], 4);
+    sp.request_timeout_s = 0.3;
+    let s = stack_for(&sp, None);
+    server.push(Reply::Slow {
+        reply: Box::new(Reply::text("late")),
+        chunks: 4,
+        chunk_delay: Duration::from_millis(200),
+    });
+    server.push(Reply::Malformed("{\"choices\": [".into()));
+    let r = s.model.chat(&ask("patience"), &ctx()).await.unwrap();
+    assert_eq!(r.text(), "echo: patience");
+    assert_eq!(server.request_count(), 3);
+    let st = s.ledger.stats(MODEL, "test");
+    assert_eq!(st.retries.get("timeout"), Some(&1), "{:?}", st.retries);
+    assert_eq!(st.retries.get("malformed"), Some(&1), "{:?}", st.retries);
+}
+
+#[tokio::test]
+async fn usage_is_accounted_per_stage_with_cost() {
+    let server = ScriptedServer::start(ServerConfig::default())
+        .await
+        .unwrap();
+    let mut sp = spec(vec![server.base_url()], 4);
+    sp.price = Some(autosafe_llm::Price {
+        prompt_per_mtok: 1.0,
+        completion_per_mtok: 2.0,
+    });
+    let opts = StackOptions {
+        cache: Some(Cache::in_memory().unwrap()),
+        ..Default::default()
+    };
+    let model = autosafe_llm::build_remote(&sp, &opts).unwrap();
+    for stage in ["synthesize", "judge", "judge"] {
+        model
+            .chat(&ask(stage), &CallContext::stage(stage))
+            .await
+            .unwrap();
+    }
+    let report = opts.ledger.report();
+    let judge = report.rows.iter().find(|r| r.stage == "judge").unwrap();
+    assert_eq!((judge.stats.requests, judge.stats.cache_hits), (1, 1));
+    assert!(judge.stats.prompt_tokens > 0 && judge.stats.cost_usd.unwrap() > 0.0);
+    assert_eq!(report.total.requests, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("usage.json");
+    opts.ledger.write_json(&path).unwrap();
+    let back: autosafe_llm::UsageReport =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(back, report);
+}
