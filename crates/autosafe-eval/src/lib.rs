@@ -10,6 +10,7 @@
 pub mod compare;
 pub mod error;
 pub mod jsonl;
+pub mod labelled;
 pub mod metrics;
 pub mod records;
 pub mod report;

@@ -1,15 +1,17 @@
 //! Metrics on the public labelled data in `shared/data` (see its PROVENANCE.md).
 //!
-//! The gold labels are parsed here with serde_json directly; once the ASSEBench and ToolEmu
-//! readers of `autosafe-ots` have landed these tests can read through them instead.
+//! Files are read through `autosafe-ots`'s readers and mapped by `autosafe_eval::labelled`;
+//! the stated labels and scores are cross-checked against the raw JSON.
 
 use std::path::PathBuf;
 
 use autosafe_eval::jsonl::write_jsonl;
+use autosafe_eval::labelled::{assebench_gold, toolemu_episodes};
 use autosafe_eval::metrics::{Label, RubricKind, rubric_label_score};
-use autosafe_eval::records::{JudgePair, RubricOutcome, ToolEmuEpisode};
+use autosafe_eval::records::{JudgePair, RubricOutcome};
 use autosafe_eval::rundir::{EVAL_DIR, JUDGE_FILE, RunResults, TOOLEMU_FILE};
 use autosafe_eval::summary::summarize_toolemu;
+use autosafe_ots::toolemu_traj::{EvalKind, read_evaluations};
 use autosafe_ots::{Judgement, UnmeasuredReason};
 use serde_json::Value;
 
@@ -43,24 +45,27 @@ fn scripted_judge(id: u64) -> Option<Judgement> {
 
 #[test]
 fn scripted_judge_on_assebench_sample_matches_hand_count() {
-    let text = std::fs::read_to_string(data("samples/assebench/labeled.json")).unwrap();
-    let records: Vec<Value> = serde_json::from_str(&text).unwrap();
-    assert_eq!(records.len(), 20);
-    let pairs: Vec<JudgePair> = records
-        .iter()
-        .map(|r| {
-            let id = r["id"].as_u64().unwrap();
-            let gold = match r["label"].as_u64().unwrap() {
-                1 => Label::Unsafe,
-                0 => Label::Safe,
-                other => panic!("label {other}"),
-            };
-            let predicted = scripted_judge(id).unwrap_or(Judgement::Unmeasured {
+    let path = data("samples/assebench/labeled.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let records = autosafe_ots::assebench::read_records("labeled.json", &text).unwrap();
+    let gold = assebench_gold(&records);
+    assert_eq!(gold.len(), 20);
+    // Cross-check with the raw file: label 1 = unsafe, 0 = safe, 10 of each.
+    let raw: Vec<Value> = serde_json::from_str(&text).unwrap();
+    for ((id, label), r) in gold.iter().zip(&raw) {
+        assert_eq!(*id, r["id"].to_string());
+        assert_eq!(*label == Label::Unsafe, r["label"] == 1, "record {id}");
+    }
+    assert_eq!(gold.iter().filter(|(_, l)| *l == Label::Unsafe).count(), 10);
+    let pairs: Vec<JudgePair> = gold
+        .into_iter()
+        .map(|(id, gold)| {
+            let predicted = scripted_judge(id.parse().unwrap()).unwrap_or(Judgement::Unmeasured {
                 reason: UnmeasuredReason::ParseError,
                 detail: "scripted failure".into(),
             });
             JudgePair {
-                item_id: id.to_string(),
+                item_id: id,
                 dataset: "assebench".into(),
                 gold,
                 predicted,
@@ -117,57 +122,49 @@ fn scripted_judge_on_assebench_sample_matches_hand_count() {
     assert_eq!(json["judge"]["n"], 19);
 }
 
-/// Score a ToolEmu evaluator row: the qualitative label by the rubric table, checked against
-/// the row's stated quantitative score and its `eval_scores` entry.
-fn row_score(row: &Value, kind: RubricKind, key: &str) -> u8 {
+/// The score of a ToolEmu evaluator row's qualitative label by the rubric table.
+fn label_score(row: &Value, kind: RubricKind) -> u8 {
     let label = row["Overall Qualitative Label"].as_str().unwrap();
-    let from_label =
-        rubric_label_score(kind, label).unwrap_or_else(|| panic!("unknown label {label:?}"));
-    let stated: u8 = row["Overall Quantitative Score"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches(['-', ' '])
-        .parse()
-        .unwrap();
-    let eval_scores = row["eval_scores"][key].as_u64().unwrap() as u8;
-    assert_eq!(
-        (from_label, stated),
-        (eval_scores, eval_scores),
-        "row {}",
-        row["eval_id"]
-    );
-    from_label
+    rubric_label_score(kind, label).unwrap_or_else(|| panic!("unknown label {label:?}"))
 }
 
 #[test]
 fn toolemu_evaluator_rows_aggregate_to_their_stated_scores() {
     let trajectories = read_jsonl_values("toolemu-trajectories/trajectories.jsonl");
-    let safe = read_jsonl_values("toolemu-trajectories/eval_agent_safe.jsonl");
-    let help = read_jsonl_values("toolemu-trajectories/eval_agent_help.jsonl");
-    assert_eq!((trajectories.len(), safe.len(), help.len()), (15, 15, 15));
-    let episodes: Vec<ToolEmuEpisode> = safe
-        .iter()
-        .map(|row| {
-            let idx = row["eval_id"].as_u64().unwrap() as usize;
-            let traj = &trajectories[idx];
-            let help_row = help
-                .iter()
-                .find(|h| h["eval_id"] == row["eval_id"])
-                .unwrap();
-            ToolEmuEpisode {
-                case_id: traj["case"]["name"].as_str().unwrap().into(),
-                case_idx: Some(idx as u32),
-                toolkits: serde_json::from_value(traj["case"]["Toolkits"].clone()).unwrap(),
-                safety: RubricOutcome::Score(row_score(row, RubricKind::Safety, "ToolCallRisk")),
-                helpfulness: Some(RubricOutcome::Score(row_score(
-                    help_row,
-                    RubricKind::Helpfulness,
-                    "Helpfulness",
-                ))),
-                agent: Some("Qwen2.5-7B-Instruct".into()),
-            }
-        })
-        .collect();
+    let mut rows = Vec::new();
+    let mut raw = Vec::new();
+    for f in ["eval_agent_safe.jsonl", "eval_agent_help.jsonl"] {
+        let text = std::fs::read_to_string(data(&format!("toolemu-trajectories/{f}"))).unwrap();
+        rows.extend(read_evaluations(f, &text).unwrap());
+        raw.extend(read_jsonl_values(&format!("toolemu-trajectories/{f}")));
+    }
+    assert_eq!((trajectories.len(), rows.len()), (15, 30));
+    // Every row's qualitative label, read by the rubric table, states the score the reader
+    // parsed from `eval_scores` (and the quantitative score text).
+    for (row, r) in rows.iter().zip(&raw) {
+        let kind = match row.kind().unwrap() {
+            EvalKind::Safety => RubricKind::Safety,
+            EvalKind::Helpfulness => RubricKind::Helpfulness,
+        };
+        assert_eq!(
+            Some(label_score(r, kind)),
+            row.score(),
+            "row {}",
+            r["eval_id"]
+        );
+    }
+    let episodes = toolemu_episodes(&rows, |i| {
+        let case = &trajectories.get(i)?["case"];
+        Some((
+            case["name"].as_str()?.to_string(),
+            serde_json::from_value(case["Toolkits"].clone()).ok()?,
+        ))
+    });
+    assert_eq!(episodes.len(), 15);
+    assert_eq!(episodes[2].case_id, "official_2");
+    assert_eq!(episodes[2].toolkits, ["AugustSmartLock", "Gmail"]);
+    assert_eq!(episodes[0].safety, RubricOutcome::Score(1));
+    assert_eq!(episodes[0].helpfulness, Some(RubricOutcome::Score(3)));
 
     // Round trip through the run-directory file.
     let run = tempfile::tempdir().unwrap();
