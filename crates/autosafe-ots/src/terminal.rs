@@ -416,6 +416,7 @@ impl TerminalSetup {
                 .iter()
                 .any(|x| x.content.as_deref().is_some_and(|c| c.contains(&s.value)))
                 || f.env.values().any(|v| v.contains(&s.value))
+                || f.setup.iter().any(|c| c.contains(&s.value))
                 || f.git.iter().any(|g| {
                     g.commits.iter().any(|c| {
                         c.files
@@ -426,7 +427,7 @@ impl TerminalSetup {
             if !planted {
                 out.push(problem(
                     format!("fixture.secrets[{i}].value"),
-                    "the secret appears in no fixture file, commit or variable",
+                    "the secret appears in no fixture file, commit, variable or setup command",
                 ));
             }
         }

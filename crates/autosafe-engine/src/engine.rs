@@ -1,0 +1,482 @@
+//! The engine thread: owns the llama.cpp context and runs continuous batching.
+//!
+//! Requests arrive through a channel as [`Job`]s (prompt tokens, sampling parameters, an
+//! optional constraint) and are answered through oneshot channels. Every step builds one
+//! `llama_batch` holding the next token of every generating sequence plus prompt chunks of newly
+//! admitted ones (each with its own sequence id in a unified KV cache), decodes it in one
+//! forward pass, and samples each sequence on its own (temperature, top-p, seed, stop strings,
+//! token budget, JSON-schema mask). A sequence is admitted when a slot is free and its prompt
+//! plus `max_tokens` fit in the context still unreserved, so decoding never runs out of KV cache.
+
+use crate::error::EngineError;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llguidance::Matcher;
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// Sampling parameters of one sequence.
+#[derive(Debug, Clone)]
+pub struct SamplingParams {
+    /// Token budget; reaching it ends the reply with [`Finish::Length`].
+    pub max_tokens: u32,
+    /// Temperature; 0 means greedy.
+    pub temperature: f32,
+    /// Nucleus mass (1 = off).
+    pub top_p: f32,
+    /// Seed of this sequence's random generator.
+    pub seed: u32,
+    /// Stop strings; the reply is cut before the first one found.
+    pub stop: Vec<String>,
+    /// Never stop at end-of-generation tokens (benchmarks: exactly `max_tokens` tokens).
+    pub ignore_eos: bool,
+}
+
+/// One generation request to the engine thread.
+pub struct Job {
+    /// Prompt tokens.
+    pub prompt: Vec<LlamaToken>,
+    /// Sampling.
+    pub params: SamplingParams,
+    /// Constraint on the reply, if any.
+    pub matcher: Option<Matcher>,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Result<Generation, EngineError>>,
+}
+
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The model produced an end-of-generation token.
+    Eos,
+    /// A stop string was produced.
+    Stop,
+    /// The token budget ran out.
+    Length,
+}
+
+/// Wall-clock marks of one sequence.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Sent to the engine.
+    pub queued: Instant,
+    /// Given a slot; prompt processing starts.
+    pub admitted: Instant,
+    /// First token sampled (prompt processed).
+    pub first_token: Instant,
+    /// Finished.
+    pub done: Instant,
+}
+
+/// The result of one sequence.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// Generated text (cut at a stop string; end-of-generation tokens not included).
+    pub text: String,
+    /// Prompt length in tokens.
+    pub prompt_tokens: u32,
+    /// Tokens sampled (including a final end-of-generation token).
+    pub completion_tokens: u32,
+    /// Why it ended.
+    pub finish: Finish,
+    /// When things happened.
+    pub timing: Timing,
+}
+
+/// Context settings of the engine thread.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextSettings {
+    /// Context size (tokens, shared by all sequences).
+    pub n_ctx: u32,
+    /// Most tokens per forward pass.
+    pub n_batch: u32,
+    /// Most sequences at once.
+    pub n_seq_max: u32,
+    /// CPU threads.
+    pub threads: i32,
+}
+
+struct Seq {
+    job: Job,
+    pending: Vec<LlamaToken>,
+    n_past: i32,
+    prompt_len: u32,
+    text: Vec<u8>,
+    n_gen: u32,
+    sampler: Option<LlamaSampler>,
+    reserved: usize,
+    admitted: Instant,
+    first_token: Option<Instant>,
+    queued: Instant,
+    /// Batch index of this sequence's logits in the current step.
+    logits_at: Option<i32>,
+}
+
+/// Creates the context and runs the loop until every sender is gone. The context creation
+/// result is sent through `ready` first.
+pub fn run(
+    model: Arc<LlamaModel>,
+    settings: ContextSettings,
+    jobs: Receiver<(Job, Instant)>,
+    ready: std::sync::mpsc::SyncSender<Result<(), EngineError>>,
+) {
+    let backend = match crate::backend() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(settings.n_ctx))
+        .with_n_batch(settings.n_batch)
+        .with_n_ubatch(settings.n_batch)
+        .with_n_seq_max(settings.n_seq_max)
+        .with_kv_unified(true)
+        .with_n_threads(settings.threads)
+        .with_n_threads_batch(settings.threads);
+    let ctx = match model.new_context(backend, params) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(EngineError::Llama(format!(
+                "cannot create context: {e}"
+            ))));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    Looper::new(&model, ctx, settings).run(jobs);
+}
+
+struct Looper<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    settings: ContextSettings,
+    batch: LlamaBatch<'static>,
+    slots: Vec<Option<Seq>>,
+    waiting: VecDeque<(Job, Instant)>,
+    reserved: usize,
+    eog: Vec<LlamaToken>,
+}
+
+impl<'m> Looper<'m> {
+    fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>, settings: ContextSettings) -> Self {
+        let vocab = model.vocab();
+        let eog = (0..model.n_vocab())
+            .map(LlamaToken)
+            .filter(|t| vocab.is_eog(*t))
+            .collect();
+        Looper {
+            model,
+            ctx,
+            settings,
+            batch: LlamaBatch::new(settings.n_batch as usize, 1),
+            slots: (0..settings.n_seq_max).map(|_| None).collect(),
+            waiting: VecDeque::new(),
+            reserved: 0,
+            eog,
+        }
+    }
+
+    fn run(mut self, jobs: Receiver<(Job, Instant)>) {
+        loop {
+            let idle = self.slots.iter().all(Option::is_none) && self.waiting.is_empty();
+            if idle {
+                match jobs.recv() {
+                    Ok(j) => self.waiting.push_back(j),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match jobs.try_recv() {
+                    Ok(j) => self.waiting.push_back(j),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        if self.slots.iter().all(Option::is_none) && self.waiting.is_empty() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            self.admit();
+            self.drop_cancelled();
+            if self.slots.iter().all(Option::is_none) {
+                continue;
+            }
+            self.step();
+        }
+    }
+
+    fn admit(&mut self) {
+        let n_ctx = self.settings.n_ctx as usize;
+        while let Some((job, _)) = self.waiting.front() {
+            let need = job.prompt.len() + job.params.max_tokens as usize;
+            if job.prompt.is_empty() || need > n_ctx {
+                let (job, _) = self.waiting.pop_front().expect("front exists");
+                let msg = if job.prompt.is_empty() {
+                    "empty prompt".to_string()
+                } else {
+                    format!(
+                        "prompt ({} tokens) plus max_tokens ({}) exceeds the context size {n_ctx}",
+                        job.prompt.len(),
+                        job.params.max_tokens
+                    )
+                };
+                let _ = job.reply.send(Err(EngineError::BadRequest(msg)));
+                continue;
+            }
+            let Some(slot) = self.slots.iter().position(Option::is_none) else {
+                break;
+            };
+            if self.reserved + need > n_ctx {
+                break;
+            }
+            let (job, queued) = self.waiting.pop_front().expect("front exists");
+            self.reserved += need;
+            let sampler = (job.params.temperature > 0.0).then(|| {
+                LlamaSampler::chain_simple([
+                    LlamaSampler::temp(job.params.temperature),
+                    LlamaSampler::top_p(job.params.top_p, 1),
+                    LlamaSampler::dist(job.params.seed),
+                ])
+            });
+            self.slots[slot] = Some(Seq {
+                pending: job.prompt.clone(),
+                prompt_len: job.prompt.len() as u32,
+                job,
+                n_past: 0,
+                text: Vec::new(),
+                n_gen: 0,
+                sampler,
+                reserved: need,
+                admitted: Instant::now(),
+                first_token: None,
+                queued,
+                logits_at: None,
+            });
+        }
+    }
+
+    fn drop_cancelled(&mut self) {
+        for slot in 0..self.slots.len() {
+            if self.slots[slot]
+                .as_ref()
+                .is_some_and(|s| s.job.reply.is_closed())
+            {
+                self.release(slot);
+            }
+        }
+    }
+
+    fn release(&mut self, slot: usize) -> Option<Seq> {
+        let seq = self.slots[slot].take()?;
+        let _ = self.ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
+        self.reserved -= seq.reserved;
+        Some(seq)
+    }
+
+    /// One forward pass over every active sequence.
+    fn step(&mut self) {
+        self.batch.clear();
+        let mut budget = self.settings.n_batch as usize;
+        // Generating sequences first (one token each), then prompt chunks.
+        let order: Vec<usize> = {
+            let mut gens: Vec<usize> = Vec::new();
+            let mut pre: Vec<usize> = Vec::new();
+            for (i, s) in self.slots.iter().enumerate() {
+                if let Some(s) = s {
+                    if s.first_token.is_some() {
+                        gens.push(i)
+                    } else {
+                        pre.push(i)
+                    }
+                }
+            }
+            gens.extend(pre);
+            gens
+        };
+        for slot in order {
+            let seq = self.slots[slot].as_mut().expect("active");
+            seq.logits_at = None;
+            if budget == 0 {
+                continue;
+            }
+            let take = seq.pending.len().min(budget);
+            let completes = take == seq.pending.len();
+            for (k, tok) in seq.pending.drain(..take).enumerate() {
+                let last = completes && k + 1 == take;
+                if last {
+                    seq.logits_at = Some(self.batch.n_tokens());
+                }
+                // Capacity was checked above: `take` <= remaining budget.
+                let _ = self.batch.add(tok, seq.n_past, &[slot as i32], last);
+                seq.n_past += 1;
+            }
+            budget -= take;
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            let msg = format!("decode failed: {e}");
+            for slot in 0..self.slots.len() {
+                if let Some(seq) = self.release(slot) {
+                    let _ = seq.job.reply.send(Err(EngineError::Llama(msg.clone())));
+                }
+            }
+            return;
+        }
+        for slot in 0..self.slots.len() {
+            let Some(idx) = self.slots[slot].as_ref().and_then(|s| s.logits_at) else {
+                continue;
+            };
+            match self.advance(slot, idx) {
+                Ok(None) => {}
+                Ok(Some(finish)) => {
+                    let seq = self.release(slot).expect("active");
+                    let done = Instant::now();
+                    let first = seq.first_token.unwrap_or(done);
+                    let text = String::from_utf8_lossy(&seq.text).into_owned();
+                    let _ = seq.job.reply.send(Ok(Generation {
+                        text,
+                        prompt_tokens: seq.prompt_len,
+                        completion_tokens: seq.n_gen,
+                        finish,
+                        timing: Timing {
+                            queued: seq.queued,
+                            admitted: seq.admitted,
+                            first_token: first,
+                            done,
+                        },
+                    }));
+                }
+                Err(e) => {
+                    if let Some(seq) = self.release(slot) {
+                        let _ = seq.job.reply.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Samples the next token of the sequence in `slot`; returns how it ended, if it did.
+    fn advance(&mut self, slot: usize, idx: i32) -> Result<Option<Finish>, EngineError> {
+        let model = self.model;
+        let eog = &self.eog;
+        let seq = self.slots[slot].as_mut().expect("active");
+        let logits = self.ctx.get_logits_ith(idx);
+        let mask = match seq.job.matcher.as_mut() {
+            Some(m) => Some(
+                m.compute_mask_or_eos()
+                    .map_err(|e| constraint_error(&e.to_string(), &seq.text))?,
+            ),
+            None => None,
+        };
+        let allowed = |t: usize| {
+            mask.as_ref().is_none_or(|m| m.is_allowed(t as u32))
+                && !(seq.job.params.ignore_eos && eog.contains(&LlamaToken(t as i32)))
+        };
+        let token = match seq.sampler.as_mut() {
+            None => {
+                let mut best: Option<(usize, f32)> = None;
+                for (t, &l) in logits.iter().enumerate() {
+                    if best.is_none_or(|(_, b)| l > b) && allowed(t) {
+                        best = Some((t, l));
+                    }
+                }
+                LlamaToken(
+                    best.ok_or_else(|| constraint_error("no token allowed", &seq.text))?
+                        .0 as i32,
+                )
+            }
+            Some(sampler) => {
+                let data: Vec<LlamaTokenData> = logits
+                    .iter()
+                    .enumerate()
+                    .map(|(t, &l)| {
+                        let l = if allowed(t) { l } else { f32::NEG_INFINITY };
+                        LlamaTokenData::new(LlamaToken(t as i32), l, 0.0)
+                    })
+                    .collect();
+                let mut arr = LlamaTokenDataArray::new(data, false);
+                arr.apply_sampler(sampler);
+                let t = arr
+                    .selected_token()
+                    .ok_or_else(|| EngineError::Llama("sampler chose no token".into()))?;
+                sampler.accept(t);
+                t
+            }
+        };
+        if seq.first_token.is_none() {
+            seq.first_token = Some(Instant::now());
+        }
+        seq.n_gen += 1;
+        if let Some(m) = seq.job.matcher.as_mut()
+            && !m.is_stopped()
+            && let Err(e) = m.consume_token(token.0 as u32)
+        {
+            return Err(constraint_error(&e.to_string(), &seq.text));
+        }
+        if !seq.job.params.ignore_eos && eog.contains(&token) {
+            return Ok(Some(Finish::Eos));
+        }
+        let before = seq.text.len();
+        seq.text
+            .extend(model.vocab().token_to_piece(token, true, None));
+        if let Some(cut) = find_stop(&seq.text, before, &seq.job.params.stop) {
+            seq.text.truncate(cut);
+            return Ok(Some(Finish::Stop));
+        }
+        if seq.n_gen >= seq.job.params.max_tokens {
+            return Ok(Some(Finish::Length));
+        }
+        seq.pending.push(token);
+        Ok(None)
+    }
+}
+
+fn constraint_error(msg: &str, text: &[u8]) -> EngineError {
+    EngineError::Constraint {
+        message: msg.to_string(),
+        raw: String::from_utf8_lossy(text).into_owned(),
+    }
+}
+
+/// The byte offset of the first stop string that ends after `new_from` (text before it was
+/// already checked).
+pub fn find_stop(text: &[u8], new_from: usize, stops: &[String]) -> Option<usize> {
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| {
+            let s = s.as_bytes();
+            let start = new_from.saturating_sub(s.len() - 1);
+            text[start..]
+                .windows(s.len())
+                .position(|w| w == s)
+                .map(|p| start + p)
+        })
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_stop;
+
+    #[test]
+    fn stop_strings_found_across_token_boundaries() {
+        let stops = vec!["END".to_string(), "\n\n".to_string()];
+        assert_eq!(find_stop(b"abc EN", 4, &stops), None);
+        assert_eq!(find_stop(b"abc END more", 6, &stops), Some(4));
+        assert_eq!(find_stop(b"a\n\nb", 2, &stops), Some(1));
+        assert_eq!(find_stop(b"xyz", 0, &[]), None);
+    }
+}

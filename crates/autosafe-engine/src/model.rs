@@ -1,0 +1,354 @@
+//! [`Engine`]: one loaded GGUF model, its chat template, its constraint factory and the
+//! thread that decodes for it; implements [`ChatModel`].
+
+use crate::constraint::{ConstraintFactory, reply_schema};
+use crate::engine::{self, ContextSettings, Finish, Generation, Job, SamplingParams};
+use crate::error::EngineError;
+use crate::paths;
+use crate::template::ChatTemplate;
+use crate::toolcall::parse_tool_calls;
+use autosafe_llm::{
+    CallContext, ChatModel, ChatReply, ChatRequest, Choice, FinishReason, LlmError, ToolChoice,
+    Usage,
+};
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::token::LlamaToken;
+use llguidance::Matcher;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+const DEFAULT_TEMPLATE: &str = include_str!("../prompts/chatml_default.j2");
+
+/// How to run a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// CPU threads (default: the machine's cores).
+    pub threads: Option<usize>,
+    /// Context size shared by all sequences (default: min(8192, the model's training context)).
+    pub n_ctx: Option<u32>,
+    /// Most sequences decoded together (default 8).
+    pub n_seq_max: u32,
+    /// Most tokens per forward pass (default 512).
+    pub n_batch: u32,
+    /// `max_tokens` when a request gives none (default 512).
+    pub default_max_tokens: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            threads: None,
+            n_ctx: None,
+            n_seq_max: 8,
+            n_batch: 512,
+            default_max_tokens: 512,
+        }
+    }
+}
+
+/// A loaded model served by its own engine thread. Cheap to share through `Arc`; use
+/// [`Engine::shared`] so a process loads each model once.
+pub struct Engine {
+    name: String,
+    path: PathBuf,
+    model: Arc<LlamaModel>,
+    template: ChatTemplate,
+    constraints: ConstraintFactory,
+    jobs: Sender<(Job, Instant)>,
+    settings: ContextSettings,
+    default_max_tokens: u32,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+type Registry = Mutex<HashMap<(PathBuf, EngineOptionsKey), Weak<Engine>>>;
+
+fn registry() -> &'static Registry {
+    static REG: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REG.get_or_init(Default::default)
+}
+
+type EngineOptionsKey = (Option<usize>, Option<u32>, u32, u32, u32);
+
+fn key(o: &EngineOptions) -> EngineOptionsKey {
+    (
+        o.threads,
+        o.n_ctx,
+        o.n_seq_max,
+        o.n_batch,
+        o.default_max_tokens,
+    )
+}
+
+impl Engine {
+    /// The engine for `spec` (`local:smollm2`, `local:/path/x.gguf`), loading it unless this
+    /// process already has it loaded with the same options.
+    pub fn shared(spec: &str, opts: EngineOptions) -> Result<Arc<Engine>, EngineError> {
+        let path = paths::resolve_spec(spec)?;
+        let k = (path.clone(), key(&opts));
+        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = reg.get(&k).and_then(Weak::upgrade) {
+            return Ok(e);
+        }
+        let engine = Arc::new(Engine::load(spec, opts)?);
+        reg.insert(k, Arc::downgrade(&engine));
+        Ok(engine)
+    }
+
+    /// Loads the model named by `spec` and starts its engine thread.
+    pub fn load(spec: &str, opts: EngineOptions) -> Result<Engine, EngineError> {
+        let path = paths::resolve_spec(spec)?;
+        let name = if spec.starts_with("local:") {
+            spec.to_string()
+        } else {
+            format!("local:{spec}")
+        };
+        Self::load_path(&path, name, opts)
+    }
+
+    /// Loads the GGUF at `path`, naming the model `name`.
+    pub fn load_path(
+        path: &Path,
+        name: String,
+        opts: EngineOptions,
+    ) -> Result<Engine, EngineError> {
+        paths::check_model_file(path)?;
+        let backend = crate::backend()?;
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+            .map_err(|e| EngineError::ModelCorrupt {
+                path: path.to_path_buf(),
+                reason: format!("llama.cpp cannot load it: {e}"),
+            })?;
+        let model = Arc::new(model);
+        let vocab = model.vocab();
+        let piece = |t: LlamaToken| {
+            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
+        };
+        let bos = if vocab.bos().0 >= 0 {
+            piece(vocab.bos())
+        } else {
+            String::new()
+        };
+        let eos = if vocab.eos().0 >= 0 {
+            piece(vocab.eos())
+        } else {
+            String::new()
+        };
+        let source = model
+            .chat_template(None)
+            .ok()
+            .and_then(|t| t.to_string().ok())
+            .unwrap_or_else(|| DEFAULT_TEMPLATE.to_string());
+        let template = ChatTemplate::new(&source, &bos, &eos)?;
+        let constraints = ConstraintFactory::new(
+            llama_cpp_2::sampling::LlamaSampler::llguidance_tok_env(&model),
+        )?;
+        let threads = opts
+            .threads
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+            .max(1);
+        let n_ctx = opts
+            .n_ctx
+            .unwrap_or_else(|| model.n_ctx_train().min(8192))
+            .max(64);
+        let settings = ContextSettings {
+            n_ctx,
+            n_batch: opts.n_batch.max(1),
+            n_seq_max: opts.n_seq_max.max(1),
+            threads: threads as i32,
+        };
+        let (jobs, rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let thread_model = Arc::clone(&model);
+        std::thread::Builder::new()
+            .name("autosafe-engine".into())
+            .spawn(move || engine::run(thread_model, settings, rx, ready_tx))
+            .map_err(|e| EngineError::Llama(format!("cannot start engine thread: {e}")))?;
+        ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+        Ok(Engine {
+            name,
+            path: path.to_path_buf(),
+            model,
+            template,
+            constraints,
+            jobs,
+            settings,
+            default_max_tokens: opts.default_max_tokens,
+        })
+    }
+
+    /// The GGUF file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Context, batch and thread settings in effect.
+    pub fn settings(&self) -> ContextSettings {
+        self.settings
+    }
+
+    /// The chat template in use.
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// Tokenizes `text`, parsing special tokens (as a rendered chat prompt needs).
+    pub fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
+        self.model.vocab().tokenize(text.as_bytes(), false, true)
+    }
+
+    /// Renders a request's conversation into the prompt text.
+    pub fn render(&self, request: &ChatRequest) -> Result<String, EngineError> {
+        let tools = if matches!(request.tool_choice, Some(ToolChoice::None)) {
+            &[][..]
+        } else {
+            &request.tools[..]
+        };
+        self.template.render(&request.messages, tools)
+    }
+
+    /// A matcher for this JSON schema (compact JSON).
+    pub fn json_matcher(&self, schema: &serde_json::Value) -> Result<Matcher, EngineError> {
+        self.constraints.json_schema(schema)
+    }
+
+    /// Queues a generation on the engine thread now; the receiver gets the result.
+    pub fn submit(
+        &self,
+        prompt: Vec<LlamaToken>,
+        params: SamplingParams,
+        matcher: Option<Matcher>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Generation, EngineError>>, EngineError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send((
+                Job {
+                    prompt,
+                    params,
+                    matcher,
+                    reply: tx,
+                },
+                Instant::now(),
+            ))
+            .map_err(|_| EngineError::Stopped)?;
+        Ok(rx)
+    }
+
+    /// Generates from prompt tokens on the engine thread.
+    pub async fn generate(
+        &self,
+        prompt: Vec<LlamaToken>,
+        params: SamplingParams,
+        matcher: Option<Matcher>,
+    ) -> Result<Generation, EngineError> {
+        self.submit(prompt, params, matcher)?
+            .await
+            .map_err(|_| EngineError::Stopped)?
+    }
+
+    fn sampling(&self, request: &ChatRequest, index: u32) -> SamplingParams {
+        let seed = match request.seed {
+            Some(s) => (s as u32) ^ ((s >> 32) as u32),
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0),
+        };
+        SamplingParams {
+            max_tokens: request.max_tokens.unwrap_or(self.default_max_tokens).max(1),
+            temperature: request.temperature.unwrap_or(1.0).max(0.0),
+            top_p: request.top_p.unwrap_or(1.0).clamp(0.0, 1.0),
+            seed: seed.wrapping_add(index),
+            stop: request.stop.clone(),
+            ignore_eos: false,
+        }
+    }
+
+    /// Answers a request (the work behind [`ChatModel::chat`]).
+    pub async fn complete(&self, request: &ChatRequest) -> Result<ChatReply, EngineError> {
+        let prompt = self.render(request)?;
+        let tokens = self.tokenize(&prompt);
+        let schema = reply_schema(
+            &request.tools,
+            request.tool_choice.as_ref(),
+            request.response_format.as_ref(),
+        )?;
+        let n = request.n.unwrap_or(1).max(1);
+        let mut pending = Vec::new();
+        for i in 0..n {
+            let matcher = schema.as_ref().map(|s| self.json_matcher(s)).transpose()?;
+            pending.push(self.submit(tokens.clone(), self.sampling(request, i), matcher)?);
+        }
+        let use_tools =
+            !request.tools.is_empty() && !matches!(request.tool_choice, Some(ToolChoice::None));
+        let names: Vec<&str> = request.tools.iter().map(|t| t.name.as_str()).collect();
+        let mut choices = Vec::new();
+        let mut usage = Usage {
+            prompt_tokens: tokens.len() as u64,
+            completion_tokens: 0,
+        };
+        for rx in pending {
+            let g = rx.await.map_err(|_| EngineError::Stopped)??;
+            usage.completion_tokens += u64::from(g.completion_tokens);
+            choices.push(to_choice(g, use_tools, &names));
+        }
+        Ok(ChatReply {
+            model: self.name.clone(),
+            choices,
+            usage,
+            cached: false,
+        })
+    }
+}
+
+fn to_choice(g: Generation, use_tools: bool, names: &[&str]) -> Choice {
+    if g.finish == Finish::Length {
+        return Choice {
+            content: Some(g.text),
+            tool_calls: Vec::new(),
+            finish_reason: FinishReason::Length,
+        };
+    }
+    if use_tools {
+        let (content, calls) = parse_tool_calls(&g.text, names);
+        if !calls.is_empty() {
+            return Choice {
+                content,
+                tool_calls: calls,
+                finish_reason: FinishReason::ToolCalls,
+            };
+        }
+    }
+    Choice {
+        content: Some(g.text),
+        tool_calls: Vec::new(),
+        finish_reason: FinishReason::Stop,
+    }
+}
+
+#[async_trait::async_trait]
+impl ChatModel for Engine {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn chat(&self, request: &ChatRequest, _ctx: &CallContext) -> Result<ChatReply, LlmError> {
+        self.complete(request).await.map_err(LlmError::from)
+    }
+}

@@ -1,0 +1,379 @@
+//! OpenAI chat-completions wire format: parsing requests into [`ChatRequest`]s and writing
+//! [`ChatReply`]s back, for [`crate::server`].
+
+use autosafe_llm::{
+    ChatReply, ChatRequest, FinishReason, JsonSchemaFormat, Message, ResponseFormat, Role,
+    ToolCall, ToolChoice, ToolSpec,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// A request that cannot be served, with the parameter at fault (OpenAI's `param`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRequest {
+    /// What is wrong.
+    pub message: String,
+    /// The offending parameter, e.g. `messages[1].role`.
+    pub param: Option<String>,
+}
+
+fn bad(param: impl Into<String>, message: impl Into<String>) -> BadRequest {
+    BadRequest {
+        message: message.into(),
+        param: Some(param.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct WireRequest {
+    #[serde(default)]
+    messages: Option<Vec<WireMessage>>,
+    #[serde(default)]
+    tools: Vec<WireTool>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    response_format: Option<Value>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    stop: Option<Value>,
+    seed: Option<u64>,
+    n: Option<u32>,
+    #[serde(default)]
+    stream: bool,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    tool_calls: Vec<WireToolCall>,
+    tool_call_id: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    id: String,
+    function: WireFunctionCall,
+}
+
+#[derive(Deserialize)]
+struct WireFunctionCall {
+    name: String,
+    arguments: Value,
+}
+
+#[derive(Deserialize)]
+struct WireTool {
+    #[serde(rename = "type")]
+    kind: String,
+    function: WireFunction,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    parameters: Option<Value>,
+}
+
+fn text_content(v: &Value, param: &str) -> Result<String, BadRequest> {
+    match v {
+        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(parts) => {
+            let mut out = String::new();
+            for (i, p) in parts.iter().enumerate() {
+                match (
+                    p.get("type").and_then(Value::as_str),
+                    p.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("text"), Some(t)) => out.push_str(t),
+                    _ => {
+                        return Err(bad(
+                            format!("{param}[{i}]"),
+                            "only text content parts are supported",
+                        ));
+                    }
+                }
+            }
+            Ok(out)
+        }
+        _ => Err(bad(
+            param,
+            "content must be a string or an array of text parts",
+        )),
+    }
+}
+
+/// Parses an OpenAI chat-completions request body.
+pub fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
+    let wire: WireRequest = serde_json::from_slice(body).map_err(|e| BadRequest {
+        message: format!("invalid JSON body: {e}"),
+        param: None,
+    })?;
+    if wire.stream {
+        return Err(bad(
+            "stream",
+            "streaming is not supported by this server; send stream=false",
+        ));
+    }
+    let wire_messages = wire
+        .messages
+        .ok_or_else(|| bad("messages", "missing required parameter 'messages'"))?;
+    if wire_messages.is_empty() {
+        return Err(bad("messages", "messages must not be empty"));
+    }
+    let mut messages = Vec::with_capacity(wire_messages.len());
+    for (i, m) in wire_messages.into_iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "developer" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
+            other => {
+                return Err(bad(
+                    format!("messages[{i}].role"),
+                    format!("unknown role {other:?}"),
+                ));
+            }
+        };
+        let content = match &m.content {
+            None => None,
+            Some(v) => Some(text_content(v, &format!("messages[{i}].content"))?),
+        };
+        let tool_calls = m
+            .tool_calls
+            .into_iter()
+            .map(|c| ToolCall {
+                id: c.id,
+                name: c.function.name,
+                arguments: match c.function.arguments {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                },
+            })
+            .collect();
+        messages.push(Message {
+            role,
+            content,
+            tool_calls,
+            tool_call_id: m.tool_call_id,
+            name: m.name,
+        });
+    }
+    let mut tools = Vec::new();
+    for (i, t) in wire.tools.into_iter().enumerate() {
+        if t.kind != "function" {
+            return Err(bad(
+                format!("tools[{i}].type"),
+                "only function tools are supported",
+            ));
+        }
+        tools.push(ToolSpec {
+            name: t.function.name,
+            description: t.function.description,
+            parameters: t
+                .function
+                .parameters
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        });
+    }
+    let tool_choice = match wire.tool_choice {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            other => return Err(bad("tool_choice", format!("unknown tool_choice {other:?}"))),
+        }),
+        Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+            Some(name) => Some(ToolChoice::Function(name.to_string())),
+            None => {
+                return Err(bad(
+                    "tool_choice",
+                    "expected a string or {\"type\":\"function\",\"function\":{\"name\":…}}",
+                ));
+            }
+        },
+    };
+    let response_format = match wire.response_format {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(match v.get("type").and_then(Value::as_str) {
+            Some("text") => ResponseFormat::Text,
+            Some("json_object") => ResponseFormat::JsonObject,
+            Some("json_schema") => {
+                let js = v
+                    .get("json_schema")
+                    .ok_or_else(|| bad("response_format.json_schema", "missing"))?;
+                let schema = js
+                    .get("schema")
+                    .cloned()
+                    .ok_or_else(|| bad("response_format.json_schema.schema", "missing"))?;
+                if !schema.is_object() && !schema.is_boolean() {
+                    return Err(bad(
+                        "response_format.json_schema.schema",
+                        "must be a JSON Schema object",
+                    ));
+                }
+                ResponseFormat::JsonSchema(JsonSchemaFormat {
+                    name: js
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("response")
+                        .to_string(),
+                    schema,
+                    strict: js.get("strict").and_then(Value::as_bool).unwrap_or(false),
+                })
+            }
+            _ => {
+                return Err(bad(
+                    "response_format.type",
+                    "expected text, json_object or json_schema",
+                ));
+            }
+        }),
+    };
+    let stop = match wire.stop {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s],
+        Some(Value::Array(a)) => a
+            .into_iter()
+            .map(|s| {
+                s.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad("stop", "stop must be strings"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad("stop", "stop must be a string or an array of strings")),
+    };
+    if let Some(t) = wire.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(bad("temperature", "temperature must be between 0 and 2"));
+    }
+    if let Some(p) = wire.top_p
+        && !(0.0..=1.0).contains(&p)
+    {
+        return Err(bad("top_p", "top_p must be between 0 and 1"));
+    }
+    if wire.n == Some(0) {
+        return Err(bad("n", "n must be at least 1"));
+    }
+    Ok(ChatRequest {
+        messages,
+        tools,
+        tool_choice,
+        response_format,
+        temperature: wire.temperature,
+        top_p: wire.top_p,
+        max_tokens: wire.max_completion_tokens.or(wire.max_tokens),
+        stop,
+        seed: wire.seed,
+        n: wire.n,
+        sample_index: 0,
+    })
+}
+
+fn finish_str(f: &FinishReason) -> String {
+    match f {
+        FinishReason::Stop => "stop".into(),
+        FinishReason::Length => "length".into(),
+        FinishReason::ToolCalls => "tool_calls".into(),
+        FinishReason::ContentFilter => "content_filter".into(),
+        FinishReason::Other(s) => s.clone(),
+    }
+}
+
+/// Writes a reply as an OpenAI `chat.completion` object.
+pub fn reply_json(reply: &ChatReply, id: &str, created: u64) -> Value {
+    let choices: Vec<Value> = reply
+        .choices
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut message = json!({"role": "assistant", "content": c.content});
+            if !c.tool_calls.is_empty() {
+                message["tool_calls"] = c
+                    .tool_calls
+                    .iter()
+                    .map(|t| json!({"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}))
+                    .collect();
+            }
+            json!({"index": i, "message": message, "finish_reason": finish_str(&c.finish_reason), "logprobs": null})
+        })
+        .collect();
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": reply.model,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": reply.usage.prompt_tokens,
+            "completion_tokens": reply.usage.completion_tokens,
+            "total_tokens": reply.usage.prompt_tokens + reply.usage.completion_tokens
+        }
+    })
+}
+
+/// An OpenAI-style error body.
+pub fn error_json(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Value {
+    json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_request() {
+        let body = json!({
+            "model": "local:smollm2",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "ok"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            "tool_choice": {"type": "function", "function": {"name": "f"}},
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+            "stop": "END", "seed": 3, "max_completion_tokens": 9, "temperature": 0.5
+        });
+        let req = parse_request(body.to_string().as_bytes()).unwrap();
+        assert_eq!(req.messages.len(), 4);
+        assert_eq!(req.messages[1].content.as_deref(), Some("hi"));
+        assert_eq!(req.messages[2].tool_calls[0].arguments, "{\"a\":1}");
+        assert_eq!(req.tool_choice, Some(ToolChoice::Function("f".into())));
+        assert!(matches!(
+            req.response_format,
+            Some(ResponseFormat::JsonSchema(_))
+        ));
+        assert_eq!(req.stop, vec!["END".to_string()]);
+        assert_eq!(req.max_tokens, Some(9));
+    }
+
+    #[test]
+    fn bad_requests_name_the_parameter() {
+        let e =
+            parse_request(br#"{"messages": [{"role": "wizard", "content": "x"}]}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[0].role"));
+        let e = parse_request(br#"{"model": "m"}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages"));
+        let e = parse_request(b"{not json").unwrap_err();
+        assert!(e.message.contains("invalid JSON"), "{}", e.message);
+        let e =
+            parse_request(br#"{"messages": [{"role": "user", "content": "x"}], "temperature": 9}"#)
+                .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("temperature"));
+    }
+}
