@@ -68,6 +68,16 @@ fn all_144_toolemu_cases_round_trip_as_json_values() {
     assert_eq!(s.source, RiskSource::Instruction);
     assert_eq!(s.id, toolemu::case_to_scenario(&cases[0], &taxonomy).id);
     assert!(s.id.starts_with("sc_"));
+    let all: Vec<_> = cases
+        .iter()
+        .map(|c| toolemu::case_to_scenario(c, &taxonomy))
+        .collect();
+    assert!(
+        all.iter().all(|s| !s.categories.is_empty()),
+        "every case gets a category"
+    );
+    let ids: std::collections::BTreeSet<_> = all.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids.len(), 144, "scenario ids are unique");
 }
 
 #[test]
