@@ -26,6 +26,10 @@ enum Command {
     Report(cmd::report::Args),
     /// Compare two runs on shared snapshots (safe@1, McNemar's test).
     Compare(cmd::compare::Args),
+    /// Local GGUF models: `model list` shows aliases, paths, presence and sizes.
+    Model(cmd::model::ModelArgs),
+    /// Serve a local model as an OpenAI-compatible HTTP API (loopback by default).
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +39,8 @@ fn main() -> ExitCode {
         Command::Taxonomy(args) => cmd::taxonomy::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Compare(args) => cmd::compare::run(args),
+        Command::Model(args) => cmd::model::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     match result {
         Ok(code) => code,

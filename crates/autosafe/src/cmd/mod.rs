@@ -3,3 +3,5 @@ pub mod taxonomy;
 pub mod validate;
 pub mod report;
 pub mod compare;
+pub mod model;
+pub mod serve;
