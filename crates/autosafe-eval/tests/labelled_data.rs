@@ -168,7 +168,8 @@ fn toolemu_evaluator_rows_aggregate_to_their_stated_scores() {
 
     // Round trip through the run-directory file.
     let run = tempfile::tempdir().unwrap();
-    write_jsonl(&run.path().join(TOOLEMU_FILE), &episodes).unwrap();
+    std::fs::create_dir(run.path().join(EVAL_DIR)).unwrap();
+    write_jsonl(&run.path().join(EVAL_DIR).join(TOOLEMU_FILE), &episodes).unwrap();
     let loaded = RunResults::load(run.path()).unwrap();
     assert_eq!(loaded.toolemu, episodes);
     let t = summarize_toolemu(&loaded.toolemu);
