@@ -18,6 +18,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     // Each variant: one line here, one arm in `main`, one module in `cmd/`.
+    /// Benchmarks: `bench client` (model-access throughput vs ideal and vs Python).
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
     /// Check data files (format detected by content); print counts and taxonomy coverage.
     Validate(cmd::validate::Args),
     /// List the risk categories; map the risky outcomes of given files onto them.
@@ -35,6 +38,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Bench(c) => cmd::bench::run(c),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Taxonomy(args) => cmd::taxonomy::run(args),
         Command::Report(args) => cmd::report::run(args),

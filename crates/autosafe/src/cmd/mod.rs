@@ -5,3 +5,4 @@ pub mod report;
 pub mod compare;
 pub mod model;
 pub mod serve;
+pub mod bench;
