@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     // Each variant: one line here, one arm in `main`, one module in `cmd/`.
-    /// Benchmarks: `bench client` (model-access throughput vs ideal and vs Python).
+    /// Benchmarks: `bench client` (model-access throughput vs ideal and vs Python), `bench engine`.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
     /// Check data files (format detected by content); print counts and taxonomy coverage.
