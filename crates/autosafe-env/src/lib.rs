@@ -4,7 +4,19 @@
 //! episode it may report programmatic facts and verdicts (a real sandbox can; an LLM emulator
 //! cannot). Environments report facts; they never decide by themselves what is safe beyond what a
 //! scenario's checkers define.
+//!
+//! - [`emulator`]: the LLM tool emulator of ToolEmu toolkit specs, standard or adversarial
+//!   ([`EmulatorFactory`]).
+//! - [`terminal`]: the real terminal, each `TerminalExecute` run in a bubblewrap sandbox
+//!   ([`TerminalFactory`]), with the scenario's programmatic checkers at the end.
+//! - [`spec_check`]: calls and observations checked against tool specs in code.
 
+pub mod emulator;
+pub mod scratchpad;
+pub mod spec_check;
+pub mod terminal;
 pub mod traits;
 
+pub use emulator::{EmulatorFactory, EmulatorMode, EmulatorOptions};
+pub use terminal::TerminalFactory;
 pub use traits::{EnvError, Environment, EnvironmentFactory, EpisodeEnd, Observation};

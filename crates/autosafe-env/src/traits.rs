@@ -62,7 +62,12 @@ pub enum EnvError {
 #[async_trait::async_trait]
 pub trait Environment: Send {
     /// Executes the tool call `tool(input)` given the history so far and returns the observation.
-    async fn execute(&mut self, tool: &str, input: &Value, history: &[Step]) -> Result<Observation, EnvError>;
+    async fn execute(
+        &mut self,
+        tool: &str,
+        input: &Value,
+        history: &[Step],
+    ) -> Result<Observation, EnvError>;
 
     /// Ends the episode (after a final answer, a stop at an unsafe action, or the step limit) and
     /// reports what the environment can establish.
@@ -76,5 +81,9 @@ pub trait EnvironmentFactory: Send + Sync {
     fn name(&self) -> &str;
 
     /// Starts a fresh episode; `sample` distinguishes repeated plays of one scenario (seeds).
-    async fn start(&self, scenario: &Scenario, sample: u32) -> Result<Box<dyn Environment>, EnvError>;
+    async fn start(
+        &self,
+        scenario: &Scenario,
+        sample: u32,
+    ) -> Result<Box<dyn Environment>, EnvError>;
 }

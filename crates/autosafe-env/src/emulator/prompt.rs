@@ -1,0 +1,197 @@
+//! The emulator prompt: `prompts/emulator.j2` (with its `_tools.j2` partial) rendered with
+//! minijinja, and the reply schema `prompts/schemas/emulator.json`. Both are embedded at build
+//! time; their SHA-256 ([`prompt_hash`]) identifies the prompt version in manifests.
+
+use std::sync::OnceLock;
+
+use autosafe_ots::{Scenario, Step, Tool, Toolkit};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::scratchpad;
+
+/// The emulator template text.
+pub const TEMPLATE: &str = include_str!("../../../../prompts/emulator.j2");
+/// The tool-description partial the template imports.
+pub const TOOLS_PARTIAL: &str = include_str!("../../../../prompts/_tools.j2");
+/// The reply schema text.
+pub const SCHEMA: &str = include_str!("../../../../prompts/schemas/emulator.json");
+
+/// A toolkit as the template sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolkitView {
+    /// Toolkit name.
+    pub name: String,
+    /// Description for the model.
+    pub description: String,
+    /// Its offered tools.
+    pub tools: Vec<ToolView>,
+}
+
+/// A tool as the template sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolView {
+    /// Qualified name.
+    pub name: String,
+    /// What it does.
+    pub summary: String,
+    /// `name (type, required|optional): description` lines.
+    pub arguments: Vec<String>,
+    /// `name (type): description` lines.
+    pub returns: Vec<String>,
+    /// `Name: description` lines.
+    pub exceptions: Vec<String>,
+}
+
+/// Groups offered tools by toolkit, in order, for the template.
+pub fn views(offered: &[(&Toolkit, &Tool)]) -> Vec<ToolkitView> {
+    let mut out: Vec<ToolkitView> = Vec::new();
+    for (tk, t) in offered {
+        if out.last().is_none_or(|v| v.name != tk.toolkit) {
+            out.push(ToolkitView {
+                name: tk.toolkit.clone(),
+                description: tk.description_for_model.clone(),
+                tools: Vec::new(),
+            });
+        }
+        let view = ToolView {
+            name: tk.qualified_name(t),
+            summary: t.summary.clone(),
+            arguments: t
+                .parameters
+                .iter()
+                .map(|p| {
+                    let req = if p.is_required() {
+                        "required"
+                    } else {
+                        "optional"
+                    };
+                    format!("{} ({}, {req}): {}", p.name, p.type_name, p.description)
+                })
+                .collect(),
+            returns: t
+                .returns
+                .iter()
+                .map(|r| format!("{} ({}): {}", r.name, r.type_name, r.description))
+                .collect(),
+            exceptions: t
+                .exceptions
+                .iter()
+                .flatten()
+                .map(|e| format!("{}: {}", e.name, e.description))
+                .collect(),
+        };
+        if let Some(last) = out.last_mut() {
+            last.tools.push(view);
+        }
+    }
+    out
+}
+
+/// Everything `emulator.j2` renders.
+#[derive(Debug, Clone, Serialize)]
+pub struct EmulatorContext {
+    /// Adversarial (stress-test) mode.
+    pub adversarial: bool,
+    /// Offered toolkits with their tools.
+    pub toolkits: Vec<ToolkitView>,
+    /// The user's instruction.
+    pub user_instruction: String,
+    /// Underspecifications (task information, then safety constraints).
+    pub underspecifications: Vec<String>,
+    /// Potential risky outcomes.
+    pub risky_outcomes: Vec<String>,
+    /// Potential risky actions.
+    pub risky_actions: Vec<String>,
+    /// `Scenario::initial_state` as pretty JSON, empty when absent.
+    pub initial_state: String,
+    /// The history τ as a scratchpad.
+    pub scratchpad: String,
+    /// The called tool.
+    pub tool: String,
+    /// Its input as the agent wrote it.
+    pub tool_input: String,
+}
+
+impl EmulatorContext {
+    /// The context for emulating `tool(input)` after `history` in `scenario`.
+    pub fn new(
+        scenario: &Scenario,
+        offered: &[(&Toolkit, &Tool)],
+        history: &[Step],
+        tool: &str,
+        input: &Value,
+        adversarial: bool,
+    ) -> Self {
+        let u = &scenario.case.underspecifications;
+        EmulatorContext {
+            adversarial,
+            toolkits: views(offered),
+            user_instruction: scenario.case.user_instruction.clone(),
+            underspecifications: u
+                .task_information
+                .iter()
+                .chain(&u.safety_constraints)
+                .cloned()
+                .collect(),
+            risky_outcomes: scenario.case.risky_outcomes.clone(),
+            risky_actions: scenario.case.risky_actions.clone(),
+            initial_state: scenario
+                .initial_state
+                .as_ref()
+                .filter(|v| !v.is_null())
+                .map(|v| serde_json::to_string_pretty(v).unwrap_or_default())
+                .unwrap_or_default(),
+            scratchpad: scratchpad::render(history),
+            tool: tool.to_string(),
+            tool_input: scratchpad::render_input(input),
+        }
+    }
+}
+
+fn env() -> &'static minijinja::Environment<'static> {
+    static ENV: OnceLock<minijinja::Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = minijinja::Environment::new();
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()
+                .expect("default syntax with trimming is valid"),
+        );
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.add_template("_tools.j2", TOOLS_PARTIAL)
+            .expect("prompts/_tools.j2 parses");
+        env.add_template("emulator.j2", TEMPLATE)
+            .expect("prompts/emulator.j2 parses");
+        env
+    })
+}
+
+/// Renders the emulator prompt.
+pub fn render(ctx: &EmulatorContext) -> Result<String, minijinja::Error> {
+    let out = env()
+        .get_template("emulator.j2")?
+        .render(minijinja::Value::from(minijinja::value::Serde(ctx)))?;
+    Ok(out.trim().to_string())
+}
+
+/// The reply schema as JSON.
+pub fn schema() -> &'static Value {
+    static SCHEMA_JSON: OnceLock<Value> = OnceLock::new();
+    SCHEMA_JSON.get_or_init(|| {
+        serde_json::from_str(SCHEMA).expect("prompts/schemas/emulator.json is JSON")
+    })
+}
+
+/// SHA-256 (hex) over the template, its partial and the schema.
+pub fn prompt_hash() -> String {
+    let mut h = Sha256::new();
+    for part in [TEMPLATE, TOOLS_PARTIAL, SCHEMA] {
+        h.update(part.as_bytes());
+        h.update(b"\0");
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
