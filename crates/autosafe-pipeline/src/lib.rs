@@ -8,6 +8,7 @@
 //! - [`prompts`]: prompt templates (`prompts/*.j2`) and JSON schemas, with their SHA-256.
 //! - [`dedup`]: exact and MinHash-LSH near-duplicate filtering.
 //! - [`export`]: training data in Alpaca, ShareGPT, OpenAI, TRL and Axolotl layouts + dataset card.
+//! - [`stages`]: the model-calling stages: step judge, agent, synthesize, elicit, reflect.
 //!
 //! See `docs/pipeline.md` for the formats and the resume semantics.
 
@@ -21,6 +22,7 @@ pub mod react;
 pub mod records;
 pub mod rundir;
 pub mod shard;
+pub mod stages;
 pub mod store;
 pub mod tools;
 

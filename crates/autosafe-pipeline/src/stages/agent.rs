@@ -1,0 +1,229 @@
+//! The agent: one turn at a time, in ReAct text (`Thought / Action / Action Input`, parsed by
+//! [`crate::react::parse_turn`]) or native tool calls, in prompt mode plain / safety / elicit.
+//!
+//! A reply that cannot be parsed is re-asked with the parse error fed back, at most
+//! `max_parse_retries` times; after that the turn is a [`StageFailure`] (`parse_error`) with the
+//! raw text. API errors and replies cut by the token budget are failures at once.
+
+use std::sync::Arc;
+
+use autosafe_llm::{CallContext, ChatModel, ChatRequest, Message, ToolChoice};
+use autosafe_ots::{AgentTurn, Scenario, Step, Toolkit};
+
+use super::common::{StageFailure, first_choice};
+use crate::prompts::{AgentMode, AgentReflectCtx, AgentSystemCtx, AgentUserCtx, Prompts, names};
+use crate::react::{
+    parse_turn, render_scratchpad, render_turn, tool_call_from_action, turn_from_native,
+};
+use crate::tools::all_tool_specs;
+
+/// What one agent call produced: a turn, or a failure with reason and raw text.
+pub type AgentOutcome = Result<AgentTurn, StageFailure>;
+
+/// Agent settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct AgentOptions {
+    /// Prompt mode.
+    pub mode: AgentMode,
+    /// Native tool calls instead of ReAct text.
+    pub native: bool,
+    /// Re-asks after an unparsable reply.
+    pub max_parse_retries: u32,
+    /// Token budget of one turn.
+    pub max_tokens: u32,
+    /// Sampling temperature.
+    pub temperature: f32,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            mode: AgentMode::Elicit,
+            native: false,
+            max_parse_retries: 2,
+            max_tokens: 512,
+            temperature: 0.7,
+        }
+    }
+}
+
+/// A reflection to regenerate with: the previous proposal, the critique and the suggestion.
+#[derive(Debug, Clone)]
+pub struct ReflectionInput<'a> {
+    /// The proposal the reflector judged.
+    pub previous: &'a AgentTurn,
+    /// Why it was unsafe.
+    pub critique: &'a str,
+    /// What to do instead.
+    pub suggestion: &'a str,
+}
+
+/// An agent backed by a chat model.
+#[derive(Clone)]
+pub struct Agent {
+    model: Arc<dyn ChatModel>,
+    prompts: Arc<Prompts>,
+    /// Settings.
+    pub options: AgentOptions,
+}
+
+impl Agent {
+    /// An agent using `model`.
+    pub fn new(model: Arc<dyn ChatModel>, prompts: Arc<Prompts>, options: AgentOptions) -> Self {
+        Agent {
+            model,
+            prompts,
+            options,
+        }
+    }
+
+    /// The model's name (recorded in snapshots and safe examples).
+    pub fn name(&self) -> &str {
+        self.model.name()
+    }
+
+    fn messages(
+        &self,
+        scenario: &Scenario,
+        toolkits: &[Toolkit],
+        history: &[Step],
+        reflection: Option<&ReflectionInput<'_>>,
+    ) -> Result<Vec<Message>, StageFailure> {
+        let native = self.options.native;
+        let prompt_err = |e: crate::PipelineError| StageFailure::parse(format!("prompt: {e}"), "");
+        let system = self
+            .prompts
+            .render(
+                names::AGENT_SYSTEM,
+                &AgentSystemCtx::new(toolkits, self.options.mode, native),
+            )
+            .map_err(prompt_err)?;
+        let mut msgs = vec![Message::system(system)];
+        let scratch_history: &[Step] = if native { &[] } else { history };
+        let user = match reflection {
+            None => self
+                .prompts
+                .render(
+                    names::AGENT_USER,
+                    &AgentUserCtx::new(scenario, scratch_history, native),
+                )
+                .map_err(prompt_err)?,
+            Some(r) => self
+                .prompts
+                .render(
+                    names::AGENT_REFLECT,
+                    &AgentReflectCtx {
+                        user_instruction: scenario.case.user_instruction.clone(),
+                        scratchpad: render_scratchpad(scratch_history, false),
+                        previous: render_turn(r.previous, None),
+                        critique: r.critique.to_string(),
+                        suggestion: r.suggestion.to_string(),
+                        native,
+                    },
+                )
+                .map_err(prompt_err)?,
+        };
+        if !native {
+            msgs.push(Message::user(user));
+            return Ok(msgs);
+        }
+        // Native: the instruction, then the history as tool calls and tool results; a
+        // reflection comes after the history.
+        if reflection.is_none() {
+            msgs.push(Message::user(user.clone()));
+        } else {
+            msgs.push(Message::user(format!(
+                "User Instruction: {}",
+                scenario.case.user_instruction
+            )));
+        }
+        for (i, step) in history.iter().enumerate() {
+            match tool_call_from_action(&step.turn.action, &format!("call_{}", i + 1)) {
+                Some(call) => {
+                    let mut m = Message::assistant(step.turn.thought.clone());
+                    if step.turn.thought.is_empty() {
+                        m.content = None;
+                    }
+                    m.tool_calls = vec![call.clone()];
+                    msgs.push(m);
+                    msgs.push(Message::tool(
+                        call.id,
+                        call.name,
+                        step.observation.clone().unwrap_or_default(),
+                    ));
+                }
+                None => msgs.push(Message::assistant(render_turn(&step.turn, None))),
+            }
+        }
+        if reflection.is_some() {
+            msgs.push(Message::user(user));
+        }
+        Ok(msgs)
+    }
+
+    /// Proposes the next turn after `history`, optionally regenerating with a reflection.
+    pub async fn propose(
+        &self,
+        scenario: &Scenario,
+        toolkits: &[Toolkit],
+        history: &[Step],
+        seed: u64,
+        reflection: Option<&ReflectionInput<'_>>,
+    ) -> AgentOutcome {
+        let mut req = ChatRequest::new(self.messages(scenario, toolkits, history, reflection)?);
+        req.temperature = Some(self.options.temperature);
+        req.max_tokens = Some(self.options.max_tokens);
+        req.seed = Some(seed);
+        if self.options.native {
+            req.tools = all_tool_specs(toolkits);
+            req.tool_choice = Some(ToolChoice::Auto);
+        } else {
+            req.stop = vec!["\nObservation:".into()];
+        }
+        let ctx = CallContext::stage("agent");
+        let mut last: Option<StageFailure> = None;
+        for attempt in 0..=self.options.max_parse_retries {
+            req.sample_index = attempt;
+            let reply = self
+                .model
+                .chat(&req, &ctx)
+                .await
+                .map_err(|e| StageFailure::from_llm(&e))?;
+            let choice = first_choice(&reply)?;
+            let parsed = if self.options.native {
+                turn_from_native(choice.content.as_deref(), &choice.tool_calls)
+            } else {
+                parse_turn(choice.content.as_deref().unwrap_or(""))
+            };
+            match parsed {
+                Ok(turn) => return Ok(turn),
+                Err(e) => {
+                    let raw = if self.options.native {
+                        e.raw.clone()
+                    } else {
+                        choice.content.clone().unwrap_or_default()
+                    };
+                    if !self.options.native {
+                        req.messages.push(Message::assistant(raw.clone()));
+                    }
+                    req.messages.push(Message::user(format!(
+                        "Your reply could not be used ({}): {}. Reply again with {}.",
+                        e.reason.as_str(),
+                        e.message,
+                        if self.options.native {
+                            "exactly one tool call, or a message to the user"
+                        } else {
+                            "exactly one Thought, one Action and its Action Input (a JSON object), or a Thought and a Final Answer"
+                        }
+                    )));
+                    last = Some(StageFailure::parse(
+                        format!("{}: {}", e.reason.as_str(), e.message),
+                        raw,
+                    ));
+                }
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+}

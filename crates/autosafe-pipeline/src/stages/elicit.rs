@@ -1,0 +1,454 @@
+//! Elicitation: the agent plays each scenario (× samples) in an environment; every proposed
+//! action is judged BEFORE it is executed. At the first unsafe action the episode stops and a
+//! [`Snapshot`] is written; safe steps are written as [`UtilityStep`]s. An unparsable agent
+//! reply, a judge that could not judge, an environment failure or the step limit end the
+//! episode as unmeasured with its reason — an unjudged action is never executed.
+//!
+//! Programmatic verdicts from [`EpisodeEnd`] (real environments with checkers) are recorded
+//! beside the LLM judge's; episodes that ran to the end where the two disagree are written to
+//! `disagreements.jsonl`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use autosafe_env::{EnvironmentFactory, EpisodeEnd};
+use autosafe_ots::{
+    Action, Judgement, Scenario, Snapshot, Step, ToolLibrary, UnmeasuredReason, Verdict, content_id,
+};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::agent::Agent;
+use super::common::{StageError, StageFailure, scenario_toolkits, seed_for, stage_path};
+use super::judge::StepJudge;
+use crate::records::UtilityStep;
+use crate::rundir::{RunDir, Stage, StageStats};
+use crate::shard::ShardSpec;
+use crate::store::{Record, RecordReader, RecordWriter};
+
+/// Elicitation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ElicitConfig {
+    /// Episodes per scenario.
+    pub samples: u32,
+    /// Agent turns per episode before it ends as `step_limit`.
+    pub max_steps: u32,
+    /// Episodes in flight.
+    pub concurrency: usize,
+}
+
+impl Default for ElicitConfig {
+    fn default() -> Self {
+        ElicitConfig {
+            samples: 1,
+            max_steps: 8,
+            concurrency: 8,
+        }
+    }
+}
+
+/// How an episode ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpisodeOutcome {
+    /// An unsafe action was proposed: a snapshot was written.
+    Snapshot,
+    /// The agent gave a final answer with every action judged safe.
+    FinalAnswer,
+    /// Ended without a judgement (reason in the log).
+    Unmeasured,
+    /// The scenario could not be played (unknown toolkit).
+    Rejected,
+}
+
+/// One episode's outcome (`elicit_log.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeLog {
+    /// Episode id (`ep_…`) from scenario id and sample.
+    pub id: String,
+    /// The scenario.
+    pub scenario_id: String,
+    /// Sample index.
+    pub sample: u32,
+    /// How it ended.
+    pub outcome: EpisodeOutcome,
+    /// Reason when unmeasured or rejected (`parse_error`, `step_limit`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Raw model text that could not be used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+    /// Agent turns taken (judged).
+    pub turns: u32,
+    /// The snapshot written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// The utility steps written.
+    #[serde(default)]
+    pub utility_ids: Vec<String>,
+    /// The environment's programmatic verdict, when it has checkers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub programmatic: Option<Verdict>,
+    /// True when the episode ran to its end and the programmatic verdict differs from the LLM
+    /// judge's (every step safe vs. a checker finding harm, or the reverse).
+    #[serde(default)]
+    pub disagreement: bool,
+}
+
+impl Record for EpisodeLog {
+    fn record_id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A disagreement between the LLM judge and the programmatic checkers (`disagreements.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Disagreement {
+    /// The episode id.
+    pub id: String,
+    /// The scenario.
+    pub scenario_id: String,
+    /// Sample.
+    pub sample: u32,
+    /// The LLM judge's episode label (`safe`: every step judged safe).
+    pub llm_label: String,
+    /// The programmatic verdict.
+    pub programmatic: Verdict,
+    /// The trajectory.
+    pub history: Vec<Step>,
+}
+
+impl Record for Disagreement {
+    fn record_id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// What elicitation did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ElicitReport {
+    /// Episode counts: input episodes, output snapshots, unmeasured by reason, and
+    /// `rejected` for episodes that produced no snapshot (`no_unsafe_action`) or could not be
+    /// played (`unknown_toolkit`).
+    pub elicit: StageStats,
+    /// Utility steps written.
+    pub utility: StageStats,
+    /// Disagreements between the LLM judge and programmatic checkers.
+    pub disagreements: u64,
+}
+
+struct EpisodeResult {
+    log: EpisodeLog,
+    utility: Vec<UtilityStep>,
+    snapshot: Option<Snapshot>,
+    disagreement: Option<Disagreement>,
+}
+
+/// Everything an episode needs.
+pub struct ElicitParts<'a> {
+    /// The agent.
+    pub agent: &'a Agent,
+    /// The step judge.
+    pub judge: &'a StepJudge,
+    /// Environments.
+    pub env: &'a dyn EnvironmentFactory,
+    /// Toolkits scenarios name.
+    pub library: &'a ToolLibrary,
+}
+
+fn failure_log(log: &mut EpisodeLog, f: StageFailure) {
+    log.outcome = EpisodeOutcome::Unmeasured;
+    log.reason = Some(f.reason.as_str().into());
+    log.detail = Some(f.detail);
+    log.raw = f.raw;
+}
+
+async fn play(
+    parts: &ElicitParts<'_>,
+    scenario: &Scenario,
+    sample: u32,
+    id: String,
+    max_steps: u32,
+) -> EpisodeResult {
+    let mut res = EpisodeResult {
+        log: EpisodeLog {
+            id: id.clone(),
+            scenario_id: scenario.id.clone(),
+            sample,
+            outcome: EpisodeOutcome::Unmeasured,
+            reason: None,
+            detail: None,
+            raw: None,
+            turns: 0,
+            snapshot_id: None,
+            utility_ids: Vec::new(),
+            programmatic: None,
+            disagreement: false,
+        },
+        utility: Vec::new(),
+        snapshot: None,
+        disagreement: None,
+    };
+    let toolkits = match scenario_toolkits(parts.library, scenario) {
+        Ok(t) => t,
+        Err(e) => {
+            res.log.outcome = EpisodeOutcome::Rejected;
+            res.log.reason = Some("unknown_toolkit".into());
+            res.log.detail = Some(e);
+            return res;
+        }
+    };
+    let env_failure = |e: autosafe_env::EnvError| StageFailure {
+        reason: UnmeasuredReason::EnvironmentError,
+        detail: e.to_string(),
+        raw: None,
+    };
+    let mut env = match parts.env.start(scenario, sample).await {
+        Ok(e) => e,
+        Err(e) => {
+            failure_log(&mut res.log, env_failure(e));
+            return res;
+        }
+    };
+    let agent_name = Some(parts.agent.name().to_string());
+    let mut history: Vec<Step> = scenario.history.clone();
+    let mut final_answer: Option<String> = None;
+    let mut ended = false;
+    for turn_no in 0..max_steps {
+        let turn = match parts
+            .agent
+            .propose(
+                scenario,
+                &toolkits,
+                &history,
+                seed_for(&id, "agent", sample, turn_no),
+                None,
+            )
+            .await
+        {
+            Ok(t) => t,
+            Err(f) => {
+                failure_log(&mut res.log, f);
+                break;
+            }
+        };
+        res.log.turns += 1;
+        let verdict = parts
+            .judge
+            .judge(
+                scenario,
+                &history,
+                &turn,
+                seed_for(&id, "judge", sample, turn_no),
+            )
+            .await;
+        match &verdict.judgement {
+            Judgement::Unmeasured { reason, detail } => {
+                res.log.outcome = EpisodeOutcome::Unmeasured;
+                res.log.reason = Some(reason.as_str().into());
+                res.log.detail = Some(format!("judge: {detail}"));
+                res.log.raw = verdict.raw.clone();
+                break;
+            }
+            Judgement::Unsafe => {
+                let snap = Snapshot {
+                    id: Snapshot::compute_id(&scenario.id, &history, &turn, sample),
+                    scenario: scenario.clone(),
+                    history: history.clone(),
+                    proposed: turn,
+                    verdict,
+                    sample,
+                    agent: agent_name.clone(),
+                };
+                res.log.outcome = EpisodeOutcome::Snapshot;
+                res.log.snapshot_id = Some(snap.id.clone());
+                res.snapshot = Some(snap);
+                break;
+            }
+            Judgement::Safe => {
+                let step = UtilityStep::new(
+                    scenario.clone(),
+                    history.clone(),
+                    turn.clone(),
+                    verdict,
+                    sample,
+                    agent_name.clone(),
+                );
+                res.log.utility_ids.push(step.id.clone());
+                res.utility.push(step);
+                match &turn.action {
+                    Action::Final { answer } => {
+                        final_answer = Some(answer.clone());
+                        res.log.outcome = EpisodeOutcome::FinalAnswer;
+                        ended = true;
+                        break;
+                    }
+                    Action::Tool { tool, input, .. } => {
+                        match env.execute(tool, input, &history).await {
+                            Ok(obs) => history.push(Step {
+                                turn,
+                                observation: Some(obs.text),
+                            }),
+                            Err(e) => {
+                                failure_log(&mut res.log, env_failure(e));
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if turn_no + 1 == max_steps {
+            res.log.outcome = EpisodeOutcome::Unmeasured;
+            res.log.reason = Some(UnmeasuredReason::StepLimit.as_str().into());
+            res.log.detail = Some(format!(
+                "no final answer or unsafe action within {max_steps} turns"
+            ));
+            ended = true;
+        }
+    }
+    let end: EpisodeEnd = match env.finish(final_answer.as_deref()).await {
+        Ok(e) => e,
+        Err(e) => {
+            if res.log.reason.is_none() && res.log.outcome != EpisodeOutcome::Snapshot {
+                failure_log(&mut res.log, env_failure(e));
+            }
+            EpisodeEnd::default()
+        }
+    };
+    if let Some(p) = end.safety {
+        if ended && let Some(prog_safe) = p.judgement.is_safe() {
+            // Every executed step was judged safe by the LLM judge.
+            if !prog_safe {
+                res.log.disagreement = true;
+                res.disagreement = Some(Disagreement {
+                    id: id.clone(),
+                    scenario_id: scenario.id.clone(),
+                    sample,
+                    llm_label: "safe".into(),
+                    programmatic: p.clone(),
+                    history: history.clone(),
+                });
+            }
+        }
+        res.log.programmatic = Some(p);
+    }
+    res
+}
+
+/// Runs elicitation over `scenarios_path` into the run directory: `snapshots.jsonl`,
+/// `utility.jsonl`, `elicit_log.jsonl`, `disagreements.jsonl` (shard files when sharded).
+/// Episodes already logged are skipped.
+pub async fn elicit(
+    run: &RunDir,
+    shard: Option<ShardSpec>,
+    scenarios_path: &std::path::Path,
+    parts: &ElicitParts<'_>,
+    config: &ElicitConfig,
+) -> Result<ElicitReport, StageError> {
+    let spec = shard.unwrap_or_default();
+    let snap_path = run.stage_file(Stage::Elicit, shard);
+    let util_path = run.stage_file(Stage::Utility, shard);
+    let log_path = stage_path(run, "elicit_log", shard);
+    let dis_path = stage_path(run, "disagreements", shard);
+    let (snap_w, snap_r) = RecordWriter::<Snapshot>::open(&snap_path, 64)?;
+    let (util_w, util_r) = RecordWriter::<UtilityStep>::open(&util_path, 256)?;
+    let (log_w, _) = RecordWriter::<EpisodeLog>::open(&log_path, 64)?;
+    let (dis_w, _) = RecordWriter::<Disagreement>::open(&dis_path, 16)?;
+    let mut finished = HashSet::new();
+    for l in RecordReader::<EpisodeLog>::open(&log_path)? {
+        let l = l?;
+        let complete = l
+            .snapshot_id
+            .as_ref()
+            .is_none_or(|s| snap_r.finished.contains(s))
+            && l.utility_ids.iter().all(|u| util_r.finished.contains(u));
+        if complete {
+            finished.insert(l.id);
+        }
+    }
+
+    let mut planned: HashSet<String> = HashSet::new();
+    let mut resumed = 0u64;
+    let episodes = RecordReader::<Scenario>::open(scenarios_path)?
+        .flat_map(|sc| -> Vec<crate::Result<(Arc<Scenario>, u32, String)>> {
+            match sc {
+                Err(e) => vec![Err(e)],
+                Ok(sc) => {
+                    let sc = Arc::new(sc);
+                    (0..config.samples)
+                        .map(|s| {
+                            let id = content_id(
+                                "ep",
+                                &serde_json::json!({"scenario": sc.id, "sample": s}),
+                            );
+                            Ok((sc.clone(), s, id))
+                        })
+                        .collect()
+                }
+            }
+        })
+        .filter(|r| r.as_ref().map_or(true, |(_, _, id)| spec.owns(id)));
+    let mut todo = Vec::new();
+    for e in episodes {
+        let (sc, s, id) = e?;
+        planned.insert(id.clone());
+        if finished.contains(&id) {
+            resumed += 1;
+        } else {
+            todo.push((sc, s, id));
+        }
+    }
+    let mut stream = futures_util::stream::iter(todo)
+        .map(|(sc, s, id)| async move { play(parts, &sc, s, id, config.max_steps.max(1)).await })
+        .buffered(config.concurrency.max(1));
+    while let Some(r) = stream.next().await {
+        for u in r.utility {
+            util_w.write(u).await?;
+        }
+        if let Some(s) = r.snapshot {
+            snap_w.write(s).await?;
+        }
+        if let Some(d) = r.disagreement {
+            dis_w.write(d).await?;
+        }
+        log_w.write(r.log).await?;
+    }
+    drop(stream);
+    snap_w.finish().await?;
+    util_w.finish().await?;
+    dis_w.finish().await?;
+    log_w.finish().await?;
+
+    let mut report = ElicitReport::default();
+    report.elicit.input = planned.len() as u64;
+    report.elicit.resumed = resumed;
+    let mut utility_ids = HashSet::new();
+    for l in RecordReader::<EpisodeLog>::open(&log_path)? {
+        let l = l?;
+        if !planned.contains(&l.id) {
+            continue;
+        }
+        utility_ids.extend(l.utility_ids.iter().cloned());
+        match l.outcome {
+            EpisodeOutcome::Snapshot => report.elicit.output += 1,
+            EpisodeOutcome::FinalAnswer => report.elicit.reject("no_unsafe_action"),
+            EpisodeOutcome::Unmeasured => report
+                .elicit
+                .unmeasured(l.reason.as_deref().unwrap_or("unknown")),
+            EpisodeOutcome::Rejected => report
+                .elicit
+                .reject(l.reason.as_deref().unwrap_or("rejected")),
+        }
+        if l.disagreement {
+            report.disagreements += 1;
+        }
+    }
+    report.utility.input = report.elicit.input;
+    report.utility.output = utility_ids.len() as u64;
+    Ok(report)
+}

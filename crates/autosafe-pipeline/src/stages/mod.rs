@@ -1,0 +1,27 @@
+//! The model-calling stages of the pipeline: the step judge, the agent, scenario synthesis,
+//! elicitation, and self-reflection, plus the shared pieces they use.
+//!
+//! - [`judge`]: the binary step judge and the reflector (label + reason (+ suggestion)).
+//! - [`agent`]: one agent turn in ReAct text or native tool calls, with bounded parse retries.
+//! - [`synthesize`]: sampling plan over (toolkits, category, source) cells, generation, validation,
+//!   dedup, coverage table.
+//! - [`elicit`]: agent × environment × judge episodes; snapshots at the first unsafe action.
+//! - [`reflect`]: self-reflection rounds on snapshots; D_safe records verified by the judge.
+//!
+//! Every stage writes its records through [`crate::store::RecordWriter`] (resumable, no
+//! duplicates) and a per-item outcome log (`*_log.jsonl`), from which its counts are recomputed,
+//! so a resumed run reports exactly the counts of an uninterrupted one.
+
+pub mod agent;
+pub mod common;
+pub mod elicit;
+pub mod judge;
+pub mod reflect;
+pub mod synthesize;
+
+pub use agent::{Agent, AgentOptions, AgentOutcome};
+pub use common::{StageError, StageFailure, seed_for};
+pub use elicit::{ElicitConfig, EpisodeLog, EpisodeOutcome, elicit};
+pub use judge::{ReflectorVerdict, StepJudge};
+pub use reflect::{ReflectConfig, ReflectLog, reflect};
+pub use synthesize::{CellCoverage, SynthConfig, SynthLog, synthesize};

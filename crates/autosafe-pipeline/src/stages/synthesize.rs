@@ -1,0 +1,651 @@
+//! Scenario synthesis (D_r): a sampling plan over (toolkit or toolkit pair, risk category,
+//! source) cells; the generator model writes ToolEmu-format cases under the generator schema;
+//! cases are validated and de-duplicated; every attempt is logged with its outcome, and a
+//! coverage table per cell (asked, produced, rejected by reason) is written.
+//!
+//! Rejection reasons: `api_error`, `parse_error`, `truncated` (the model gave nothing usable),
+//! `schema_invalid`, `empty_field`, `unknown_toolkit`, `toolkit_outside_cell`, `unknown_tool`,
+//! `source_mismatch`, `unknown_category`, `category_mismatch`, `unmapped_outcome`,
+//! `exact_duplicate`, `near_duplicate`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use autosafe_llm::{
+    CallContext, ChatModel, ChatRequest, JsonSchemaFormat, Message, ResponseFormat,
+};
+use autosafe_ots::{
+    Case, Provenance, RiskSource, Scenario, Taxonomy, ToolLibrary, Toolkit, Underspecifications,
+    content_id,
+};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::common::{
+    StageError, StageFailure, first_choice, parse_json_object, schema_problems, seed_for,
+    stage_path,
+};
+use crate::dedup::{DedupConfig, Deduper};
+use crate::prompts::{CategoryView, GeneratorCtx, Prompts, names};
+use crate::rundir::{RunDir, Stage, StageStats, write_json_atomic};
+use crate::shard::{ShardSpec, stable_hash};
+use crate::store::{Record, RecordReader, RecordWriter};
+use crate::tools::toolkit_views;
+
+/// Synthesis settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SynthConfig {
+    /// Toolkit names (empty: every toolkit of the library).
+    pub toolkits: Vec<String>,
+    /// Also plan cells for pairs of toolkits (consecutive pairs of the toolkit list).
+    pub pairs: bool,
+    /// Category ids (empty: every taxonomy category).
+    pub categories: Vec<String>,
+    /// Sources (empty: all three).
+    pub sources: Vec<RiskSource>,
+    /// Cases asked per cell.
+    pub per_cell: u32,
+    /// Keep at most this many cells (a deterministic sample by hash), 0 for all.
+    pub max_cells: usize,
+    /// Format examples shown to the generator.
+    pub examples: usize,
+    /// Near-duplicate filter.
+    pub dedup: DedupConfig,
+    /// Token budget of one case.
+    pub max_tokens: u32,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Requests in flight.
+    pub concurrency: usize,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        SynthConfig {
+            toolkits: Vec::new(),
+            pairs: false,
+            categories: Vec::new(),
+            sources: Vec::new(),
+            per_cell: 1,
+            max_cells: 0,
+            examples: 2,
+            dedup: DedupConfig::default(),
+            max_tokens: 1024,
+            temperature: 0.8,
+            concurrency: 16,
+        }
+    }
+}
+
+/// One cell of the sampling plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Toolkit names (one, or a pair).
+    pub toolkits: Vec<String>,
+    /// Category id.
+    pub category: String,
+    /// Risk source.
+    pub source: RiskSource,
+}
+
+impl Cell {
+    /// `Toolkit[+Toolkit]/category/source`.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.toolkits.join("+"),
+            self.category,
+            self.source
+        )
+    }
+}
+
+/// The outcome of one generation attempt (`synthesize_log.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SynthLog {
+    /// Attempt id (`sa_…`) from cell and index.
+    pub id: String,
+    /// Cell key.
+    pub cell: String,
+    /// Index within the cell.
+    pub index: u32,
+    /// `accepted` or `rejected`.
+    pub outcome: String,
+    /// Rejection reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Details of the rejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The accepted scenario's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario_id: Option<String>,
+    /// The raw generator output of a rejected attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+}
+
+impl Record for SynthLog {
+    fn record_id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Coverage of one cell.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CellCoverage {
+    /// Cases asked.
+    pub asked: u64,
+    /// Cases accepted.
+    pub produced: u64,
+    /// Rejections by reason.
+    pub rejected: BTreeMap<String, u64>,
+}
+
+/// Builds the cells: toolkit sets × categories × sources, optionally sampled down.
+pub fn plan_cells(
+    config: &SynthConfig,
+    library: &ToolLibrary,
+    taxonomy: &Taxonomy,
+) -> Result<Vec<Cell>, StageError> {
+    let toolkits: Vec<String> = if config.toolkits.is_empty() {
+        library.toolkits().map(|t| t.toolkit.clone()).collect()
+    } else {
+        config.toolkits.clone()
+    };
+    for t in &toolkits {
+        if library.get(t).is_none() {
+            return Err(StageError::Config(format!(
+                "synthesize.toolkits: unknown toolkit `{t}`"
+            )));
+        }
+    }
+    let categories: Vec<String> = if config.categories.is_empty() {
+        taxonomy.categories().iter().map(|c| c.id.clone()).collect()
+    } else {
+        config.categories.clone()
+    };
+    for c in &categories {
+        if taxonomy.get(c).is_none() {
+            return Err(StageError::Config(format!(
+                "synthesize.categories: unknown category `{c}`"
+            )));
+        }
+    }
+    let sources = if config.sources.is_empty() {
+        RiskSource::ALL.to_vec()
+    } else {
+        config.sources.clone()
+    };
+    let mut sets: Vec<Vec<String>> = toolkits.iter().map(|t| vec![t.clone()]).collect();
+    if config.pairs {
+        sets.extend(toolkits.windows(2).map(|w| w.to_vec()));
+    }
+    let mut cells = Vec::new();
+    for set in &sets {
+        for c in &categories {
+            for &s in &sources {
+                cells.push(Cell {
+                    toolkits: set.clone(),
+                    category: c.clone(),
+                    source: s,
+                });
+            }
+        }
+    }
+    if config.max_cells > 0 && cells.len() > config.max_cells {
+        let mut keyed: Vec<(u64, Cell)> = cells
+            .into_iter()
+            .map(|c| (stable_hash(&c.key()), c))
+            .collect();
+        keyed.sort_by_key(|k| k.0);
+        keyed.truncate(config.max_cells);
+        cells = keyed.into_iter().map(|(_, c)| c).collect();
+        cells.sort_by_key(Cell::key);
+    }
+    Ok(cells)
+}
+
+/// The inputs synthesis reads besides the model.
+pub struct SynthInputs {
+    /// Toolkits cases may use.
+    pub library: ToolLibrary,
+    /// The taxonomy.
+    pub taxonomy: Taxonomy,
+    /// ToolEmu's per-toolkit risk lists (`toolkit_risks.json`), by toolkit name.
+    pub toolkit_risks: BTreeMap<String, Vec<String>>,
+    /// Format example cases (`format_example_cases.json`), as JSON values.
+    pub examples: Vec<Value>,
+}
+
+/// What a synthesis run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SynthReport {
+    /// Stage counts (recomputed from the log, so a resumed run reports the same).
+    pub stats: StageStats,
+    /// Coverage by cell key.
+    pub coverage: BTreeMap<String, CellCoverage>,
+    /// The scenario file.
+    pub scenarios: PathBuf,
+}
+
+enum Checked {
+    Accept(Box<Scenario>),
+    Reject(String, String),
+}
+
+/// Validates one generator object for `cell` and builds the scenario.
+fn check_case(
+    obj: &serde_json::Map<String, Value>,
+    cell: &Cell,
+    attempt_id: &str,
+    inputs: &SynthInputs,
+    provenance: Provenance,
+) -> Checked {
+    let reject = |r: &str, d: String| Checked::Reject(r.to_string(), d);
+    let strings = |k: &str| -> Vec<String> {
+        obj.get(k)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let instruction = obj
+        .get("User Instruction")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let under = obj
+        .get("Underspecifications")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let under_list = |k: &str| -> Vec<String> {
+        under
+            .get(k)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let case = Case {
+        name: format!("synth_{}", attempt_id.trim_start_matches("sa_")),
+        toolkits: strings("Toolkits"),
+        user_instruction: instruction,
+        underspecifications: Underspecifications {
+            task_information: under_list("Task Information"),
+            safety_constraints: under_list("Safety & Security Constraints"),
+            extra: Default::default(),
+        },
+        expected_achievements: strings("Expected Achievements"),
+        risky_outcomes: strings("Potential Risky Outcomes"),
+        risky_actions: strings("Potential Risky Actions"),
+        extra: Default::default(),
+    };
+    // Empty fields (whitespace-only text passes the schema's minLength).
+    let mut texts: Vec<(&str, &String)> = vec![("User Instruction", &case.user_instruction)];
+    for (k, list) in [
+        ("Toolkits", &case.toolkits),
+        ("Expected Achievements", &case.expected_achievements),
+        ("Potential Risky Outcomes", &case.risky_outcomes),
+        ("Potential Risky Actions", &case.risky_actions),
+        (
+            "Task Information",
+            &case.underspecifications.task_information,
+        ),
+        (
+            "Safety & Security Constraints",
+            &case.underspecifications.safety_constraints,
+        ),
+    ] {
+        texts.extend(list.iter().map(|s| (k, s)));
+    }
+    if let Some((k, _)) = texts.iter().find(|(_, s)| s.trim().is_empty()) {
+        return reject("empty_field", format!("`{k}` holds an empty text"));
+    }
+    // Toolkits: known, and within the cell.
+    for t in &case.toolkits {
+        if inputs.library.get(t).is_none() {
+            return reject(
+                "unknown_toolkit",
+                format!("toolkit `{t}` is not in the library"),
+            );
+        }
+        if !cell.toolkits.contains(t) {
+            return reject(
+                "toolkit_outside_cell",
+                format!("toolkit `{t}` is not one of the cell's {:?}", cell.toolkits),
+            );
+        }
+    }
+    // Tools named in the text must exist in the case's toolkits.
+    let tks: Vec<&Toolkit> = case
+        .toolkits
+        .iter()
+        .filter_map(|t| inputs.library.get(t))
+        .collect();
+    for (_, text) in &texts {
+        for word in text.split(|c: char| !c.is_ascii_alphanumeric()) {
+            for tk in &tks {
+                if word.len() > tk.name_for_model.len()
+                    && word.starts_with(&tk.name_for_model)
+                    && word[tk.name_for_model.len()..].starts_with(|c: char| c.is_ascii_uppercase())
+                    && tk.find_tool(word).is_none()
+                {
+                    return reject(
+                        "unknown_tool",
+                        format!("`{word}` is not a tool of toolkit {}", tk.toolkit),
+                    );
+                }
+            }
+        }
+    }
+    let source = obj.get("source").and_then(Value::as_str).unwrap_or("");
+    if source != cell.source.as_str() {
+        return reject(
+            "source_mismatch",
+            format!("source `{source}`, the cell asks for `{}`", cell.source),
+        );
+    }
+    let mut categories = strings("categories");
+    if let Some(c) = categories.iter().find(|c| inputs.taxonomy.get(c).is_none()) {
+        return reject(
+            "unknown_category",
+            format!("category `{c}` is not in the taxonomy"),
+        );
+    }
+    if !categories.contains(&cell.category) {
+        return reject(
+            "category_mismatch",
+            format!(
+                "categories {categories:?} lack the cell's `{}`",
+                cell.category
+            ),
+        );
+    }
+    if let Some(o) = case
+        .risky_outcomes
+        .iter()
+        .find(|o| inputs.taxonomy.map_one(o).is_none())
+    {
+        return reject(
+            "unmapped_outcome",
+            format!("outcome maps to no category: {o}"),
+        );
+    }
+    categories.sort();
+    categories.dedup();
+    Checked::Accept(Box::new(Scenario::new(
+        case,
+        cell.source,
+        categories,
+        provenance,
+    )))
+}
+
+/// Runs synthesis into the run directory: `scenarios.jsonl` (or its shard file),
+/// `synthesize_log.jsonl`, `coverage.json`. Resumes: attempts already logged are skipped.
+pub async fn synthesize(
+    run: &RunDir,
+    shard: Option<ShardSpec>,
+    generator: Arc<dyn ChatModel>,
+    prompts: Arc<Prompts>,
+    inputs: &SynthInputs,
+    config: &SynthConfig,
+) -> Result<SynthReport, StageError> {
+    let cells = plan_cells(config, &inputs.library, &inputs.taxonomy)?;
+    let shard_spec = shard.unwrap_or_default();
+    let attempts: Vec<(String, Cell, u32)> = cells
+        .iter()
+        .flat_map(|c| {
+            (0..config.per_cell).map(move |i| {
+                let id = content_id(
+                    "sa",
+                    &serde_json::json!({"toolkits": c.toolkits, "category": c.category, "source": c.source, "index": i}),
+                );
+                (id, c.clone(), i)
+            })
+        })
+        .filter(|(id, _, _)| shard_spec.owns(id))
+        .collect();
+
+    let scen_path = run.stage_file(Stage::Synthesize, shard);
+    let log_path = stage_path(run, "synthesize_log", shard);
+    let (scen_writer, scen_resume) = RecordWriter::<Scenario>::open(&scen_path, 64)?;
+    let (log_writer, log_resume) = RecordWriter::<SynthLog>::open(&log_path, 64)?;
+
+    // Rebuild the dedup state from the scenarios already written, in file order.
+    let mut deduper = Deduper::new(config.dedup);
+    for sc in RecordReader::<Scenario>::open(&scen_path)? {
+        let sc = sc?;
+        deduper.check(&sc.id, &sc.case.user_instruction);
+    }
+    let existing: HashSet<String> = scen_resume.finished.clone();
+    // An attempt logged as accepted whose scenario did not reach the file is redone.
+    let mut finished: HashSet<String> = HashSet::new();
+    for l in RecordReader::<SynthLog>::open(&log_path)? {
+        let l = l?;
+        if l.scenario_id.as_ref().is_none_or(|s| existing.contains(s)) {
+            finished.insert(l.id);
+        }
+    }
+    let _ = log_resume;
+
+    let prompt_hash = prompts.hash(names::SCENARIO_GENERATOR)?;
+    let schema = prompts.schema(names::SCHEMA_GENERATOR)?;
+    let examples: Vec<String> = inputs
+        .examples
+        .iter()
+        .take(config.examples)
+        .map(|e| {
+            let mut e = e.clone();
+            if let Some(m) = e.as_object_mut() {
+                m.remove("name");
+            }
+            e.to_string()
+        })
+        .collect();
+    let todo: Vec<(String, Cell, u32)> = attempts
+        .iter()
+        .filter(|(id, _, _)| !finished.contains(id))
+        .cloned()
+        .collect();
+
+    let gen_one = |(id, cell, index): (String, Cell, u32)| {
+        let generator = generator.clone();
+        let prompts = prompts.clone();
+        let schema = schema.clone();
+        let examples = examples.clone();
+        async move {
+            let tks: Vec<Toolkit> = cell
+                .toolkits
+                .iter()
+                .filter_map(|t| inputs.library.get(t).cloned())
+                .collect();
+            let cat = inputs
+                .taxonomy
+                .get(&cell.category)
+                .expect("planned category");
+            let ctx = GeneratorCtx {
+                toolkits: toolkit_views(&tks),
+                toolkit_risks: cell
+                    .toolkits
+                    .iter()
+                    .flat_map(|t| inputs.toolkit_risks.get(t).cloned().unwrap_or_default())
+                    .collect(),
+                category: CategoryView {
+                    id: cat.id.clone(),
+                    name: cat.name.clone(),
+                    description: cat.description.clone(),
+                },
+                source: cell.source.into(),
+                examples,
+            };
+            let result: Result<serde_json::Map<String, Value>, StageFailure> = async {
+                let prompt = prompts
+                    .render(names::SCENARIO_GENERATOR, &ctx)
+                    .map_err(|e| StageFailure::parse(format!("prompt: {e}"), ""))?;
+                let mut req = ChatRequest::new(vec![Message::user(prompt)]);
+                req.response_format = Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
+                    name: "generator".into(),
+                    schema: schema.clone(),
+                    strict: true,
+                }));
+                req.temperature = Some(config.temperature);
+                req.max_tokens = Some(config.max_tokens);
+                req.seed = Some(seed_for(&id, "generator", index, 0));
+                let reply = generator
+                    .chat(&req, &CallContext::stage("synthesize"))
+                    .await
+                    .map_err(|e| StageFailure::from_llm(&e))?;
+                let choice = first_choice(&reply)?;
+                let raw = choice.content.clone().unwrap_or_default();
+                let obj =
+                    parse_json_object(&raw).map_err(|m| StageFailure::parse(m, raw.clone()))?;
+                let problems = schema_problems(&schema, &Value::Object(obj.clone()));
+                if !problems.is_empty() {
+                    return Err(StageFailure {
+                        reason: autosafe_ots::UnmeasuredReason::ParseError,
+                        detail: format!("schema_invalid: {}", problems.join("; ")),
+                        raw: Some(raw),
+                    });
+                }
+                Ok(obj)
+            }
+            .await;
+            (id, cell, index, result)
+        }
+    };
+
+    let mut stream = futures_util::stream::iter(todo)
+        .map(gen_one)
+        .buffered(config.concurrency.max(1));
+    while let Some((id, cell, index, result)) = stream.next().await {
+        let mut log = SynthLog {
+            id: id.clone(),
+            cell: cell.key(),
+            index,
+            outcome: "rejected".into(),
+            reason: None,
+            detail: None,
+            scenario_id: None,
+            raw: None,
+        };
+        match result {
+            Err(f) => {
+                let reason = if f.detail.starts_with("schema_invalid") {
+                    "schema_invalid"
+                } else {
+                    f.reason.as_str()
+                };
+                log.reason = Some(reason.into());
+                log.detail = Some(f.detail);
+                log.raw = f.raw;
+            }
+            Ok(obj) => {
+                let provenance = Provenance {
+                    origin: "synthesized".into(),
+                    reference: Some(cell.key()),
+                    generator: Some(generator.name().to_string()),
+                    prompt_hash: Some(prompt_hash.clone()),
+                    extra: Default::default(),
+                };
+                match check_case(&obj, &cell, &id, inputs, provenance) {
+                    Checked::Reject(r, d) => {
+                        log.reason = Some(r);
+                        log.detail = Some(d);
+                        log.raw = Some(Value::Object(obj).to_string());
+                    }
+                    Checked::Accept(sc) => {
+                        let dup = if existing.contains(&sc.id) {
+                            None
+                        } else {
+                            deduper.check(&sc.id, &sc.case.user_instruction)
+                        };
+                        match dup {
+                            Some(d) => {
+                                log.reason = Some(d.reason().into());
+                                log.detail = Some(format!("{d:?}"));
+                                log.raw = Some(sc.case.user_instruction.clone());
+                            }
+                            None => {
+                                log.outcome = "accepted".into();
+                                log.scenario_id = Some(sc.id.clone());
+                                scen_writer.write(*sc).await?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        log_writer.write(log).await?;
+    }
+    drop(stream);
+    scen_writer.finish().await?;
+    log_writer.finish().await?;
+
+    // Counts and coverage from the log: identical for resumed and uninterrupted runs.
+    let mut report = SynthReport {
+        scenarios: scen_path,
+        ..Default::default()
+    };
+    let planned: HashSet<&str> = attempts.iter().map(|(id, _, _)| id.as_str()).collect();
+    for (_, cell, _) in &attempts {
+        report.coverage.entry(cell.key()).or_default().asked += 1;
+    }
+    report.stats.input = attempts.len() as u64;
+    report.stats.resumed = finished
+        .iter()
+        .filter(|id| planned.contains(id.as_str()))
+        .count() as u64;
+    for l in RecordReader::<SynthLog>::open(&log_path)? {
+        let l = l?;
+        if !planned.contains(l.id.as_str()) {
+            continue;
+        }
+        let cov = report.coverage.entry(l.cell.clone()).or_default();
+        match l.reason {
+            None => {
+                cov.produced += 1;
+                report.stats.output += 1;
+            }
+            Some(r) => {
+                *cov.rejected.entry(r.clone()).or_default() += 1;
+                report.stats.reject(&r);
+            }
+        }
+    }
+    let cov_name = match shard.filter(|s| s.count > 1) {
+        Some(s) => format!("coverage.{}.json", s.file_tag()),
+        None => "coverage.json".into(),
+    };
+    write_json_atomic(&run.path().join(cov_name), &report.coverage)?;
+    Ok(report)
+}
+
+/// Renders a coverage table as plain text (one line per cell).
+pub fn coverage_table(coverage: &BTreeMap<String, CellCoverage>) -> String {
+    let mut out = format!(
+        "{:<60} {:>6} {:>9}  rejected\n",
+        "cell", "asked", "produced"
+    );
+    for (cell, c) in coverage {
+        let rej: Vec<String> = c.rejected.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        out.push_str(&format!(
+            "{:<60} {:>6} {:>9}  {}\n",
+            cell,
+            c.asked,
+            c.produced,
+            rej.join(" ")
+        ));
+    }
+    out
+}

@@ -1,0 +1,576 @@
+//! The model-calling stages end to end against the scripted OpenAI-compatible server on
+//! loopback: synthesize → elicit (LLM emulator) → reflect → export, with counts asserted at
+//! every stage; malformed replies end as rejected/unmeasured with reasons; resume after an
+//! interruption yields exactly the records of an uninterrupted run; shards merge to the
+//! unsharded result.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use autosafe_env::{EmulatorFactory, EmulatorMode, EmulatorOptions};
+use autosafe_ots::{Judgement, Scenario, Snapshot, Taxonomy, ToolLibrary, UnmeasuredReason};
+use autosafe_pipeline::export::{ExportConfig, ExportFormat, ToolkitLibrary, export};
+use autosafe_pipeline::prompts::Prompts;
+use autosafe_pipeline::stages::agent::AgentOptions;
+use autosafe_pipeline::stages::elicit::{ElicitParts, EpisodeLog, EpisodeOutcome};
+use autosafe_pipeline::stages::reflect::ReflectParts;
+use autosafe_pipeline::stages::synthesize::{SynthInputs, SynthLog};
+use autosafe_pipeline::stages::{
+    Agent, ElicitConfig, ReflectConfig, StepJudge, SynthConfig, elicit, reflect, synthesize,
+};
+use autosafe_pipeline::store::read_all;
+use autosafe_pipeline::{RunDir, SafeExample, SafeOrigin, ShardSpec, UtilityStep, merge_jsonl};
+use autosafe_scripted_server::{Reply, ScriptedServer};
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/toolemu")
+}
+
+fn inputs() -> SynthInputs {
+    let risks = std::fs::read_to_string(data_dir().join("toolkit_risks.json")).unwrap();
+    let examples = std::fs::read_to_string(data_dir().join("format_example_cases.json")).unwrap();
+    SynthInputs {
+        library: ToolLibrary::shipped(),
+        taxonomy: Taxonomy::default_taxonomy(),
+        toolkit_risks: serde_json::from_str(&risks).unwrap(),
+        examples: serde_json::from_str(&examples).unwrap(),
+    }
+}
+
+fn synth_config() -> SynthConfig {
+    SynthConfig {
+        toolkits: vec!["Todoist".into()],
+        categories: vec!["data_loss".into(), "privacy_leak".into()],
+        per_cell: 1,
+        concurrency: 4,
+        ..Default::default()
+    }
+}
+
+struct Models {
+    agent: Agent,
+    judge: StepJudge,
+    reflector: StepJudge,
+    env: EmulatorFactory,
+    library: ToolLibrary,
+}
+
+fn models(server: &ScriptedServer) -> Models {
+    let prompts = Arc::new(Prompts::embedded());
+    let library = ToolLibrary::shipped();
+    Models {
+        agent: Agent::new(
+            support::model(server, "agent-m"),
+            prompts.clone(),
+            AgentOptions::default(),
+        ),
+        judge: StepJudge::new(support::model(server, "judge-m"), prompts.clone()),
+        reflector: StepJudge::new(support::model(server, "reflector-m"), prompts)
+            .labelled("reflector"),
+        env: EmulatorFactory::new(
+            support::model(server, "emulator-m"),
+            EmulatorMode::Adversarial,
+            Arc::new(library.clone()),
+            EmulatorOptions::default(),
+        ),
+        library,
+    }
+}
+
+struct ChainResult {
+    synth: autosafe_pipeline::stages::synthesize::SynthReport,
+    elicit: autosafe_pipeline::stages::elicit::ElicitReport,
+    reflect: autosafe_pipeline::stages::reflect::ReflectReport,
+}
+
+async fn run_chain(run: &RunDir, server: &ScriptedServer, shard: Option<ShardSpec>) -> ChainResult {
+    let m = models(server);
+    let prompts = Arc::new(Prompts::embedded());
+    let synth = synthesize(
+        run,
+        shard,
+        support::model(server, "generator-m"),
+        prompts,
+        &inputs(),
+        &synth_config(),
+    )
+    .await
+    .unwrap();
+    let parts = ElicitParts {
+        agent: &m.agent,
+        judge: &m.judge,
+        env: &m.env,
+        library: &m.library,
+    };
+    let elicit_cfg = ElicitConfig {
+        samples: 1,
+        max_steps: 4,
+        concurrency: 2,
+    };
+    let elicit = elicit(run, shard, &synth.scenarios, &parts, &elicit_cfg)
+        .await
+        .unwrap();
+    let rparts = ReflectParts {
+        agent: &m.agent,
+        reflector: &m.reflector,
+        judge: &m.judge,
+        library: &m.library,
+    };
+    let snaps = run.stage_file(autosafe_pipeline::Stage::Elicit, shard);
+    let reflect = reflect(run, shard, &snaps, &rparts, &ReflectConfig::default())
+        .await
+        .unwrap();
+    ChainResult {
+        synth,
+        elicit,
+        reflect,
+    }
+}
+
+fn count(map: &BTreeMap<String, u64>, k: &str) -> u64 {
+    map.get(k).copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_chain_unsafe_to_snapshot_to_reflected_to_verified_to_exported() {
+    let server = support::server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::create(dir.path(), "chain").unwrap();
+    let r = run_chain(&run, &server, None).await;
+
+    // Synthesize: 2 categories × 3 sources, one case each.
+    let s = &r.synth.stats;
+    assert_eq!((s.input, s.output), (6, 2), "{s:?}");
+    assert_eq!(count(&s.rejected, "exact_duplicate"), 1);
+    assert_eq!(count(&s.rejected, "unknown_tool"), 1);
+    assert_eq!(count(&s.rejected, "parse_error"), 1);
+    assert_eq!(count(&s.rejected, "unmapped_outcome"), 1);
+    assert_eq!(s.rejected_total(), 4);
+    assert_eq!(r.synth.coverage.len(), 6);
+    let dl = &r.synth.coverage["Todoist/data_loss/instruction"];
+    assert_eq!((dl.asked, dl.produced), (1, 1));
+    assert_eq!(
+        r.synth.coverage["Todoist/data_loss/action"].rejected["exact_duplicate"],
+        1
+    );
+    let scenarios: Vec<Scenario> = read_all(&r.synth.scenarios).unwrap();
+    assert_eq!(scenarios.len(), 2);
+    for sc in &scenarios {
+        assert_eq!(sc.id, sc.compute_id());
+        assert_eq!(sc.provenance.origin, "synthesized");
+        assert_eq!(sc.provenance.generator.as_deref(), Some("generator-m"));
+        assert_eq!(sc.categories, vec!["data_loss".to_string()]);
+    }
+    let logs: Vec<SynthLog> = read_all(&run.path().join("synthesize_log.jsonl")).unwrap();
+    assert_eq!(logs.len(), 6);
+    let broken = logs
+        .iter()
+        .find(|l| l.reason.as_deref() == Some("parse_error"))
+        .unwrap();
+    assert!(
+        broken.raw.as_deref().unwrap().contains("Here is a case"),
+        "{broken:?}"
+    );
+    assert!(run.path().join("coverage.json").exists());
+
+    // Elicit: scenario A → safe search (utility) → unsafe delete (snapshot); B → unparsable agent.
+    let e = &r.elicit.elicit;
+    assert_eq!((e.input, e.output), (2, 1), "{e:?}");
+    assert_eq!(count(&e.unmeasured, "parse_error"), 1);
+    assert_eq!(r.elicit.utility.output, 1);
+    let snaps: Vec<Snapshot> = read_all(&run.path().join("snapshots.jsonl")).unwrap();
+    assert_eq!(snaps.len(), 1);
+    let snap = &snaps[0];
+    assert_eq!(snap.verdict.judgement, Judgement::Unsafe);
+    assert_eq!(snap.proposed.action.tool_name(), Some("TodoistDeleteTask"));
+    assert_eq!(
+        snap.history.len(),
+        1,
+        "the search was executed by the emulator"
+    );
+    assert!(
+        snap.history[0]
+            .observation
+            .as_deref()
+            .unwrap()
+            .contains("Math Test prep")
+    );
+    let util: Vec<UtilityStep> = read_all(&run.path().join("utility.jsonl")).unwrap();
+    assert_eq!(util.len(), 1);
+    assert_eq!(util[0].turn.action.tool_name(), Some("TodoistSearchTasks"));
+    let eps: Vec<EpisodeLog> = read_all(&run.path().join("elicit_log.jsonl")).unwrap();
+    let bad = eps
+        .iter()
+        .find(|l| l.outcome == EpisodeOutcome::Unmeasured)
+        .unwrap();
+    assert_eq!(bad.reason.as_deref(), Some("parse_error"));
+    assert!(bad.raw.as_deref().unwrap().contains("take care of it"));
+
+    // Reflect: round 1 unsafe (reflector), round 2 asks the user: reflector safe, judge safe.
+    let rs = &r.reflect.stats;
+    assert_eq!((rs.input, rs.output), (1, 1), "{rs:?}");
+    assert_eq!(r.reflect.rounds_histogram.get(&2), Some(&1));
+    let safe: Vec<SafeExample> = read_all(&run.path().join("safe.jsonl")).unwrap();
+    assert_eq!(safe.len(), 1);
+    let ex = &safe[0];
+    assert_eq!(ex.origin, SafeOrigin::Reflected);
+    assert_eq!(ex.parent_id, snap.id);
+    assert_eq!(ex.rounds_used, 2);
+    assert_eq!(ex.reflections.len(), 2);
+    assert_eq!(ex.reflections[0].verdict.judgement, Judgement::Unsafe);
+    assert_eq!(
+        ex.reflections[0].suggestion,
+        "Ask the user to confirm which tasks to delete."
+    );
+    assert_eq!(ex.verdict.judgement, Judgement::Safe);
+    assert_eq!(ex.verdict.judge.name, "judge-m");
+    assert!(matches!(
+        ex.safe_turn.action,
+        autosafe_ots::Action::Final { .. }
+    ));
+
+    // Export: the reflected record plus one original safe step, in all five formats.
+    let prompts = Prompts::embedded();
+    let lib = ToolkitLibrary::new(ToolLibrary::shipped().toolkits().cloned());
+    let cfg = ExportConfig {
+        utility_share: 1,
+        ..Default::default()
+    };
+    let (rep, card) = export(
+        &run.path().join("safe.jsonl"),
+        Some(&run.path().join("utility.jsonl")),
+        &run.path().join("export"),
+        &lib,
+        &prompts,
+        &cfg,
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        (rep.records, rep.reflected, rep.original_safe_steps),
+        (2, 1, 1)
+    );
+    assert_eq!(card.records, 2);
+    for f in ExportFormat::ALL {
+        let path = run
+            .path()
+            .join("export")
+            .join(f.as_str())
+            .join(f.data_file());
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{f:?}");
+        let first = &lines[0];
+        match f {
+            ExportFormat::Alpaca => {
+                assert!(
+                    first["instruction"]
+                        .as_str()
+                        .unwrap()
+                        .contains("TodoistDeleteTask")
+                );
+                assert!(
+                    first["input"]
+                        .as_str()
+                        .unwrap()
+                        .contains("Trajectory so far")
+                );
+                assert!(first["output"].as_str().unwrap().starts_with("Thought 2: "));
+                assert!(first["output"].as_str().unwrap().contains("Final Answer: "));
+            }
+            ExportFormat::Sharegpt => {
+                let conv = first["conversations"].as_array().unwrap();
+                let roles: Vec<&str> = conv.iter().map(|m| m["from"].as_str().unwrap()).collect();
+                assert_eq!(roles, ["human", "function_call", "observation", "gpt"]);
+            }
+            ExportFormat::Openai => {
+                let msgs = first["messages"].as_array().unwrap();
+                assert_eq!(msgs.last().unwrap()["role"], "assistant");
+                assert!(msgs.iter().any(|m| m["weight"] == 0));
+                assert!(first["tools"].as_array().unwrap().len() >= 6);
+            }
+            ExportFormat::Trl => {
+                assert!(first["prompt"].is_array() && first["completion"].is_array());
+            }
+            ExportFormat::Axolotl => {
+                let msgs = first["messages"].as_array().unwrap();
+                assert_eq!(msgs.iter().filter(|m| m["train"] == true).count(), 1);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_replies_end_as_unmeasured_with_reasons_never_as_passes() {
+    let server = support::server().await;
+    let m = models(&server);
+    let base: Scenario = {
+        let case = autosafe_ots::toolemu::read_cases(
+            "all_cases.json",
+            &std::fs::read_to_string(data_dir().join("all_cases.json")).unwrap(),
+            &ToolLibrary::shipped(),
+        )
+        .unwrap()
+        .remove(0);
+        autosafe_ots::toolemu::case_to_scenario(&case, &Taxonomy::default_taxonomy())
+    };
+    let action = autosafe_ots::AgentTurn {
+        thought: "search".into(),
+        action: autosafe_ots::Action::Tool {
+            tool: "TodoistSearchTasks".into(),
+            input: serde_json::json!({"keywords": "Test"}),
+            call_id: None,
+        },
+        raw: None,
+    };
+    // Judge: truncated twice (the stack re-asks once) → truncated; HTTP 400 → api_error.
+    server.push_all([
+        Reply::Cut("{\"label\": \"sa".into()),
+        Reply::Cut("{\"label".into()),
+    ]);
+    let v = m.judge.judge(&base, &[], &action, 1).await;
+    assert!(
+        matches!(
+            v.judgement,
+            Judgement::Unmeasured {
+                reason: UnmeasuredReason::Truncated,
+                ..
+            }
+        ),
+        "{v:?}"
+    );
+    assert_eq!(v.judgement.is_safe(), None);
+    server.push(Reply::status(400));
+    let v = m.judge.judge(&base, &[], &action, 1).await;
+    assert!(
+        matches!(
+            v.judgement,
+            Judgement::Unmeasured {
+                reason: UnmeasuredReason::ApiError,
+                ..
+            }
+        ),
+        "{v:?}"
+    );
+    // A label outside the schema → parse_error with the raw text kept.
+    server.push_all([
+        Reply::text("{\"label\": \"probably fine\", \"reason\": \"x\"}"),
+        Reply::text("{\"label\": \"probably fine\", \"reason\": \"x\"}"),
+    ]);
+    let v = m.judge.judge(&base, &[], &action, 1).await;
+    assert!(
+        matches!(
+            v.judgement,
+            Judgement::Unmeasured {
+                reason: UnmeasuredReason::ParseError,
+                ..
+            }
+        ),
+        "{v:?}"
+    );
+    assert!(v.raw.unwrap().contains("probably fine"));
+
+    // Elicit: a judge that answers prose, and an agent that never finishes (step limit).
+    let mut broken = base.clone();
+    broken.case.user_instruction = "JUDGE-BROKEN: delete my Test tasks.".into();
+    broken.id = broken.compute_id();
+    let mut looping = base.clone();
+    looping.case.user_instruction = "LOOP over my Test tasks and tidy them.".into();
+    looping.id = looping.compute_id();
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::create(dir.path(), "bad").unwrap();
+    let input = run.path().join("input.jsonl");
+    let mut text = String::new();
+    for sc in [&broken, &looping] {
+        text.push_str(&serde_json::to_string(sc).unwrap());
+        text.push('\n');
+    }
+    std::fs::write(&input, text).unwrap();
+    let parts = ElicitParts {
+        agent: &m.agent,
+        judge: &m.judge,
+        env: &m.env,
+        library: &m.library,
+    };
+    let cfg = ElicitConfig {
+        samples: 2,
+        max_steps: 3,
+        concurrency: 2,
+    };
+    let rep = elicit(&run, None, &input, &parts, &cfg).await.unwrap();
+    assert_eq!((rep.elicit.input, rep.elicit.output), (4, 0), "{rep:?}");
+    assert_eq!(count(&rep.elicit.unmeasured, "parse_error"), 2);
+    assert_eq!(count(&rep.elicit.unmeasured, "step_limit"), 2);
+    assert!(
+        !run.path().join("snapshots.jsonl").exists()
+            || read_all::<Snapshot>(&run.path().join("snapshots.jsonl"))
+                .unwrap()
+                .is_empty()
+    );
+    // The looping episodes' safe searches are utility data (3 turns × 2 samples).
+    assert_eq!(rep.utility.output, 6);
+    let eps: Vec<EpisodeLog> = read_all(&run.path().join("elicit_log.jsonl")).unwrap();
+    assert!(eps.iter().all(|l| l.outcome == EpisodeOutcome::Unmeasured));
+    let judged = eps
+        .iter()
+        .find(|l| l.reason.as_deref() == Some("parse_error"))
+        .unwrap();
+    assert!(
+        judged.raw.as_deref().unwrap().contains("looks fine"),
+        "{judged:?}"
+    );
+}
+
+fn truncate_at(path: &Path, keep_fraction: f64) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = ((bytes.len() as f64) * keep_fraction) as usize;
+    std::fs::write(path, &bytes[..n]).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_interruption_yields_exactly_the_uninterrupted_records() {
+    let server = support::server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let reference = RunDir::create(dir.path(), "ref").unwrap();
+    let full = run_chain(&reference, &server, None).await;
+    let files = [
+        "scenarios.jsonl",
+        "synthesize_log.jsonl",
+        "snapshots.jsonl",
+        "utility.jsonl",
+        "elicit_log.jsonl",
+        "safe.jsonl",
+        "reflect_log.jsonl",
+    ];
+    // Interruptions at several points: files cut mid-line (torn tails) and whole records lost,
+    // including a log that is ahead of its record file.
+    for (i, cut) in [0.0, 0.3, 0.55, 0.8, 0.97].into_iter().enumerate() {
+        let run = RunDir::create(dir.path(), &format!("cut{i}")).unwrap();
+        for f in files {
+            std::fs::copy(reference.path().join(f), run.path().join(f)).unwrap();
+        }
+        for (j, f) in files.iter().enumerate() {
+            // Different cut points per file, so logs and record files disagree.
+            let frac = (cut + 0.13 * j as f64) % 1.0;
+            truncate_at(&run.path().join(f), frac);
+        }
+        let again = run_chain(&run, &server, None).await;
+        for f in files {
+            let a = std::fs::read(reference.path().join(f)).unwrap();
+            let b = std::fs::read(run.path().join(f)).unwrap();
+            let mut la: Vec<&[u8]> = a.split(|&c| c == b'\n').collect();
+            let mut lb: Vec<&[u8]> = b.split(|&c| c == b'\n').collect();
+            la.sort();
+            lb.sort();
+            assert_eq!(la, lb, "cut {cut}: {f} differs after resume");
+        }
+        let mut s1 = again.synth.stats.clone();
+        let mut s0 = full.synth.stats.clone();
+        s1.resumed = 0;
+        s0.resumed = 0;
+        assert_eq!(s0, s1);
+        let (mut e0, mut e1) = (full.elicit.elicit.clone(), again.elicit.elicit.clone());
+        e0.resumed = 0;
+        e1.resumed = 0;
+        assert_eq!(e0, e1);
+        let (mut r0, mut r1) = (full.reflect.stats.clone(), again.reflect.stats.clone());
+        r0.resumed = 0;
+        r1.resumed = 0;
+        assert_eq!(r0, r1);
+    }
+    // A finished run restarted does nothing and counts everything as resumed.
+    let requests = server.request_count();
+    let again = run_chain(&reference, &server, None).await;
+    assert_eq!(server.request_count(), requests, "nothing is re-asked");
+    assert_eq!(again.synth.stats.resumed, 6);
+    assert_eq!(again.elicit.elicit.resumed, 2);
+    assert_eq!(again.reflect.stats.resumed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_merged_equal_the_unsharded_run() {
+    let server = support::server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let whole = RunDir::create(dir.path(), "whole").unwrap();
+    run_chain(&whole, &server, None).await;
+    // Synthesis sharded: the attempts are partitioned.
+    let sharded = RunDir::create(dir.path(), "sharded").unwrap();
+    let mut attempts = 0;
+    for i in 0..3 {
+        let rep = synthesize(
+            &sharded,
+            Some(ShardSpec::new(i, 3).unwrap()),
+            support::model(&server, "generator-m"),
+            Arc::new(Prompts::embedded()),
+            &inputs(),
+            &synth_config(),
+        )
+        .await
+        .unwrap();
+        attempts += rep.stats.input;
+    }
+    assert_eq!(attempts, 6);
+    // Elicit and reflect sharded over the unsharded scenarios: merged = unsharded.
+    std::fs::copy(
+        whole.path().join("scenarios.jsonl"),
+        sharded.path().join("scenarios.jsonl"),
+    )
+    .unwrap();
+    let m = models(&server);
+    for i in 0..3 {
+        let shard = Some(ShardSpec::new(i, 3).unwrap());
+        let parts = ElicitParts {
+            agent: &m.agent,
+            judge: &m.judge,
+            env: &m.env,
+            library: &m.library,
+        };
+        let cfg = ElicitConfig {
+            samples: 1,
+            max_steps: 4,
+            concurrency: 2,
+        };
+        elicit(
+            &sharded,
+            shard,
+            &sharded.path().join("scenarios.jsonl"),
+            &parts,
+            &cfg,
+        )
+        .await
+        .unwrap();
+        let rparts = ReflectParts {
+            agent: &m.agent,
+            reflector: &m.reflector,
+            judge: &m.judge,
+            library: &m.library,
+        };
+        let snaps = sharded.stage_file(autosafe_pipeline::Stage::Elicit, shard);
+        reflect(&sharded, shard, &snaps, &rparts, &ReflectConfig::default())
+            .await
+            .unwrap();
+    }
+    for stage in [
+        autosafe_pipeline::Stage::Elicit,
+        autosafe_pipeline::Stage::Utility,
+        autosafe_pipeline::Stage::Reflect,
+    ] {
+        let parts = sharded.shard_files(stage).unwrap();
+        assert_eq!(parts.len(), 3, "{stage:?}");
+        let merged = dir.path().join(format!("merged-{}.jsonl", stage.as_str()));
+        let canon = dir.path().join(format!("canon-{}.jsonl", stage.as_str()));
+        merge_jsonl(&parts, &merged).unwrap();
+        merge_jsonl(&[whole.stage_file(stage, None)], &canon).unwrap();
+        assert_eq!(
+            std::fs::read(&merged).unwrap(),
+            std::fs::read(&canon).unwrap(),
+            "{stage:?}: merged shards differ from the unsharded run"
+        );
+    }
+}
