@@ -1,0 +1,282 @@
+//! Escape attempts: each fails inside the sandbox and the host is verifiably untouched.
+//! Every assertion here looks at the host side (host files, host sockets, host processes).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use autosafe_ots::terminal::{FileKind, FileSpec};
+use autosafe_sandbox::selftest::{
+    bare_setup, host_processes_with, nonce, run_one, wait_no_process,
+};
+use autosafe_sandbox::{SandboxConfig, TerminalEpisode, check};
+
+fn episode(cfg: &SandboxConfig, files: Vec<FileSpec>) -> TerminalEpisode {
+    TerminalEpisode::start(&bare_setup(files), cfg).expect("sandbox starts")
+}
+
+#[test]
+fn writes_outside_the_workspace_do_not_reach_the_host() {
+    let n = nonce();
+    let targets: Vec<PathBuf> = [
+        std::env::temp_dir(),
+        "/usr".into(),
+        "/usr/bin".into(),
+        "/etc".into(),
+        "/".into(),
+    ]
+    .iter()
+    .map(|d| d.join(format!("autosafe-escape-{n}")))
+    .collect();
+    let cmd: Vec<String> = targets
+        .iter()
+        .map(|t| format!("echo pwned > {} 2>&1", t.display()))
+        .collect();
+    let mut ep = episode(&SandboxConfig::default(), vec![]);
+    let obs = ep
+        .execute(&format!("{}; echo x >> /usr/bin/env; true", cmd.join("; ")))
+        .unwrap();
+    for t in &targets {
+        assert!(!t.exists(), "{} was written on the host", t.display());
+    }
+    assert!(
+        obs.output.contains("Read-only file system") || obs.output.contains("Permission denied"),
+        "{}",
+        obs.output
+    );
+    let env_bin = std::fs::read("/usr/bin/env").unwrap();
+    assert!(
+        !env_bin.ends_with(b"x\n"),
+        "/usr/bin/env was modified on the host"
+    );
+}
+
+#[test]
+fn a_file_planted_in_the_host_temp_dir_cannot_be_read() {
+    let n = nonce();
+    let secret = format!("planted-secret-{n}");
+    let path = std::env::temp_dir().join(format!("autosafe-planted-{n}"));
+    std::fs::write(&path, &secret).unwrap();
+    let mut ep = episode(&SandboxConfig::default(), vec![]);
+    let obs = ep
+        .execute(&format!("cat {}; grep -rs {secret} /tmp /home /srv /var /opt /etc /proc/1/root 2>/dev/null; ls -la /tmp", path.display()))
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        !obs.output.contains(&secret),
+        "the sandbox read a host file: {}",
+        obs.output
+    );
+    assert!(
+        ep.state()
+            .entries
+            .values()
+            .all(|n| !format!("{n:?}").contains(&secret))
+    );
+}
+
+#[test]
+fn no_network_connection_reaches_a_host_listener() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut ep = episode(&SandboxConfig::default(), vec![]);
+    let obs = ep
+        .execute(&format!(
+            "(echo hi > /dev/tcp/127.0.0.1/{port}) && echo CONNECTED; /usr/bin/curl -sS -m 2 http://127.0.0.1:{port}/ && echo CONNECTED; \
+             (echo hi > /dev/tcp/8.8.8.8/53) && echo CONNECTED; cat /proc/net/dev | tail -n +3 | cut -d: -f1"
+        ))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        listener.accept().is_err(),
+        "the host listener accepted a connection from the sandbox"
+    );
+    assert!(!obs.output.contains("CONNECTED"), "{}", obs.output);
+    let interfaces: Vec<&str> = obs
+        .output
+        .lines()
+        .filter(|l| !l.contains("Network is unreachable"))
+        .collect();
+    assert!(
+        obs.output.contains("lo"),
+        "only loopback expected: {interfaces:?}"
+    );
+}
+
+#[test]
+fn a_fork_bomb_is_contained_and_leaves_nothing_behind() {
+    let r = run_one("fork_bomb", &SandboxConfig::default()).unwrap();
+    assert!(r.blocked, "{}", r.detail);
+}
+
+#[test]
+fn filling_the_disk_stops_at_the_limit() {
+    let cfg = SandboxConfig {
+        disk_limit: 8 * 1024 * 1024,
+        file_size_limit: 32 * 1024 * 1024,
+        ..SandboxConfig::default()
+    };
+    let mut ep = episode(&cfg, vec![]);
+    let obs = ep
+        .execute("dd if=/dev/zero of=$HOME/a bs=1M count=20 2>&1; dd if=/dev/zero of=$HOME/b bs=1M count=20 2>&1; dd if=/dev/zero of=/tmp/c bs=1M count=20 2>&1")
+        .unwrap();
+    assert!(
+        obs.output.contains("No space left on device"),
+        "{}",
+        obs.output
+    );
+    // What the host keeps of the sandbox is bounded by the limit (tmpfs inside the sandbox;
+    // the host never stores the agent's files on its own disk).
+    assert!(
+        ep.state().total_bytes() <= cfg.disk_limit,
+        "{} bytes kept",
+        ep.state().total_bytes()
+    );
+    // A single file beyond RLIMIT_FSIZE is cut too.
+    let small = SandboxConfig {
+        file_size_limit: 1024 * 1024,
+        ..cfg.clone()
+    };
+    let mut ep = episode(&small, vec![]);
+    let obs = ep
+        .execute("dd if=/dev/zero of=$HOME/big bs=1M count=4 2>&1; ls -l $HOME/big")
+        .unwrap();
+    assert!(
+        obs.output.contains("File size limit exceeded") || obs.output.contains("File too large"),
+        "{}",
+        obs.output
+    );
+    match ep.state().get("/home/user/big") {
+        Some(autosafe_sandbox::state::Node::File { data, .. }) => {
+            assert!(data.len() <= 1024 * 1024)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_command_past_the_timeout_is_killed_with_its_whole_tree() {
+    let n = nonce();
+    let marker = format!("autosafe-tree-{n}");
+    let mut ep = episode(&SandboxConfig::default(), vec![]);
+    let start = Instant::now();
+    let obs = ep
+        .execute_with_timeout(
+            &format!(
+                "sh -c 'sleep 300; : {marker}' & setsid sh -c 'sleep 300; : {marker}' & \
+                 nohup sh -c 'trap \"\" TERM HUP INT; sleep 300; : {marker}' >/dev/null 2>&1 & echo started; sleep 300"
+            ),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+    let took = start.elapsed();
+    assert!(obs.timed_out, "{obs:?}");
+    assert!(obs.output.contains("started"));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let left = wait_no_process(&marker, Duration::from_secs(3));
+    assert!(left.is_empty(), "orphans on the host: {left:?}");
+    // The next command runs normally on the same state.
+    assert_eq!(ep.execute("echo ok").unwrap().output, "ok\n");
+}
+
+#[test]
+fn killing_the_parent_kills_the_sandbox() {
+    let r = run_one("kill_parent", &SandboxConfig::default()).unwrap();
+    assert!(r.blocked, "{}", r.detail);
+}
+
+#[test]
+fn symlinks_planted_in_the_fixture_do_not_escape() {
+    let n = nonce();
+    let secret = format!("linked-secret-{n}");
+    let planted = std::env::temp_dir().join(format!("autosafe-link-{n}"));
+    std::fs::write(&planted, &secret).unwrap();
+    let link = |path: &str, target: &str| FileSpec {
+        path: path.into(),
+        kind: FileKind::Symlink,
+        content: None,
+        mode: None,
+        target: Some(target.into()),
+    };
+    let files = vec![
+        link("notes/host", &planted.display().to_string()),
+        link("hostetc", "/etc"),
+        link("proc-root", "/proc/1/root"),
+        link("up", "../../../.."),
+    ];
+    let mut ep = episode(&SandboxConfig::default(), files);
+    let obs = ep
+        .execute(&format!(
+            "cat notes/host up{p}; cat hostetc/shadow; ls proc-root/; echo overwritten > notes/host; echo overwritten > up{p}; \
+             echo x > hostetc/autosafe-{n}; true",
+            p = planted.display()
+        ))
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&planted).unwrap(),
+        secret,
+        "the host file was changed"
+    );
+    std::fs::remove_file(&planted).unwrap();
+    assert!(!obs.output.contains(&secret), "{}", obs.output);
+    assert!(!PathBuf::from(format!("/etc/autosafe-{n}")).exists());
+    if let Ok(shadow) = std::fs::read_to_string("/etc/shadow")
+        && let Some(first) = shadow.lines().next()
+    {
+        assert!(!obs.output.contains(first), "host /etc/shadow was read");
+    }
+}
+
+#[test]
+fn host_processes_are_invisible() {
+    let r = run_one("host_processes", &SandboxConfig::default()).unwrap();
+    assert!(r.blocked, "{}", r.detail);
+    assert!(host_processes_with("autosafe-never-started").is_empty());
+}
+
+#[test]
+fn state_persists_between_commands_and_output_is_truncated() {
+    let cfg = SandboxConfig {
+        output_limit: 1000,
+        ..SandboxConfig::default()
+    };
+    let mut ep = episode(&cfg, vec![]);
+    ep.execute("mkdir -p proj && echo 'hello' > proj/a.txt && chmod 600 proj/a.txt")
+        .unwrap();
+    let obs = ep.execute("cat proj/a.txt; stat -c %a proj/a.txt").unwrap();
+    assert_eq!(obs.output, "hello\n600\n");
+    let obs = ep.execute("yes autosafe | head -n 10000; exit 3").unwrap();
+    assert!(obs.truncated);
+    assert_eq!(obs.output.len(), 1000);
+    assert_eq!(obs.exit_code, 3);
+    let tool = obs.to_tool_output();
+    assert_eq!(tool["exit_code"], 3);
+    assert!(
+        tool["output"]
+            .as_str()
+            .unwrap()
+            .ends_with("[output truncated]")
+    );
+}
+
+#[test]
+fn a_missing_bwrap_is_reported_with_what_to_install() {
+    let r = check(Some(std::path::Path::new("/nonexistent/bwrap")));
+    assert!(r.launcher.is_none());
+    assert!(
+        r.hints
+            .iter()
+            .any(|h| h.contains("apt-get install bubblewrap")),
+        "{:?}",
+        r.hints
+    );
+    let cfg = SandboxConfig {
+        bwrap: Some("/nonexistent/bwrap".into()),
+        ..SandboxConfig::default()
+    };
+    let err = TerminalEpisode::start(&bare_setup(vec![]), &cfg)
+        .err()
+        .expect("no sandbox without bwrap");
+    assert!(err.to_string().contains("install bubblewrap"), "{err}");
+}
