@@ -246,6 +246,8 @@ impl Deduper {
             }
         }
         if let Some((c, similarity)) = best {
+            // An exact repeat of this text later is an exact duplicate of the same kept text.
+            self.exact.insert(exact_key, c);
             return Some(Duplicate::Near {
                 of: self.ids[c as usize].clone(),
                 similarity,

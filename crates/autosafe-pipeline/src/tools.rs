@@ -127,6 +127,20 @@ mod tests {
     use crate::fixtures;
 
     #[test]
+    fn specs_agree_with_the_ots_openai_conversion_for_every_toolemu_tool() {
+        let tks = fixtures::toolkits();
+        let mut n = 0;
+        for tk in &tks {
+            let mut theirs = Value::Array(autosafe_ots::openai::toolkit_to_openai(tk));
+            autosafe_ots::openai::strip_extensions(&mut theirs);
+            let ours = openai_tools(&tool_specs(tk));
+            assert_eq!(Value::Array(ours), theirs, "toolkit {}", tk.toolkit);
+            n += tk.tools.len();
+        }
+        assert!(n > 300, "{n} tools compared");
+    }
+
+    #[test]
     fn todoist_specs_match_the_toolemu_definition() {
         let tks = fixtures::toolkits_of(&fixtures::scenario());
         let specs = all_tool_specs(&tks);
