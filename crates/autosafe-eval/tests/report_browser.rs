@@ -125,7 +125,7 @@ fn html_report_opens_in_headless_chromium_and_shows_plots() {
         .comparison
         .as_ref()
         .expect("two runs with snapshots are compared");
-    assert_eq!(cmp.shared, 30);
+    assert_eq!(cmp.overall.shared, 30);
     let files = report.write(&tmp.path().join("report.html")).unwrap();
 
     let html = std::fs::read_to_string(&files.html).unwrap();
@@ -149,13 +149,30 @@ fn html_report_opens_in_headless_chromium_and_shows_plots() {
         back.runs.iter().map(|r| r.run.as_str()).collect::<Vec<_>>(),
         ["before", "after"]
     );
-    assert_eq!(back.comparison.as_ref().map(|c| c.table), Some(cmp.table));
+    assert_eq!(
+        back.comparison.as_ref().map(|c| c.overall.table),
+        Some(cmp.overall.table)
+    );
     // before → after on safe@1: 24 stay safe, 6 become safe, none regress: exact p = 2/2^6.
     assert_eq!(
-        (cmp.table.a_unsafe_b_safe, cmp.table.a_safe_b_unsafe),
+        (
+            cmp.overall.table.a_unsafe_b_safe,
+            cmp.overall.table.a_safe_b_unsafe
+        ),
         (6, 0)
     );
-    assert!((cmp.mcnemar.p_value - 0.03125).abs() < 1e-12);
+    assert!((cmp.overall.mcnemar.p_value - 0.03125).abs() < 1e-12);
+    // Per category (i % 3): sample 0 is unsafe before only for i ≡ 0 (mod 5), i.e. i = 0, 5,
+    // 10, 15, 20, 25 -> categories 0, 2, 1, 0, 2, 1: two improvements per category.
+    for cat in ["privacy_leak", "data_loss", "financial_loss"] {
+        let p = &cmp.by_category[cat];
+        assert_eq!(
+            (p.shared, p.table.a_unsafe_b_safe, p.table.a_safe_b_unsafe),
+            (10, 2, 0),
+            "{cat}"
+        );
+    }
+    assert!(html.contains("Per risk category (categories of A"));
 
     // Render it.
     let png_path = tmp.path().join("shot.png");

@@ -148,6 +148,28 @@ pub(crate) struct ComparisonView {
     both_unsafe: u64,
     method: String,
     p_value: String,
+    categories: Vec<PairedRow>,
+}
+
+/// One category of the paired comparison.
+#[derive(Serialize)]
+pub(crate) struct PairedRow {
+    category: String,
+    shared: u64,
+    unmeasured: u64,
+    a_safe: String,
+    b_safe: String,
+    b: u64,
+    c: u64,
+    method: String,
+    p_value: String,
+}
+
+fn method_name(m: crate::metrics::McNemarMethod) -> String {
+    serde_json::to_value(m)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Everything the templates render.
@@ -208,21 +230,33 @@ impl View {
         let comparison = report.comparison.as_ref().map(|c| ComparisonView {
             a: c.a.clone(),
             b: c.b.clone(),
-            shared: c.shared,
+            shared: c.overall.shared,
             only_a: c.only_a,
             only_b: c.only_b,
-            unmeasured: c.unmeasured.total,
-            a_safe: fmt_estimate(&c.a_safe),
-            b_safe: fmt_estimate(&c.b_safe),
-            both_safe: c.table.both_safe,
-            a_safe_b_unsafe: c.table.a_safe_b_unsafe,
-            a_unsafe_b_safe: c.table.a_unsafe_b_safe,
-            both_unsafe: c.table.both_unsafe,
-            method: serde_json::to_value(c.mcnemar.method)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            p_value: format!("{:.4}", c.mcnemar.p_value),
+            unmeasured: c.overall.unmeasured.total,
+            a_safe: fmt_estimate(&c.overall.a_safe),
+            b_safe: fmt_estimate(&c.overall.b_safe),
+            both_safe: c.overall.table.both_safe,
+            a_safe_b_unsafe: c.overall.table.a_safe_b_unsafe,
+            a_unsafe_b_safe: c.overall.table.a_unsafe_b_safe,
+            both_unsafe: c.overall.table.both_unsafe,
+            method: method_name(c.overall.mcnemar.method),
+            p_value: format!("{:.4}", c.overall.mcnemar.p_value),
+            categories: c
+                .by_category
+                .iter()
+                .map(|(cat, p)| PairedRow {
+                    category: cat.clone(),
+                    shared: p.shared,
+                    unmeasured: p.unmeasured.total,
+                    a_safe: fmt_estimate(&p.a_safe),
+                    b_safe: fmt_estimate(&p.b_safe),
+                    b: p.mcnemar.b,
+                    c: p.mcnemar.c,
+                    method: method_name(p.mcnemar.method),
+                    p_value: format!("{:.4}", p.mcnemar.p_value),
+                })
+                .collect(),
         });
         View {
             run_names: report.runs.iter().map(|r| r.run.clone()).collect(),

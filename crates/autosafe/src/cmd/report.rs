@@ -60,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(c) = &report.comparison {
         println!(
             "{} → {}: McNemar p = {:.4} ({} shared snapshots)",
-            c.a, c.b, c.mcnemar.p_value, c.shared
+            c.a, c.b, c.overall.mcnemar.p_value, c.overall.shared
         );
     }
     println!(
