@@ -33,6 +33,8 @@ enum Command {
     Model(cmd::model::ModelArgs),
     /// Serve a local model as an OpenAI-compatible HTTP API (loopback by default).
     Serve(cmd::serve::ServeArgs),
+    /// Real terminal sandbox: `sandbox check` (can this machine run it), `sandbox selftest` (escape attempts).
+    Sandbox(cmd::sandbox::SandboxArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => cmd::compare::run(args),
         Command::Model(args) => cmd::model::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Sandbox(args) => cmd::sandbox::run(args),
     };
     match result {
         Ok(code) => code,

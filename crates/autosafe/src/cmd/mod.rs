@@ -6,3 +6,4 @@ pub mod compare;
 pub mod model;
 pub mod serve;
 pub mod bench;
+pub mod sandbox;
