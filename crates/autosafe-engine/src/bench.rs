@@ -1,6 +1,6 @@
 //! Throughput measurement of the engine: prompt processing and generation tokens per second,
-//! one sequence alone and several decoded together, plus a runner for llama.cpp's own
-//! `llama-bench` on the same GGUF for comparison.
+//! one sequence alone and several decoded together, plus a runner for llama.cpp's own figures
+//! (through `llama-cpp-python`) on the same GGUF, prompt tokens and threads for comparison.
 
 use crate::engine::{Generation, SamplingParams};
 use crate::error::EngineError;
@@ -118,72 +118,56 @@ pub async fn concurrent(
     })
 }
 
-/// Runs llama.cpp's `llama-bench` on `model` (same prompt length, generation length and
-/// threads) and returns its prompt and generation tokens/s (`avg_ts` of the pp and tg tests).
-pub fn llama_bench(
-    bin: &Path,
+const REFERENCE_SCRIPT: &str = include_str!("../../../python/bench_llamacpp.py");
+
+/// Runs llama.cpp through its Python binding (`llama-cpp-python`, `python/bench_llamacpp.py`)
+/// on `model` with the same prompt tokens, generation length and threads, and returns
+/// llama.cpp's own prompt-eval and eval rates (its perf counters: decode time only).
+pub fn llama_cpp_reference(
+    python: &Path,
     model: &Path,
-    n_prompt: usize,
+    prompt: &[LlamaToken],
     n_gen: u32,
     threads: usize,
     reps: usize,
 ) -> Result<Throughput, EngineError> {
-    let out = std::process::Command::new(bin)
-        .args(["-m", &model.display().to_string()])
-        .args(["-p", &n_prompt.to_string(), "-n", &n_gen.to_string()])
+    let tokens: Vec<i32> = prompt.iter().map(|t| t.0).collect();
+    let tokens = serde_json::to_string(&tokens).map_err(|e| EngineError::Llama(e.to_string()))?;
+    let out = std::process::Command::new(python)
         .args([
-            "-t",
+            "-c",
+            REFERENCE_SCRIPT,
+            &model.display().to_string(),
             &threads.to_string(),
-            "-r",
-            &reps.max(1).to_string(),
-            "-o",
-            "json",
         ])
+        .args([&n_gen.to_string(), &reps.max(1).to_string(), &tokens])
         .output()
-        .map_err(|e| EngineError::Llama(format!("cannot run {}: {e}", bin.display())))?;
+        .map_err(|e| EngineError::Llama(format!("cannot run {}: {e}", python.display())))?;
     if !out.status.success() {
         return Err(EngineError::Llama(format!(
-            "{} failed: {}",
-            bin.display(),
+            "llama-cpp-python reference failed: {}",
             String::from_utf8_lossy(&out.stderr)
                 .lines()
                 .last()
                 .unwrap_or("")
         )));
     }
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| EngineError::Llama(format!("cannot parse llama-bench output: {e}")))?;
-    let rate = |prompt: bool| {
-        rows.as_array()
-            .into_iter()
-            .flatten()
-            .find(|r| {
-                let p = r["n_prompt"].as_u64().unwrap_or(0);
-                let g = r["n_gen"].as_u64().unwrap_or(0);
-                if prompt {
-                    p > 0 && g == 0
-                } else {
-                    p == 0 && g > 0
-                }
-            })
-            .and_then(|r| r["avg_ts"].as_f64())
-            .ok_or_else(|| EngineError::Llama("llama-bench output has no pp/tg rows".into()))
-    };
-    Ok(Throughput {
-        pp_tps: rate(true)?,
-        gen_tps: rate(false)?,
-    })
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| EngineError::Llama(format!("cannot parse the reference's output: {e}")))?;
+    match (v["pp_tps"].as_f64(), v["gen_tps"].as_f64()) {
+        (Some(pp_tps), Some(gen_tps)) => Ok(Throughput { pp_tps, gen_tps }),
+        _ => Err(EngineError::Llama(format!(
+            "unexpected reference output: {v}"
+        ))),
+    }
 }
 
-/// The `llama-cpp-sys-2` version whose vendored llama.cpp the engine links; the reference
-/// `llama-bench` is built from the same source by `scripts/build-llama-bench.sh`.
-pub const LLAMA_CPP_SYS_VERSION: &str = "0.1.161";
+/// The command that installs the reference (`python/requirements-llamacpp.txt`).
+pub const REFERENCE_SETUP: &str = "./scripts/setup-python.sh llamacpp";
 
-/// Where `scripts/build-llama-bench.sh` puts `llama-bench`.
-pub fn default_llama_bench() -> std::path::PathBuf {
-    crate::paths::autosafe_home().join(format!(
-        "tools/llama-bench-{LLAMA_CPP_SYS_VERSION}/llama-bench"
-    ))
+/// The reference's interpreter: `$AUTOSAFE_HOME/venv/llamacpp/bin/python`.
+pub fn default_reference_python() -> std::path::PathBuf {
+    crate::paths::autosafe_home().join("venv/llamacpp/bin/python")
 }
 
 /// Settings of one benchmark run.
@@ -199,8 +183,8 @@ pub struct BenchOptions {
     pub seqs: usize,
     /// Repetitions (medians are reported).
     pub reps: usize,
-    /// The `llama-bench` binary.
-    pub llama_bench: std::path::PathBuf,
+    /// Python with `llama-cpp-python` installed (the reference).
+    pub python: std::path::PathBuf,
 }
 
 /// What `autosafe bench engine` reports; its JSON is the last line of the output.
@@ -224,9 +208,9 @@ pub struct Report {
     pub pp_tps_8seq: f64,
     /// Ours, `seqs` sequences: aggregate generated tokens/s.
     pub gen_tps_8seq: f64,
-    /// llama.cpp's `llama-bench`: prompt tokens/s.
+    /// llama.cpp (via llama-cpp-python, its perf counters): prompt tokens/s.
     pub llamacpp_pp_tps: f64,
-    /// llama.cpp's `llama-bench`: generated tokens/s.
+    /// llama.cpp (via llama-cpp-python, its perf counters): generated tokens/s.
     pub llamacpp_gen_tps: f64,
     /// `pp_tps / llamacpp_pp_tps`.
     pub ratio_pp: f64,
@@ -236,23 +220,25 @@ pub struct Report {
     pub batch_gain: f64,
 }
 
-/// Runs the whole comparison: ours alone, ours batched, then `llama-bench`.
+/// Runs the whole comparison: ours alone, ours batched, then llama.cpp through
+/// llama-cpp-python on the same prompt tokens.
 pub async fn run(engine: &Engine, model: &str, opts: &BenchOptions) -> Result<Report, EngineError> {
     let one = single(engine, opts.n_prompt, opts.n_gen, opts.reps).await?;
     let many = concurrent(engine, opts.seqs, opts.n_prompt, opts.n_gen, opts.reps).await?;
-    if !opts.llama_bench.exists() {
+    if !opts.python.exists() {
         return Err(EngineError::Llama(format!(
-            "{} not found; build it from the same vendored llama.cpp with ./scripts/build-llama-bench.sh",
-            opts.llama_bench.display()
+            "{} not found; install the llama.cpp reference with `{REFERENCE_SETUP}`",
+            opts.python.display()
         )));
     }
-    let reference = llama_bench(
-        &opts.llama_bench,
+    let prompt = prompt_tokens(engine, opts.n_prompt);
+    let reference = llama_cpp_reference(
+        &opts.python,
         engine.path(),
-        opts.n_prompt,
+        &prompt,
         opts.n_gen,
         opts.threads,
-        opts.reps.max(3),
+        opts.reps,
     )?;
     Ok(Report {
         model: model.to_string(),
@@ -388,21 +374,6 @@ pub async fn json_rate(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn llama_cpp_sys_version_matches_the_lockfile() {
-        let lock =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock"))
-                .unwrap();
-        let entry = lock
-            .split("[[package]]")
-            .find(|p| p.contains("name = \"llama-cpp-sys-2\""))
-            .unwrap();
-        assert!(
-            entry.contains(&format!("version = \"{LLAMA_CPP_SYS_VERSION}\"")),
-            "{entry}"
-        );
-    }
 
     #[test]
     fn shipped_json_cases_parse() {

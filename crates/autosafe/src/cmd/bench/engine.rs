@@ -1,6 +1,7 @@
 //! `autosafe bench engine`: the embedded engine's prompt and generation speed, one sequence and
-//! several together, against llama.cpp's own `llama-bench` on the same GGUF, prompt length and
-//! threads, in the same run; `--json-rate` measures the valid-JSON rate instead.
+//! several together, against llama.cpp's own figures (through llama-cpp-python) on the same
+//! GGUF, prompt tokens and threads, in the same run; `--json-rate` measures the valid-JSON rate
+//! instead.
 
 use anyhow::Context;
 use autosafe_engine::bench::{self, BenchOptions};
@@ -29,9 +30,10 @@ pub struct EngineBenchArgs {
     /// Repetitions; medians are reported.
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
-    /// llama.cpp's llama-bench (default: the one ./scripts/build-llama-bench.sh builds).
+    /// Python with llama-cpp-python, the reference (default: the venv that
+    /// `./scripts/setup-python.sh llamacpp` creates under $AUTOSAFE_HOME/venv/llamacpp).
     #[arg(long)]
-    pub llama_bench: Option<PathBuf>,
+    pub python: Option<PathBuf>,
     /// Measure the valid-JSON rate on the 50 shipped prompts (unconstrained vs constrained).
     #[arg(long)]
     pub json_rate: bool,
@@ -77,7 +79,7 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<ExitCode> {
         n_gen: args.n_gen,
         seqs: args.seqs,
         reps: args.reps,
-        llama_bench: args.llama_bench.unwrap_or_else(bench::default_llama_bench),
+        python: args.python.unwrap_or_else(bench::default_reference_python),
     };
     let r = runtime.block_on(bench::run(&engine, &args.model, &bench_opts))?;
     println!(
@@ -85,15 +87,15 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<ExitCode> {
         r.model, r.threads, r.n_prompt, r.n_gen
     );
     println!(
-        "ours, 1 sequence:        pp {:8.1} tok/s   gen {:8.1} tok/s",
+        "ours, 1 sequence:             pp {:8.1} tok/s   gen {:8.1} tok/s",
         r.pp_tps, r.gen_tps
     );
     println!(
-        "ours, {} sequences:       pp {:8.1} tok/s   gen {:8.1} tok/s (aggregate)",
+        "ours, {} sequences:            pp {:8.1} tok/s   gen {:8.1} tok/s (aggregate)",
         r.seqs, r.pp_tps_8seq, r.gen_tps_8seq
     );
     println!(
-        "llama.cpp llama-bench:   pp {:8.1} tok/s   gen {:8.1} tok/s",
+        "llama.cpp (llama-cpp-python): pp {:8.1} tok/s   gen {:8.1} tok/s",
         r.llamacpp_pp_tps, r.llamacpp_gen_tps
     );
     println!(
