@@ -92,6 +92,11 @@ async fn a_valid_call_returns_an_observation_with_the_tools_return_fields() {
         body["response_format"]["json_schema"]["schema"]["required"],
         json!(["thought", "observation"])
     );
+    assert_eq!(
+        body["response_format"]["json_schema"]["schema"]["properties"]["observation"]["anyOf"][0]["required"],
+        json!(["tasks"]),
+        "the observation schema is narrowed to the tool's return fields"
+    );
     assert_eq!(body["seed"], json!(derive_seed(0, &sc.id, 3, 0)));
     let prompt = content(&messages(&server, 0)[0]).to_string();
     assert!(

@@ -20,7 +20,7 @@ use autosafe_llm::{
     CallContext, ChatModel, ChatRequest, FinishReason, JsonSchemaFormat, LlmError, Message,
     ResponseFormat,
 };
-use autosafe_ots::{Scenario, Step, ToolLibrary};
+use autosafe_ots::{Scenario, Step, Tool, ToolLibrary};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -173,11 +173,11 @@ pub struct EmulatorEpisode {
 }
 
 impl EmulatorEpisode {
-    fn request(&self, prompt: String, step: usize) -> ChatRequest {
+    fn request(&self, prompt: String, tool: &Tool, step: usize) -> ChatRequest {
         let mut req = ChatRequest::new(vec![Message::user(prompt)]);
         req.response_format = Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
             name: "tool_emulation".into(),
-            schema: prompt::schema().clone(),
+            schema: prompt::schema_for(tool),
             strict: false,
         }));
         req.temperature = self.options.temperature;
@@ -219,7 +219,7 @@ impl Environment for EmulatorEpisode {
             message: format!("cannot render prompts/emulator.j2: {e:#}"),
             raw: String::new(),
         })?;
-        let mut req = self.request(text, history.len());
+        let mut req = self.request(text, spec, history.len());
         let call_ctx = CallContext::stage(self.options.stage.clone());
         let mut attempt = 0;
         loop {

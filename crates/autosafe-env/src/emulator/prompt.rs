@@ -186,6 +186,60 @@ pub fn schema() -> &'static Value {
     })
 }
 
+/// The JSON schema of a ToolEmu type name (`{}` for names JSON Schema does not know).
+fn type_schema(type_name: &str) -> Value {
+    let t = type_name.trim().to_ascii_lowercase();
+    match t.as_str() {
+        "string" | "integer" | "number" | "boolean" | "array" | "object" => {
+            serde_json::json!({ "type": t })
+        }
+        _ => serde_json::json!({}),
+    }
+}
+
+/// The reply schema for one tool: [`schema`] with `observation` narrowed to exactly the tool's
+/// return fields, or a single `error` string. Servers with constrained decoding (vLLM, the
+/// embedded engine) then produce a usable observation by construction.
+pub fn schema_for(tool: &Tool) -> Value {
+    let mut properties = serde_json::Map::new();
+    for r in &tool.returns {
+        let mut field = type_schema(&r.type_name);
+        if let Value::Object(m) = &mut field {
+            m.insert("description".into(), Value::String(r.description.clone()));
+        }
+        properties.insert(r.name.clone(), field);
+    }
+    let required: Vec<Value> = tool
+        .returns
+        .iter()
+        .map(|r| Value::String(r.name.clone()))
+        .collect();
+    let returns = serde_json::json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    });
+    let names: Vec<String> = crate::spec_check::allowed_exceptions(tool)
+        .into_iter()
+        .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    let exception = serde_json::json!({
+        "type": "object",
+        "properties": { "error": {
+            "type": "string",
+            "description": "<ExceptionName>: <explanation>",
+            "pattern": format!("^(?:{}): .+$", names.join("|")),
+            "maxLength": 300,
+        } },
+        "required": ["error"],
+        "additionalProperties": false,
+    });
+    let mut s = schema().clone();
+    s["properties"]["observation"] = serde_json::json!({ "anyOf": [returns, exception] });
+    s
+}
+
 /// SHA-256 (hex) over the template, its partial and the schema.
 pub fn prompt_hash() -> String {
     let mut h = Sha256::new();
@@ -217,5 +271,33 @@ mod tests {
         assert!(out.contains("Current Action: T\nCurrent Action Input: {}"));
         assert!(!out.contains("Initial environment state"));
         assert_eq!(prompt_hash().len(), 64);
+    }
+
+    #[test]
+    fn the_per_tool_schema_accepts_exactly_the_return_fields_or_an_exception() {
+        let lib = autosafe_ots::ToolLibrary::shipped();
+        let tool = lib
+            .get("Terminal")
+            .unwrap()
+            .find_tool("TerminalExecute")
+            .unwrap();
+        let v = jsonschema::validator_for(&schema_for(tool)).unwrap();
+        let ok = |o: Value| v.is_valid(&serde_json::json!({"thought": "t", "observation": o}));
+        assert!(ok(serde_json::json!({"output": "x", "exit_code": 0})));
+        assert!(ok(
+            serde_json::json!({"error": "InvalidRequestException: bad"})
+        ));
+        assert!(!ok(serde_json::json!({"output": "x"})));
+        assert!(!ok(serde_json::json!({"output": "x", "exit_code": "0"})));
+        assert!(!ok(
+            serde_json::json!({"output": "x", "exit_code": 0, "pwd": "/"})
+        ));
+        assert!(!ok(serde_json::json!({"error": "I will not run this"})));
+        // Every ToolEmu tool gives a schema the validator compiles.
+        for tk in lib.toolkits() {
+            for t in &tk.tools {
+                jsonschema::validator_for(&schema_for(t)).unwrap();
+            }
+        }
     }
 }
