@@ -35,6 +35,18 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Real terminal sandbox: `sandbox check` (can this machine run it), `sandbox selftest` (escape attempts).
     Sandbox(cmd::sandbox::SandboxArgs),
+    /// Synthesize risk scenarios (D_r) over (toolkit, category, source) cells with a coverage table.
+    Synthesize(cmd::pipeline::SynthArgs),
+    /// Elicit unsafe actions: agent × environment, each action judged before it runs; snapshots.
+    Elicit(cmd::pipeline::ElicitArgs),
+    /// Self-reflection on snapshots: K rounds of reflector critique; judge-verified safe actions.
+    Reflect(cmd::pipeline::ReflectArgs),
+    /// Export D_safe (+ utility steps) as alpaca, sharegpt, openai, trl, axolotl + dataset card.
+    Export(cmd::pipeline::ExportArgs),
+    /// Merge a run's shard files (records and logs, by id) and sum their stats.
+    Merge(cmd::pipeline::MergeArgs),
+    /// The whole chain synthesize → elicit → reflect → export from one config (default: embedded model).
+    Run(cmd::pipeline::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +60,12 @@ fn main() -> ExitCode {
         Command::Model(args) => cmd::model::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Sandbox(args) => cmd::sandbox::run(args),
+        Command::Synthesize(a) => cmd::pipeline::synthesize(a),
+        Command::Elicit(a) => cmd::pipeline::elicit(a),
+        Command::Reflect(a) => cmd::pipeline::reflect(a),
+        Command::Export(a) => cmd::pipeline::export(a),
+        Command::Merge(a) => cmd::pipeline::merge(a),
+        Command::Run(a) => cmd::pipeline::run(a),
     };
     match result {
         Ok(code) => code,

@@ -7,3 +7,4 @@ pub mod model;
 pub mod serve;
 pub mod bench;
 pub mod sandbox;
+pub mod pipeline;

@@ -1,0 +1,795 @@
+//! The pipeline subcommands: `synthesize`, `elicit`, `reflect`, `export`, `merge`, and `run`,
+//! which chains synthesize → elicit → reflect → export from one TOML config.
+//!
+//! This module only reads the config, builds the models (remote specs through `autosafe-llm`,
+//! `local:` specs through the embedded engine), prints progress lines, and calls the stages in
+//! `autosafe_pipeline::stages`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use autosafe_env::{EmulatorFactory, EmulatorMode, EmulatorOptions, EnvironmentFactory};
+use autosafe_llm::{Cache, ChatModel, ModelSpec, ProviderKind, StackOptions, UsageLedger};
+use autosafe_ots::{Taxonomy, ToolLibrary};
+use autosafe_pipeline::export::{ExportConfig, ExportFormat, ToolkitLibrary};
+use autosafe_pipeline::prompts::Prompts;
+use autosafe_pipeline::stages::agent::AgentOptions;
+use autosafe_pipeline::stages::elicit::ElicitParts;
+use autosafe_pipeline::stages::reflect::ReflectParts;
+use autosafe_pipeline::stages::synthesize::{SynthInputs, coverage_table};
+use autosafe_pipeline::stages::{Agent, ElicitConfig, ReflectConfig, StepJudge, SynthConfig};
+use autosafe_pipeline::{Manifest, RunDir, ShardSpec, Stage, StageStats, Stats};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// A model in the config: the compact CLI form (`openai:MODEL@URL`, `local:smollm2`) or a full
+/// `autosafe_llm::ModelSpec` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ModelEntry {
+    /// `openai:MODEL[@URL,...]` or `local:ALIAS|PATH`.
+    Compact(String),
+    /// A full spec.
+    Full(ModelSpec),
+}
+
+impl ModelEntry {
+    fn spec(&self) -> anyhow::Result<ModelSpec> {
+        match self {
+            ModelEntry::Compact(s) => Ok(ModelSpec::parse(s)?),
+            ModelEntry::Full(s) => Ok(s.clone()),
+        }
+    }
+}
+
+fn local_default() -> ModelEntry {
+    ModelEntry::Compact("local:smollm2".into())
+}
+
+/// The models of each role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Writes scenarios.
+    pub generator: ModelEntry,
+    /// Acts in episodes and regenerates under reflection.
+    pub agent: ModelEntry,
+    /// The step judge (elicitation and verification).
+    pub judge: ModelEntry,
+    /// The reflector.
+    pub reflector: ModelEntry,
+    /// The tool emulator.
+    pub emulator: ModelEntry,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            generator: local_default(),
+            agent: local_default(),
+            judge: local_default(),
+            reflector: local_default(),
+            emulator: local_default(),
+        }
+    }
+}
+
+/// `[elicit]`: episodes and the environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ElicitSection {
+    /// Episodes per scenario.
+    pub samples: u32,
+    /// Agent turns per episode.
+    pub max_steps: u32,
+    /// Episodes in flight.
+    pub concurrency: usize,
+    /// Emulator mode: `adversarial` (paper) or `standard`.
+    pub emulator_mode: EmulatorMode,
+}
+
+impl Default for ElicitSection {
+    fn default() -> Self {
+        let d = ElicitConfig::default();
+        ElicitSection {
+            samples: d.samples,
+            max_steps: d.max_steps,
+            concurrency: d.concurrency,
+            emulator_mode: EmulatorMode::Adversarial,
+        }
+    }
+}
+
+/// `[export]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportSection {
+    /// Formats to write.
+    pub formats: Vec<ExportFormat>,
+    /// Safe original steps mixed in (paper: 300).
+    pub utility_share: usize,
+    /// Dataset name.
+    pub dataset_name: String,
+}
+
+impl Default for ExportSection {
+    fn default() -> Self {
+        let d = ExportConfig::default();
+        ExportSection {
+            formats: d.formats,
+            utility_share: d.utility_share,
+            dataset_name: d.dataset_name,
+        }
+    }
+}
+
+/// The run config (`autosafe run --config FILE`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Run name: the directory under `out`.
+    pub name: String,
+    /// Base directory of runs.
+    pub out: PathBuf,
+    /// Directory overriding prompt templates (same layout as `prompts/`).
+    pub prompts_dir: Option<PathBuf>,
+    /// Cache model replies in `<run>/cache/replies.sqlite` (re-runs send nothing twice).
+    pub cache: bool,
+    /// Models by role.
+    pub models: ModelsConfig,
+    /// Agent options.
+    pub agent: AgentOptions,
+    /// Synthesis.
+    pub synthesize: SynthConfig,
+    /// Elicitation.
+    pub elicit: ElicitSection,
+    /// Reflection.
+    pub reflect: ReflectConfig,
+    /// Export.
+    pub export: ExportSection,
+}
+
+impl Default for RunConfig {
+    /// The no-argument run: every role on the embedded model, small counts.
+    fn default() -> Self {
+        RunConfig {
+            name: "demo".into(),
+            out: PathBuf::from("runs"),
+            prompts_dir: None,
+            cache: true,
+            models: ModelsConfig::default(),
+            agent: AgentOptions {
+                max_tokens: 200,
+                ..Default::default()
+            },
+            synthesize: SynthConfig {
+                toolkits: vec!["Todoist".into(), "Gmail".into()],
+                categories: vec!["data_loss".into(), "privacy_leak".into()],
+                sources: vec![autosafe_ots::RiskSource::Instruction],
+                per_cell: 2,
+                max_tokens: 700,
+                concurrency: 8,
+                ..Default::default()
+            },
+            elicit: ElicitSection {
+                samples: 1,
+                max_steps: 3,
+                concurrency: 8,
+                emulator_mode: EmulatorMode::Adversarial,
+            },
+            reflect: ReflectConfig {
+                max_rounds: 2,
+                concurrency: 8,
+            },
+            export: ExportSection {
+                utility_share: 20,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl RunConfig {
+    /// Reads a TOML config; errors name the file and the field.
+    pub fn load(path: &Path) -> anyhow::Result<RunConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+}
+
+/// Options shared by the stage subcommands.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// TOML config (default: the embedded-model demo config).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Run directory (default: <out>/<name> from the config).
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Work on shard I of N (0-based), e.g. `--shard 2/8`; also read from SLURM_ARRAY_TASK_ID /
+    /// JOB_COMPLETION_INDEX.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Shard count for JOB_COMPLETION_INDEX (Kubernetes does not export it).
+    #[arg(long)]
+    shard_count: Option<u32>,
+}
+
+/// `autosafe synthesize`.
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// `autosafe elicit`.
+#[derive(Args, Debug)]
+pub struct ElicitArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Scenarios to play (default: the run's scenarios.jsonl).
+    #[arg(long)]
+    scenarios: Option<PathBuf>,
+}
+
+/// `autosafe reflect`.
+#[derive(Args, Debug)]
+pub struct ReflectArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Snapshots to repair (default: the run's snapshots.jsonl or its shard file).
+    #[arg(long)]
+    snapshots: Option<PathBuf>,
+}
+
+/// `autosafe export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Formats (repeatable): alpaca, sharegpt, openai, trl, axolotl (default: all, or the config's).
+    #[arg(long = "format")]
+    formats: Vec<String>,
+    /// Safe original steps to mix in (default: the config's).
+    #[arg(long)]
+    utility_share: Option<usize>,
+}
+
+/// `autosafe merge`.
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The run directory holding shard files.
+    #[arg(long)]
+    run: PathBuf,
+}
+
+/// `autosafe run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// TOML config (default: every role on the embedded model, small counts).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Base directory of runs (overrides the config's `out`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+struct Ctx {
+    config: RunConfig,
+    run: RunDir,
+    shard: Option<ShardSpec>,
+    prompts: Arc<Prompts>,
+    stack: StackOptions,
+    built: BTreeMap<String, Arc<dyn ChatModel>>,
+}
+
+impl Ctx {
+    fn new(
+        config: RunConfig,
+        run_dir: Option<PathBuf>,
+        shard: Option<ShardSpec>,
+    ) -> anyhow::Result<Ctx> {
+        let run = match run_dir {
+            Some(d) => RunDir::at(d)?,
+            None => RunDir::create(&config.out, &config.name)?,
+        };
+        let prompts = Arc::new(match &config.prompts_dir {
+            Some(d) => Prompts::from_dir(d)?,
+            None => Prompts::embedded(),
+        });
+        let cache = if config.cache {
+            Some(Cache::open(
+                &run.path().join("cache").join("replies.sqlite"),
+            )?)
+        } else {
+            None
+        };
+        let stack = StackOptions {
+            cache,
+            ledger: UsageLedger::new(),
+            max_repairs: 2,
+        };
+        Ok(Ctx {
+            config,
+            run,
+            shard,
+            prompts,
+            stack,
+            built: BTreeMap::new(),
+        })
+    }
+
+    fn from_common(c: &CommonArgs) -> anyhow::Result<Ctx> {
+        let config = match &c.config {
+            Some(p) => RunConfig::load(p)?,
+            None => RunConfig::default(),
+        };
+        let shard = match &c.shard {
+            Some(s) => Some(s.parse::<ShardSpec>()?),
+            None => ShardSpec::from_env(c.shard_count)?,
+        };
+        Ctx::new(config, c.run.clone(), shard)
+    }
+
+    /// Builds (once per distinct spec) the model of a role.
+    fn model(&mut self, role: &str) -> anyhow::Result<Arc<dyn ChatModel>> {
+        let entry = match role {
+            "generator" => &self.config.models.generator,
+            "agent" => &self.config.models.agent,
+            "judge" => &self.config.models.judge,
+            "reflector" => &self.config.models.reflector,
+            _ => &self.config.models.emulator,
+        };
+        let spec = entry.spec().with_context(|| format!("models.{role}"))?;
+        let key = serde_json::to_string(&spec)?;
+        if let Some(m) = self.built.get(&key) {
+            return Ok(m.clone());
+        }
+        let model = match spec.provider {
+            ProviderKind::Openai => autosafe_llm::build_remote(&spec, &self.stack)
+                .with_context(|| format!("models.{role}"))?,
+            ProviderKind::Local => {
+                let name = format!("local:{}", spec.model.trim_start_matches("local:"));
+                eprintln!("loading the embedded model {name} for {role} …");
+                let engine = autosafe_engine::Engine::shared(
+                    &name,
+                    autosafe_engine::EngineOptions::default(),
+                )
+                .with_context(|| format!("models.{role}: {name}"))?;
+                autosafe_llm::wrap_model(engine, &self.stack, true)
+            }
+        };
+        self.built.insert(key, model.clone());
+        Ok(model)
+    }
+
+    fn write_manifest(&self) -> anyhow::Result<()> {
+        let mut m = if self.run.manifest_path().exists() {
+            self.run.read_manifest()?
+        } else {
+            Manifest::new(
+                &self
+                    .run
+                    .path()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                env!("CARGO_PKG_VERSION"),
+                serde_json::to_value(&self.config)?,
+                Path::new(env!("CARGO_MANIFEST_DIR")),
+            )
+        };
+        m.config = autosafe_pipeline::rundir::redact_secrets(serde_json::to_value(&self.config)?);
+        m.prompt_hashes = self.prompts.hashes();
+        m.shard = self.shard;
+        let models = &self.config.models;
+        for (role, entry) in [
+            ("generator", &models.generator),
+            ("agent", &models.agent),
+            ("judge", &models.judge),
+            ("reflector", &models.reflector),
+            ("emulator", &models.emulator),
+        ] {
+            let spec = entry.spec()?;
+            let provider = match spec.provider {
+                ProviderKind::Openai => "openai-compatible",
+                ProviderKind::Local => "embedded",
+            };
+            m.models.insert(
+                role.into(),
+                autosafe_pipeline::ModelSpec::redacted(
+                    provider,
+                    spec.display_name(),
+                    &spec.base_urls,
+                    serde_json::json!({"api_key_env": spec.api_key_env}),
+                ),
+            );
+        }
+        self.run.write_manifest(&m)?;
+        Ok(())
+    }
+
+    fn stats_path(&self) -> PathBuf {
+        match self.shard.filter(|s| s.count > 1) {
+            Some(s) => self.run.path().join(format!("stats.{}.json", s.file_tag())),
+            None => self.run.stats_path(),
+        }
+    }
+
+    fn record_stats(&self, stage: Stage, stats: &StageStats) -> anyhow::Result<()> {
+        let path = self.stats_path();
+        let mut all: Stats = if path.exists() {
+            autosafe_pipeline::rundir::read_json(&path)?
+        } else {
+            Stats::default()
+        };
+        *all.stage(stage) = stats.clone();
+        autosafe_pipeline::rundir::write_json_atomic(&path, &all)?;
+        Ok(())
+    }
+
+    fn library(&self) -> ToolLibrary {
+        ToolLibrary::shipped()
+    }
+}
+
+fn line(stage: &str, s: &StageStats) {
+    let fmt = |m: &BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "{stage}: in {} out {} resumed {} rejected {} [{}] unmeasured {} [{}]",
+        s.input,
+        s.output,
+        s.resumed,
+        s.rejected_total(),
+        fmt(&s.rejected),
+        s.unmeasured_total(),
+        fmt(&s.unmeasured)
+    );
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the async runtime")
+}
+
+fn synth_inputs() -> anyhow::Result<SynthInputs> {
+    let risks: BTreeMap<String, Vec<String>> =
+        serde_json::from_str(include_str!("../../../../data/toolemu/toolkit_risks.json"))
+            .context("data/toolemu/toolkit_risks.json")?;
+    let examples: Vec<serde_json::Value> = serde_json::from_str(include_str!(
+        "../../../../data/toolemu/format_example_cases.json"
+    ))
+    .context("data/toolemu/format_example_cases.json")?;
+    Ok(SynthInputs {
+        library: ToolLibrary::shipped(),
+        taxonomy: Taxonomy::default_taxonomy(),
+        toolkit_risks: risks,
+        examples,
+    })
+}
+
+async fn do_synthesize(ctx: &mut Ctx) -> anyhow::Result<PathBuf> {
+    let generator = ctx.model("generator")?;
+    println!(
+        "synthesize: generator {} → {}",
+        generator.name(),
+        ctx.run.path().display()
+    );
+    let rep = autosafe_pipeline::stages::synthesize(
+        &ctx.run,
+        ctx.shard,
+        generator,
+        ctx.prompts.clone(),
+        &synth_inputs()?,
+        &ctx.config.synthesize,
+    )
+    .await?;
+    print!("{}", coverage_table(&rep.coverage));
+    line("synthesize", &rep.stats);
+    ctx.record_stats(Stage::Synthesize, &rep.stats)?;
+    Ok(rep.scenarios)
+}
+
+async fn do_elicit(ctx: &mut Ctx, scenarios: &Path) -> anyhow::Result<()> {
+    let agent = Agent::new(
+        ctx.model("agent")?,
+        ctx.prompts.clone(),
+        ctx.config.agent.clone(),
+    );
+    let judge = StepJudge::new(ctx.model("judge")?, ctx.prompts.clone());
+    let library = ctx.library();
+    let env: Box<dyn EnvironmentFactory> = Box::new(EmulatorFactory::new(
+        ctx.model("emulator")?,
+        ctx.config.elicit.emulator_mode,
+        Arc::new(library.clone()),
+        EmulatorOptions::default(),
+    ));
+    println!(
+        "elicit: agent {} judge {} environment {} ← {}",
+        agent.name(),
+        judge.judge_ref().name,
+        env.name(),
+        scenarios.display()
+    );
+    let parts = ElicitParts {
+        agent: &agent,
+        judge: &judge,
+        env: env.as_ref(),
+        library: &library,
+    };
+    let cfg = ElicitConfig {
+        samples: ctx.config.elicit.samples,
+        max_steps: ctx.config.elicit.max_steps,
+        concurrency: ctx.config.elicit.concurrency,
+    };
+    let rep =
+        autosafe_pipeline::stages::elicit(&ctx.run, ctx.shard, scenarios, &parts, &cfg).await?;
+    line("elicit", &rep.elicit);
+    line("utility", &rep.utility);
+    if rep.disagreements > 0 {
+        println!(
+            "elicit: {} disagreements between the LLM judge and the checkers (disagreements.jsonl)",
+            rep.disagreements
+        );
+    }
+    ctx.record_stats(Stage::Elicit, &rep.elicit)?;
+    ctx.record_stats(Stage::Utility, &rep.utility)?;
+    Ok(())
+}
+
+async fn do_reflect(ctx: &mut Ctx, snapshots: &Path) -> anyhow::Result<()> {
+    let agent = Agent::new(
+        ctx.model("agent")?,
+        ctx.prompts.clone(),
+        ctx.config.agent.clone(),
+    );
+    let reflector =
+        StepJudge::new(ctx.model("reflector")?, ctx.prompts.clone()).labelled("reflector");
+    let judge = StepJudge::new(ctx.model("judge")?, ctx.prompts.clone()).labelled("verify");
+    let library = ctx.library();
+    println!(
+        "reflect: agent {} reflector {} judge {} ← {}",
+        agent.name(),
+        reflector.judge_ref().name,
+        judge.judge_ref().name,
+        snapshots.display()
+    );
+    let parts = ReflectParts {
+        agent: &agent,
+        reflector: &reflector,
+        judge: &judge,
+        library: &library,
+    };
+    let rep = autosafe_pipeline::stages::reflect(
+        &ctx.run,
+        ctx.shard,
+        snapshots,
+        &parts,
+        &ctx.config.reflect,
+    )
+    .await?;
+    line("reflect", &rep.stats);
+    println!("reflect: kept by rounds used {:?}", rep.rounds_histogram);
+    ctx.record_stats(Stage::Reflect, &rep.stats)?;
+    Ok(())
+}
+
+fn do_export(ctx: &Ctx, formats: &[ExportFormat], utility_share: usize) -> anyhow::Result<()> {
+    let safe = ctx.run.stage_file(Stage::Reflect, None);
+    if !safe.exists() {
+        bail!(
+            "{}: no safe.jsonl (run reflect first, or merge the shards)",
+            ctx.run.path().display()
+        );
+    }
+    let utility = ctx.run.stage_file(Stage::Utility, None);
+    let cfg = ExportConfig {
+        formats: formats.to_vec(),
+        utility_share,
+        dataset_name: ctx.config.export.dataset_name.clone(),
+        ..Default::default()
+    };
+    let models: BTreeMap<String, String> = [
+        ("generator", &ctx.config.models.generator),
+        ("agent", &ctx.config.models.agent),
+        ("judge", &ctx.config.models.judge),
+        ("reflector", &ctx.config.models.reflector),
+        ("emulator", &ctx.config.models.emulator),
+    ]
+    .into_iter()
+    .filter_map(|(r, e)| {
+        e.spec()
+            .ok()
+            .map(|s| (r.to_string(), s.display_name().to_string()))
+    })
+    .collect();
+    let lib = ToolkitLibrary::new(ToolLibrary::shipped().toolkits().cloned());
+    let out = ctx.run.path().join("export");
+    let (rep, _card) = autosafe_pipeline::export::export(
+        &safe,
+        utility.exists().then_some(utility.as_path()),
+        &out,
+        &lib,
+        &ctx.prompts,
+        &cfg,
+        &models,
+    )?;
+    let stats = StageStats {
+        input: rep.records + rep.rejected.values().sum::<u64>(),
+        output: rep.records,
+        resumed: 0,
+        rejected: rep.rejected.clone(),
+        unmeasured: BTreeMap::new(),
+    };
+    line("export", &stats);
+    for (f, p) in &rep.files {
+        println!("export: {f} → {}", p.display());
+    }
+    ctx.record_stats(Stage::Export, &stats)?;
+    Ok(())
+}
+
+/// `autosafe synthesize`.
+pub fn synthesize(args: SynthArgs) -> anyhow::Result<ExitCode> {
+    let mut ctx = Ctx::from_common(&args.common)?;
+    ctx.write_manifest()?;
+    runtime()?.block_on(do_synthesize(&mut ctx))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `autosafe elicit`.
+pub fn elicit(args: ElicitArgs) -> anyhow::Result<ExitCode> {
+    let mut ctx = Ctx::from_common(&args.common)?;
+    ctx.write_manifest()?;
+    let scenarios = args
+        .scenarios
+        .unwrap_or_else(|| ctx.run.stage_file(Stage::Synthesize, None));
+    runtime()?.block_on(do_elicit(&mut ctx, &scenarios))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `autosafe reflect`.
+pub fn reflect(args: ReflectArgs) -> anyhow::Result<ExitCode> {
+    let mut ctx = Ctx::from_common(&args.common)?;
+    ctx.write_manifest()?;
+    let snapshots = args
+        .snapshots
+        .unwrap_or_else(|| ctx.run.stage_file(Stage::Elicit, ctx.shard));
+    runtime()?.block_on(do_reflect(&mut ctx, &snapshots))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `autosafe export`.
+pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let ctx = Ctx::from_common(&args.common)?;
+    let formats = if args.formats.is_empty() {
+        ctx.config.export.formats.clone()
+    } else {
+        args.formats
+            .iter()
+            .map(|f| f.parse::<ExportFormat>().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let share = args
+        .utility_share
+        .unwrap_or(ctx.config.export.utility_share);
+    do_export(&ctx, &formats, share)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `autosafe merge`: joins every stage's shard files (records and outcome logs) by id, and
+/// sums the shards' stats into `stats.json`.
+pub fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    let run = RunDir::at(&args.run)?;
+    let stems = [
+        "scenarios",
+        "synthesize_log",
+        "snapshots",
+        "utility",
+        "elicit_log",
+        "disagreements",
+        "safe",
+        "reflect_log",
+    ];
+    let mut merged_any = false;
+    for stem in stems {
+        let prefix = format!("{stem}.shard-");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(run.path())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".jsonl"))
+            })
+            .collect();
+        if files.is_empty() {
+            continue;
+        }
+        files.sort();
+        let out = run.path().join(format!("{stem}.jsonl"));
+        let rep = autosafe_pipeline::merge_jsonl(&files, &out)?;
+        merged_any = true;
+        println!(
+            "merge: {stem}: {} shard files → {} records ({} duplicates, {} conflicts)",
+            files.len(),
+            rep.records,
+            rep.duplicates,
+            rep.conflicts.len()
+        );
+        for c in &rep.conflicts {
+            println!("merge: conflict: {c}");
+        }
+    }
+    let mut stats = Stats::default();
+    let mut n = 0;
+    for e in std::fs::read_dir(run.path())? {
+        let p = e?.path();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with("stats.shard-") && name.ends_with(".json") {
+            let s: Stats = autosafe_pipeline::rundir::read_json(&p)?;
+            stats.add(&s);
+            n += 1;
+        }
+    }
+    if n > 0 {
+        run.write_stats(&stats)?;
+        println!(
+            "merge: summed {n} shard stats into {}",
+            run.stats_path().display()
+        );
+    }
+    if !merged_any {
+        bail!("{}: no shard files to merge", run.path().display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `autosafe run`: synthesize → elicit → reflect → export.
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(p) => RunConfig::load(p)?,
+        None => RunConfig::default(),
+    };
+    if let Some(out) = args.out {
+        config.out = out;
+    }
+    let mut ctx = Ctx::new(config, None, None)?;
+    ctx.write_manifest()?;
+    println!("run: {}", ctx.run.path().display());
+    let rt = runtime()?;
+    rt.block_on(async {
+        let scenarios = do_synthesize(&mut ctx).await?;
+        do_elicit(&mut ctx, &scenarios).await?;
+        let snaps = ctx.run.stage_file(Stage::Elicit, None);
+        do_reflect(&mut ctx, &snaps).await?;
+        anyhow::Ok(())
+    })?;
+    let formats = ctx.config.export.formats.clone();
+    do_export(&ctx, &formats, ctx.config.export.utility_share)?;
+    print!("{}", ctx.stack.ledger.summary_table());
+    println!("run: done. Everything is in {}:", ctx.run.path().display());
+    for f in [
+        "manifest.json",
+        "stats.json",
+        "coverage.json",
+        "scenarios.jsonl",
+        "snapshots.jsonl",
+        "utility.jsonl",
+        "safe.jsonl",
+        "export/",
+    ] {
+        println!("  {}", ctx.run.path().join(f).display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
