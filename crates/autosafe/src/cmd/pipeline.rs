@@ -33,14 +33,14 @@ pub enum ModelEntry {
     /// `openai:MODEL[@URL,...]` or `local:ALIAS|PATH`.
     Compact(String),
     /// A full spec.
-    Full(ModelSpec),
+    Full(Box<ModelSpec>),
 }
 
 impl ModelEntry {
     fn spec(&self) -> anyhow::Result<ModelSpec> {
         match self {
             ModelEntry::Compact(s) => Ok(ModelSpec::parse(s)?),
-            ModelEntry::Full(s) => Ok(s.clone()),
+            ModelEntry::Full(s) => Ok((**s).clone()),
         }
     }
 }
