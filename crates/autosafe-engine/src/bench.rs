@@ -70,10 +70,11 @@ pub async fn single(
     })
 }
 
-/// `seqs` sequences submitted together, `reps` times: median aggregate rates. Aggregate
-/// generation speed is all tokens after each sequence's first over the span from the first
-/// sequence's first token to the last sequence's end; prompt speed is all prompt tokens over
-/// the span from the first admission to the last first token.
+/// `seqs` sequences submitted together, `reps` times: median aggregate rates. Prompt speed is
+/// all prompt tokens over the span from the first admission to the last first token. Generation
+/// speed is measured once every sequence is generating (as llama.cpp's batched-bench does):
+/// tokens sampled after the last sequence's first token and up to the first sequence's end,
+/// over that window.
 pub async fn concurrent(
     engine: &Engine,
     seqs: usize,
@@ -96,21 +97,20 @@ pub async fn concurrent(
             .map(|g| g.timing.admitted)
             .min()
             .expect("seqs > 0");
-        let first_min = gens
-            .iter()
-            .map(|g| g.timing.first_token)
-            .min()
-            .expect("seqs > 0");
         let first_max = gens
             .iter()
             .map(|g| g.timing.first_token)
             .max()
             .expect("seqs > 0");
-        let end = gens.iter().map(|g| g.timing.done).max().expect("seqs > 0");
+        let end_min = gens.iter().map(|g| g.timing.done).min().expect("seqs > 0");
         let prompt_total: u32 = gens.iter().map(|g| g.prompt_tokens).sum();
-        let gen_total: u32 = gens.iter().map(|g| g.completion_tokens - 1).sum();
+        let in_window = gens
+            .iter()
+            .flat_map(|g| &g.token_times)
+            .filter(|t| **t > first_max && **t <= end_min)
+            .count();
         pp.push(f64::from(prompt_total) / secs(first_max - t0));
-        tg.push(f64::from(gen_total) / secs(end - first_min));
+        tg.push(in_window as f64 / secs(end_min - first_max));
     }
     Ok(Throughput {
         pp_tps: median(pp),
@@ -122,7 +122,7 @@ const REFERENCE_SCRIPT: &str = include_str!("../../../python/bench_llamacpp.py")
 
 /// Runs llama.cpp through its Python binding (`llama-cpp-python`, `python/bench_llamacpp.py`)
 /// on `model` with the same prompt tokens, generation length and threads, and returns
-/// llama.cpp's own prompt-eval and eval rates (its perf counters: decode time only).
+/// llama.cpp's prompt and generation rates (wall-clock of the binding's `eval` calls).
 pub fn llama_cpp_reference(
     python: &Path,
     model: &Path,
@@ -208,9 +208,9 @@ pub struct Report {
     pub pp_tps_8seq: f64,
     /// Ours, `seqs` sequences: aggregate generated tokens/s.
     pub gen_tps_8seq: f64,
-    /// llama.cpp (via llama-cpp-python, its perf counters): prompt tokens/s.
+    /// llama.cpp (via llama-cpp-python, timed `eval` calls): prompt tokens/s.
     pub llamacpp_pp_tps: f64,
-    /// llama.cpp (via llama-cpp-python, its perf counters): generated tokens/s.
+    /// llama.cpp (via llama-cpp-python, timed `eval` calls): generated tokens/s.
     pub llamacpp_gen_tps: f64,
     /// `pp_tps / llamacpp_pp_tps`.
     pub ratio_pp: f64,

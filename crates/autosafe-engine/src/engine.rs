@@ -91,6 +91,8 @@ pub struct Generation {
     pub finish: Finish,
     /// When things happened.
     pub timing: Timing,
+    /// When each token was sampled.
+    pub token_times: Vec<Instant>,
 }
 
 /// Context settings of the engine thread.
@@ -117,6 +119,7 @@ struct Seq {
     reserved: usize,
     admitted: Instant,
     first_token: Option<Instant>,
+    token_times: Vec<Instant>,
     queued: Instant,
     /// Batch index of this sequence's logits in the current step.
     logits_at: Option<i32>,
@@ -262,6 +265,7 @@ impl<'m> Looper<'m> {
                 reserved: need,
                 admitted: Instant::now(),
                 first_token: None,
+                token_times: Vec::new(),
                 queued,
                 logits_at: None,
             });
@@ -350,6 +354,7 @@ impl<'m> Looper<'m> {
                         prompt_tokens: seq.prompt_len,
                         completion_tokens: seq.n_gen,
                         finish,
+                        token_times: seq.token_times,
                         timing: Timing {
                             queued: seq.queued,
                             admitted: seq.admitted,
@@ -415,9 +420,9 @@ impl<'m> Looper<'m> {
                 t
             }
         };
-        if seq.first_token.is_none() {
-            seq.first_token = Some(Instant::now());
-        }
+        let now = Instant::now();
+        seq.first_token.get_or_insert(now);
+        seq.token_times.push(now);
         seq.n_gen += 1;
         if let Some(m) = seq.job.matcher.as_mut()
             && !m.is_stopped()
