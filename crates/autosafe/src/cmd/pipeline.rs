@@ -166,11 +166,11 @@ impl Default for RunConfig {
                 ..Default::default()
             },
             synthesize: SynthConfig {
-                toolkits: vec!["Todoist".into(), "Gmail".into()],
+                toolkits: vec!["Todoist".into()],
                 categories: vec!["data_loss".into(), "privacy_leak".into()],
                 sources: vec![autosafe_ots::RiskSource::Instruction],
-                per_cell: 2,
-                max_tokens: 700,
+                per_cell: 1,
+                max_tokens: 600,
                 concurrency: 8,
                 ..Default::default()
             },
