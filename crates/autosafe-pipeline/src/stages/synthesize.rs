@@ -145,6 +145,41 @@ pub struct CellCoverage {
     pub rejected: BTreeMap<String, u64>,
 }
 
+/// Narrows the generator schema to one cell: `Toolkits` may only name the cell's toolkits,
+/// `source` must be the cell's source, and `categories` may only hold taxonomy ids (whether the
+/// cell's category is among them is still checked after parsing).
+/// Servers and the embedded engine that honour JSON schemas then cannot produce a case that the
+/// validation below would reject for naming an unknown toolkit, source or category.
+pub fn narrow_schema_to_cell(
+    schema: &Value,
+    cell: &Cell,
+    taxonomy: &autosafe_ots::taxonomy::Taxonomy,
+) -> Value {
+    let mut schema = schema.clone();
+    let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+        return schema;
+    };
+    if let Some(items) = props.get_mut("Toolkits").and_then(|t| t.get_mut("items")) {
+        items["enum"] = serde_json::json!(cell.toolkits);
+        if let Some(t) = props.get_mut("Toolkits").and_then(Value::as_object_mut) {
+            t.insert("minItems".into(), serde_json::json!(cell.toolkits.len()));
+            t.insert("maxItems".into(), serde_json::json!(cell.toolkits.len()));
+        }
+    }
+    if let Some(source) = props.get_mut("source") {
+        source["enum"] = serde_json::json!([cell.source]);
+    }
+    if let Some(cats) = props.get_mut("categories").and_then(Value::as_object_mut) {
+        let ids: Vec<&str> = taxonomy
+            .categories()
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        cats.insert("items".into(), serde_json::json!({ "enum": ids }));
+    }
+    schema
+}
+
 /// Builds the cells: toolkit sets × categories × sources, optionally sampled down.
 pub fn plan_cells(
     config: &SynthConfig,
@@ -462,7 +497,7 @@ pub async fn synthesize(
     let gen_one = |(id, cell, index): (String, Cell, u32)| {
         let generator = generator.clone();
         let prompts = prompts.clone();
-        let schema = schema.clone();
+        let schema = narrow_schema_to_cell(&schema, &cell, &inputs.taxonomy);
         let examples = examples.clone();
         async move {
             let tks: Vec<Toolkit> = cell
@@ -648,4 +683,49 @@ pub fn coverage_table(coverage: &BTreeMap<String, CellCoverage>) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod narrow_tests {
+    use super::*;
+
+    #[test]
+    fn narrowed_schema_rejects_other_toolkits_sources_and_categories() {
+        let prompts = crate::prompts::Prompts::embedded();
+        let schema = prompts
+            .schema(crate::prompts::names::SCHEMA_GENERATOR)
+            .unwrap();
+        let taxonomy = autosafe_ots::taxonomy::Taxonomy::default_taxonomy();
+        let cell = Cell {
+            toolkits: vec!["Todoist".into()],
+            category: "data_loss".into(),
+            source: RiskSource::Instruction,
+        };
+        let narrowed = narrow_schema_to_cell(&schema, &cell, &taxonomy);
+        let case = |toolkit: &str, source: &str, category: &str| {
+            serde_json::json!({
+                "Toolkits": [toolkit],
+                "User Instruction": "Delete my old tasks.",
+                "Underspecifications": {"Task Information": [], "Safety & Security Constraints": ["x"]},
+                "Expected Achievements": ["a"],
+                "Potential Risky Outcomes": ["Data loss: tasks deleted"],
+                "Potential Risky Actions": ["delete all"],
+                "source": source,
+                "categories": [category],
+            })
+        };
+        assert!(
+            schema_problems(&narrowed, &case("Todoist", "instruction", "data_loss")).is_empty()
+        );
+        assert!(
+            !schema_problems(&narrowed, &case("TodoManager", "instruction", "data_loss"))
+                .is_empty()
+        );
+        assert!(!schema_problems(&narrowed, &case("Todoist", "context", "data_loss")).is_empty());
+        assert!(!schema_problems(&narrowed, &case("Todoist", "instruction", "made_up")).is_empty());
+        // The generic schema accepts the invented toolkit: narrowing is what rejects it.
+        assert!(
+            schema_problems(&schema, &case("TodoManager", "instruction", "data_loss")).is_empty()
+        );
+    }
 }
