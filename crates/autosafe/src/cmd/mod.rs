@@ -1,10 +1,10 @@
 //! One module per subcommand.
-pub mod taxonomy;
-pub mod validate;
-pub mod report;
+pub mod bench;
 pub mod compare;
 pub mod model;
-pub mod serve;
-pub mod bench;
-pub mod sandbox;
 pub mod pipeline;
+pub mod report;
+pub mod sandbox;
+pub mod serve;
+pub mod taxonomy;
+pub mod validate;
