@@ -5,4 +5,4 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$(dirname "$here")"
 "$here/setup.sh"
 source "$here/env.sh"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
