@@ -340,6 +340,16 @@ async fn play(
     res
 }
 
+/// The id of one episode (a scenario played as sample `sample`). Elicit partitions shards by it,
+/// and reflect partitions snapshots by the episode they came from, so a shard's chain stays on
+/// that shard whether reflect reads the shard's own snapshot file or the merged one.
+pub fn episode_id(scenario_id: &str, sample: u32) -> String {
+    content_id(
+        "ep",
+        &serde_json::json!({"scenario": scenario_id, "sample": sample}),
+    )
+}
+
 /// Runs elicitation over `scenarios_path` into the run directory: `snapshots.jsonl`,
 /// `utility.jsonl`, `elicit_log.jsonl`, `disagreements.jsonl` (shard files when sharded).
 /// Episodes already logged are skipped.
@@ -382,10 +392,7 @@ pub async fn elicit(
                     let sc = Arc::new(sc);
                     (0..config.samples)
                         .map(|s| {
-                            let id = content_id(
-                                "ep",
-                                &serde_json::json!({"scenario": sc.id, "sample": s}),
-                            );
+                            let id = episode_id(&sc.id, s);
                             Ok((sc.clone(), s, id))
                         })
                         .collect()

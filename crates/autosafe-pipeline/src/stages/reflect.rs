@@ -256,7 +256,8 @@ pub async fn reflect(
     let mut todo = Vec::new();
     for s in RecordReader::<Snapshot>::open(snapshots_path)? {
         let s = s?;
-        if !spec.owns(&s.id) || !planned.insert(s.id.clone()) {
+        let episode = super::elicit::episode_id(&s.scenario.id, s.sample);
+        if !spec.owns(&episode) || !planned.insert(s.id.clone()) {
             continue;
         }
         if finished.contains(&s.id) {
