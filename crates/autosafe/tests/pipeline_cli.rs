@@ -134,3 +134,58 @@ async fn autosafe_run_chains_the_stages_from_a_config_and_resumes() {
     assert_eq!(std::fs::read(run.join("safe.jsonl")).unwrap(), safe);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn run_cli_with(cfg: &Path, extra: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_autosafe"))
+        .args(["run", "--config"])
+        .arg(cfg)
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_location_is_configurable_and_no_cache_sends_every_request() {
+    let server = support::server().await;
+    let dir = temp_dir("cacheflags");
+    let cfg = dir.join("cli.toml");
+    std::fs::write(&cfg, config(&server.base_url(), &dir.join("runs"))).unwrap();
+    let cache = dir.join("shared-cache.sqlite");
+    let run_in = |out: &str, extra: Vec<String>| {
+        let cfg = cfg.clone();
+        let out = dir.join(out);
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut args = vec!["--out".to_string(), out.display().to_string()];
+                args.extend(extra);
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                run_cli_with(&cfg, &refs)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    // First run fills the cache at the chosen path.
+    let (ok, text) = run_in("a", vec!["--cache".into(), cache.display().to_string()]).await;
+    assert!(ok, "{text}");
+    assert!(cache.exists(), "cache written where --cache says");
+    assert!(!dir.join("a/cli/cache/replies.sqlite").exists());
+    let first = server.request_count();
+    assert!(first > 0);
+    // A fresh run directory with the same cache: every reply comes from the cache.
+    let (ok, text) = run_in("b", vec!["--cache".into(), cache.display().to_string()]).await;
+    assert!(ok, "{text}");
+    assert_eq!(server.request_count(), first, "{text}");
+    // --no-cache: the same work is sent again, and no cache file appears in the run.
+    let (ok, text) = run_in("c", vec!["--no-cache".into()]).await;
+    assert!(ok, "{text}");
+    assert_eq!(server.request_count(), 2 * first, "{text}");
+    assert!(!dir.join("c/cli/cache/replies.sqlite").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

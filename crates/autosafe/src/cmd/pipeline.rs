@@ -136,8 +136,10 @@ pub struct RunConfig {
     pub out: PathBuf,
     /// Directory overriding prompt templates (same layout as `prompts/`).
     pub prompts_dir: Option<PathBuf>,
-    /// Cache model replies in `<run>/cache/replies.sqlite` (re-runs send nothing twice).
+    /// Cache model replies (re-runs send nothing twice); `--no-cache` turns it off.
     pub cache: bool,
+    /// Where the reply cache lives (default: `<run>/cache/replies.sqlite`); `--cache PATH`.
+    pub cache_path: Option<PathBuf>,
     /// Models by role.
     pub models: ModelsConfig,
     /// Agent options.
@@ -160,6 +162,7 @@ impl Default for RunConfig {
             out: PathBuf::from("runs"),
             prompts_dir: None,
             cache: true,
+            cache_path: None,
             models: ModelsConfig::default(),
             agent: AgentOptions {
                 max_tokens: 200,
@@ -193,6 +196,17 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
+    /// Applies `--no-cache` and `--cache PATH` over the config file's settings.
+    fn apply_cache_flags(&mut self, no_cache: bool, path: Option<PathBuf>) {
+        if no_cache {
+            self.cache = false;
+        }
+        if let Some(p) = path {
+            self.cache = true;
+            self.cache_path = Some(p);
+        }
+    }
+
     /// Reads a TOML config; errors name the file and the field.
     pub fn load(path: &Path) -> anyhow::Result<RunConfig> {
         let text = std::fs::read_to_string(path)
@@ -217,6 +231,12 @@ pub struct CommonArgs {
     /// Shard count for JOB_COMPLETION_INDEX (Kubernetes does not export it).
     #[arg(long)]
     shard_count: Option<u32>,
+    /// Send every request, even ones answered before (no reply cache).
+    #[arg(long, conflicts_with = "cache")]
+    no_cache: bool,
+    /// Reply cache database (default: `<run>/cache/replies.sqlite`, or the config's `cache_path`).
+    #[arg(long, value_name = "PATH")]
+    cache: Option<PathBuf>,
 }
 
 /// `autosafe synthesize`.
@@ -276,6 +296,12 @@ pub struct RunArgs {
     /// Base directory of runs (overrides the config's `out`).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Send every request, even ones answered before (no reply cache).
+    #[arg(long, conflicts_with = "cache")]
+    no_cache: bool,
+    /// Reply cache database (default: `<run>/cache/replies.sqlite`, or the config's `cache_path`).
+    #[arg(long, value_name = "PATH")]
+    cache: Option<PathBuf>,
 }
 
 struct Ctx {
@@ -302,9 +328,11 @@ impl Ctx {
             None => Prompts::embedded(),
         });
         let cache = if config.cache {
-            Some(Cache::open(
-                &run.path().join("cache").join("replies.sqlite"),
-            )?)
+            let path = config
+                .cache_path
+                .clone()
+                .unwrap_or_else(|| run.path().join("cache").join("replies.sqlite"));
+            Some(Cache::open(&path)?)
         } else {
             None
         };
@@ -324,10 +352,11 @@ impl Ctx {
     }
 
     fn from_common(c: &CommonArgs) -> anyhow::Result<Ctx> {
-        let config = match &c.config {
+        let mut config = match &c.config {
             Some(p) => RunConfig::load(p)?,
             None => RunConfig::default(),
         };
+        config.apply_cache_flags(c.no_cache, c.cache.clone());
         let shard = match &c.shard {
             Some(s) => Some(s.parse::<ShardSpec>()?),
             None => ShardSpec::from_env(c.shard_count)?,
@@ -764,6 +793,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(out) = args.out {
         config.out = out;
     }
+    config.apply_cache_flags(args.no_cache, args.cache);
     let mut ctx = Ctx::new(config, None, None)?;
     ctx.write_manifest()?;
     println!("run: {}", ctx.run.path().display());
