@@ -51,17 +51,7 @@ utility_share = 1
 }
 
 fn run_cli(cfg: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_autosafe"))
-        .args(["run", "--config"])
-        .arg(cfg)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    run_cli_with(cfg, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
