@@ -181,8 +181,11 @@ pub struct BenchOptions {
     pub n_gen: u32,
     /// Sequences decoded together in the batched run.
     pub seqs: usize,
-    /// Repetitions (medians are reported).
+    /// Repetitions in each round.
     pub reps: usize,
+    /// Rounds: ours alone, llama.cpp, ours batched, in turn, so that a slow spell of a shared
+    /// machine falls on both sides; the median of the rounds' medians is reported.
+    pub rounds: usize,
     /// Python with `llama-cpp-python` installed (the reference).
     pub python: std::path::PathBuf,
 }
@@ -220,11 +223,16 @@ pub struct Report {
     pub batch_gain: f64,
 }
 
-/// Runs the whole comparison: ours alone, ours batched, then llama.cpp through
-/// llama-cpp-python on the same prompt tokens.
+fn median_of(rounds: &[Throughput]) -> Throughput {
+    Throughput {
+        pp_tps: median(rounds.iter().map(|t| t.pp_tps).collect()),
+        gen_tps: median(rounds.iter().map(|t| t.gen_tps).collect()),
+    }
+}
+
+/// Runs the whole comparison on the same prompt tokens, in interleaved rounds: ours alone,
+/// llama.cpp through llama-cpp-python, ours batched.
 pub async fn run(engine: &Engine, model: &str, opts: &BenchOptions) -> Result<Report, EngineError> {
-    let one = single(engine, opts.n_prompt, opts.n_gen, opts.reps).await?;
-    let many = concurrent(engine, opts.seqs, opts.n_prompt, opts.n_gen, opts.reps).await?;
     if !opts.python.exists() {
         return Err(EngineError::Llama(format!(
             "{} not found; install the llama.cpp reference with `{REFERENCE_SETUP}`",
@@ -232,14 +240,20 @@ pub async fn run(engine: &Engine, model: &str, opts: &BenchOptions) -> Result<Re
         )));
     }
     let prompt = prompt_tokens(engine, opts.n_prompt);
-    let reference = llama_cpp_reference(
-        &opts.python,
-        engine.path(),
-        &prompt,
-        opts.n_gen,
-        opts.threads,
-        opts.reps,
-    )?;
+    let (mut ones, mut manys, mut refs) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..opts.rounds.max(1) {
+        ones.push(single(engine, opts.n_prompt, opts.n_gen, opts.reps).await?);
+        refs.push(llama_cpp_reference(
+            &opts.python,
+            engine.path(),
+            &prompt,
+            opts.n_gen,
+            opts.threads,
+            opts.reps,
+        )?);
+        manys.push(concurrent(engine, opts.seqs, opts.n_prompt, opts.n_gen, opts.reps).await?);
+    }
+    let (one, many, reference) = (median_of(&ones), median_of(&manys), median_of(&refs));
     Ok(Report {
         model: model.to_string(),
         threads: opts.threads,

@@ -5,8 +5,10 @@
 //! `llama_batch` holding the next token of every generating sequence plus prompt chunks of newly
 //! admitted ones (each with its own sequence id in a unified KV cache), decodes it in one
 //! forward pass, and samples each sequence on its own (temperature, top-p, seed, stop strings,
-//! token budget, JSON-schema mask). A sequence is admitted when a slot is free and its prompt
-//! plus `max_tokens` fit in the context still unreserved, so decoding never runs out of KV cache.
+//! token budget, JSON-schema mask). Each slot has its own KV stream of `n_ctx_seq` cells (a
+//! non-unified cache), so a token attends only to its own sequence's cells rather than to every
+//! sequence's; a request whose prompt plus `max_tokens` does not fit one stream is refused, so
+//! decoding never runs out of KV cache.
 
 use crate::error::EngineError;
 use llama_cpp_2::context::LlamaContext;
@@ -98,8 +100,8 @@ pub struct Generation {
 /// Context settings of the engine thread.
 #[derive(Debug, Clone, Copy)]
 pub struct ContextSettings {
-    /// Context size (tokens, shared by all sequences).
-    pub n_ctx: u32,
+    /// Context size of each sequence (tokens); the KV cache holds `n_ctx_seq * n_seq_max`.
+    pub n_ctx_seq: u32,
     /// Most tokens per forward pass.
     pub n_batch: u32,
     /// Most sequences at once.
@@ -116,7 +118,6 @@ struct Seq {
     text: Vec<u8>,
     n_gen: u32,
     sampler: Option<LlamaSampler>,
-    reserved: usize,
     admitted: Instant,
     first_token: Option<Instant>,
     token_times: Vec<Instant>,
@@ -141,11 +142,13 @@ pub fn run(
         }
     };
     let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(settings.n_ctx))
+        .with_n_ctx(NonZeroU32::new(
+            settings.n_ctx_seq.saturating_mul(settings.n_seq_max),
+        ))
         .with_n_batch(settings.n_batch)
         .with_n_ubatch(settings.n_batch)
         .with_n_seq_max(settings.n_seq_max)
-        .with_kv_unified(true)
+        .with_kv_unified(false)
         .with_n_threads(settings.threads)
         .with_n_threads_batch(settings.threads);
     let ctx = match model.new_context(backend, params) {
@@ -168,7 +171,6 @@ struct Looper<'m> {
     batch: LlamaBatch<'static>,
     slots: Vec<Option<Seq>>,
     waiting: VecDeque<(Job, Instant)>,
-    reserved: usize,
     eog: Vec<LlamaToken>,
 }
 
@@ -186,7 +188,6 @@ impl<'m> Looper<'m> {
             batch: LlamaBatch::new(settings.n_batch as usize, 1),
             slots: (0..settings.n_seq_max).map(|_| None).collect(),
             waiting: VecDeque::new(),
-            reserved: 0,
             eog,
         }
     }
@@ -222,7 +223,7 @@ impl<'m> Looper<'m> {
     }
 
     fn admit(&mut self) {
-        let n_ctx = self.settings.n_ctx as usize;
+        let n_ctx = self.settings.n_ctx_seq as usize;
         while let Some((job, _)) = self.waiting.front() {
             let need = job.prompt.len() + job.params.max_tokens as usize;
             if job.prompt.is_empty() || need > n_ctx {
@@ -231,7 +232,7 @@ impl<'m> Looper<'m> {
                     "empty prompt".to_string()
                 } else {
                     format!(
-                        "prompt ({} tokens) plus max_tokens ({}) exceeds the context size {n_ctx}",
+                        "prompt ({} tokens) plus max_tokens ({}) exceeds the context size of a sequence ({n_ctx})",
                         job.prompt.len(),
                         job.params.max_tokens
                     )
@@ -242,11 +243,7 @@ impl<'m> Looper<'m> {
             let Some(slot) = self.slots.iter().position(Option::is_none) else {
                 break;
             };
-            if self.reserved + need > n_ctx {
-                break;
-            }
             let (job, queued) = self.waiting.pop_front().expect("front exists");
-            self.reserved += need;
             let sampler = (job.params.temperature > 0.0).then(|| {
                 LlamaSampler::chain_simple([
                     LlamaSampler::temp(job.params.temperature),
@@ -262,7 +259,6 @@ impl<'m> Looper<'m> {
                 text: Vec::new(),
                 n_gen: 0,
                 sampler,
-                reserved: need,
                 admitted: Instant::now(),
                 first_token: None,
                 token_times: Vec::new(),
@@ -286,7 +282,6 @@ impl<'m> Looper<'m> {
     fn release(&mut self, slot: usize) -> Option<Seq> {
         let seq = self.slots[slot].take()?;
         let _ = self.ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
-        self.reserved -= seq.reserved;
         Some(seq)
     }
 

@@ -28,7 +28,8 @@ const DEFAULT_TEMPLATE: &str = include_str!("../prompts/chatml_default.j2");
 pub struct EngineOptions {
     /// CPU threads (default: the machine's cores).
     pub threads: Option<usize>,
-    /// Context size shared by all sequences (default: min(8192, the model's training context)).
+    /// Context size of each sequence (default: min(4096, the model's training context)); the KV
+    /// cache holds this many tokens for each of the `n_seq_max` sequences.
     pub n_ctx: Option<u32>,
     /// Most sequences decoded together (default 8).
     pub n_seq_max: u32,
@@ -165,10 +166,10 @@ impl Engine {
             .max(1);
         let n_ctx = opts
             .n_ctx
-            .unwrap_or_else(|| model.n_ctx_train().min(8192))
+            .unwrap_or_else(|| model.n_ctx_train().min(4096))
             .max(64);
         let settings = ContextSettings {
-            n_ctx,
+            n_ctx_seq: n_ctx,
             n_batch: opts.n_batch.max(1),
             n_seq_max: opts.n_seq_max.max(1),
             threads: threads as i32,

@@ -21,7 +21,7 @@ pub struct ServeArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Context size in tokens, shared by concurrent requests.
+    /// Context size of each request in tokens (default: min(4096, the model's training context)).
     #[arg(long)]
     ctx: Option<u32>,
     /// Most requests decoded together.

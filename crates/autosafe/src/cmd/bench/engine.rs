@@ -27,9 +27,13 @@ pub struct EngineBenchArgs {
     /// Sequences decoded together in the batched run.
     #[arg(long, default_value_t = 8)]
     pub seqs: usize,
-    /// Repetitions; medians are reported.
-    #[arg(long, default_value_t = 5)]
+    /// Repetitions in each round.
+    #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Rounds of (ours alone, llama.cpp, ours batched) in turn; the median of the rounds'
+    /// medians is reported, so a slow spell of a shared machine falls on both sides.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Python with llama-cpp-python, the reference (default: the venv that
     /// `./scripts/setup-python.sh llamacpp` creates under $AUTOSAFE_HOME/venv/llamacpp).
     #[arg(long)]
@@ -49,7 +53,8 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<ExitCode> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let n_ctx = (args.seqs.max(1) * (args.n_prompt + args.n_gen as usize)).max(4096) as u32;
+    // Per sequence: the benchmark prompt and generation, or a --json-rate prompt and its budget.
+    let n_ctx = (args.n_prompt + args.n_gen as usize).max(1024 + args.max_tokens as usize) as u32;
     let opts = EngineOptions {
         threads: Some(threads),
         n_ctx: Some(n_ctx),
@@ -79,6 +84,7 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<ExitCode> {
         n_gen: args.n_gen,
         seqs: args.seqs,
         reps: args.reps,
+        rounds: args.rounds,
         python: args.python.unwrap_or_else(bench::default_reference_python),
     };
     let r = runtime.block_on(bench::run(&engine, &args.model, &bench_opts))?;
