@@ -148,3 +148,22 @@ fn corrupt_model_names_path_and_fetch_command() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn request_larger_than_a_sequence_context_is_refused_at_once() {
+    // The test engine gives each sequence a 4096-token KV stream; a budget beyond it can never
+    // fit, so the engine refuses it before decoding instead of running out of cache midway.
+    let engine = common::engine();
+    let err = engine
+        .complete(&ask("Name a fruit.", 5000))
+        .await
+        .expect_err("a request beyond the per-sequence context must be refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("context size of a sequence (4096)") && msg.contains("5000"),
+        "{msg}"
+    );
+    // The engine still serves requests that fit.
+    let ok = engine.complete(&ask("Name a fruit.", 4)).await.unwrap();
+    assert!(ok.usage.completion_tokens >= 1);
+}
