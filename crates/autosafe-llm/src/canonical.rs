@@ -1,48 +1,13 @@
-//! Canonical JSON (sorted object keys, compact) and the content-addressed cache key.
-//!
-//! `serde_json` may be built with `preserve_order` (llguidance turns it on for the whole binary), so
-//! key order is made explicit here instead of relying on map iteration order.
+//! The content-addressed cache key, over canonical JSON (sorted object keys, compact; the one
+//! implementation in `autosafe-ots`, shared with record ids). `serde_json` may be built with
+//! `preserve_order` (llguidance turns it on for the whole binary), so key order is made explicit
+//! instead of relying on map iteration order.
+
+pub use autosafe_ots::canonical_json;
 
 use crate::types::ChatRequest;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-/// Writes `value` as compact JSON with object keys sorted at every level.
-pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(v, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
-}
 
 /// The cache key of a request to the model configured as `model_name`: SHA-256 (hex) of the
 /// canonical JSON of `{"model": model_name, "request": request}`. The request carries messages,
