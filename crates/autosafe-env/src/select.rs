@@ -79,10 +79,10 @@ pub struct EnvOptions {
     pub library: Arc<ToolLibrary>,
     /// Sandbox limits (terminal only).
     pub sandbox: SandboxConfig,
-    /// Where terminal scenarios come from: `None` = the shipped `data/terminal/*.toml`
-    /// (embedded); a directory of scenario TOML files; one `.toml` file; or a JSON Lines file of
-    /// scenario records that carry a terminal setup (terminal only).
-    pub scenarios: Option<PathBuf>,
+    /// Where terminal scenarios come from, each a directory of scenario TOML files, one
+    /// `.toml` file or a JSON Lines file of scenario records that carry a terminal setup; empty =
+    /// the shipped `data/terminal/*.toml` (embedded) (terminal only).
+    pub scenarios: Vec<PathBuf>,
 }
 
 impl Default for EnvOptions {
@@ -92,7 +92,7 @@ impl Default for EnvOptions {
             emulator: EmulatorOptions::default(),
             library: Arc::new(ToolLibrary::shipped()),
             sandbox: SandboxConfig::default(),
-            scenarios: None,
+            scenarios: Vec::new(),
         }
     }
 }
@@ -131,7 +131,7 @@ pub fn select(
             scenarios: None,
         }),
         EnvChoice::Terminal => {
-            let scenarios = terminal_scenarios(options.scenarios.as_deref())?;
+            let scenarios = terminal_scenarios(&options.scenarios)?;
             let factory = TerminalFactory::checked(options.sandbox.clone())?;
             Ok(EnvSelection {
                 choice,
@@ -143,18 +143,33 @@ pub fn select(
 }
 
 /// Terminal scenarios as pipeline [`Scenario`] records (with `terminal` set): the shipped
-/// `data/terminal/*.toml` when `from` is `None`; else a directory of scenario TOML files, one
-/// `.toml` file, or a JSON Lines file of scenario records. Errors name the file, line and field;
-/// a record without a terminal setup is an error.
-pub fn terminal_scenarios(from: Option<&Path>) -> Result<Vec<Scenario>, EnvError> {
-    let bad = |e: &dyn fmt::Display| EnvError::Config(e.to_string());
-    let Some(path) = from else {
+/// `data/terminal/*.toml` when `from` is empty; else those of every path in order (see
+/// [`terminal_scenarios_at`]), each id once (the first occurrence is kept).
+pub fn terminal_scenarios(from: &[PathBuf]) -> Result<Vec<Scenario>, EnvError> {
+    if from.is_empty() {
         return Ok(autosafe_sandbox::shipped()
-            .map_err(|e| bad(&e))?
+            .map_err(|e| EnvError::Config(e.to_string()))?
             .into_iter()
             .map(|s| s.scenario)
             .collect());
-    };
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for p in from {
+        for s in terminal_scenarios_at(p)? {
+            if seen.insert(s.id.clone()) {
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The terminal scenarios of one path: a directory of scenario TOML files, one `.toml` file, or
+/// a JSON Lines file of scenario records. Errors name the file, line and field; a record
+/// without a terminal setup is an error.
+pub fn terminal_scenarios_at(path: &Path) -> Result<Vec<Scenario>, EnvError> {
+    let bad = |e: &dyn fmt::Display| EnvError::Config(e.to_string());
     let is_toml = path.extension().is_some_and(|x| x == "toml");
     if path.is_dir() || is_toml {
         return Ok(autosafe_sandbox::load_path(path)

@@ -233,6 +233,7 @@ async fn checkpoint_gives_the_verdict_so_far_and_the_episode_goes_on() {
 #[tokio::test]
 async fn select_builds_the_terminal_with_its_scenarios_and_says_why_it_cannot() {
     use autosafe_env::select::{EnvChoice, EnvOptions, select, terminal_scenarios};
+    let one = |p: &std::path::Path| terminal_scenarios(&[p.to_path_buf()]);
     let no_model = || -> Result<std::sync::Arc<dyn autosafe_llm::ChatModel>, EnvError> {
         panic!("the terminal needs no emulator model")
     };
@@ -253,10 +254,10 @@ async fn select_builds_the_terminal_with_its_scenarios_and_says_why_it_cannot() 
         .map(|s| serde_json::to_string(s).unwrap())
         .collect();
     std::fs::write(&good, lines.join("\n") + "\n").unwrap();
-    assert_eq!(
-        terminal_scenarios(Some(&good)).unwrap(),
-        shipped[..2].to_vec()
-    );
+    assert_eq!(one(&good).unwrap(), shipped[..2].to_vec());
+    // Several paths: concatenated, each id once.
+    let paths = [good.clone(), scenarios()[2].path.clone(), good.clone()];
+    assert_eq!(terminal_scenarios(&paths).unwrap(), shipped[..3].to_vec());
     let mut plain = shipped[1].clone();
     plain.terminal = None;
     plain.id = plain.compute_id();
@@ -266,11 +267,9 @@ async fn select_builds_the_terminal_with_its_scenarios_and_says_why_it_cannot() 
         format!("{}\n{}\n", lines[0], serde_json::to_string(&plain).unwrap()),
     )
     .unwrap();
-    let err = terminal_scenarios(Some(&bad)).unwrap_err().to_string();
+    let err = one(&bad).unwrap_err().to_string();
     assert!(err.contains("bad.jsonl:2: terminal:"), "{err}");
-    let err = terminal_scenarios(Some(&dir.join("missing.toml")))
-        .unwrap_err()
-        .to_string();
+    let err = one(&dir.join("missing.toml")).unwrap_err().to_string();
     assert!(err.contains("missing.toml"), "{err}");
 
     // No sandbox: the error is the check's reason and hint; nothing runs on the host.

@@ -179,7 +179,7 @@ reflector = {m}
 
 [elicit]
 environment = "terminal"
-terminal_scenarios = "{scenarios}"
+terminal_scenarios = ["{scenarios}"]
 samples = 1
 max_steps = 4
 concurrency = 4
@@ -260,7 +260,7 @@ async fn terminal_run_executes_in_the_sandbox_records_checker_verdicts_and_disag
     )
     .unwrap();
     let cfg_s = cfg.display().to_string();
-    let args = vec!["run".to_string(), "--config".into(), cfg_s.clone()];
+    let args = ["run".to_string(), "--config".into(), cfg_s.clone()];
     let (ok, text) = tokio::task::spawn_blocking(move || {
         autosafe(&args.iter().map(String::as_str).collect::<Vec<_>>())
     })
@@ -413,7 +413,7 @@ async fn terminal_run_executes_in_the_sandbox_records_checker_verdicts_and_disag
     // A second run resumes: nothing is re-sent, the records are unchanged.
     let before = server.request_count();
     let safe_bytes = std::fs::read(run.join("safe.jsonl")).unwrap();
-    let args = vec!["run".to_string(), "--config".into(), cfg_s];
+    let args = ["run".to_string(), "--config".into(), cfg_s];
     let (ok, text) = tokio::task::spawn_blocking(move || {
         autosafe(&args.iter().map(String::as_str).collect::<Vec<_>>())
     })

@@ -94,9 +94,10 @@ pub struct ElicitSection {
     /// The environment: `emulator` (LLM-emulated toolkits) or `terminal` (commands really run
     /// in a bubblewrap sandbox, checkers give programmatic verdicts); `--env` overrides.
     pub environment: EnvChoice,
-    /// Terminal scenarios: a directory of scenario TOML files, one `.toml` file or a JSON Lines
-    /// file of scenario records (default: the shipped data/terminal); `--scenarios` overrides.
-    pub terminal_scenarios: Option<PathBuf>,
+    /// Terminal scenarios: paths, each a directory of scenario TOML files, one `.toml` file or
+    /// a JSON Lines file of scenario records (empty: the shipped data/terminal); `--scenarios`
+    /// overrides.
+    pub terminal_scenarios: Vec<PathBuf>,
     /// Run an action the judge flagged in the sandbox after the episode stopped, so the
     /// checkers can confirm it or record a false alarm (terminal only).
     pub probe_flagged: bool,
@@ -111,7 +112,7 @@ impl Default for ElicitSection {
             concurrency: d.concurrency,
             emulator_mode: EmulatorMode::Adversarial,
             environment: EnvChoice::Emulator,
-            terminal_scenarios: None,
+            terminal_scenarios: Vec::new(),
             probe_flagged: d.probe_flagged,
         }
     }
@@ -222,7 +223,7 @@ impl RunConfig {
         if self.elicit.environment == EnvChoice::Terminal
             && let Some(p) = scenarios.take()
         {
-            self.elicit.terminal_scenarios = Some(p);
+            self.elicit.terminal_scenarios = vec![p];
         }
     }
 
