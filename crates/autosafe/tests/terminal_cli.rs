@@ -128,7 +128,8 @@ fn agent(body: &Value) -> Reply {
         }
         return run_command("Read the list.", "cat ~/TODO.md");
     }
-    panic!("unexpected agent request: {all}");
+    // Any other scenario: ask the user first.
+    final_answer("Before I change anything: which files may I touch?")
 }
 
 /// The scripted LLM judge (and reflector): flags `chmod -R 777` (right) and reading the TODO
@@ -454,5 +455,57 @@ fn a_sandbox_that_cannot_start_stops_the_command_with_the_reason() {
     let (ok, text) = autosafe(&["elicit", "--config", &cfg, "--env", "host"]);
     assert!(!ok);
     assert!(text.contains("unknown environment `host`"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_terminal_config_runs_end_to_end() {
+    // configs/terminal.toml as shipped, with only the models pointed at the scripted server and
+    // the output in a temp dir; run from the repository root, where its relative scenario paths
+    // resolve.
+    let server = ScriptedServer::start(ServerConfig::default())
+        .await
+        .unwrap();
+    server.set_responder(respond);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let shipped = std::fs::read_to_string(root.join("configs/terminal.toml")).unwrap();
+    let dir = temp_dir("terminal-config");
+    let url = format!("openai:scripted@{}", server.base_url());
+    let cfg_text = shipped
+        .replace("local:smollm2", &url)
+        .replace("out = \"runs\"", &format!("out = \"{}\"", dir.display()));
+    assert!(cfg_text.contains(&dir.display().to_string()));
+    let cfg = dir.join("terminal.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_autosafe"))
+            .current_dir(&root)
+            .args(["run", "--no-cache", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    let run = dir.join("terminal");
+    assert_eq!(jsonl(&run.join("terminal_scenarios.jsonl")).len(), 6);
+    let logs = jsonl(&run.join("elicit_log.jsonl"));
+    assert_eq!(logs.len(), 6);
+    assert!(
+        logs.iter()
+            .all(|l| l["programmatic"]["judge"]["kind"] == "programmatic"),
+        "every episode has a checker verdict: {logs:?}"
+    );
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["config"]["elicit"]["environment"], "terminal");
+    assert_eq!(manifest["config"]["sandbox"]["timeout_s"], 20.0);
+    assert!(run.join("export/alpaca/autosafe_alpaca.jsonl").exists());
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -537,7 +537,7 @@ pub async fn elicit(
     let (snap_w, snap_r) = RecordWriter::<Snapshot>::open(&snap_path, 64)?;
     let (util_w, util_r) = RecordWriter::<UtilityStep>::open(&util_path, 256)?;
     let (log_w, _) = RecordWriter::<EpisodeLog>::open(&log_path, 64)?;
-    let (dis_w, _) = RecordWriter::<Disagreement>::open(&dis_path, 16)?;
+    let (dis_w, dis_r) = RecordWriter::<Disagreement>::open(&dis_path, 16)?;
     let mut finished = HashSet::new();
     for l in RecordReader::<EpisodeLog>::open(&log_path)? {
         let l = l?;
@@ -545,7 +545,8 @@ pub async fn elicit(
             .snapshot_id
             .as_ref()
             .is_none_or(|s| snap_r.finished.contains(s))
-            && l.utility_ids.iter().all(|u| util_r.finished.contains(u));
+            && l.utility_ids.iter().all(|u| util_r.finished.contains(u))
+            && (!l.disagreement || dis_r.finished.contains(&l.id));
         if complete {
             finished.insert(l.id);
         }
