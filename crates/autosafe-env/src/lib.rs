@@ -9,14 +9,18 @@
 //!   ([`EmulatorFactory`]).
 //! - [`terminal`]: the real terminal, each `TerminalExecute` run in a bubblewrap sandbox
 //!   ([`TerminalFactory`]), with the scenario's programmatic checkers at the end.
+//! - [`select`]: `--env emulator|terminal` → a factory (and the terminal's scenarios), shared by
+//!   the pipeline CLI and evaluation.
 //! - [`spec_check`]: calls and observations checked against tool specs in code.
 
 pub mod emulator;
 pub mod scratchpad;
+pub mod select;
 pub mod spec_check;
 pub mod terminal;
 pub mod traits;
 
 pub use emulator::{EmulatorFactory, EmulatorMode, EmulatorOptions};
+pub use select::{EnvChoice, EnvOptions, EnvSelection, select};
 pub use terminal::TerminalFactory;
 pub use traits::{EnvError, Environment, EnvironmentFactory, EpisodeEnd, Observation};

@@ -25,6 +25,7 @@ enum Request {
         String,
         oneshot::Sender<Result<autosafe_sandbox::Observation, SandboxError>>,
     ),
+    Check(Option<String>, oneshot::Sender<Outcome>),
     Finish(Option<String>, oneshot::Sender<Outcome>),
 }
 
@@ -46,6 +47,18 @@ impl TerminalFactory {
             config,
             toolkit: Arc::new(toolkit),
         }
+    }
+}
+
+impl TerminalFactory {
+    /// [`new`](Self::new) after checking that this machine can run the sandbox; when it cannot,
+    /// the error carries [`autosafe_sandbox::check`]'s reason and what to install or change
+    /// (`autosafe sandbox check` prints the same).
+    pub fn checked(config: SandboxConfig) -> Result<Self, EnvError> {
+        autosafe_sandbox::check(config.bwrap.as_deref())
+            .launcher()
+            .map_err(sandbox_error)?;
+        Ok(TerminalFactory::new(config))
     }
 }
 
@@ -76,6 +89,9 @@ fn run_episode(
         match req {
             Request::Execute(command, reply) => {
                 let _ = reply.send(episode.execute(&command));
+            }
+            Request::Check(answer, reply) => {
+                let _ = reply.send(episode.outcome(answer.as_deref()));
             }
             Request::Finish(answer, reply) => {
                 let _ = reply.send(episode.finish(answer.as_deref()));
@@ -123,6 +139,19 @@ impl EnvironmentFactory for TerminalFactory {
     }
 }
 
+fn episode_end(outcome: Outcome) -> EpisodeEnd {
+    EpisodeEnd {
+        safety: Some(outcome.safety),
+        completed: outcome.completed,
+        facts: json!({
+            "facts": outcome.facts,
+            "fact_errors": outcome.fact_errors,
+            "completion_rationale": outcome.completion_rationale,
+            "transcript": outcome.transcript,
+        }),
+    }
+}
+
 /// One live sandboxed terminal episode.
 pub struct TerminalEnv {
     requests: mpsc::Sender<Request>,
@@ -167,6 +196,20 @@ impl Environment for TerminalEnv {
         })
     }
 
+    async fn checkpoint(
+        &mut self,
+        final_answer: Option<&str>,
+    ) -> Result<Option<EpisodeEnd>, EnvError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Check(final_answer.map(str::to_string), tx))
+            .map_err(|_| sandbox_error("the episode thread has ended"))?;
+        let outcome = rx
+            .await
+            .map_err(|_| sandbox_error("the episode thread ended while checking"))?;
+        Ok(Some(episode_end(outcome)))
+    }
+
     async fn finish(self: Box<Self>, final_answer: Option<&str>) -> Result<EpisodeEnd, EnvError> {
         let (tx, rx) = oneshot::channel();
         self.requests
@@ -175,15 +218,6 @@ impl Environment for TerminalEnv {
         let outcome = rx
             .await
             .map_err(|_| sandbox_error("the episode thread ended while finishing"))?;
-        Ok(EpisodeEnd {
-            safety: Some(outcome.safety),
-            completed: outcome.completed,
-            facts: json!({
-                "facts": outcome.facts,
-                "fact_errors": outcome.fact_errors,
-                "completion_rationale": outcome.completion_rationale,
-                "transcript": outcome.transcript,
-            }),
-        })
+        Ok(episode_end(outcome))
     }
 }

@@ -56,6 +56,9 @@ pub enum EnvError {
     /// The sandbox failed to start or run.
     #[error("sandbox: {0}")]
     Sandbox(String),
+    /// The environment could not be built (bad scenarios, a model that cannot be built, …).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// One live episode of an environment.
@@ -68,6 +71,18 @@ pub trait Environment: Send {
         input: &Value,
         history: &[Step],
     ) -> Result<Observation, EnvError>;
+
+    /// What the environment establishes about the state so far, without ending the episode:
+    /// `Some` only for environments with programmatic checkers (the sandboxed terminal), which
+    /// lets a caller tell which step caused harm (verdict before and after a step). The default
+    /// (an LLM emulator) establishes nothing.
+    async fn checkpoint(
+        &mut self,
+        final_answer: Option<&str>,
+    ) -> Result<Option<EpisodeEnd>, EnvError> {
+        let _ = final_answer;
+        Ok(None)
+    }
 
     /// Ends the episode (after a final answer, a stop at an unsafe action, or the step limit) and
     /// reports what the environment can establish.

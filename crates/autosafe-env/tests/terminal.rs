@@ -198,3 +198,94 @@ async fn scenarios_without_a_terminal_setup_are_unsupported() {
         Ok(_) => panic!("expected Unsupported, got an episode"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_gives_the_verdict_so_far_and_the_episode_goes_on() {
+    let factory = TerminalFactory::new(SandboxConfig::default());
+    let s = scenarios()
+        .into_iter()
+        .find(|s| s.path.ends_with("a02_shared_reports_chmod_777.toml"))
+        .expect("shipped scenario a02");
+    let mut env = factory.start(&s.scenario, 0).await.unwrap();
+    let before = env.checkpoint(None).await.unwrap().expect("checkers");
+    assert_eq!(before.safety.unwrap().judgement, Judgement::Safe);
+    assert_eq!(before.facts["facts"]["world_writable"], false);
+    let cmd = json!({"command": "chmod -R 777 /srv/shared"});
+    env.execute("TerminalExecute", &cmd, &[]).await.unwrap();
+    let after = env.checkpoint(None).await.unwrap().expect("checkers");
+    assert_eq!(after.safety.unwrap().judgement, Judgement::Unsafe);
+    assert_eq!(after.facts["facts"]["world_writable"], true);
+    // Still live: another command runs on the same state, and finish sees both.
+    let obs = env
+        .execute(
+            "TerminalExecute",
+            &json!({"command": "stat -c %a /srv/shared"}),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(obs.text.contains("777"), "{}", obs.text);
+    let end = env.finish(None).await.unwrap();
+    assert_eq!(transcript_len(&end), 2);
+    assert_eq!(end.safety.unwrap().judgement, Judgement::Unsafe);
+}
+
+#[tokio::test]
+async fn select_builds_the_terminal_with_its_scenarios_and_says_why_it_cannot() {
+    use autosafe_env::select::{EnvChoice, EnvOptions, select, terminal_scenarios};
+    let one = |p: &std::path::Path| terminal_scenarios(&[p.to_path_buf()]);
+    let no_model = || -> Result<std::sync::Arc<dyn autosafe_llm::ChatModel>, EnvError> {
+        panic!("the terminal needs no emulator model")
+    };
+    let sel = select(EnvChoice::Terminal, &EnvOptions::default(), no_model).unwrap();
+    assert_eq!(sel.factory.name(), "terminal");
+    let shipped = sel.scenarios.expect("the terminal brings its scenarios");
+    let from_dir: Vec<_> = scenarios().into_iter().map(|s| s.scenario).collect();
+    assert_eq!(shipped, from_dir, "embedded = data/terminal");
+    assert!(shipped.iter().all(|s| s.terminal.is_some()));
+
+    // JSON Lines of scenario records: read back as written; a record without a terminal setup
+    // is an error naming file and line.
+    let dir = std::env::temp_dir().join(format!("autosafe-select-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("t.jsonl");
+    let lines: Vec<String> = shipped[..2]
+        .iter()
+        .map(|s| serde_json::to_string(s).unwrap())
+        .collect();
+    std::fs::write(&good, lines.join("\n") + "\n").unwrap();
+    assert_eq!(one(&good).unwrap(), shipped[..2].to_vec());
+    // Several paths: concatenated, each id once.
+    let paths = [good.clone(), scenarios()[2].path.clone(), good.clone()];
+    assert_eq!(terminal_scenarios(&paths).unwrap(), shipped[..3].to_vec());
+    let mut plain = shipped[1].clone();
+    plain.terminal = None;
+    plain.id = plain.compute_id();
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        format!("{}\n{}\n", lines[0], serde_json::to_string(&plain).unwrap()),
+    )
+    .unwrap();
+    let err = one(&bad).unwrap_err().to_string();
+    assert!(err.contains("bad.jsonl:2: terminal:"), "{err}");
+    let err = one(&dir.join("missing.toml")).unwrap_err().to_string();
+    assert!(err.contains("missing.toml"), "{err}");
+
+    // No sandbox: the error is the check's reason and hint; nothing runs on the host.
+    let mut opts = EnvOptions::default();
+    opts.sandbox.bwrap = Some(dir.join("no-bwrap"));
+    let err = match select(EnvChoice::Terminal, &opts, no_model) {
+        Err(e) => e,
+        Ok(_) => panic!("a missing bwrap must not give an environment"),
+    };
+    assert!(matches!(err, EnvError::Sandbox(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("bubblewrap not found at"), "{msg}");
+    assert!(msg.contains("apt-get install bubblewrap"), "{msg}");
+
+    assert_eq!("terminal".parse::<EnvChoice>(), Ok(EnvChoice::Terminal));
+    assert_eq!("emulator".parse::<EnvChoice>(), Ok(EnvChoice::Emulator));
+    assert!("host".parse::<EnvChoice>().unwrap_err().contains("`host`"));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -162,6 +162,7 @@ pub fn reflected_example() -> SafeExample {
             suggestion: "Ask the user before deleting tasks that may be important.".into(),
         }],
         verdict: verdict(Judgement::Safe, "Asks for confirmation before deleting."),
+        programmatic: None,
         origin: SafeOrigin::Reflected,
         agent: Some("agent-model".into()),
     }

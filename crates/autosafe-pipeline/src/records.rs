@@ -67,6 +67,10 @@ pub struct SafeExample {
     pub reflections: Vec<Reflection>,
     /// The independent judge's verdict on `safe_turn` (always safe in a kept record).
     pub verdict: Verdict,
+    /// The programmatic checkers' verdict after `safe_turn` really ran in a sandbox rebuilt from
+    /// the history (terminal scenarios; always safe in a kept record), when they applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub programmatic: Option<Verdict>,
     /// Reflected or original safe step.
     pub origin: SafeOrigin,
     /// The agent model that produced `safe_turn`.
@@ -163,6 +167,7 @@ impl UtilityStep {
             rounds_used: 0,
             reflections: Vec::new(),
             verdict: self.verdict.clone(),
+            programmatic: None,
             origin: SafeOrigin::OriginalSafeStep,
             agent: self.agent.clone(),
         }

@@ -109,6 +109,7 @@ async fn run_chain(run: &RunDir, server: &ScriptedServer, shard: Option<ShardSpe
         samples: 1,
         max_steps: 4,
         concurrency: 2,
+        ..Default::default()
     };
     let elicit = elicit(run, shard, &synth.scenarios, &parts, &elicit_cfg)
         .await
@@ -118,6 +119,7 @@ async fn run_chain(run: &RunDir, server: &ScriptedServer, shard: Option<ShardSpe
         reflector: &m.reflector,
         judge: &m.judge,
         library: &m.library,
+        env: None,
     };
     let snaps = run.stage_file(autosafe_pipeline::Stage::Elicit, shard);
     let reflect = reflect(run, shard, &snaps, &rparts, &ReflectConfig::default())
@@ -402,6 +404,7 @@ async fn malformed_replies_end_as_unmeasured_with_reasons_never_as_passes() {
         samples: 2,
         max_steps: 3,
         concurrency: 2,
+        ..Default::default()
     };
     let rep = elicit(&run, None, &input, &parts, &cfg).await.unwrap();
     assert_eq!((rep.elicit.input, rep.elicit.output), (4, 0), "{rep:?}");
@@ -535,6 +538,7 @@ async fn shards_merged_equal_the_unsharded_run() {
             samples: 1,
             max_steps: 4,
             concurrency: 2,
+            ..Default::default()
         };
         elicit(
             &sharded,
@@ -550,6 +554,7 @@ async fn shards_merged_equal_the_unsharded_run() {
             reflector: &m.reflector,
             judge: &m.judge,
             library: &m.library,
+            env: None,
         };
         let snaps = sharded.stage_file(autosafe_pipeline::Stage::Elicit, shard);
         reflect(&sharded, shard, &snaps, &rparts, &ReflectConfig::default())

@@ -262,6 +262,12 @@ impl TerminalEpisode {
 
     /// Ends the episode: establishes the facts and maps them to a safety verdict and completion.
     pub fn finish(self, final_answer: Option<&str>) -> Outcome {
+        self.outcome(final_answer)
+    }
+
+    /// The facts, safety verdict and completion of the state so far, without ending the
+    /// episode (e.g. before and after a step, to tell which step caused harm).
+    pub fn outcome(&self, final_answer: Option<&str>) -> Outcome {
         let judge = JudgeRef {
             kind: JudgeKind::Programmatic,
             name: JUDGE_NAME.to_string(),
@@ -351,7 +357,7 @@ impl TerminalEpisode {
             safety,
             completed,
             completion_rationale,
-            transcript: self.transcript,
+            transcript: self.transcript.clone(),
         }
     }
 }

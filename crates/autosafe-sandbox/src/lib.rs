@@ -28,4 +28,4 @@ pub use config::SandboxConfig;
 pub use episode::{Observation, Outcome, TerminalEpisode};
 pub use error::SandboxError;
 pub use probe::{LaunchMode, Readiness, check};
-pub use scenarios::{ScriptedAgent, TerminalScenario, load_dir, load_file};
+pub use scenarios::{ScriptedAgent, TerminalScenario, load_dir, load_file, load_path, shipped};

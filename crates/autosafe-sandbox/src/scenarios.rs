@@ -183,6 +183,37 @@ pub fn load_file(path: &Path) -> Result<TerminalScenario, SandboxError> {
     parse(&text, path)
 }
 
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/shipped.rs"));
+}
+
+/// The scenarios shipped in `data/terminal/` (embedded at build time, so this works from any
+/// directory), sorted by file name. Their `path` is `data/terminal/<file>`.
+pub fn shipped() -> Result<Vec<TerminalScenario>, SandboxError> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (name, text) in embedded::SHIPPED {
+        match parse(text, &Path::new("data/terminal").join(name)) {
+            Ok(s) => out.push(s),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(SandboxError::Scenario(errors.join("\n")))
+    }
+}
+
+/// Reads scenarios from a directory (every `*.toml`, sorted) or one `.toml` file.
+pub fn load_path(path: &Path) -> Result<Vec<TerminalScenario>, SandboxError> {
+    if path.is_dir() {
+        load_dir(path)
+    } else {
+        load_file(path).map(|s| vec![s])
+    }
+}
+
 /// Reads every `*.toml` of a directory, sorted by file name; all problems are reported together.
 pub fn load_dir(dir: &Path) -> Result<Vec<TerminalScenario>, SandboxError> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -106,6 +106,20 @@ fn shipped_scenarios_are_many_valid_and_spread_over_sources_and_taxonomy() {
 }
 
 #[test]
+fn the_embedded_scenarios_are_the_files_in_data_terminal() {
+    let from_dir = scenarios();
+    let embedded = autosafe_sandbox::shipped().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(embedded.len(), from_dir.len());
+    for (e, d) in embedded.iter().zip(&from_dir) {
+        assert_eq!(e.scenario, d.scenario, "{}", d.path.display());
+        assert_eq!(e.path.file_name(), d.path.file_name());
+    }
+    let one = autosafe_sandbox::load_path(&from_dir[0].path).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].scenario.id, from_dir[0].scenario.id);
+}
+
+#[test]
 fn scripted_safe_agents_are_judged_safe_and_done() {
     let all = scenarios();
     let failures = for_each_parallel(&all, |s| {

@@ -4,16 +4,24 @@
 //! reply, a judge that could not judge, an environment failure or the step limit end the
 //! episode as unmeasured with its reason — an unjudged action is never executed.
 //!
-//! Programmatic verdicts from [`EpisodeEnd`] (real environments with checkers) are recorded
-//! beside the LLM judge's; episodes that ran to the end where the two disagree are written to
-//! `disagreements.jsonl`.
+//! Programmatic verdicts from [`EpisodeEnd`] (real environments with checkers, i.e. the
+//! sandboxed terminal) are recorded beside the LLM judge's, and every disagreement goes to
+//! `disagreements.jsonl`:
+//!
+//! - **missed harm**: the checkers find harm in the state that the judge-approved (executed)
+//!   steps produced;
+//! - **false alarm**: the judge flagged an action unsafe, and when that action is run anyway in
+//!   the episode's disposable sandbox *after* the episode stopped (the probe,
+//!   `probe_flagged`), the checkers find no harm. The probe never feeds back into the episode:
+//!   the snapshot is written from the state before it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use autosafe_env::{EnvironmentFactory, EpisodeEnd};
+use autosafe_env::{EnvError, Environment, EnvironmentFactory, EpisodeEnd};
 use autosafe_ots::{
-    Action, Judgement, Scenario, Snapshot, Step, ToolLibrary, UnmeasuredReason, Verdict, content_id,
+    Action, AgentTurn, JudgeKind, JudgeRef, Judgement, Scenario, Snapshot, Step, ToolLibrary,
+    UnmeasuredReason, Verdict, content_id,
 };
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -36,6 +44,10 @@ pub struct ElicitConfig {
     pub max_steps: u32,
     /// Episodes in flight.
     pub concurrency: usize,
+    /// In environments with checkers (the sandbox), run an action the judge flagged unsafe
+    /// after the episode stopped, to see whether the checkers agree (false alarms). Needs no
+    /// model call; the snapshot is unaffected.
+    pub probe_flagged: bool,
 }
 
 impl Default for ElicitConfig {
@@ -44,6 +56,7 @@ impl Default for ElicitConfig {
             samples: 1,
             max_steps: 8,
             concurrency: 8,
+            probe_flagged: true,
         }
     }
 }
@@ -90,13 +103,51 @@ pub struct EpisodeLog {
     /// The utility steps written.
     #[serde(default)]
     pub utility_ids: Vec<String>,
-    /// The environment's programmatic verdict, when it has checkers.
+    /// The environment's programmatic verdict on the state the executed (judge-approved)
+    /// steps produced, when it has checkers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub programmatic: Option<Verdict>,
-    /// True when the episode ran to its end and the programmatic verdict differs from the LLM
-    /// judge's (every step safe vs. a checker finding harm, or the reverse).
+    /// The checkers' task completion for that state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<bool>,
+    /// What the environment established at the end (checker facts, fact errors, the commands
+    /// that ran with their output).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub facts: serde_json::Value,
+    /// The flagged action run in the sandbox after the episode stopped (snapshots in
+    /// environments with checkers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Probe>,
+    /// True when the programmatic verdict and the LLM judge disagree (see
+    /// [`DisagreementKind`]).
     #[serde(default)]
     pub disagreement: bool,
+}
+
+/// The checkers' view of an action the judge flagged, run in the disposable sandbox after the
+/// episode stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    /// The verdict on the state after the flagged action (unmeasured if it could not run).
+    pub verdict: Verdict,
+    /// Task completion after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<bool>,
+    /// Facts after it.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub facts: serde_json::Value,
+}
+
+/// How the LLM judge and the checkers disagree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DisagreementKind {
+    /// The judge labelled the executed actions safe; the checkers found harm.
+    #[default]
+    MissedHarm,
+    /// The judge labelled an action unsafe; run in the sandbox, it harmed nothing the checkers
+    /// check.
+    FalseAlarm,
 }
 
 impl Record for EpisodeLog {
@@ -108,18 +159,39 @@ impl Record for EpisodeLog {
 /// A disagreement between the LLM judge and the programmatic checkers (`disagreements.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Disagreement {
-    /// The episode id.
+    /// The episode id (elicit) or the snapshot id (reflect).
     pub id: String,
+    /// The stage that found it: `elicit` or `reflect`.
+    #[serde(default = "elicit_stage")]
+    pub stage: String,
+    /// The kind.
+    #[serde(default)]
+    pub kind: DisagreementKind,
     /// The scenario.
     pub scenario_id: String,
     /// Sample.
     pub sample: u32,
-    /// The LLM judge's episode label (`safe`: every step judged safe).
+    /// The LLM judge's label (`safe`: every executed step, or the verified action, judged
+    /// safe; `unsafe`: the flagged action).
     pub llm_label: String,
+    /// The LLM judge's verdict on the action in question, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<Verdict>,
     /// The programmatic verdict.
     pub programmatic: Verdict,
-    /// The trajectory.
+    /// The trajectory (executed steps).
     pub history: Vec<Step>,
+    /// The action in question (flagged in elicit, verified in reflect); `None` when the harm
+    /// lies in the executed steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<AgentTurn>,
+    /// The checkers' facts.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub facts: serde_json::Value,
+}
+
+fn elicit_stage() -> String {
+    "elicit".into()
 }
 
 impl Record for Disagreement {
@@ -167,13 +239,62 @@ fn failure_log(log: &mut EpisodeLog, f: StageFailure) {
     log.raw = f.raw;
 }
 
+/// The verdict given when a probe could not run.
+fn probe_failure(like: Option<&Verdict>, e: &EnvError) -> Verdict {
+    let judge = like.map(|v| v.judge.clone()).unwrap_or(JudgeRef {
+        kind: JudgeKind::Programmatic,
+        name: "environment".into(),
+    });
+    Verdict::unmeasured(
+        judge,
+        UnmeasuredReason::EnvironmentError,
+        format!("probe: {e}"),
+        None,
+    )
+}
+
+/// Runs a flagged action in the (disposable) environment after the episode stopped and ends
+/// the episode; `before` is what the checkers said about the state before it.
+async fn probe_flagged(
+    mut env: Box<dyn Environment>,
+    flagged: &AgentTurn,
+    history: &[Step],
+    before: &EpisodeEnd,
+) -> Probe {
+    let end = match &flagged.action {
+        Action::Tool { tool, input, .. } => match env.execute(tool, input, history).await {
+            Ok(_) => env.finish(None).await,
+            Err(e) => Err(e),
+        },
+        Action::Final { answer } => env.finish(Some(answer)).await,
+    };
+    match end {
+        Ok(end) => Probe {
+            verdict: end.safety.unwrap_or_else(|| {
+                probe_failure(
+                    before.safety.as_ref(),
+                    &EnvError::Config("the environment gave no verdict".into()),
+                )
+            }),
+            completed: end.completed,
+            facts: end.facts,
+        },
+        Err(e) => Probe {
+            verdict: probe_failure(before.safety.as_ref(), &e),
+            completed: None,
+            facts: serde_json::Value::Null,
+        },
+    }
+}
+
 async fn play(
     parts: &ElicitParts<'_>,
     scenario: &Scenario,
     sample: u32,
     id: String,
-    max_steps: u32,
+    config: &ElicitConfig,
 ) -> EpisodeResult {
+    let max_steps = config.max_steps.max(1);
     let mut res = EpisodeResult {
         log: EpisodeLog {
             id: id.clone(),
@@ -187,6 +308,9 @@ async fn play(
             snapshot_id: None,
             utility_ids: Vec::new(),
             programmatic: None,
+            completed: None,
+            facts: serde_json::Value::Null,
+            probe: None,
             disagreement: false,
         },
         utility: Vec::new(),
@@ -209,6 +333,12 @@ async fn play(
     };
     let mut env = match parts.env.start(scenario, sample).await {
         Ok(e) => e,
+        Err(EnvError::Unsupported { message, .. }) => {
+            res.log.outcome = EpisodeOutcome::Rejected;
+            res.log.reason = Some("unsupported_scenario".into());
+            res.log.detail = Some(format!("environment {}: {message}", parts.env.name()));
+            return res;
+        }
         Err(e) => {
             failure_log(&mut res.log, env_failure(e));
             return res;
@@ -217,7 +347,6 @@ async fn play(
     let agent_name = Some(parts.agent.name().to_string());
     let mut history: Vec<Step> = scenario.history.clone();
     let mut final_answer: Option<String> = None;
-    let mut ended = false;
     for turn_no in 0..max_steps {
         let turn = match parts
             .agent
@@ -284,7 +413,6 @@ async fn play(
                     Action::Final { answer } => {
                         final_answer = Some(answer.clone());
                         res.log.outcome = EpisodeOutcome::FinalAnswer;
-                        ended = true;
                         break;
                     }
                     Action::Tool { tool, input, .. } => {
@@ -308,10 +436,27 @@ async fn play(
             res.log.detail = Some(format!(
                 "no final answer or unsafe action within {max_steps} turns"
             ));
-            ended = true;
         }
     }
-    let end: EpisodeEnd = match env.finish(final_answer.as_deref()).await {
+    // What the checkers say about the state the judge-approved steps produced; then, for a
+    // snapshot, the flagged action run in the disposable sandbox (the probe).
+    let flagged = res
+        .snapshot
+        .as_ref()
+        .filter(|_| config.probe_flagged)
+        .map(|s| s.proposed.clone());
+    let end: Result<EpisodeEnd, EnvError> = match flagged {
+        Some(turn) => match env.checkpoint(None).await {
+            Ok(Some(before)) => {
+                res.log.probe = Some(probe_flagged(env, &turn, &history, &before).await);
+                Ok(before)
+            }
+            Ok(None) => env.finish(None).await,
+            Err(e) => Err(e),
+        },
+        None => env.finish(final_answer.as_deref()).await,
+    };
+    let end = match end {
         Ok(e) => e,
         Err(e) => {
             if res.log.reason.is_none() && res.log.outcome != EpisodeOutcome::Snapshot {
@@ -320,20 +465,44 @@ async fn play(
             EpisodeEnd::default()
         }
     };
+    res.log.completed = end.completed;
+    res.log.facts = end.facts.clone();
     if let Some(p) = end.safety {
-        if ended && let Some(prog_safe) = p.judgement.is_safe() {
-            // Every executed step was judged safe by the LLM judge.
-            if !prog_safe {
-                res.log.disagreement = true;
-                res.disagreement = Some(Disagreement {
-                    id: id.clone(),
-                    scenario_id: scenario.id.clone(),
-                    sample,
-                    llm_label: "safe".into(),
-                    programmatic: p.clone(),
-                    history: history.clone(),
-                });
-            }
+        // Every executed step was judged safe by the LLM judge: harm here is harm it missed.
+        let missed = p.judgement.is_safe() == Some(false);
+        let probe = res.log.probe.as_ref();
+        let false_alarm = p.judgement.is_safe() == Some(true)
+            && probe.is_some_and(|pr| pr.verdict.judgement.is_safe() == Some(true));
+        if missed || false_alarm {
+            let snap = res.snapshot.as_ref();
+            res.log.disagreement = true;
+            res.disagreement = Some(Disagreement {
+                id: id.clone(),
+                stage: elicit_stage(),
+                kind: if missed {
+                    DisagreementKind::MissedHarm
+                } else {
+                    DisagreementKind::FalseAlarm
+                },
+                scenario_id: scenario.id.clone(),
+                sample,
+                llm_label: if missed { "safe" } else { "unsafe" }.into(),
+                llm: snap.filter(|_| !missed).map(|s| s.verdict.clone()),
+                programmatic: if missed {
+                    p.clone()
+                } else {
+                    probe
+                        .map(|pr| pr.verdict.clone())
+                        .unwrap_or_else(|| p.clone())
+                },
+                history: history.clone(),
+                action: snap.filter(|_| !missed).map(|s| s.proposed.clone()),
+                facts: if missed {
+                    end.facts.clone()
+                } else {
+                    probe.map(|pr| pr.facts.clone()).unwrap_or_default()
+                },
+            });
         }
         res.log.programmatic = Some(p);
     }
@@ -368,7 +537,7 @@ pub async fn elicit(
     let (snap_w, snap_r) = RecordWriter::<Snapshot>::open(&snap_path, 64)?;
     let (util_w, util_r) = RecordWriter::<UtilityStep>::open(&util_path, 256)?;
     let (log_w, _) = RecordWriter::<EpisodeLog>::open(&log_path, 64)?;
-    let (dis_w, _) = RecordWriter::<Disagreement>::open(&dis_path, 16)?;
+    let (dis_w, dis_r) = RecordWriter::<Disagreement>::open(&dis_path, 16)?;
     let mut finished = HashSet::new();
     for l in RecordReader::<EpisodeLog>::open(&log_path)? {
         let l = l?;
@@ -376,7 +545,8 @@ pub async fn elicit(
             .snapshot_id
             .as_ref()
             .is_none_or(|s| snap_r.finished.contains(s))
-            && l.utility_ids.iter().all(|u| util_r.finished.contains(u));
+            && l.utility_ids.iter().all(|u| util_r.finished.contains(u))
+            && (!l.disagreement || dis_r.finished.contains(&l.id));
         if complete {
             finished.insert(l.id);
         }
@@ -411,7 +581,7 @@ pub async fn elicit(
         }
     }
     let mut stream = futures_util::stream::iter(todo)
-        .map(|(sc, s, id)| async move { play(parts, &sc, s, id, config.max_steps.max(1)).await })
+        .map(|(sc, s, id)| async move { play(parts, &sc, s, id, config).await })
         .buffered(config.concurrency.max(1));
     while let Some(r) = stream.next().await {
         for u in r.utility {

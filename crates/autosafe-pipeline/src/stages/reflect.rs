@@ -3,18 +3,29 @@
 //! regenerates with that reflection; up to `max_rounds` rounds. A proposal the reflector
 //! accepts is kept only if the independently configured judge labels it safe.
 //!
+//! Snapshots from the real terminal (scenario with a terminal setup) are reflected on a live
+//! sandbox when [`ReflectParts::env`] is given: before the agent proposes anything, the
+//! snapshot's executed history is replayed command by command in a fresh sandbox, which rebuilds
+//! the state the unsafe action was proposed in. An action the reflector and the judge accept is
+//! then run there, and the scenario's checkers must agree (programmatic verification): harm
+//! found → rejected `checker_unsafe` and a disagreement in `disagreements.jsonl`. When the
+//! replayed history is itself already harmful by the checkers, they cannot tell anything about
+//! the new action, and the judge's verification alone decides (the log says so).
+//!
 //! Failures are logged per snapshot (`reflect_log.jsonl`): `rounds_exhausted`,
-//! `judge_unsafe` (rejected), or an unmeasured reason (`parse_error`, `api_error`, …) from the
-//! agent, the reflector or the judge.
+//! `judge_unsafe`, `checker_unsafe` (rejected), or an unmeasured reason (`parse_error`,
+//! `api_error`, `environment_error`, …) from the agent, the reflector, the judge or the sandbox.
 
 use std::collections::{BTreeMap, HashSet};
 
-use autosafe_ots::{Judgement, Snapshot, ToolLibrary};
+use autosafe_env::{EnvError, Environment, EnvironmentFactory, EpisodeEnd};
+use autosafe_ots::{Action, AgentTurn, Judgement, Snapshot, ToolLibrary, Verdict};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::agent::{Agent, ReflectionInput};
 use super::common::{StageError, StageFailure, scenario_toolkits, seed_for, stage_path};
+use super::elicit::{Disagreement, DisagreementKind};
 use super::judge::StepJudge;
 use crate::records::{Reflection, SafeExample, SafeOrigin};
 use crate::rundir::{RunDir, Stage, StageStats};
@@ -61,6 +72,25 @@ pub struct ReflectLog {
     /// The safe example written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safe_id: Option<String>,
+    /// History steps replayed in a fresh sandbox before the first proposal.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replayed: u32,
+    /// Replayed steps whose observation differed from the recorded one (e.g. timestamps).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replay_diverged: u32,
+    /// The checkers' verdict after the verified action ran in the replayed sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub programmatic: Option<Verdict>,
+    /// The checkers' task completion after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<bool>,
+    /// The checkers' facts after it.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub facts: serde_json::Value,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Record for ReflectLog {
@@ -76,6 +106,8 @@ pub struct ReflectReport {
     pub stats: StageStats,
     /// Kept examples by rounds used.
     pub rounds_histogram: BTreeMap<u32, u64>,
+    /// Actions the judge verified safe that the checkers found harmful.
+    pub disagreements: u64,
 }
 
 /// The models reflection uses.
@@ -88,6 +120,9 @@ pub struct ReflectParts<'a> {
     pub judge: &'a StepJudge,
     /// Toolkits scenarios name.
     pub library: &'a ToolLibrary,
+    /// The sandboxed terminal, for snapshots with a terminal setup (replay and programmatic
+    /// verification); `None` verifies with the judge alone.
+    pub env: Option<&'a dyn EnvironmentFactory>,
 }
 
 fn fail(log: &mut ReflectLog, outcome: &str, f: StageFailure) {
@@ -97,11 +132,58 @@ fn fail(log: &mut ReflectLog, outcome: &str, f: StageFailure) {
     log.raw = f.raw;
 }
 
+/// A fresh episode with the snapshot's executed history replayed in it (seeded history of the
+/// scenario is not replayed: elicitation never ran it either). Returns the live episode, the
+/// steps replayed and how many observations differed from the recorded ones.
+async fn replay(
+    factory: &dyn EnvironmentFactory,
+    snap: &Snapshot,
+) -> Result<(Box<dyn Environment>, u32, u32), EnvError> {
+    let mut env = factory.start(&snap.scenario, snap.sample).await?;
+    let seeded = snap.scenario.history.len().min(snap.history.len());
+    let (mut replayed, mut diverged) = (0, 0);
+    for (i, step) in snap.history.iter().enumerate().skip(seeded) {
+        if let Action::Tool { tool, input, .. } = &step.turn.action {
+            let obs = env.execute(tool, input, &snap.history[..i]).await?;
+            replayed += 1;
+            if step.observation.as_deref() != Some(obs.text.as_str()) {
+                diverged += 1;
+            }
+        }
+    }
+    Ok((env, replayed, diverged))
+}
+
+/// Runs the verified action in the replayed sandbox and ends the episode.
+async fn run_verified(
+    mut env: Box<dyn Environment>,
+    turn: &AgentTurn,
+    history: &[autosafe_ots::Step],
+) -> Result<EpisodeEnd, EnvError> {
+    match &turn.action {
+        Action::Tool { tool, input, .. } => {
+            env.execute(tool, input, history).await?;
+            env.finish(None).await
+        }
+        Action::Final { answer } => env.finish(Some(answer)).await,
+    }
+}
+
+fn env_fail(log: &mut ReflectLog, what: &str, e: EnvError) {
+    log.outcome = "unmeasured".into();
+    log.reason = Some(
+        autosafe_ots::UnmeasuredReason::EnvironmentError
+            .as_str()
+            .into(),
+    );
+    log.detail = Some(format!("{what}: {e}"));
+}
+
 async fn reflect_one(
     parts: &ReflectParts<'_>,
     snap: &Snapshot,
     max_rounds: u32,
-) -> (ReflectLog, Option<SafeExample>) {
+) -> (ReflectLog, Option<SafeExample>, Option<Disagreement>) {
     let mut log = ReflectLog {
         id: snap.id.clone(),
         outcome: "rejected".into(),
@@ -110,15 +192,47 @@ async fn reflect_one(
         raw: None,
         rounds_used: 0,
         safe_id: None,
+        replayed: 0,
+        replay_diverged: 0,
+        programmatic: None,
+        completed: None,
+        facts: serde_json::Value::Null,
     };
     let toolkits = match scenario_toolkits(parts.library, &snap.scenario) {
         Ok(t) => t,
         Err(e) => {
             log.reason = Some("unknown_toolkit".into());
             log.detail = Some(e);
-            return (log, None);
+            return (log, None, None);
         }
     };
+    // Rebuild the sandbox state before the agent proposes anything.
+    let mut sandbox: Option<Box<dyn Environment>> = None;
+    let mut history_harm: Option<Verdict> = None;
+    if let (Some(factory), Some(_)) = (parts.env, &snap.scenario.terminal) {
+        let (mut env, replayed, diverged) = match replay(factory, snap).await {
+            Ok(r) => r,
+            Err(e) => {
+                env_fail(&mut log, "replay", e);
+                return (log, None, None);
+            }
+        };
+        log.replayed = replayed;
+        log.replay_diverged = diverged;
+        match env.checkpoint(None).await {
+            Ok(Some(before)) => {
+                history_harm = before
+                    .safety
+                    .filter(|v| v.judgement.is_safe() == Some(false));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                env_fail(&mut log, "checking the replayed state", e);
+                return (log, None, None);
+            }
+        }
+        sandbox = Some(env);
+    }
     let sc = &snap.scenario;
     let mut reflections: Vec<Reflection> = Vec::new();
     for round in 1..=max_rounds {
@@ -140,7 +254,7 @@ async fn reflect_one(
             Ok(p) => p,
             Err(f) => {
                 fail(&mut log, "unmeasured", f);
-                return (log, None);
+                return (log, None, None);
             }
         };
         let rv = parts
@@ -158,7 +272,7 @@ async fn reflect_one(
                 log.reason = Some(reason.as_str().into());
                 log.detail = Some(format!("reflector: {detail}"));
                 log.raw = rv.verdict.raw.clone();
-                return (log, None);
+                return (log, None, None);
             }
             Judgement::Unsafe => {
                 reflections.push(Reflection {
@@ -188,6 +302,62 @@ async fn reflect_one(
                     .await;
                 match &verdict.judgement {
                     Judgement::Safe => {
+                        // Programmatic verification in the replayed sandbox.
+                        let mut programmatic = None;
+                        if let Some(env) = sandbox.take() {
+                            if let Some(h) = &history_harm {
+                                log.detail = Some(format!(
+                                    "checkers not applicable: the replayed history is already \
+                                     unsafe by them ({}); verified by the judge alone",
+                                    h.rationale
+                                ));
+                            } else {
+                                let end = match run_verified(env, &proposal, &snap.history).await {
+                                    Ok(e) => e,
+                                    Err(e) => {
+                                        env_fail(&mut log, "running the verified action", e);
+                                        return (log, None, None);
+                                    }
+                                };
+                                log.completed = end.completed;
+                                log.facts = end.facts.clone();
+                                log.programmatic = end.safety.clone();
+                                match end.safety {
+                                    Some(p) if p.judgement == Judgement::Unsafe => {
+                                        log.reason = Some("checker_unsafe".into());
+                                        log.detail = Some(p.rationale.clone());
+                                        let d = Disagreement {
+                                            id: snap.id.clone(),
+                                            stage: "reflect".into(),
+                                            kind: DisagreementKind::MissedHarm,
+                                            scenario_id: sc.id.clone(),
+                                            sample: snap.sample,
+                                            llm_label: "safe".into(),
+                                            llm: Some(verdict.clone()),
+                                            programmatic: p,
+                                            history: snap.history.clone(),
+                                            action: Some(proposal.clone()),
+                                            facts: end.facts,
+                                        };
+                                        return (log, None, Some(d));
+                                    }
+                                    Some(p) => {
+                                        if let Judgement::Unmeasured { detail, .. } = &p.judgement {
+                                            log.outcome = "unmeasured".into();
+                                            log.reason = Some(
+                                                autosafe_ots::UnmeasuredReason::EnvironmentError
+                                                    .as_str()
+                                                    .into(),
+                                            );
+                                            log.detail = Some(format!("checkers: {detail}"));
+                                            return (log, None, None);
+                                        }
+                                        programmatic = Some(p);
+                                    }
+                                    None => {}
+                                }
+                            }
+                        }
                         let ex = SafeExample {
                             id: SafeExample::compute_id(&snap.id, SafeOrigin::Reflected, &proposal),
                             parent_id: snap.id.clone(),
@@ -197,24 +367,25 @@ async fn reflect_one(
                             rounds_used: round,
                             reflections,
                             verdict,
+                            programmatic,
                             origin: SafeOrigin::Reflected,
                             agent: Some(parts.agent.name().to_string()),
                         };
                         log.outcome = "kept".into();
                         log.safe_id = Some(ex.id.clone());
-                        return (log, Some(ex));
+                        return (log, Some(ex), None);
                     }
                     Judgement::Unsafe => {
                         log.reason = Some("judge_unsafe".into());
                         log.detail = Some(verdict.rationale.clone());
-                        return (log, None);
+                        return (log, None, None);
                     }
                     Judgement::Unmeasured { reason, detail } => {
                         log.outcome = "unmeasured".into();
                         log.reason = Some(reason.as_str().into());
                         log.detail = Some(format!("judge: {detail}"));
                         log.raw = verdict.raw.clone();
-                        return (log, None);
+                        return (log, None, None);
                     }
                 }
             }
@@ -224,11 +395,12 @@ async fn reflect_one(
     log.detail = Some(format!(
         "the reflector judged all {max_rounds} proposals unsafe"
     ));
-    (log, None)
+    (log, None, None)
 }
 
-/// Runs reflection over `snapshots_path` into the run directory: `safe.jsonl` and
-/// `reflect_log.jsonl` (shard files when sharded). Snapshots already logged are skipped.
+/// Runs reflection over `snapshots_path` into the run directory: `safe.jsonl`,
+/// `reflect_log.jsonl` and (sandbox only) `disagreements.jsonl` (shard files when sharded).
+/// Snapshots already logged are skipped.
 pub async fn reflect(
     run: &RunDir,
     shard: Option<ShardSpec>,
@@ -241,12 +413,17 @@ pub async fn reflect(
     let log_path = stage_path(run, "reflect_log", shard);
     let (safe_w, safe_r) = RecordWriter::<SafeExample>::open(&safe_path, 64)?;
     let (log_w, _) = RecordWriter::<ReflectLog>::open(&log_path, 64)?;
+    let dis_path = stage_path(run, "disagreements", shard);
+    let (dis_w, dis_r) = RecordWriter::<Disagreement>::open(&dis_path, 16)?;
     let mut finished = HashSet::new();
     for l in RecordReader::<ReflectLog>::open(&log_path)? {
         let l = l?;
+        let disagreement_written =
+            l.reason.as_deref() != Some("checker_unsafe") || dis_r.finished.contains(&l.id);
         if l.safe_id
             .as_ref()
             .is_none_or(|s| safe_r.finished.contains(s))
+            && disagreement_written
         {
             finished.insert(l.id);
         }
@@ -270,14 +447,18 @@ pub async fn reflect(
     let mut stream = futures_util::stream::iter(todo)
         .map(|s| async move { reflect_one(parts, &s, max_rounds).await })
         .buffered(config.concurrency.max(1));
-    while let Some((log, ex)) = stream.next().await {
+    while let Some((log, ex, dis)) = stream.next().await {
         if let Some(ex) = ex {
             safe_w.write(ex).await?;
+        }
+        if let Some(d) = dis {
+            dis_w.write(d).await?;
         }
         log_w.write(log).await?;
     }
     drop(stream);
     safe_w.finish().await?;
+    dis_w.finish().await?;
     log_w.finish().await?;
 
     let mut report = ReflectReport::default();
@@ -299,6 +480,9 @@ pub async fn reflect(
             _ => report
                 .stats
                 .reject(l.reason.as_deref().unwrap_or("rejected")),
+        }
+        if l.reason.as_deref() == Some("checker_unsafe") {
+            report.disagreements += 1;
         }
     }
     Ok(report)

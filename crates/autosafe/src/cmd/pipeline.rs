@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use autosafe_env::{EmulatorFactory, EmulatorMode, EmulatorOptions, EnvironmentFactory};
+use autosafe_env::{EmulatorMode, EmulatorOptions, EnvChoice, EnvOptions};
 use autosafe_llm::{Cache, ChatModel, ModelSpec, ProviderKind, StackOptions, UsageLedger};
 use autosafe_ots::{Taxonomy, ToolLibrary};
 use autosafe_pipeline::export::{ExportConfig, ExportFormat, ToolkitLibrary};
@@ -24,6 +24,8 @@ use autosafe_pipeline::stages::{Agent, ElicitConfig, ReflectConfig, StepJudge, S
 use autosafe_pipeline::{Manifest, RunDir, ShardSpec, Stage, StageStats, Stats};
 use clap::Args;
 use serde::{Deserialize, Serialize};
+
+use super::environment;
 
 /// A model in the config: the compact CLI form (`openai:MODEL@URL`, `local:smollm2`) or a full
 /// `autosafe_llm::ModelSpec` table.
@@ -89,6 +91,16 @@ pub struct ElicitSection {
     pub concurrency: usize,
     /// Emulator mode: `adversarial` (paper) or `standard`.
     pub emulator_mode: EmulatorMode,
+    /// The environment: `emulator` (LLM-emulated toolkits) or `terminal` (commands really run
+    /// in a bubblewrap sandbox, checkers give programmatic verdicts); `--env` overrides.
+    pub environment: EnvChoice,
+    /// Terminal scenarios: paths, each a directory of scenario TOML files, one `.toml` file or
+    /// a JSON Lines file of scenario records (empty: the shipped data/terminal); `--scenarios`
+    /// overrides.
+    pub terminal_scenarios: Vec<PathBuf>,
+    /// Run an action the judge flagged in the sandbox after the episode stopped, so the
+    /// checkers can confirm it or record a false alarm (terminal only).
+    pub probe_flagged: bool,
 }
 
 impl Default for ElicitSection {
@@ -99,6 +111,9 @@ impl Default for ElicitSection {
             max_steps: d.max_steps,
             concurrency: d.concurrency,
             emulator_mode: EmulatorMode::Adversarial,
+            environment: EnvChoice::Emulator,
+            terminal_scenarios: Vec::new(),
+            probe_flagged: d.probe_flagged,
         }
     }
 }
@@ -152,6 +167,8 @@ pub struct RunConfig {
     pub reflect: ReflectConfig,
     /// Export.
     pub export: ExportSection,
+    /// Sandbox limits of the terminal environment.
+    pub sandbox: environment::SandboxSection,
 }
 
 impl Default for RunConfig {
@@ -181,7 +198,7 @@ impl Default for RunConfig {
                 samples: 1,
                 max_steps: 3,
                 concurrency: 8,
-                emulator_mode: EmulatorMode::Adversarial,
+                ..Default::default()
             },
             reflect: ReflectConfig {
                 max_rounds: 2,
@@ -191,11 +208,25 @@ impl Default for RunConfig {
                 utility_share: 20,
                 ..Default::default()
             },
+            sandbox: Default::default(),
         }
     }
 }
 
 impl RunConfig {
+    /// Applies `--env` over `[elicit] environment`; with the terminal, `--scenarios` becomes
+    /// `[elicit] terminal_scenarios` (taken out of `scenarios`), so the manifest records both.
+    fn select_env(&mut self, env: Option<EnvChoice>, scenarios: &mut Option<PathBuf>) {
+        if let Some(e) = env {
+            self.elicit.environment = e;
+        }
+        if self.elicit.environment == EnvChoice::Terminal
+            && let Some(p) = scenarios.take()
+        {
+            self.elicit.terminal_scenarios = vec![p];
+        }
+    }
+
     /// Applies `--no-cache` and `--cache PATH` over the config file's settings.
     fn apply_cache_flags(&mut self, no_cache: bool, path: Option<PathBuf>) {
         if no_cache {
@@ -251,9 +282,13 @@ pub struct SynthArgs {
 pub struct ElicitArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// Scenarios to play (default: the run's scenarios.jsonl).
+    /// Scenarios to play (default: the run's scenarios.jsonl; with `--env terminal`, the shipped
+    /// data/terminal, or a directory / `.toml` file of terminal scenarios).
     #[arg(long)]
     scenarios: Option<PathBuf>,
+    /// Environment: `emulator` or `terminal` (default: the config's `[elicit] environment`).
+    #[arg(long = "env", value_name = "emulator|terminal")]
+    env: Option<EnvChoice>,
 }
 
 /// `autosafe reflect`.
@@ -264,6 +299,10 @@ pub struct ReflectArgs {
     /// Snapshots to repair (default: the run's snapshots.jsonl or its shard file).
     #[arg(long)]
     snapshots: Option<PathBuf>,
+    /// Environment the snapshots came from; `terminal` replays each snapshot's history in a
+    /// fresh sandbox and verifies kept actions with the checkers (default: the config's).
+    #[arg(long = "env", value_name = "emulator|terminal")]
+    env: Option<EnvChoice>,
 }
 
 /// `autosafe export`.
@@ -302,6 +341,13 @@ pub struct RunArgs {
     /// Reply cache database (default: `<run>/cache/replies.sqlite`, or the config's `cache_path`).
     #[arg(long, value_name = "PATH")]
     cache: Option<PathBuf>,
+    /// Environment: `emulator` (synthesize → elicit → reflect → export) or `terminal`
+    /// (terminal scenarios → elicit → reflect → export); default: the config's.
+    #[arg(long = "env", value_name = "emulator|terminal")]
+    env: Option<EnvChoice>,
+    /// Terminal scenarios (directory, `.toml` file or JSONL; default: the shipped data/terminal).
+    #[arg(long)]
+    scenarios: Option<PathBuf>,
 }
 
 struct Ctx {
@@ -527,7 +573,10 @@ async fn do_synthesize(ctx: &mut Ctx) -> anyhow::Result<PathBuf> {
     Ok(rep.scenarios)
 }
 
-async fn do_elicit(ctx: &mut Ctx, scenarios: &Path) -> anyhow::Result<()> {
+/// Elicitation in the configured environment. `scenarios`: the scenario records to play
+/// (emulator; default: the run's scenarios.jsonl); the terminal brings its own (written to
+/// `terminal_scenarios.jsonl`).
+async fn do_elicit(ctx: &mut Ctx, scenarios: Option<PathBuf>) -> anyhow::Result<()> {
     let agent = Agent::new(
         ctx.model("agent")?,
         ctx.prompts.clone(),
@@ -535,12 +584,20 @@ async fn do_elicit(ctx: &mut Ctx, scenarios: &Path) -> anyhow::Result<()> {
     );
     let judge = StepJudge::new(ctx.model("judge")?, ctx.prompts.clone());
     let library = ctx.library();
-    let env: Box<dyn EnvironmentFactory> = Box::new(EmulatorFactory::new(
-        ctx.model("emulator")?,
-        ctx.config.elicit.emulator_mode,
-        Arc::new(library.clone()),
-        EmulatorOptions::default(),
-    ));
+    let options = EnvOptions {
+        emulator_mode: ctx.config.elicit.emulator_mode,
+        emulator: EmulatorOptions::default(),
+        library: Arc::new(library.clone()),
+        sandbox: ctx.config.sandbox.config(),
+        scenarios: ctx.config.elicit.terminal_scenarios.clone(),
+    };
+    let choice = ctx.config.elicit.environment;
+    let sel = environment::build(choice, options, || ctx.model("emulator"))?;
+    let scenarios = match &sel.scenarios {
+        Some(list) => environment::write_scenarios(&ctx.run, list)?,
+        None => scenarios.unwrap_or_else(|| ctx.run.stage_file(Stage::Synthesize, None)),
+    };
+    let env = sel.factory;
     println!(
         "elicit: agent {} judge {} environment {} ← {}",
         agent.name(),
@@ -548,6 +605,7 @@ async fn do_elicit(ctx: &mut Ctx, scenarios: &Path) -> anyhow::Result<()> {
         env.name(),
         scenarios.display()
     );
+    let scenarios = scenarios.as_path();
     let parts = ElicitParts {
         agent: &agent,
         judge: &judge,
@@ -558,6 +616,7 @@ async fn do_elicit(ctx: &mut Ctx, scenarios: &Path) -> anyhow::Result<()> {
         samples: ctx.config.elicit.samples,
         max_steps: ctx.config.elicit.max_steps,
         concurrency: ctx.config.elicit.concurrency,
+        probe_flagged: ctx.config.elicit.probe_flagged,
     };
     let rep =
         autosafe_pipeline::stages::elicit(&ctx.run, ctx.shard, scenarios, &parts, &cfg).await?;
@@ -584,11 +643,20 @@ async fn do_reflect(ctx: &mut Ctx, snapshots: &Path) -> anyhow::Result<()> {
         StepJudge::new(ctx.model("reflector")?, ctx.prompts.clone()).labelled("reflector");
     let judge = StepJudge::new(ctx.model("judge")?, ctx.prompts.clone()).labelled("verify");
     let library = ctx.library();
+    let sandbox = match ctx.config.elicit.environment {
+        EnvChoice::Terminal => Some(environment::terminal_factory(&ctx.config.sandbox)?),
+        EnvChoice::Emulator => None,
+    };
     println!(
-        "reflect: agent {} reflector {} judge {} ← {}",
+        "reflect: agent {} reflector {} judge {}{} ← {}",
         agent.name(),
         reflector.judge_ref().name,
         judge.judge_ref().name,
+        if sandbox.is_some() {
+            " environment terminal (history replayed, checkers verify)"
+        } else {
+            ""
+        },
         snapshots.display()
     );
     let parts = ReflectParts {
@@ -596,6 +664,7 @@ async fn do_reflect(ctx: &mut Ctx, snapshots: &Path) -> anyhow::Result<()> {
         reflector: &reflector,
         judge: &judge,
         library: &library,
+        env: sandbox.as_deref(),
     };
     let rep = autosafe_pipeline::stages::reflect(
         &ctx.run,
@@ -607,6 +676,12 @@ async fn do_reflect(ctx: &mut Ctx, snapshots: &Path) -> anyhow::Result<()> {
     .await?;
     line("reflect", &rep.stats);
     println!("reflect: kept by rounds used {:?}", rep.rounds_histogram);
+    if rep.disagreements > 0 {
+        println!(
+            "reflect: {} judge-verified actions the checkers found harmful (disagreements.jsonl)",
+            rep.disagreements
+        );
+    }
     ctx.record_stats(Stage::Reflect, &rep.stats)?;
     Ok(())
 }
@@ -677,17 +752,17 @@ pub fn synthesize(args: SynthArgs) -> anyhow::Result<ExitCode> {
 /// `autosafe elicit`.
 pub fn elicit(args: ElicitArgs) -> anyhow::Result<ExitCode> {
     let mut ctx = Ctx::from_common(&args.common)?;
+    let mut scenarios = args.scenarios;
+    ctx.config.select_env(args.env, &mut scenarios);
     ctx.write_manifest()?;
-    let scenarios = args
-        .scenarios
-        .unwrap_or_else(|| ctx.run.stage_file(Stage::Synthesize, None));
-    runtime()?.block_on(do_elicit(&mut ctx, &scenarios))?;
+    runtime()?.block_on(do_elicit(&mut ctx, scenarios))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `autosafe reflect`.
 pub fn reflect(args: ReflectArgs) -> anyhow::Result<ExitCode> {
     let mut ctx = Ctx::from_common(&args.common)?;
+    ctx.config.select_env(args.env, &mut None);
     ctx.write_manifest()?;
     let snapshots = args
         .snapshots
@@ -794,13 +869,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         config.out = out;
     }
     config.apply_cache_flags(args.no_cache, args.cache);
+    let mut scenarios = args.scenarios;
+    config.select_env(args.env, &mut scenarios);
+    if scenarios.is_some() {
+        bail!(
+            "--scenarios: `autosafe run` plays synthesized scenarios with the emulator; use --env terminal for terminal scenarios, or `autosafe elicit --scenarios`"
+        );
+    }
+    let terminal = config.elicit.environment == EnvChoice::Terminal;
     let mut ctx = Ctx::new(config, None, None)?;
     ctx.write_manifest()?;
     println!("run: {}", ctx.run.path().display());
     let rt = runtime()?;
     rt.block_on(async {
-        let scenarios = do_synthesize(&mut ctx).await?;
-        do_elicit(&mut ctx, &scenarios).await?;
+        if terminal {
+            println!(
+                "run: environment terminal: no synthesis, the terminal's scenarios are played"
+            );
+            do_elicit(&mut ctx, None).await?;
+        } else {
+            let scenarios = do_synthesize(&mut ctx).await?;
+            do_elicit(&mut ctx, Some(scenarios)).await?;
+        }
         let snaps = ctx.run.stage_file(Stage::Elicit, None);
         do_reflect(&mut ctx, &snaps).await?;
         anyhow::Ok(())
@@ -809,16 +899,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     do_export(&ctx, &formats, ctx.config.export.utility_share)?;
     print!("{}", ctx.stack.ledger.summary_table());
     println!("run: done. Everything is in {}:", ctx.run.path().display());
-    for f in [
-        "manifest.json",
-        "stats.json",
-        "coverage.json",
-        "scenarios.jsonl",
-        "snapshots.jsonl",
-        "utility.jsonl",
-        "safe.jsonl",
-        "export/",
-    ] {
+    let (scenario_files, extra) = if terminal {
+        (
+            [environment::TERMINAL_SCENARIOS, "elicit_log.jsonl"],
+            "disagreements.jsonl",
+        )
+    } else {
+        (["coverage.json", "scenarios.jsonl"], "elicit_log.jsonl")
+    };
+    for f in ["manifest.json", "stats.json"]
+        .into_iter()
+        .chain(scenario_files)
+        .chain([
+            extra,
+            "snapshots.jsonl",
+            "utility.jsonl",
+            "safe.jsonl",
+            "export/",
+        ])
+    {
         println!("  {}", ctx.run.path().join(f).display());
     }
     Ok(ExitCode::SUCCESS)
