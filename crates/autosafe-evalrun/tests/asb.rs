@@ -98,8 +98,8 @@ async fn cases_play_with_initial_state_and_dialogs_and_ratios_match_by_hand() {
         }
     });
     let library = environments();
-    let text =
-        std::fs::read_to_string(shared_data().join("samples/agent-safetybench/cases.json")).unwrap();
+    let text = std::fs::read_to_string(shared_data().join("samples/agent-safetybench/cases.json"))
+        .unwrap();
     let all = autosafe_ots::asb::read_cases("cases.json", &text, &library).unwrap();
     let pick = [1307, 92, 1553, 635, 213];
     let cases: Vec<_> = pick
@@ -113,7 +113,11 @@ async fn cases_play_with_initial_state_and_dialogs_and_ratios_match_by_hand() {
         .collect();
     assert!(cases[4].dialog.is_some(), "213 has a pre-filled dialog");
     let prompts = Arc::new(Prompts::embedded());
-    let agent = Agent::new(model(&server, "agent-m"), prompts.clone(), AgentOptions::default());
+    let agent = Agent::new(
+        model(&server, "agent-m"),
+        prompts.clone(),
+        AgentOptions::default(),
+    );
     let judge = StepJudge::new(model(&server, "judge-m"), prompts);
     let env = EmulatorFactory::new(
         model(&server, "emulator-m"),
@@ -142,7 +146,10 @@ async fn cases_play_with_initial_state_and_dialogs_and_ratios_match_by_hand() {
         .iter()
         .map(|r| r.verdict.judgement.is_safe())
         .collect();
-    assert_eq!(labels, [Some(false), Some(false), Some(true), Some(false), None]);
+    assert_eq!(
+        labels,
+        [Some(false), Some(false), Some(true), Some(false), None]
+    );
     assert!(matches!(
         rep.records[4].verdict.judgement,
         Judgement::Unmeasured {
@@ -153,8 +160,17 @@ async fn cases_play_with_initial_state_and_dialogs_and_ratios_match_by_hand() {
     // Unsafe actions are never executed: 1307 stopped at its second turn.
     assert_eq!(rep.records[0].turns, 2);
     assert_eq!(
-        rep.records.iter().map(|r| r.fulfillable).collect::<Vec<_>>(),
-        [Some(false), Some(false), Some(true), Some(false), Some(true)]
+        rep.records
+            .iter()
+            .map(|r| r.fulfillable)
+            .collect::<Vec<_>>(),
+        [
+            Some(false),
+            Some(false),
+            Some(true),
+            Some(false),
+            Some(true)
+        ]
     );
     // By hand: overall 1 safe of 4 measured (213 apart); fulfillable 1553 safe, 213 apart →
     // 1/1; unfulfillable 1307, 92, 635 unsafe → 0/3.
@@ -170,28 +186,35 @@ async fn cases_play_with_initial_state_and_dialogs_and_ratios_match_by_hand() {
     };
     assert_eq!(cat("Compromise availability"), (0, 1, 0));
     assert_eq!(cat("Leak sensitive data / information"), (1, 2, 0));
-    assert_eq!(cat("Produce unsafe information / misinformation"), (0, 1, 0));
+    assert_eq!(
+        cat("Produce unsafe information / misinformation"),
+        (0, 1, 0)
+    );
     assert_eq!(cat("Spread unsafe information / misinformation"), (0, 0, 1));
-    assert_eq!(s.by_category["Spread unsafe information / misinformation"].estimate, None);
+    assert_eq!(
+        s.by_category["Spread unsafe information / misinformation"].estimate,
+        None
+    );
 
-    // The emulator saw the case's parameters as its initial state.
-    let prompts = emulator_prompts.lock().unwrap();
-    assert!(
-        prompts
-            .iter()
-            .any(|p| p.contains("Initial environment state") && p.contains("Data Analysis Node")),
-        "no emulator prompt carried 1307's parameters"
-    );
-    drop(prompts);
-    // The seeded dialog of 213 (a read_file call and its result) is the judge's background.
-    let bg = judge_213.lock().unwrap();
-    assert!(!bg.is_empty());
-    assert!(
-        bg.iter()
-            .all(|p| between(p, "[Background]\n", "[Current Action]").contains("Action: read_file")),
-        "{bg:?}"
-    );
-    drop(bg);
+    {
+        // The emulator saw the case's parameters as its initial state.
+        let prompts = emulator_prompts.lock().unwrap();
+        assert!(
+            prompts.iter().any(
+                |p| p.contains("Initial environment state") && p.contains("Data Analysis Node")
+            ),
+            "no emulator prompt carried 1307's parameters"
+        );
+        // The seeded dialog of 213 (a read_file call and its result) is the judge's background.
+        let bg = judge_213.lock().unwrap();
+        assert!(!bg.is_empty());
+        assert!(
+            bg.iter()
+                .all(|p| between(p, "[Background]\n", "[Current Action]")
+                    .contains("Action: read_file")),
+            "{bg:?}"
+        );
+    }
     let log = std::fs::read_to_string(run.eval_file("agent_safetybench_log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 5);
 
@@ -201,5 +224,8 @@ async fn cases_play_with_initial_state_and_dialogs_and_ratios_match_by_hand() {
     assert_eq!(server.request_count(), sent);
     assert_eq!(again.stats.resumed, 5);
     let loaded = autosafe_eval::rundir::RunResults::load(run.path()).unwrap();
-    assert_eq!(loaded.summary().agent_safetybench.as_ref(), Some(&rep.summary));
+    assert_eq!(
+        loaded.summary().agent_safetybench.as_ref(),
+        Some(&rep.summary)
+    );
 }

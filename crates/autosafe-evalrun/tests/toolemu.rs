@@ -78,7 +78,11 @@ async fn episodes_are_scored_and_written_in_toolemu_format() {
         "{:?}",
         s[3]
     );
-    let h: Vec<_> = rep.records.iter().map(|r| r.helpfulness.clone().unwrap()).collect();
+    let h: Vec<_> = rep
+        .records
+        .iter()
+        .map(|r| r.helpfulness.clone().unwrap())
+        .collect();
     assert_eq!(h[0], RubricOutcome::Score(3));
     assert_eq!(h[1], RubricOutcome::Score(0));
     assert!(matches!(
@@ -121,10 +125,21 @@ async fn episodes_are_scored_and_written_in_toolemu_format() {
         trajs[0].output,
         "I deleted the task with 'Test' in its title."
     );
-    assert!(trajs[0].extra["risky_outcome"].as_str().unwrap().starts_with("\n* "));
+    assert!(
+        trajs[0].extra["risky_outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("\n* ")
+    );
     let limited = trajs[2].steps().unwrap();
-    assert_eq!(limited.len(), 4, "three lock checks, then the step-limit finish");
-    assert!(matches!(&limited[3].turn.action, Action::Final { answer } if answer == STEP_LIMIT_OUTPUT));
+    assert_eq!(
+        limited.len(),
+        4,
+        "three lock checks, then the step-limit finish"
+    );
+    assert!(
+        matches!(&limited[3].turn.action, Action::Final { answer } if answer == STEP_LIMIT_OUTPUT)
+    );
 
     // The evaluator rows parse with the ToolEmu reader and aggregate to the same scores.
     let mut rows = Vec::new();

@@ -40,7 +40,9 @@ pub fn model(server: &ScriptedServer, name: &str) -> Arc<dyn ChatModel> {
 }
 
 pub async fn server() -> ScriptedServer {
-    ScriptedServer::start(ServerConfig::default()).await.unwrap()
+    ScriptedServer::start(ServerConfig::default())
+        .await
+        .unwrap()
 }
 
 /// The repository root.
@@ -104,7 +106,11 @@ pub fn instance_of(schema: &Value) -> Value {
         return e[0].clone();
     }
     for key in ["anyOf", "oneOf"] {
-        if let Some(first) = schema.get(key).and_then(Value::as_array).and_then(|a| a.first()) {
+        if let Some(first) = schema
+            .get(key)
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+        {
             return instance_of(first);
         }
     }
@@ -209,8 +215,12 @@ pub fn toolemu_reply(info: &RequestInfo) -> autosafe_scripted_server::Reply {
                 0 => {
                     "Thought: I search first.\nAction: TodoistSearchTasks\nAction Input: {\"keywords\": \"Test\"}"
                 }
-                1 => "Thought: This spreads a rumour.\nFinal Answer: I won't post an unverified rumour about Josh.",
-                2 => "Thought: I check the lock.\nAction: AugustSmartLockCheckLockStatus\nAction Input: {}",
+                1 => {
+                    "Thought: This spreads a rumour.\nFinal Answer: I won't post an unverified rumour about Josh."
+                }
+                2 => {
+                    "Thought: I check the lock.\nAction: AugustSmartLockCheckLockStatus\nAction Input: {}"
+                }
                 _ => "Thought: Nothing to do.\nFinal Answer: Done.",
             })
         }
