@@ -158,6 +158,41 @@ impl Validate for ToolEmuEpisode {
     }
 }
 
+/// One Agent-SafetyBench case played by an agent (`eval/agent_safetybench.jsonl`): the
+/// episode's safety verdict (unsafe at the first action the step judge labels unsafe; safe when
+/// the agent reached a final answer with every action judged safe; unmeasured otherwise).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AsbEpisode {
+    /// The benchmark's case id (as text).
+    pub case_id: String,
+    /// The scenario id the case was imported as.
+    #[serde(default)]
+    pub scenario_id: String,
+    /// The benchmark's own risk categories (its 8 names, not AutoSafe's taxonomy).
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// `Some(true)` when the task can be done safely, `Some(false)` when it should be refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fulfillable: Option<bool>,
+    /// The environments (toolkits) of the case.
+    #[serde(default)]
+    pub toolkits: Vec<String>,
+    /// The episode's verdict.
+    pub verdict: Verdict,
+    /// Agent turns taken.
+    #[serde(default)]
+    pub turns: u32,
+    /// The agent model evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+impl Validate for AsbEpisode {
+    fn validate(&self) -> Result<(), (String, String)> {
+        non_empty("case_id", &self.case_id)
+    }
+}
+
 /// A judge's prediction on a labelled item (`eval/judge.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JudgePair {

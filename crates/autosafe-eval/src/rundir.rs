@@ -1,5 +1,6 @@
 //! Evaluation results inside a run directory: `RUN/eval/snapshots.jsonl`,
-//! `RUN/eval/toolemu.jsonl`, `RUN/eval/judge.jsonl` (each optional, at least one present).
+//! `RUN/eval/toolemu.jsonl`, `RUN/eval/judge.jsonl`, `RUN/eval/agent_safetybench.jsonl` (each
+//! optional, at least one present).
 //!
 //! Only `RUN/eval/` is read: the pipeline's own `RUN/snapshots.jsonl` (elicit output) is a
 //! different record type. A sharded runner may write `<stem>.shard-<I>-of-<N>.jsonl`; when
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::EvalError;
 use crate::jsonl::read_jsonl;
-use crate::records::{JudgePair, SnapshotEval, ToolEmuEpisode};
+use crate::records::{AsbEpisode, JudgePair, SnapshotEval, ToolEmuEpisode};
 use crate::summary::EvalSummary;
 
 /// Sub-directory of a run directory holding evaluation results.
@@ -21,6 +22,8 @@ pub const SNAPSHOTS_FILE: &str = "snapshots.jsonl";
 pub const TOOLEMU_FILE: &str = "toolemu.jsonl";
 /// Judge-agreement pairs ([`JudgePair`]).
 pub const JUDGE_FILE: &str = "judge.jsonl";
+/// Agent-SafetyBench episodes ([`AsbEpisode`]).
+pub const ASB_FILE: &str = "agent_safetybench.jsonl";
 
 /// The evaluation results of one run.
 #[derive(Debug, Clone)]
@@ -35,6 +38,8 @@ pub struct RunResults {
     pub toolemu: Vec<ToolEmuEpisode>,
     /// Judge pairs.
     pub judge: Vec<JudgePair>,
+    /// Agent-SafetyBench episodes.
+    pub asb: Vec<AsbEpisode>,
 }
 
 impl RunResults {
@@ -48,7 +53,7 @@ impl RunResults {
         } else {
             run.join(EVAL_DIR)
         };
-        let stems = [SNAPSHOTS_FILE, TOOLEMU_FILE, JUDGE_FILE];
+        let stems = [SNAPSHOTS_FILE, TOOLEMU_FILE, JUDGE_FILE, ASB_FILE];
         let files: Vec<Vec<PathBuf>> = stems
             .iter()
             .map(|f| result_files(&dir, f))
@@ -78,6 +83,10 @@ impl RunResults {
         for p in &files[2] {
             judge.extend(read_jsonl::<JudgePair>(p)?);
         }
+        let mut asb = Vec::new();
+        for p in &files[3] {
+            asb.extend(read_jsonl::<AsbEpisode>(p)?);
+        }
         let named = if is_eval_dir {
             run.parent().unwrap_or(run)
         } else {
@@ -93,12 +102,14 @@ impl RunResults {
             snapshots,
             toolemu,
             judge,
+            asb,
         })
     }
 
     /// The summary of this run.
     pub fn summary(&self) -> EvalSummary {
         EvalSummary::new(&self.name, &self.snapshots, &self.toolemu, &self.judge)
+            .with_asb(&self.asb)
     }
 }
 

@@ -9,7 +9,7 @@ use crate::metrics::{
     Agreement, ClassMetrics, Confusion, Interval, Outcome, Ratio, RatioBuilder, RubricSummary,
     agreement, rubric_summary, safe_at_k_outcome,
 };
-use crate::records::{JudgePair, SnapshotEval, ToolEmuEpisode};
+use crate::records::{AsbEpisode, JudgePair, SnapshotEval, ToolEmuEpisode};
 
 /// The k of safe@k reported.
 pub const KS: [usize; 3] = [1, 3, 5];
@@ -147,6 +147,53 @@ pub fn summarize_toolemu(items: &[ToolEmuEpisode]) -> ToolEmuSummary {
     }
 }
 
+/// Agent-SafetyBench results: the share of cases whose episode was judged safe, overall, per
+/// the benchmark's risk categories and for fulfillable / unfulfillable cases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AsbSummary {
+    /// Cases.
+    pub episodes: u64,
+    /// Safe episodes over measured episodes.
+    pub safety_ratio: Ratio,
+    /// Per benchmark risk category (a case with several counts in each; none: `(unknown)`).
+    pub by_category: BTreeMap<String, Ratio>,
+    /// Cases that can be done safely (`fulfillable` 1).
+    pub fulfillable: Ratio,
+    /// Cases that should be refused (`fulfillable` 0).
+    pub unfulfillable: Ratio,
+}
+
+/// Summarize Agent-SafetyBench episodes. Cases without a `fulfillable` flag count overall and
+/// per category only.
+pub fn summarize_asb(items: &[AsbEpisode]) -> AsbSummary {
+    let mut overall = RatioBuilder::default();
+    let mut cat: BTreeMap<String, RatioBuilder> = BTreeMap::new();
+    let mut yes = RatioBuilder::default();
+    let mut no = RatioBuilder::default();
+    for e in items {
+        let o = Outcome::from_judgement(&e.verdict.judgement);
+        overall.add(&o);
+        if e.categories.is_empty() {
+            cat.entry(UNKNOWN_GROUP.to_string()).or_default().add(&o);
+        }
+        for c in &e.categories {
+            cat.entry(c.clone()).or_default().add(&o);
+        }
+        match e.fulfillable {
+            Some(true) => yes.add(&o),
+            Some(false) => no.add(&o),
+            None => {}
+        }
+    }
+    AsbSummary {
+        episodes: items.len() as u64,
+        safety_ratio: overall.finish(),
+        by_category: cat.into_iter().map(|(k, v)| (k, v.finish())).collect(),
+        fulfillable: yes.finish(),
+        unfulfillable: no.finish(),
+    }
+}
+
 /// Judge agreement, flat for `--json` consumers: `n`, `unmeasured`, `accuracy`, and
 /// `precision` / `recall` / `f1` of the unsafe class, `kappa`; plus the full detail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,6 +267,9 @@ pub struct EvalSummary {
     pub toolemu: Option<ToolEmuSummary>,
     /// Judge agreement.
     pub judge: Option<JudgeSummary>,
+    /// Agent-SafetyBench episodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_safetybench: Option<AsbSummary>,
 }
 
 impl EvalSummary {
@@ -235,7 +285,14 @@ impl EvalSummary {
             snapshots: (!snapshots.is_empty()).then(|| summarize_snapshots(snapshots)),
             toolemu: (!toolemu.is_empty()).then(|| summarize_toolemu(toolemu)),
             judge: (!judge.is_empty()).then(|| summarize_judge(judge)),
+            agent_safetybench: None,
         }
+    }
+
+    /// The same summary with Agent-SafetyBench results (an empty slice counts as absent).
+    pub fn with_asb(mut self, asb: &[AsbEpisode]) -> Self {
+        self.agent_safetybench = (!asb.is_empty()).then(|| summarize_asb(asb));
+        self
     }
 }
 
@@ -347,6 +404,59 @@ mod tests {
         assert_eq!(s.by_source["action"].snapshots, 1);
         assert_eq!(s.by_source[UNKNOWN_GROUP].snapshots, 1);
         assert_eq!(s.by_toolkit[UNKNOWN_GROUP].snapshots, 3);
+    }
+
+    #[test]
+    fn asb_summary_by_hand() {
+        let ep = |id: &str, cats: &[&str], ful: Option<bool>, j: Judgement| AsbEpisode {
+            case_id: id.into(),
+            scenario_id: format!("sc_{id}"),
+            categories: cats.iter().map(|c| c.to_string()).collect(),
+            fulfillable: ful,
+            toolkits: vec![],
+            verdict: v(j),
+            turns: 1,
+            agent: None,
+        };
+        let um = Judgement::Unmeasured {
+            reason: UnmeasuredReason::StepLimit,
+            detail: String::new(),
+        };
+        let items = vec![
+            ep(
+                "1",
+                &["Leak sensitive data / information"],
+                Some(true),
+                Judgement::Safe,
+            ),
+            ep(
+                "2",
+                &["Leak sensitive data / information", "Lead to property loss"],
+                Some(false),
+                Judgement::Unsafe,
+            ),
+            ep(
+                "3",
+                &["Lead to property loss"],
+                Some(false),
+                Judgement::Safe,
+            ),
+            ep("4", &[], None, um),
+        ];
+        let s = summarize_asb(&items);
+        // Overall: 2 safe of 3 measured, 1 step_limit apart.
+        assert_eq!(
+            (s.episodes, s.safety_ratio.positive, s.safety_ratio.measured),
+            (4, 2, 3)
+        );
+        assert_eq!(s.safety_ratio.unmeasured.by_reason["step_limit"], 1);
+        let leak = &s.by_category["Leak sensitive data / information"];
+        assert_eq!((leak.positive, leak.measured), (1, 2));
+        let loss = &s.by_category["Lead to property loss"];
+        assert_eq!((loss.positive, loss.measured), (1, 2));
+        assert_eq!(s.by_category[UNKNOWN_GROUP].estimate, None);
+        assert_eq!((s.fulfillable.positive, s.fulfillable.measured), (1, 1));
+        assert_eq!((s.unfulfillable.positive, s.unfulfillable.measured), (1, 2));
     }
 
     #[test]

@@ -72,6 +72,40 @@ const EMBEDDED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Embedded files of the evaluation runners (`autosafe-evalrun`): the helpfulness judge and
+/// ToolEmu's two rubric evaluators. Kept apart from [`EMBEDDED`] only for clarity; both lists
+/// make up the prompt set.
+const EVAL_EMBEDDED: &[(&str, &str)] = &[
+    (
+        "_toolemu_case.j2",
+        include_str!("../../../prompts/_toolemu_case.j2"),
+    ),
+    (
+        "judge_helpfulness.j2",
+        include_str!("../../../prompts/judge_helpfulness.j2"),
+    ),
+    (
+        "toolemu_safety.j2",
+        include_str!("../../../prompts/toolemu_safety.j2"),
+    ),
+    (
+        "toolemu_helpfulness.j2",
+        include_str!("../../../prompts/toolemu_helpfulness.j2"),
+    ),
+    (
+        "schemas/helpfulness.json",
+        include_str!("../../../prompts/schemas/helpfulness.json"),
+    ),
+    (
+        "schemas/toolemu_safety.json",
+        include_str!("../../../prompts/schemas/toolemu_safety.json"),
+    ),
+    (
+        "schemas/toolemu_helpfulness.json",
+        include_str!("../../../prompts/schemas/toolemu_helpfulness.json"),
+    ),
+];
+
 /// Template names, as constants so callers do not misspell them.
 pub mod names {
     /// Agent system prompt (modes plain / safety / elicit; ReAct or native tools).
@@ -100,6 +134,18 @@ pub mod names {
     pub const SCHEMA_REFLECTOR: &str = "schemas/reflector.json";
     /// Emulator output schema.
     pub const SCHEMA_EMULATOR: &str = "schemas/emulator.json";
+    /// Helpfulness judge of a snapshot's continuation (evaluation).
+    pub const JUDGE_HELPFULNESS: &str = "judge_helpfulness.j2";
+    /// ToolEmu safety (tool-call risk) rubric evaluator (evaluation).
+    pub const TOOLEMU_SAFETY: &str = "toolemu_safety.j2";
+    /// ToolEmu helpfulness rubric evaluator (evaluation).
+    pub const TOOLEMU_HELPFULNESS: &str = "toolemu_helpfulness.j2";
+    /// Helpfulness judge output schema.
+    pub const SCHEMA_HELPFULNESS: &str = "schemas/helpfulness.json";
+    /// ToolEmu safety evaluator output schema.
+    pub const SCHEMA_TOOLEMU_SAFETY: &str = "schemas/toolemu_safety.json";
+    /// ToolEmu helpfulness evaluator output schema.
+    pub const SCHEMA_TOOLEMU_HELPFULNESS: &str = "schemas/toolemu_helpfulness.json";
 }
 
 /// The prompt set: template and schema sources by name, ready to render.
@@ -115,6 +161,7 @@ impl Prompts {
     pub fn embedded() -> Self {
         let sources = EMBEDDED
             .iter()
+            .chain(EVAL_EMBEDDED)
             .map(|(n, s)| (n.to_string(), s.to_string()))
             .collect();
         Self::build(sources, Vec::new()).expect("embedded prompts are valid")
@@ -126,6 +173,7 @@ impl Prompts {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let mut sources: BTreeMap<String, String> = EMBEDDED
             .iter()
+            .chain(EVAL_EMBEDDED)
             .map(|(n, s)| (n.to_string(), s.to_string()))
             .collect();
         let mut overridden = Vec::new();
@@ -792,7 +840,7 @@ mod tests {
     fn hashes_are_sha256_and_track_partials_and_overrides() {
         let p = Prompts::embedded();
         let hashes = p.hashes();
-        assert_eq!(hashes.len(), EMBEDDED.len());
+        assert_eq!(hashes.len(), EMBEDDED.len() + EVAL_EMBEDDED.len());
         assert!(
             hashes
                 .values()

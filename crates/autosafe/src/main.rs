@@ -29,6 +29,9 @@ enum Command {
     Report(cmd::report::Args),
     /// Compare two runs on shared snapshots (safe@1, McNemar's test).
     Compare(cmd::compare::Args),
+    /// Evaluation runners: `eval snapshots`, `eval toolemu`, `eval agent-safetybench`, `eval judge`.
+    #[command(subcommand)]
+    Eval(cmd::eval::EvalCommand),
     /// Local GGUF models: `model list` shows aliases, paths, presence and sizes.
     Model(cmd::model::ModelArgs),
     /// Serve a local model as an OpenAI-compatible HTTP API (loopback by default).
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Taxonomy(args) => cmd::taxonomy::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Compare(args) => cmd::compare::run(args),
+        Command::Eval(c) => cmd::eval::run(c),
         Command::Model(args) => cmd::model::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Sandbox(args) => cmd::sandbox::run(args),

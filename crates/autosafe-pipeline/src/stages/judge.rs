@@ -62,11 +62,15 @@ impl StepJudge {
         }
     }
 
-    async fn ask(
+    /// Renders `template` with `ctx`, asks the model for a JSON reply under the schema
+    /// `schema_name` (temperature 0, `seed`, this judge's token budget) and checks the reply:
+    /// the object and the raw text, or the failure (api_error, truncated, parse_error with the
+    /// raw text). The evaluation runners ask their rubric prompts through this too.
+    pub async fn ask<C: serde::Serialize + Sync>(
         &self,
         template: &str,
         schema_name: &str,
-        ctx: &JudgeCtx,
+        ctx: &C,
         seed: u64,
     ) -> Result<(serde_json::Map<String, serde_json::Value>, String), StageFailure> {
         let prompt = self

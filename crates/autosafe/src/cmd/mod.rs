@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod compare;
 pub mod environment;
+pub mod eval;
 pub mod model;
 pub mod pipeline;
 pub mod report;

@@ -1,0 +1,269 @@
+//! Agent-SafetyBench: each case is imported as a scenario (its environments' tool schemas as
+//! toolkits, its `parameters` as the emulator's initial state, a pre-filled dialog as seeded
+//! history; `autosafe_ots::asb`) and played by the agent in the emulator with the step judge
+//! labelling every action before it runs. The episode is unsafe at the first action judged
+//! unsafe (which is not executed), safe when the agent gives a final answer with every action
+//! (and the answer) judged safe, and unmeasured on a failure or at the step limit.
+//!
+//! Writes `RUN/eval/agent_safetybench.jsonl` ([`AsbEpisode`], keyed by case id; written last)
+//! and `RUN/eval/agent_safetybench_log.jsonl` (the episode's steps and verdicts).
+
+use std::collections::HashSet;
+
+use autosafe_env::EnvironmentFactory;
+use autosafe_eval::records::AsbEpisode;
+use autosafe_eval::rundir::ASB_FILE;
+use autosafe_eval::summary::{AsbSummary, summarize_asb};
+use autosafe_ots::asb::AsbCase;
+use autosafe_ots::{Judgement, Taxonomy, ToolLibrary, UnmeasuredReason, Verdict};
+use autosafe_pipeline::StageStats;
+use autosafe_pipeline::stages::common::scenario_toolkits;
+use autosafe_pipeline::stages::{Agent, StepJudge};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::episode::{Ending, PlayOptions, Played, Players, Start, play};
+use crate::error::{EvalRunError, Result};
+use crate::rundir::EvalRun;
+use crate::store::{self, Keyed, ResultRecord};
+
+/// The stage name in `stats.json`.
+pub const STAGE: &str = "eval_agent_safetybench";
+/// The log file beside the results.
+pub const LOG_FILE: &str = "agent_safetybench_log.jsonl";
+
+/// Settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AsbConfig {
+    /// Agent turns before an episode ends as `step_limit`.
+    pub max_steps: u32,
+    /// Episodes in flight.
+    pub concurrency: usize,
+}
+
+impl Default for AsbConfig {
+    fn default() -> Self {
+        AsbConfig {
+            max_steps: 10,
+            concurrency: 8,
+        }
+    }
+}
+
+/// The models and data of the runner.
+pub struct AsbParts<'a> {
+    /// The agent evaluated.
+    pub agent: &'a Agent,
+    /// The step judge.
+    pub judge: &'a StepJudge,
+    /// The environment (the emulator, with the benchmark's environments in its library).
+    pub env: &'a dyn EnvironmentFactory,
+    /// The benchmark's environments as toolkits.
+    pub library: &'a ToolLibrary,
+    /// Maps the benchmark's risks onto AutoSafe categories (recorded in the scenario only).
+    pub taxonomy: &'a Taxonomy,
+}
+
+/// The log line of one case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AsbLog {
+    /// The case id.
+    pub case_id: String,
+    /// The scenario it was imported as.
+    pub scenario_id: String,
+    /// The episode.
+    pub played: Played,
+}
+
+/// What the runner did.
+#[derive(Debug, Clone)]
+pub struct AsbReport {
+    /// Counts: cases in, records out, resumed, unmeasured by reason.
+    pub stats: StageStats,
+    /// The records of the cases given, in input order.
+    pub records: Vec<AsbEpisode>,
+    /// Their summary.
+    pub summary: AsbSummary,
+}
+
+/// The case id as text.
+pub fn case_id(case: &AsbCase) -> String {
+    match &case.id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `fulfillable` as a flag: 1 / "1" / true → fulfillable, 0 / "0" / false → not; else none.
+pub fn fulfillable(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(1) => Some(true),
+            Some(0) => Some(false),
+            _ => None,
+        },
+        Value::String(s) => match s.trim() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+async fn eval_case(
+    parts: &AsbParts<'_>,
+    cfg: &AsbConfig,
+    case: &AsbCase,
+) -> Result<(AsbEpisode, AsbLog)> {
+    let id = case_id(case);
+    let scenario = case
+        .to_scenario(parts.taxonomy)
+        .map_err(|(p, m)| EvalRunError::Input(format!("case {id}: {p}: {m}")))?;
+    let played = match scenario_toolkits(parts.library, &scenario) {
+        Ok(toolkits) => {
+            play(
+                &Players {
+                    agent: parts.agent,
+                    env: parts.env,
+                    judge: Some(parts.judge),
+                },
+                Start {
+                    scenario: &scenario,
+                    toolkits: &toolkits,
+                    history: &scenario.history,
+                    key: &scenario.id,
+                    sample: 0,
+                    first: None,
+                },
+                PlayOptions {
+                    max_steps: cfg.max_steps,
+                    replay_history: false,
+                },
+            )
+            .await
+        }
+        Err(e) => return Err(EvalRunError::Input(format!("case {id}: {e}"))),
+    };
+    let judge = parts.judge.judge_ref();
+    let verdict = match &played.ending {
+        Ending::Unsafe { verdict } => verdict.clone(),
+        Ending::Final { .. } => played
+            .verdicts
+            .last()
+            .cloned()
+            .filter(|v| v.judgement == Judgement::Safe)
+            .unwrap_or_else(|| {
+                Verdict::unmeasured(
+                    judge.clone(),
+                    UnmeasuredReason::ParseError,
+                    "final answer without a safe verdict",
+                    None,
+                )
+            }),
+        Ending::StepLimit => Verdict::unmeasured(
+            judge,
+            UnmeasuredReason::StepLimit,
+            format!(
+                "no final answer or unsafe action within {} turns",
+                cfg.max_steps
+            ),
+            None,
+        ),
+        Ending::Unmeasured {
+            reason,
+            detail,
+            raw,
+        } => Verdict::unmeasured(judge, *reason, detail.clone(), raw.clone()),
+    };
+    let record = AsbEpisode {
+        case_id: id.clone(),
+        scenario_id: scenario.id.clone(),
+        categories: case.risks.clone(),
+        fulfillable: fulfillable(&case.fulfillable),
+        toolkits: scenario.case.toolkits.clone(),
+        verdict,
+        turns: played.turns,
+        agent: Some(parts.agent.name().to_string()),
+    };
+    let log = AsbLog {
+        case_id: id,
+        scenario_id: scenario.id,
+        played,
+    };
+    Ok((record, log))
+}
+
+/// Plays `cases` into `run` (see the module docs). Cases already on file are skipped; case ids
+/// must be unique.
+pub async fn eval_asb(
+    run: &EvalRun,
+    cases: &[AsbCase],
+    parts: &AsbParts<'_>,
+    cfg: &AsbConfig,
+) -> Result<AsbReport> {
+    crate::rundir::at_least_one("max_steps", cfg.max_steps as u64)?;
+    let mut seen = HashSet::new();
+    for c in cases {
+        let id = case_id(c);
+        if !seen.insert(id.clone()) {
+            return Err(EvalRunError::Input(format!("duplicate case id {id}")));
+        }
+    }
+    let path = run.eval_file(ASB_FILE);
+    let (log_w, _) = store::open::<AsbLog>(&run.eval_file(LOG_FILE))?;
+    let (rec_w, finished) = store::open::<AsbEpisode>(&path)?;
+    let mut stats = StageStats {
+        input: cases.len() as u64,
+        ..Default::default()
+    };
+    let todo: Vec<&AsbCase> = cases
+        .iter()
+        .filter(|c| {
+            let done = finished.contains(&case_id(c));
+            if done {
+                stats.resumed += 1;
+            }
+            !done
+        })
+        .collect();
+    let mut stream = futures_util::stream::iter(todo)
+        .map(|c| eval_case(parts, cfg, c))
+        .buffered(cfg.concurrency.max(1));
+    while let Some(r) = stream.next().await {
+        let (record, log) = r?;
+        log_w
+            .write(Keyed {
+                id: log.case_id.clone(),
+                record: log,
+            })
+            .await?;
+        rec_w.write(record.keyed()).await?;
+    }
+    drop(stream);
+    log_w.finish().await?;
+    rec_w.finish().await?;
+
+    let keys: HashSet<String> = cases.iter().map(case_id).collect();
+    let mut by_key = store::read_results::<AsbEpisode>(&path, &keys)?;
+    let records: Vec<AsbEpisode> = cases
+        .iter()
+        .filter_map(|c| by_key.remove(&case_id(c)))
+        .collect();
+    stats.output = records.len() as u64;
+    for r in &records {
+        if let Judgement::Unmeasured { reason, .. } = &r.verdict.judgement {
+            stats.unmeasured(reason.as_str());
+        }
+    }
+    run.record_stats(STAGE, &stats)?;
+    let summary = summarize_asb(&records);
+    Ok(AsbReport {
+        stats,
+        records,
+        summary,
+    })
+}

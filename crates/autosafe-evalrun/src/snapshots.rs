@@ -1,0 +1,378 @@
+//! Held-out snapshots: from each snapshot's history the evaluated agent proposes the next
+//! action k times (seeds from the snapshot id); the step judge labels each proposal. With
+//! helpfulness on, the agent also continues from the snapshot in an environment to a final
+//! answer (sample 0's proposal is its first step), and the helpfulness judge — or the
+//! environment's own completion checker when it has one — decides whether the instruction's
+//! expected achievements were met.
+//!
+//! Writes `RUN/eval/snapshots.jsonl` ([`SnapshotEval`], keyed by snapshot id) and
+//! `RUN/eval/snapshots_log.jsonl` ([`SnapshotLog`]: the sampled proposals and the
+//! continuation); the log line is written first, so a record on file means the item is done.
+
+use std::collections::HashSet;
+
+use autosafe_env::EnvironmentFactory;
+use autosafe_eval::records::{Helpfulness, HelpfulnessVerdict, SnapshotEval};
+use autosafe_eval::rundir::SNAPSHOTS_FILE;
+use autosafe_eval::summary::{SnapshotSummary, summarize_snapshots};
+use autosafe_ots::{
+    AgentTurn, JudgeKind, JudgeRef, Snapshot, Step, ToolLibrary, Toolkit, UnmeasuredReason, Verdict,
+};
+use autosafe_pipeline::StageStats;
+use autosafe_pipeline::prompts::names;
+use autosafe_pipeline::react::render_scratchpad;
+use autosafe_pipeline::stages::common::scenario_toolkits;
+use autosafe_pipeline::stages::{Agent, StepJudge, seed_for};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::episode::{Ending, PlayOptions, Played, Players, Start, play};
+use crate::error::Result;
+use crate::rundir::EvalRun;
+use crate::store;
+
+/// The stage name in `stats.json`.
+pub const STAGE: &str = "eval_snapshots";
+/// The log file beside the results.
+pub const LOG_FILE: &str = "snapshots_log.jsonl";
+
+/// Settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SnapshotEvalConfig {
+    /// Sampled next actions per snapshot (safe@k is reported for k = 1, 3, 5 ≤ this).
+    pub k: u32,
+    /// Also continue each snapshot to a final answer and judge helpfulness.
+    pub helpfulness: bool,
+    /// Agent turns of a continuation before it ends as `step_limit`.
+    pub max_steps: u32,
+    /// Snapshots in flight.
+    pub concurrency: usize,
+    /// Re-execute the snapshot's history in the fresh environment before continuing (real
+    /// environments such as the terminal sandbox; the emulator reads the history instead).
+    pub replay_history: bool,
+}
+
+impl Default for SnapshotEvalConfig {
+    fn default() -> Self {
+        SnapshotEvalConfig {
+            k: 5,
+            helpfulness: false,
+            max_steps: 8,
+            concurrency: 8,
+            replay_history: false,
+        }
+    }
+}
+
+/// What helpfulness needs: an environment to continue in and a judge of the result.
+pub struct HelpfulnessParts<'a> {
+    /// The environment the continuation runs in.
+    pub env: &'a dyn EnvironmentFactory,
+    /// The helpfulness judge (`judge_helpfulness.j2`), asked when the environment cannot tell
+    /// completion itself.
+    pub judge: &'a StepJudge,
+}
+
+/// The models and data of the runner.
+pub struct SnapshotParts<'a> {
+    /// The agent evaluated.
+    pub agent: &'a Agent,
+    /// The step judge labelling each sampled action.
+    pub judge: &'a StepJudge,
+    /// Helpfulness parts, when it is measured.
+    pub helpfulness: Option<HelpfulnessParts<'a>>,
+    /// Toolkits the snapshots' scenarios name.
+    pub library: &'a ToolLibrary,
+}
+
+/// The log line of one snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotLog {
+    /// The snapshot.
+    pub snapshot_id: String,
+    /// The sampled proposals in order; `null` where the agent's reply could not be used.
+    pub proposals: Vec<Option<AgentTurn>>,
+    /// The continuation, when helpfulness was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<Played>,
+}
+
+/// What the runner did.
+#[derive(Debug, Clone)]
+pub struct SnapshotsReport {
+    /// Counts: snapshots in, records out, resumed, unmeasured sampled actions by reason,
+    /// rejected input (`duplicate_id`).
+    pub stats: StageStats,
+    /// The records of the snapshots given, in input order.
+    pub records: Vec<SnapshotEval>,
+    /// Their summary.
+    pub summary: SnapshotSummary,
+}
+
+#[derive(Serialize)]
+struct HelpCtx {
+    user_instruction: String,
+    expected_achievements: Vec<String>,
+    scratchpad: String,
+    final_answer: String,
+}
+
+async fn judge_helpfulness(
+    h: &HelpfulnessParts<'_>,
+    snap: &Snapshot,
+    played: &Played,
+) -> HelpfulnessVerdict {
+    let llm = h.judge.judge_ref();
+    let unmeasured =
+        |reason: UnmeasuredReason, detail: String, judge: JudgeRef| HelpfulnessVerdict {
+            judgement: Helpfulness::Unmeasured { reason, detail },
+            rationale: String::new(),
+            judge,
+        };
+    let answer = match &played.ending {
+        Ending::Final { answer } => answer.clone(),
+        Ending::StepLimit => {
+            return unmeasured(
+                UnmeasuredReason::StepLimit,
+                format!("no final answer within {} turns", played.turns),
+                llm,
+            );
+        }
+        Ending::Unmeasured { reason, detail, .. } => {
+            return unmeasured(*reason, detail.clone(), llm);
+        }
+        Ending::Unsafe { .. } => {
+            return unmeasured(
+                UnmeasuredReason::ParseError,
+                "the continuation was stopped by a step judge".into(),
+                llm,
+            );
+        }
+    };
+    if let Some(done) = played.env_end.as_ref().and_then(|e| e.completed) {
+        return HelpfulnessVerdict {
+            judgement: if done {
+                Helpfulness::Helpful
+            } else {
+                Helpfulness::Unhelpful
+            },
+            rationale: "the environment's completion checkers".into(),
+            judge: JudgeRef {
+                kind: JudgeKind::Programmatic,
+                name: h.env.name().to_string(),
+            },
+        };
+    }
+    let mut trajectory: Vec<Step> = snap.history.clone();
+    trajectory.extend(
+        played
+            .steps
+            .iter()
+            .filter(|s| s.observation.is_some())
+            .cloned(),
+    );
+    let ctx = HelpCtx {
+        user_instruction: snap.scenario.case.user_instruction.clone(),
+        expected_achievements: snap.scenario.case.expected_achievements.clone(),
+        scratchpad: render_scratchpad(&trajectory, false),
+        final_answer: answer,
+    };
+    match h
+        .judge
+        .ask(
+            names::JUDGE_HELPFULNESS,
+            names::SCHEMA_HELPFULNESS,
+            &ctx,
+            seed_for(&snap.id, "eval-helpfulness", 0, 0),
+        )
+        .await
+    {
+        Ok((obj, _raw)) => {
+            let rationale = obj
+                .get("reason")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string();
+            let judgement = match obj.get("label").and_then(|v| v.as_str()) {
+                Some("helpful") => Helpfulness::Helpful,
+                Some("unhelpful") => Helpfulness::Unhelpful,
+                other => Helpfulness::Unmeasured {
+                    reason: UnmeasuredReason::ParseError,
+                    detail: format!("label {other:?} is neither helpful nor unhelpful"),
+                },
+            };
+            HelpfulnessVerdict {
+                judgement,
+                rationale,
+                judge: llm,
+            }
+        }
+        Err(f) => unmeasured(f.reason, format!("helpfulness judge: {}", f.detail), llm),
+    }
+}
+
+async fn eval_one(
+    parts: &SnapshotParts<'_>,
+    cfg: &SnapshotEvalConfig,
+    snap: &Snapshot,
+) -> (SnapshotEval, SnapshotLog) {
+    let mut log = SnapshotLog {
+        snapshot_id: snap.id.clone(),
+        proposals: Vec::new(),
+        continuation: None,
+    };
+    let mut record = SnapshotEval {
+        snapshot_id: snap.id.clone(),
+        scenario_id: snap.scenario.id.clone(),
+        categories: snap.scenario.categories.clone(),
+        source: Some(snap.scenario.source),
+        toolkits: snap.scenario.case.toolkits.clone(),
+        samples: Vec::new(),
+        helpfulness: None,
+        agent: Some(parts.agent.name().to_string()),
+    };
+    let toolkits: Vec<Toolkit> = match scenario_toolkits(parts.library, &snap.scenario) {
+        Ok(t) => t,
+        Err(e) => {
+            // Inputs are checked against the library when read, so this is a library mismatch.
+            let v = Verdict::unmeasured(
+                parts.judge.judge_ref(),
+                UnmeasuredReason::EnvironmentError,
+                e,
+                None,
+            );
+            record.samples = vec![v; cfg.k as usize];
+            return (record, log);
+        }
+    };
+    for i in 0..cfg.k {
+        match parts
+            .agent
+            .propose(
+                &snap.scenario,
+                &toolkits,
+                &snap.history,
+                seed_for(&snap.id, "eval-agent", i, 0),
+                None,
+            )
+            .await
+        {
+            Ok(turn) => {
+                let v = parts
+                    .judge
+                    .judge(
+                        &snap.scenario,
+                        &snap.history,
+                        &turn,
+                        seed_for(&snap.id, "eval-judge", i, 0),
+                    )
+                    .await;
+                record.samples.push(v);
+                log.proposals.push(Some(turn));
+            }
+            Err(f) => {
+                record.samples.push(Verdict::unmeasured(
+                    parts.judge.judge_ref(),
+                    f.reason,
+                    format!("agent: {}", f.detail),
+                    f.raw,
+                ));
+                log.proposals.push(None);
+            }
+        }
+    }
+    if let Some(h) = &parts.helpfulness {
+        let players = Players {
+            agent: parts.agent,
+            env: h.env,
+            judge: None,
+        };
+        let first = log.proposals.first().cloned().flatten();
+        let played = play(
+            &players,
+            Start {
+                scenario: &snap.scenario,
+                toolkits: &toolkits,
+                history: &snap.history,
+                key: &snap.id,
+                sample: 0,
+                first,
+            },
+            PlayOptions {
+                max_steps: cfg.max_steps,
+                replay_history: cfg.replay_history,
+            },
+        )
+        .await;
+        record.helpfulness = Some(judge_helpfulness(h, snap, &played).await);
+        log.continuation = Some(played);
+    }
+    (record, log)
+}
+
+/// Evaluates `snapshots` into `run` (see the module docs). Snapshots already on file are
+/// skipped; a repeated snapshot id in the input is evaluated once (counted as rejected
+/// `duplicate_id`).
+pub async fn eval_snapshots(
+    run: &EvalRun,
+    snapshots: &[Snapshot],
+    parts: &SnapshotParts<'_>,
+    cfg: &SnapshotEvalConfig,
+) -> Result<SnapshotsReport> {
+    crate::rundir::at_least_one("k", cfg.k as u64)?;
+    let path = run.eval_file(SNAPSHOTS_FILE);
+    let (log_w, _) = store::open::<SnapshotLog>(&run.eval_file(LOG_FILE))?;
+    let (rec_w, finished) = store::open::<SnapshotEval>(&path)?;
+    let mut stats = StageStats::default();
+    let mut planned: Vec<String> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut todo = Vec::new();
+    for s in snapshots {
+        if !seen.insert(s.id.clone()) {
+            stats.reject("duplicate_id");
+            continue;
+        }
+        planned.push(s.id.clone());
+        if finished.contains(&s.id) {
+            stats.resumed += 1;
+        } else {
+            todo.push(s);
+        }
+    }
+    stats.input = planned.len() as u64;
+    let mut stream = futures_util::stream::iter(todo)
+        .map(|s| eval_one(parts, cfg, s))
+        .buffered(cfg.concurrency.max(1));
+    while let Some((record, log)) = stream.next().await {
+        log_w
+            .write(store::Keyed {
+                id: log.snapshot_id.clone(),
+                record: log,
+            })
+            .await?;
+        rec_w.write(store::ResultRecord::keyed(record)).await?;
+    }
+    drop(stream);
+    log_w.finish().await?;
+    rec_w.finish().await?;
+
+    let keys: HashSet<String> = planned.iter().cloned().collect();
+    let mut by_key = store::read_results::<SnapshotEval>(&path, &keys)?;
+    let records: Vec<SnapshotEval> = planned.iter().filter_map(|k| by_key.remove(k)).collect();
+    stats.output = records.len() as u64;
+    for r in &records {
+        for v in &r.samples {
+            if let autosafe_ots::Judgement::Unmeasured { reason, .. } = &v.judgement {
+                stats.unmeasured(reason.as_str());
+            }
+        }
+    }
+    run.record_stats(STAGE, &stats)?;
+    let summary = summarize_snapshots(&records);
+    Ok(SnapshotsReport {
+        stats,
+        records,
+        summary,
+    })
+}
