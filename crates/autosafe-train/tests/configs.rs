@@ -215,7 +215,7 @@ fn llamafactory_sharegpt_entry_matches_the_documented_sharegpt_schema() {
     for line in std::fs::read_to_string(file).unwrap().lines() {
         let r: Value = serde_json::from_str(line).unwrap();
         let conv = r["conversations"].as_array().unwrap();
-        assert!(conv.len() % 2 == 0);
+        assert!(conv.len().is_multiple_of(2));
         for (i, t) in conv.iter().enumerate() {
             let from = t["from"].as_str().unwrap();
             let ok = if i % 2 == 0 {
