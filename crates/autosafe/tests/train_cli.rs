@@ -54,21 +54,39 @@ fn dry_runs_print_the_launcher_command_lines_for_one_and_several_gpus() {
             cfg.display()
         )
     );
-    assert!(t.contains("gguf command: ") && t.contains("--type q8_0"), "{t}");
+    assert!(
+        t.contains("gguf command: ") && t.contains("--type q8_0"),
+        "{t}"
+    );
     let m: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["status"], "prepared");
     assert_eq!(m["data"]["records"], 32);
     assert_eq!(m["spec"]["backend"], "trl");
     assert_eq!(m["config"]["sft"]["max_steps"], 30);
-    assert!(m["outputs"]["gguf"].as_str().unwrap().ends_with("model-q8_0.gguf"));
+    assert!(
+        m["outputs"]["gguf"]
+            .as_str()
+            .unwrap()
+            .ends_with("model-q8_0.gguf")
+    );
     assert_eq!(m["trainer_versions"], serde_json::json!({}));
 
     // TRL on 4 GPUs: accelerate launch.
     let o = autosafe(
         &[
-            "train", "--data", run_s, "--base", "Qwen/Qwen2.5-7B-Instruct", "--backend", "trl",
-            "--gpus", "4", "--name", "trl4", "--dry-run",
+            "train",
+            "--data",
+            run_s,
+            "--base",
+            "Qwen/Qwen2.5-7B-Instruct",
+            "--backend",
+            "trl",
+            "--gpus",
+            "4",
+            "--name",
+            "trl4",
+            "--dry-run",
         ],
         &venvs,
     );
@@ -86,13 +104,28 @@ fn dry_runs_print_the_launcher_command_lines_for_one_and_several_gpus() {
     );
 
     // LLaMA-Factory on 1 and 8 GPUs.
-    for (gpus, env) in [("1", ""), ("8", "FORCE_TORCHRUN=1 NNODES=1 NPROC_PER_NODE=8 ")] {
+    for (gpus, env) in [
+        ("1", ""),
+        ("8", "FORCE_TORCHRUN=1 NNODES=1 NPROC_PER_NODE=8 "),
+    ] {
         let name = format!("lf{gpus}");
         let o = autosafe(
             &[
-                "train", "--data", run_s, "--base", "meta-llama/Llama-3.1-8B-Instruct",
-                "--backend", "llamafactory", "--gpus", gpus, "--name", &name, "--merge",
-                "--set", "cutoff_len=2048", "--dry-run",
+                "train",
+                "--data",
+                run_s,
+                "--base",
+                "meta-llama/Llama-3.1-8B-Instruct",
+                "--backend",
+                "llamafactory",
+                "--gpus",
+                gpus,
+                "--name",
+                &name,
+                "--merge",
+                "--set",
+                "cutoff_len=2048",
+                "--dry-run",
             ],
             &venvs,
         );
@@ -122,7 +155,12 @@ fn dry_runs_print_the_launcher_command_lines_for_one_and_several_gpus() {
             serde_json::from_str(&std::fs::read_to_string(d.join("manifest.json")).unwrap())
                 .unwrap();
         assert_eq!(m["config"].as_str(), Some(yaml.as_str()));
-        assert!(m["commands"]["merge"].as_str().unwrap().ends_with("llamafactory_merge.yaml"));
+        assert!(
+            m["commands"]["merge"]
+                .as_str()
+                .unwrap()
+                .ends_with("llamafactory_merge.yaml")
+        );
     }
 }
 
@@ -137,8 +175,14 @@ fn a_missing_environment_fails_before_training_and_names_the_install_command() {
     );
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
-    assert!(t.contains("install it with: ./scripts/setup-python.sh train"), "{t}");
-    assert!(t.contains("no-venvs/train/bin/python does not exist"), "{t}");
+    assert!(
+        t.contains("install it with: ./scripts/setup-python.sh train"),
+        "{t}"
+    );
+    assert!(
+        t.contains("no-venvs/train/bin/python does not exist"),
+        "{t}"
+    );
     let m: Value = serde_json::from_str(
         &std::fs::read_to_string(run.join("train/trl-lora/manifest.json")).unwrap(),
     )
@@ -147,8 +191,13 @@ fn a_missing_environment_fails_before_training_and_names_the_install_command() {
 
     let o = autosafe(
         &[
-            "train", "--data", run.to_str().unwrap(), "--base", "Qwen/Qwen2.5-7B-Instruct",
-            "--backend", "llamafactory",
+            "train",
+            "--data",
+            run.to_str().unwrap(),
+            "--base",
+            "Qwen/Qwen2.5-7B-Instruct",
+            "--backend",
+            "llamafactory",
         ],
         &venvs,
     );
