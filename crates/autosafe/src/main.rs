@@ -50,6 +50,8 @@ enum Command {
     Merge(cmd::pipeline::MergeArgs),
     /// The whole chain synthesize → elicit → reflect → export from one config (default: embedded model).
     Run(cmd::pipeline::RunArgs),
+    /// Fine-tune a base model on a run's D_safe through LLaMA-Factory or TRL (LoRA or full; 1..N GPUs).
+    Train(Box<cmd::train::Args>),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Export(a) => cmd::pipeline::export(a),
         Command::Merge(a) => cmd::pipeline::merge(a),
         Command::Run(a) => cmd::pipeline::run(a),
+        Command::Train(a) => cmd::train::run(*a),
     };
     match result {
         Ok(code) => code,

@@ -9,4 +9,5 @@ pub mod report;
 pub mod sandbox;
 pub mod serve;
 pub mod taxonomy;
+pub mod train;
 pub mod validate;

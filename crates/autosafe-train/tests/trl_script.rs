@@ -1,0 +1,108 @@
+//! The real TRL script for 2 steps on 4 templated records, from the embedded SmolLM2 GGUF, then
+//! the merge and the GGUF write-back. It needs the `train` environment
+//! (`./scripts/setup-python.sh train`, ~6 GB with the default torch wheel) and the model file
+//! (`scripts/setup.sh`). Without them, the test says so and checks nothing else. The README lists
+//! it as the second test command.
+
+use std::path::PathBuf;
+
+use autosafe_pipeline::prompts::Prompts;
+use autosafe_train::{Backend, DataFormat, TrainSpec, launch, prepare, python};
+
+fn home() -> PathBuf {
+    python::venv_root().parent().unwrap().to_path_buf()
+}
+
+#[test]
+fn trl_script_trains_two_steps_with_loss_on_the_completion_only_then_merges_and_writes_gguf() {
+    let venv = python::venv_dir(Backend::Trl, None);
+    let base = home().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if let Err(e) = python::probe(Backend::Trl, &venv) {
+        eprintln!("skipped (no TRL environment): {e}");
+        return;
+    }
+    assert!(base.exists(), "{} (run scripts/setup.sh)", base.display());
+    let run = tempfile::tempdir().unwrap();
+    autosafe_train::smoke::write_dataset(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/toolemu/all_cases.json"),
+        run.path(),
+        4,
+        0,
+    )
+    .unwrap();
+    let mut s = TrainSpec::new(run.path(), &base.display().to_string(), Backend::Trl);
+    s.format = DataFormat::Alpaca;
+    s.utility_share = 0;
+    s.merge = true;
+    let h = &mut s.hyper;
+    h.max_steps = Some(2);
+    h.batch_size = 1;
+    h.grad_accum = 1;
+    h.bf16 = false;
+    h.logging_steps = 1;
+    h.max_length = 4096;
+    let p = prepare(&s, &Prompts::embedded()).unwrap();
+    let log = p.layout.log();
+    let out = launch::run(&p.train, p.layout.dir(), &log, "trl | ").unwrap();
+    assert!(
+        out.success(),
+        "exit {:?}:\n{}",
+        out.code,
+        out.tail.join("\n")
+    );
+    let event = |name: &str| {
+        out.events
+            .iter()
+            .find(|(m, _)| m == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no `{name}` event in {:?}", out.events))
+    };
+    let mask = event("loss mask");
+    let (tokens, trained) = (
+        mask["tokens"].as_u64().unwrap(),
+        mask["trained_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(mask["records"], 4);
+    // The completion (the safe final answer) is a small share of each record: the long ReAct
+    // prompt with tool descriptions is not trained on.
+    assert!(trained > 0 && trained * 5 < tokens, "{mask}");
+    let trained_ev = event("trained");
+    assert_eq!(trained_ev["steps"], 2);
+    assert!(trained_ev["train_loss"].as_f64().unwrap().is_finite());
+    assert!(
+        p.layout
+            .output_dir()
+            .join("adapter_model.safetensors")
+            .exists()
+    );
+    assert!(p.layout.merged_dir().join("model.safetensors").exists());
+
+    // Write the merged model back as GGUF with the base's metadata.
+    let script = p.layout.dir().join("hf_to_gguf.py");
+    std::fs::write(&script, autosafe_train::trl::GGUF_SCRIPT).unwrap();
+    let gguf = p.layout.dir().join("model-q8_0.gguf");
+    let conv = autosafe_train::Launch {
+        env: Vec::new(),
+        program: venv.join("bin/python"),
+        args: vec![
+            script.display().to_string(),
+            "--model".into(),
+            p.layout.merged_dir().display().to_string(),
+            "--like".into(),
+            base.display().to_string(),
+            "--out".into(),
+            gguf.display().to_string(),
+        ],
+    };
+    let out = launch::run(&conv, p.layout.dir(), &log, "gguf | ").unwrap();
+    assert!(out.success(), "{}", out.tail.join("\n"));
+    let ev = &out.events.iter().find(|(m, _)| m == "gguf").unwrap().1;
+    assert_eq!(ev["tensors"], 272);
+    let bytes = std::fs::read(&gguf).unwrap();
+    assert_eq!(&bytes[..4], b"GGUF");
+    assert!(
+        bytes.len() > 100_000_000,
+        "Q8_0 of 135M parameters: {}",
+        bytes.len()
+    );
+}
