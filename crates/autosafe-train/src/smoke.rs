@@ -164,6 +164,7 @@ pub fn write_dataset(
             },
             origin: SafeOrigin::Reflected,
             agent: Some("smoke-template".into()),
+            programmatic: None,
         });
     }
     let safe = run.join("safe.jsonl");
