@@ -1,8 +1,10 @@
 //! One module per subcommand.
 pub mod bench;
 pub mod compare;
+pub mod merge_dedup;
 pub mod model;
 pub mod pipeline;
+pub mod progress;
 pub mod report;
 pub mod sandbox;
 pub mod serve;
