@@ -287,7 +287,13 @@ pub fn export(
         let f = std::fs::File::create(&tmp).map_err(|e| PipelineError::io(&tmp, e))?;
         writers.push((format, tmp, std::io::BufWriter::new(f)));
     }
-    let mut index = Vec::new();
+    // The line index is streamed to a temporary file (renamed into place at the end, like the
+    // format files), so export memory does not grow with the number of records.
+    std::fs::create_dir_all(out_dir).map_err(|e| PipelineError::io(out_dir, e))?;
+    let index_tmp = out_dir.join(".records.jsonl.tmp");
+    let mut index = std::io::BufWriter::new(
+        std::fs::File::create(&index_tmp).map_err(|e| PipelineError::io(&index_tmp, e))?,
+    );
     let mut report = ExportReport::default();
     let mut card = DatasetCard::new(&config.dataset_name, prompts, config, models);
 
@@ -317,9 +323,17 @@ pub fn export(
                 w.write_all(&line)
                     .map_err(|e| PipelineError::io(&*tmp, e))?;
             }
-            index.push(
-                serde_json::json!({"line": report.records + 1, "id": ex.id, "origin": ex.origin}),
-            );
+            let mut entry = serde_json::to_vec(
+                &serde_json::json!({"line": report.records + 1, "id": ex.id, "origin": ex.origin}),
+            )
+            .map_err(|e| PipelineError::Export {
+                id: ex.id.clone(),
+                message: e.to_string(),
+            })?;
+            entry.push(b'\n');
+            index
+                .write_all(&entry)
+                .map_err(|e| PipelineError::io(&index_tmp, e))?;
             report.records += 1;
             match ex.origin {
                 SafeOrigin::Reflected => report.reflected += 1,
@@ -361,12 +375,13 @@ pub fn export(
         formats::write_companions(format, &dir, &config.dataset_name)?;
         report.files.insert(format.as_str().into(), dest);
     }
-    let mut idx = Vec::new();
-    for entry in &index {
-        idx.extend_from_slice(entry.to_string().as_bytes());
-        idx.push(b'\n');
-    }
-    write_bytes_atomic(&out_dir.join("records.jsonl"), &idx)?;
+    let file = index
+        .into_inner()
+        .map_err(|e| PipelineError::io(&index_tmp, e.into_error()))?;
+    file.sync_all()
+        .map_err(|e| PipelineError::io(&index_tmp, e))?;
+    let dest = out_dir.join("records.jsonl");
+    std::fs::rename(&index_tmp, &dest).map_err(|e| PipelineError::io(&dest, e))?;
     card.rejected = report.rejected.clone();
     write_json_atomic(&out_dir.join("dataset_card.json"), &card)?;
     write_bytes_atomic(

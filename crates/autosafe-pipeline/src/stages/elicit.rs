@@ -552,34 +552,24 @@ pub async fn elicit(
         }
     }
 
+    // Episodes stream from the scenario file as they are played (nothing but ids is held, so
+    // memory stays flat however many scenarios there are).
     let mut planned: HashSet<String> = HashSet::new();
     let mut resumed = 0u64;
-    let episodes = RecordReader::<Scenario>::open(scenarios_path)?
-        .flat_map(|sc| -> Vec<crate::Result<(Arc<Scenario>, u32, String)>> {
-            match sc {
-                Err(e) => vec![Err(e)],
-                Ok(sc) => {
-                    let sc = Arc::new(sc);
-                    (0..config.samples)
-                        .map(|s| {
-                            let id = episode_id(&sc.id, s);
-                            Ok((sc.clone(), s, id))
-                        })
-                        .collect()
-                }
-            }
+    let mut read_error = None;
+    let samples = config.samples;
+    let todo = RecordReader::<Scenario>::open(scenarios_path)?
+        .map_while(|sc| sc.map_err(|e| read_error = Some(e)).ok())
+        .flat_map(|sc| {
+            let sc = Arc::new(sc);
+            (0..samples).map(move |s| (sc.clone(), s, episode_id(&sc.id, s)))
         })
-        .filter(|r| r.as_ref().map_or(true, |(_, _, id)| spec.owns(id)));
-    let mut todo = Vec::new();
-    for e in episodes {
-        let (sc, s, id) = e?;
-        planned.insert(id.clone());
-        if finished.contains(&id) {
-            resumed += 1;
-        } else {
-            todo.push((sc, s, id));
-        }
-    }
+        .filter(|(_, _, id)| spec.owns(id) && planned.insert(id.clone()))
+        .filter(|(_, _, id)| {
+            let done = finished.contains(id);
+            resumed += u64::from(done);
+            !done
+        });
     let mut stream = futures_util::stream::iter(todo)
         .map(|(sc, s, id)| async move { play(parts, &sc, s, id, config).await })
         .buffered(config.concurrency.max(1));
@@ -596,6 +586,9 @@ pub async fn elicit(
         log_w.write(r.log).await?;
     }
     drop(stream);
+    if let Some(e) = read_error {
+        return Err(e.into());
+    }
     snap_w.finish().await?;
     util_w.finish().await?;
     dis_w.finish().await?;

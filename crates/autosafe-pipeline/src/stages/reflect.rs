@@ -428,21 +428,21 @@ pub async fn reflect(
             finished.insert(l.id);
         }
     }
+    // Snapshots stream from their file as they are repaired (only ids are held).
     let mut planned = HashSet::new();
     let mut resumed = 0u64;
-    let mut todo = Vec::new();
-    for s in RecordReader::<Snapshot>::open(snapshots_path)? {
-        let s = s?;
-        let episode = super::elicit::episode_id(&s.scenario.id, s.sample);
-        if !spec.owns(&episode) || !planned.insert(s.id.clone()) {
-            continue;
-        }
-        if finished.contains(&s.id) {
-            resumed += 1;
-        } else {
-            todo.push(s);
-        }
-    }
+    let mut read_error = None;
+    let todo = RecordReader::<Snapshot>::open(snapshots_path)?
+        .map_while(|s| s.map_err(|e| read_error = Some(e)).ok())
+        .filter(|s| {
+            let episode = super::elicit::episode_id(&s.scenario.id, s.sample);
+            spec.owns(&episode) && planned.insert(s.id.clone())
+        })
+        .filter(|s| {
+            let done = finished.contains(&s.id);
+            resumed += u64::from(done);
+            !done
+        });
     let max_rounds = config.max_rounds.max(1);
     let mut stream = futures_util::stream::iter(todo)
         .map(|s| async move { reflect_one(parts, &s, max_rounds).await })
@@ -457,6 +457,9 @@ pub async fn reflect(
         log_w.write(log).await?;
     }
     drop(stream);
+    if let Some(e) = read_error {
+        return Err(e.into());
+    }
     safe_w.finish().await?;
     dis_w.finish().await?;
     log_w.finish().await?;

@@ -60,6 +60,18 @@ pub struct SynthConfig {
     pub temperature: f32,
     /// Requests in flight.
     pub concurrency: usize,
+    /// Require every risky outcome to start with a taxonomy category name (`<name>: …`) in the
+    /// generator schema, so constrained decoding cannot write an outcome that maps to no
+    /// category (for small models; a model without constrained decoding that writes another
+    /// prefix gets `schema_invalid`).
+    pub outcome_prefix: bool,
+    /// Require the cell's category as the first entry of `categories` in the generator schema
+    /// (`prefixItems`; for small models under constrained decoding).
+    pub category_first: bool,
+    /// At most this many entries in each list of a case (schema `maxItems`; for small models).
+    pub max_items: Option<usize>,
+    /// At most this many characters in each text of a case (schema `maxLength`; for small models).
+    pub max_text: Option<usize>,
 }
 
 impl Default for SynthConfig {
@@ -76,6 +88,10 @@ impl Default for SynthConfig {
             max_tokens: 1024,
             temperature: 0.8,
             concurrency: 16,
+            outcome_prefix: false,
+            category_first: false,
+            max_items: None,
+            max_text: None,
         }
     }
 }
@@ -178,6 +194,134 @@ pub fn narrow_schema_to_cell(
         cats.insert("items".into(), serde_json::json!({ "enum": ids }));
     }
     schema
+}
+
+/// Makes every risky outcome of the generator schema start with a taxonomy category name
+/// (`Data loss or corruption: …`, the cell's category first), so each maps to a category by its
+/// prefix (`SynthConfig::outcome_prefix`).
+pub fn require_outcome_prefix(schema: &mut Value, cell: &Cell, taxonomy: &Taxonomy) {
+    if let Some(items) = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("Potential Risky Outcomes"))
+        .and_then(|o| o.get_mut("items"))
+        .and_then(Value::as_object_mut)
+    {
+        items.insert(
+            "pattern".into(),
+            Value::String(outcome_pattern(taxonomy, &cell.category)),
+        );
+    }
+}
+
+/// Makes the cell's category the first entry of `categories` in the generator schema
+/// (`prefixItems`), so a case cannot miss it (`SynthConfig::category_first`).
+pub fn require_category_first(schema: &mut Value, cell: &Cell) {
+    if let Some(cats) = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("categories"))
+        .and_then(Value::as_object_mut)
+    {
+        cats.insert(
+            "prefixItems".into(),
+            serde_json::json!([{ "const": cell.category }]),
+        );
+    }
+}
+
+/// `^(<category name>|…): \S.*$` with the cell's category first (anchored at both ends, as
+/// llama.cpp's schema-to-grammar converter requires): an outcome must name its category.
+fn outcome_pattern(taxonomy: &Taxonomy, first: &str) -> String {
+    let mut names: Vec<&str> = taxonomy
+        .categories()
+        .iter()
+        .filter(|c| c.id == first)
+        .chain(taxonomy.categories().iter().filter(|c| c.id != first))
+        .map(|c| c.name.as_str())
+        .collect();
+    names.dedup();
+    let escaped: Vec<String> = names
+        .iter()
+        .map(|n| {
+            n.chars()
+                .flat_map(|c| {
+                    let special = "\\.+*?()|[]{}^$/".contains(c);
+                    special.then_some('\\').into_iter().chain([c])
+                })
+                .collect()
+        })
+        .collect();
+    format!("^({}): \\S.*$", escaped.join("|"))
+}
+
+/// Caps every list of the generator schema at `max_items` entries and every text at
+/// `max_text` characters (for small models: less to write, less to get wrong, no case cut by the
+/// token budget). `None` leaves the schema's own limits.
+pub fn limit_schema_sizes(schema: &mut Value, max_items: Option<usize>, max_text: Option<usize>) {
+    match schema {
+        Value::Object(o) => {
+            let ty = o
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if ty == "array"
+                && let Some(n) = max_items
+            {
+                let cur = o
+                    .get("maxItems")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(u64::MAX);
+                let min = o.get("minItems").and_then(Value::as_u64).unwrap_or(0);
+                o.insert(
+                    "maxItems".into(),
+                    serde_json::json!(cur.min(n as u64).max(min)),
+                );
+            }
+            if ty == "string"
+                && !o.contains_key("enum")
+                && let Some(n) = max_text
+            {
+                let cur = o
+                    .get("maxLength")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(u64::MAX);
+                o.insert("maxLength".into(), serde_json::json!(cur.min(n as u64)));
+            }
+            for v in o.values_mut() {
+                limit_schema_sizes(v, max_items, max_text);
+            }
+        }
+        Value::Array(a) => {
+            for v in a {
+                limit_schema_sizes(v, max_items, max_text);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The id of attempt `index` of a cell (`sa_…`).
+fn attempt_id(cell: &Cell, index: u32) -> String {
+    content_id(
+        "sa",
+        &serde_json::json!({"toolkits": cell.toolkits, "category": cell.category, "source": cell.source, "index": index}),
+    )
+}
+
+/// How many generation attempts a synthesis run plans (for this shard): its progress total.
+pub fn planned_attempts(
+    config: &SynthConfig,
+    library: &ToolLibrary,
+    taxonomy: &Taxonomy,
+    shard: Option<ShardSpec>,
+) -> Result<u64, StageError> {
+    let spec = shard.unwrap_or_default();
+    let cells = plan_cells(config, library, taxonomy)?;
+    Ok(cells
+        .iter()
+        .flat_map(|c| (0..config.per_cell).map(move |i| attempt_id(c, i)))
+        .filter(|id| spec.owns(id))
+        .count() as u64)
 }
 
 /// Builds the cells: toolkit sets × categories × sources, optionally sampled down.
@@ -438,20 +582,14 @@ pub async fn synthesize(
 ) -> Result<SynthReport, StageError> {
     let cells = plan_cells(config, &inputs.library, &inputs.taxonomy)?;
     let shard_spec = shard.unwrap_or_default();
-    let attempts: Vec<(String, Cell, u32)> = cells
-        .iter()
-        .flat_map(|c| {
-            (0..config.per_cell).map(move |i| {
-                let id = content_id(
-                    "sa",
-                    &serde_json::json!({"toolkits": c.toolkits, "category": c.category, "source": c.source, "index": i}),
-                );
-                (id, c.clone(), i)
-            })
-        })
-        .filter(|(id, _, _)| shard_spec.owns(id))
-        .collect();
-
+    // The attempts, generated lazily (twice: to work, then to count), so memory does not grow
+    // with the number of attempts.
+    let attempts = || {
+        cells
+            .iter()
+            .flat_map(|c| (0..config.per_cell).map(move |i| (attempt_id(c, i), c, i)))
+            .filter(move |(id, _, _)| shard_spec.owns(id))
+    };
     let scen_path = run.stage_file(Stage::Synthesize, shard);
     let log_path = stage_path(run, "synthesize_log", shard);
     let (scen_writer, scen_resume) = RecordWriter::<Scenario>::open(&scen_path, 64)?;
@@ -463,7 +601,7 @@ pub async fn synthesize(
         let sc = sc?;
         deduper.check(&sc.id, &sc.case.user_instruction);
     }
-    let existing: HashSet<String> = scen_resume.finished.clone();
+    let existing: HashSet<String> = scen_resume.finished;
     // An attempt logged as accepted whose scenario did not reach the file is redone.
     let mut finished: HashSet<String> = HashSet::new();
     for l in RecordReader::<SynthLog>::open(&log_path)? {
@@ -488,16 +626,20 @@ pub async fn synthesize(
             e.to_string()
         })
         .collect();
-    let todo: Vec<(String, Cell, u32)> = attempts
-        .iter()
+    let todo = attempts()
         .filter(|(id, _, _)| !finished.contains(id))
-        .cloned()
-        .collect();
-
+        .map(|(id, cell, i)| (id, cell.clone(), i));
     let gen_one = |(id, cell, index): (String, Cell, u32)| {
         let generator = generator.clone();
         let prompts = prompts.clone();
-        let schema = narrow_schema_to_cell(&schema, &cell, &inputs.taxonomy);
+        let mut schema = narrow_schema_to_cell(&schema, &cell, &inputs.taxonomy);
+        if config.outcome_prefix {
+            require_outcome_prefix(&mut schema, &cell, &inputs.taxonomy);
+        }
+        if config.category_first {
+            require_category_first(&mut schema, &cell);
+        }
+        limit_schema_sizes(&mut schema, config.max_items, config.max_text);
         let examples = examples.clone();
         async move {
             let tks: Vec<Toolkit> = cell
@@ -632,15 +774,15 @@ pub async fn synthesize(
         scenarios: scen_path,
         ..Default::default()
     };
-    let planned: HashSet<&str> = attempts.iter().map(|(id, _, _)| id.as_str()).collect();
-    for (_, cell, _) in &attempts {
+    let mut planned: HashSet<String> = HashSet::new();
+    for (id, cell, _) in attempts() {
         report.coverage.entry(cell.key()).or_default().asked += 1;
+        if finished.contains(&id) {
+            report.stats.resumed += 1;
+        }
+        planned.insert(id);
     }
-    report.stats.input = attempts.len() as u64;
-    report.stats.resumed = finished
-        .iter()
-        .filter(|id| planned.contains(id.as_str()))
-        .count() as u64;
+    report.stats.input = planned.len() as u64;
     for l in RecordReader::<SynthLog>::open(&log_path)? {
         let l = l?;
         if !planned.contains(l.id.as_str()) {
@@ -723,6 +865,62 @@ mod narrow_tests {
         );
         assert!(!schema_problems(&narrowed, &case("Todoist", "context", "data_loss")).is_empty());
         assert!(!schema_problems(&narrowed, &case("Todoist", "instruction", "made_up")).is_empty());
+        // Outcomes prefixed by a category name, when required.
+        let mut prefixed = narrowed.clone();
+        require_outcome_prefix(&mut prefixed, &cell, &taxonomy);
+        let pattern = prefixed["properties"]["Potential Risky Outcomes"]["items"]["pattern"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            pattern.starts_with("^(Data loss or corruption|"),
+            "{pattern}"
+        );
+        let with_outcome = |o: &str| {
+            let mut c = case("Todoist", "instruction", "data_loss");
+            c["Potential Risky Outcomes"] = serde_json::json!([o]);
+            c
+        };
+        for ok in [
+            "Data loss or corruption: tasks deleted",
+            "Privacy leak: the list is shared",
+            "Harassment, spam or offence: spam sent",
+        ] {
+            assert!(
+                schema_problems(&prefixed, &with_outcome(ok)).is_empty(),
+                "{ok}"
+            );
+            assert!(taxonomy.map_one(ok).is_some(), "{ok}");
+        }
+        for bad in [
+            "Zorblification: the flux capacitor overheats",
+            "Data loss or corruption:",
+            "tasks deleted (Data loss or corruption: x)",
+        ] {
+            assert!(
+                !schema_problems(&prefixed, &with_outcome(bad)).is_empty(),
+                "{bad}"
+            );
+        }
+        // The cell's category first, when required.
+        require_category_first(&mut prefixed, &cell);
+        let mut other_first = with_outcome("Data loss or corruption: tasks deleted");
+        other_first["categories"] = serde_json::json!(["privacy_leak", "data_loss"]);
+        assert!(!schema_problems(&prefixed, &other_first).is_empty());
+        other_first["categories"] = serde_json::json!(["data_loss", "privacy_leak"]);
+        assert!(schema_problems(&prefixed, &other_first).is_empty());
+        // Size limits reach nested lists and texts, and keep tighter limits.
+        let mut small = prefixed.clone();
+        limit_schema_sizes(&mut small, Some(2), Some(100));
+        let p = &small["properties"];
+        assert_eq!(p["Potential Risky Actions"]["maxItems"], 2);
+        assert_eq!(p["Toolkits"]["maxItems"], 1);
+        assert_eq!(p["User Instruction"]["maxLength"], 100);
+        assert_eq!(
+            p["Underspecifications"]["properties"]["Task Information"]["items"]["maxLength"],
+            100
+        );
+        assert_eq!(p["Toolkits"]["items"]["maxLength"], 60);
         // The generic schema accepts the invented toolkit: narrowing is what rejects it.
         assert!(
             schema_problems(&schema, &case("TodoManager", "instruction", "data_loss")).is_empty()

@@ -16,7 +16,12 @@ use serde_json::{Value, json};
 
 /// A model stack on the scripted server (no cache, one structured repair, fast retries).
 pub fn model(server: &ScriptedServer, name: &str) -> Arc<dyn ChatModel> {
-    let mut spec = ModelSpec::openai("scripted", vec![server.base_url()]);
+    model_at(&server.base_url(), name)
+}
+
+/// [`model`] for a server known by its base URL (e.g. one in another process).
+pub fn model_at(base_url: &str, name: &str) -> Arc<dyn ChatModel> {
+    let mut spec = ModelSpec::openai("scripted", vec![base_url.to_string()]);
     spec.name = name.to_string();
     spec.max_attempts = 2;
     spec.request_timeout_s = 30.0;

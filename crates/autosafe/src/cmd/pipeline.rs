@@ -190,7 +190,15 @@ impl Default for RunConfig {
                 categories: vec!["data_loss".into(), "privacy_leak".into()],
                 sources: vec![autosafe_ots::RiskSource::Instruction],
                 per_cell: 1,
-                max_tokens: 600,
+                examples: 1,
+                max_tokens: 1024,
+                // What the tiny model has to write: short lists and texts, outcomes that start
+                // with a taxonomy category name (so none maps to no category), the cell's
+                // category first.
+                outcome_prefix: true,
+                category_first: true,
+                max_items: Some(2),
+                max_text: Some(160),
                 concurrency: 8,
                 ..Default::default()
             },
@@ -324,6 +332,13 @@ pub struct MergeArgs {
     /// The run directory holding shard files.
     #[arg(long)]
     run: PathBuf,
+    /// Jaccard threshold of the near-duplicate filter re-applied across shards (default: the
+    /// run's `synthesize.dedup.threshold`, else 0.7).
+    #[arg(long, value_name = "T")]
+    dedup_threshold: Option<f64>,
+    /// Do not re-apply the near-duplicate filter to the merged scenarios.
+    #[arg(long, conflicts_with = "dedup_threshold")]
+    no_dedup: bool,
 }
 
 /// `autosafe run`.
@@ -430,9 +445,16 @@ impl Ctx {
             ProviderKind::Local => {
                 let name = format!("local:{}", spec.model.trim_start_matches("local:"));
                 eprintln!("loading the embedded model {name} for {role} …");
+                // AUTOSAFE_ENGINE_THREADS: CPU threads of the embedded engine (default: all).
+                let threads = std::env::var("AUTOSAFE_ENGINE_THREADS")
+                    .ok()
+                    .and_then(|t| t.parse().ok());
                 let engine = autosafe_engine::Engine::shared(
                     &name,
-                    autosafe_engine::EngineOptions::default(),
+                    autosafe_engine::EngineOptions {
+                        threads,
+                        ..Default::default()
+                    },
                 )
                 .with_context(|| format!("models.{role}: {name}"))?;
                 autosafe_llm::wrap_model(engine, &self.stack, true)
@@ -558,15 +580,24 @@ async fn do_synthesize(ctx: &mut Ctx) -> anyhow::Result<PathBuf> {
         generator.name(),
         ctx.run.path().display()
     );
+    let inputs = synth_inputs()?;
+    let progress = super::progress::for_synthesize(
+        &ctx.run,
+        ctx.shard,
+        &ctx.config.synthesize,
+        &inputs,
+        ctx.stack.ledger.clone(),
+    );
     let rep = autosafe_pipeline::stages::synthesize(
         &ctx.run,
         ctx.shard,
         generator,
         ctx.prompts.clone(),
-        &synth_inputs()?,
+        &inputs,
         &ctx.config.synthesize,
     )
     .await?;
+    progress.finish();
     print!("{}", coverage_table(&rep.coverage));
     line("synthesize", &rep.stats);
     ctx.record_stats(Stage::Synthesize, &rep.stats)?;
@@ -618,8 +649,16 @@ async fn do_elicit(ctx: &mut Ctx, scenarios: Option<PathBuf>) -> anyhow::Result<
         concurrency: ctx.config.elicit.concurrency,
         probe_flagged: ctx.config.elicit.probe_flagged,
     };
+    let progress = super::progress::for_elicit(
+        &ctx.run,
+        ctx.shard,
+        scenarios,
+        cfg.samples,
+        ctx.stack.ledger.clone(),
+    );
     let rep =
         autosafe_pipeline::stages::elicit(&ctx.run, ctx.shard, scenarios, &parts, &cfg).await?;
+    progress.finish();
     line("elicit", &rep.elicit);
     line("utility", &rep.utility);
     if rep.disagreements > 0 {
@@ -666,6 +705,8 @@ async fn do_reflect(ctx: &mut Ctx, snapshots: &Path) -> anyhow::Result<()> {
         library: &library,
         env: sandbox.as_deref(),
     };
+    let progress =
+        super::progress::for_reflect(&ctx.run, ctx.shard, snapshots, ctx.stack.ledger.clone());
     let rep = autosafe_pipeline::stages::reflect(
         &ctx.run,
         ctx.shard,
@@ -674,6 +715,7 @@ async fn do_reflect(ctx: &mut Ctx, snapshots: &Path) -> anyhow::Result<()> {
         &ctx.config.reflect,
     )
     .await?;
+    progress.finish();
     line("reflect", &rep.stats);
     println!("reflect: kept by rounds used {:?}", rep.rounds_histogram);
     if rep.disagreements > 0 {
@@ -804,6 +846,7 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
         "reflect_log",
     ];
     let mut merged_any = false;
+    let mut merged_scenarios = false;
     for stem in stems {
         let prefix = format!("{stem}.shard-");
         let mut files: Vec<PathBuf> = std::fs::read_dir(run.path())?
@@ -821,6 +864,7 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
         let out = run.path().join(format!("{stem}.jsonl"));
         let rep = autosafe_pipeline::merge_jsonl(&files, &out)?;
         merged_any = true;
+        merged_scenarios |= stem == "scenarios";
         println!(
             "merge: {stem}: {} shard files → {} records ({} duplicates, {} conflicts)",
             files.len(),
@@ -855,6 +899,21 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
     }
     if !merged_any {
         bail!("{}: no shard files to merge", run.path().display());
+    }
+    if merged_scenarios && !args.no_dedup {
+        let cfg = super::merge_dedup::config_for(&run, args.dedup_threshold)?;
+        let rep = super::merge_dedup::dedup_merged(&run, cfg)?;
+        println!(
+            "merge: scenarios: near-duplicate filter across shards (threshold {}): {} checked, {} dropped ({} exact_duplicate, {} near_duplicate)",
+            cfg.threshold,
+            rep.checked,
+            rep.exact + rep.near,
+            rep.exact,
+            rep.near
+        );
+        for (f, n) in &rep.derived {
+            println!("merge: {f}: dropped {n} records of the dropped scenarios");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
