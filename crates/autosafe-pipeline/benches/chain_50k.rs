@@ -163,6 +163,7 @@ fn child(n: u32, url: &str, dir: &Path, only: &[String]) -> Value {
             samples: 1,
             max_steps: 4,
             concurrency: 32,
+            probe_flagged: false,
         };
         let el = rt
             .block_on(elicit(
@@ -185,6 +186,7 @@ fn child(n: u32, url: &str, dir: &Path, only: &[String]) -> Value {
             reflector: &reflector,
             judge: &verify,
             library: &library,
+            env: None,
         };
         let snaps = run.stage_file(Stage::Elicit, None);
         let rcfg = ReflectConfig {
