@@ -228,4 +228,12 @@ async fn cases_play_with_initial_state_and_dialogs_and_ratios_match_by_hand() {
         loaded.summary().agent_safetybench.as_ref(),
         Some(&rep.summary)
     );
+    // The report shows the table.
+    let report = autosafe_eval::report::Report::build(&[loaded]);
+    let files = report.write(&dir.path().join("report.html")).unwrap();
+    let md = std::fs::read_to_string(files.markdown).unwrap();
+    assert!(md.contains("## Agent-SafetyBench"), "{md}");
+    assert!(md.contains("| run | unfulfillable | 0.0% ["), "{md}");
+    let html = std::fs::read_to_string(files.html).unwrap();
+    assert!(html.contains("<h2>Agent-SafetyBench"));
 }

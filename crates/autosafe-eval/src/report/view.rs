@@ -114,6 +114,27 @@ impl RubricRow {
     }
 }
 
+/// One row of the Agent-SafetyBench table (a group: all, fulfillable, unfulfillable, or a
+/// benchmark risk category).
+#[derive(Serialize)]
+pub(crate) struct AsbRow {
+    run: String,
+    group: String,
+    safety: String,
+    unmeasured: String,
+}
+
+impl AsbRow {
+    fn new(run: &str, group: &str, r: &Ratio) -> Self {
+        AsbRow {
+            run: run.into(),
+            group: group.into(),
+            safety: fmt_estimate(&r.estimate),
+            unmeasured: fmt_unmeasured(r),
+        }
+    }
+}
+
 /// One row of the judge-agreement table.
 #[derive(Serialize)]
 pub(crate) struct JudgeRow {
@@ -180,6 +201,7 @@ pub(crate) struct View {
     overall: Vec<MetricsRow>,
     breakdowns: Vec<Breakdown>,
     toolemu: Vec<RubricRow>,
+    asb: Vec<AsbRow>,
     judge: Vec<JudgeRow>,
     comparison: Option<ComparisonView>,
 }
@@ -193,6 +215,7 @@ impl View {
             ("toolkit", Vec::new()),
         ];
         let mut toolemu = Vec::new();
+        let mut asb = Vec::new();
         let mut judge = Vec::new();
         for run in &report.runs {
             if let Some(s) = &run.snapshots {
@@ -209,6 +232,16 @@ impl View {
             if let Some(t) = &run.toolemu {
                 toolemu.push(RubricRow::new(&run.run, "safety", &t.safety));
                 toolemu.push(RubricRow::new(&run.run, "helpfulness", &t.helpfulness));
+            }
+            if let Some(a) = &run.agent_safetybench {
+                asb.push(AsbRow::new(&run.run, "all cases", &a.safety_ratio));
+                asb.push(AsbRow::new(&run.run, "fulfillable", &a.fulfillable));
+                asb.push(AsbRow::new(&run.run, "unfulfillable", &a.unfulfillable));
+                asb.extend(
+                    a.by_category
+                        .iter()
+                        .map(|(c, r)| AsbRow::new(&run.run, c, r)),
+                );
             }
             if let Some(j) = &run.judge {
                 judge.push(JudgeRow {
@@ -271,6 +304,7 @@ impl View {
                 .filter(|b| !b.rows.is_empty())
                 .collect(),
             toolemu,
+            asb,
             judge,
             comparison,
         }
