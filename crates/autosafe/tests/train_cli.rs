@@ -189,6 +189,33 @@ fn a_missing_environment_fails_before_training_and_names_the_install_command() {
     .unwrap();
     assert_eq!(m["status"], "prepared", "nothing ran");
 
+    // A training recorded as finished with the same config and data is not run again, so no
+    // environment is needed for it.
+    let mpath = run.join("train/trl-lora/manifest.json");
+    let mut done = m.clone();
+    done["status"] = "finished".into();
+    std::fs::write(&mpath, serde_json::to_string(&done).unwrap()).unwrap();
+    let o = autosafe(
+        &["train", "--smoke", "--data", run.to_str().unwrap()],
+        &venvs,
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("already finished"), "{t}");
+    // Another config (more steps) is a different training: it needs the environment again.
+    let o = autosafe(
+        &[
+            "train",
+            "--smoke",
+            "--data",
+            run.to_str().unwrap(),
+            "--max-steps",
+            "31",
+        ],
+        &venvs,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+
     let o = autosafe(
         &[
             "train",

@@ -365,6 +365,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         events: Vec::new(),
     };
     let mpath = layout.manifest();
+    // A finished training with the same config and data is not run again (a killed one resumes
+    // from its last checkpoint instead).
+    if !args.dry_run
+        && let Ok(old) = TrainManifest::read(&mpath)
+        && old.status == "finished"
+        && old.config == manifest.config
+        && old.data.sha256 == manifest.data.sha256
+        && old.commands == manifest.commands
+    {
+        println!(
+            "train: already finished with this config and data; nothing to do (manifest {})",
+            mpath.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     manifest.write(&mpath)?;
     if args.dry_run {
         println!(
