@@ -1,7 +1,6 @@
 //! One module per subcommand.
 pub mod bench;
 pub mod compare;
-pub mod merge_dedup;
 pub mod model;
 pub mod pipeline;
 pub mod progress;
