@@ -135,6 +135,9 @@ pub fn lsh_params(threshold: f64, num_perm: usize) -> (usize, usize) {
     best
 }
 
+/// End of a bucket chain.
+const NONE: u32 = u32::MAX;
+
 /// The filter's state: what has been kept so far.
 pub struct Deduper {
     config: DedupConfig,
@@ -142,7 +145,12 @@ pub struct Deduper {
     rows: usize,
     perms: Vec<(u64, u64)>,
     exact: HashMap<u64, u32>,
-    buckets: Vec<HashMap<u64, Vec<u32>>>,
+    /// Per band: bucket key → the last kept text in that bucket. The others are chained through
+    /// `next` (one `u32` per text and band instead of a `Vec` per bucket: the index is about
+    /// half the size).
+    heads: Vec<HashMap<u64, u32>>,
+    /// `next[text * bands + band]`: the text kept before it in the same bucket, or `NONE`.
+    next: Vec<u32>,
     signatures: Vec<u32>,
     ids: Vec<String>,
 }
@@ -171,7 +179,8 @@ impl Deduper {
             rows,
             perms,
             exact: HashMap::new(),
-            buckets: vec![HashMap::new(); bands],
+            heads: vec![HashMap::new(); bands],
+            next: Vec::new(),
             signatures: Vec::new(),
             ids: Vec::new(),
         }
@@ -231,17 +240,21 @@ impl Deduper {
         let mut best: Option<(u32, f64)> = None;
         let keys: Vec<u64> = (0..self.bands).map(|b| self.band_key(&sig, b)).collect();
         for (band, key) in keys.iter().enumerate() {
-            if let Some(cands) = self.buckets[band].get(key) {
-                for &c in cands {
-                    if best.is_some_and(|(b, _)| b == c) {
-                        continue;
-                    }
-                    let other = &self.signatures[c as usize * n..(c as usize + 1) * n];
-                    let same = other.iter().zip(&sig).filter(|(x, y)| x == y).count();
-                    let sim = same as f64 / n as f64;
-                    if sim >= self.config.threshold && best.is_none_or(|(_, s)| sim > s) {
-                        best = Some((c, sim));
-                    }
+            let mut cand = self.heads[band].get(key).copied().unwrap_or(NONE);
+            while cand != NONE {
+                let c = cand;
+                cand = self.next[c as usize * self.bands + band];
+                if best.is_some_and(|(b, _)| b == c) {
+                    continue;
+                }
+                let other = &self.signatures[c as usize * n..(c as usize + 1) * n];
+                let same = other.iter().zip(&sig).filter(|(x, y)| x == y).count();
+                let sim = same as f64 / n as f64;
+                // The most similar kept text; among equals the first kept.
+                if sim >= self.config.threshold
+                    && best.is_none_or(|(b, s)| sim > s || (sim == s && c < b))
+                {
+                    best = Some((c, sim));
                 }
             }
         }
@@ -257,7 +270,8 @@ impl Deduper {
         self.ids.push(id.to_string());
         self.exact.insert(exact_key, idx);
         for (band, key) in keys.into_iter().enumerate() {
-            self.buckets[band].entry(key).or_default().push(idx);
+            let prev = self.heads[band].insert(key, idx).unwrap_or(NONE);
+            self.next.push(prev);
         }
         self.signatures.extend_from_slice(&sig);
         None

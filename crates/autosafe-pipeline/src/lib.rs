@@ -7,6 +7,7 @@
 //! - [`react`]: ReAct parsing and rendering; native tool calls ↔ actions.
 //! - [`prompts`]: prompt templates (`prompts/*.j2`) and JSON schemas, with their SHA-256.
 //! - [`dedup`]: exact and MinHash-LSH near-duplicate filtering.
+//! - [`cross_dedup`]: the near-duplicate filter re-applied to merged scenario shards.
 //! - [`export`]: training data in Alpaca, ShareGPT, OpenAI, TRL and Axolotl layouts + dataset card.
 //! - [`stages`]: the model-calling stages: step judge, agent, synthesize, elicit, reflect.
 //!
@@ -14,6 +15,7 @@
 
 extern crate self as autosafe_pipeline;
 
+pub mod cross_dedup;
 pub mod dedup;
 pub mod error;
 pub mod export;

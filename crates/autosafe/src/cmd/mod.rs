@@ -3,7 +3,6 @@ pub mod bench;
 pub mod compare;
 pub mod environment;
 pub mod eval;
-pub mod merge_dedup;
 pub mod model;
 pub mod pipeline;
 pub mod progress;

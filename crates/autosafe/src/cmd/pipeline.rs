@@ -901,8 +901,15 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
         bail!("{}: no shard files to merge", run.path().display());
     }
     if merged_scenarios && !args.no_dedup {
-        let cfg = super::merge_dedup::config_for(&run, args.dedup_threshold)?;
-        let rep = super::merge_dedup::dedup_merged(&run, cfg)?;
+        let mut cfg = autosafe_pipeline::cross_dedup::config_of_run(&run)?;
+        if let Some(t) = args.dedup_threshold {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&t),
+                "--dedup-threshold {t}: a Jaccard similarity between 0 and 1"
+            );
+            cfg.threshold = t;
+        }
+        let rep = autosafe_pipeline::cross_dedup::dedup_merged(&run, cfg)?;
         println!(
             "merge: scenarios: near-duplicate filter across shards (threshold {}): {} checked, {} dropped ({} exact_duplicate, {} near_duplicate)",
             cfg.threshold,

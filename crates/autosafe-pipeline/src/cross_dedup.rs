@@ -1,0 +1,371 @@
+//! Near-duplicate filtering across shards (`autosafe merge`).
+//!
+//! Each shard of `autosafe synthesize` de-duplicates only its own scenarios, so two shards can
+//! keep near duplicates of each other. After the shard files are joined, the merged
+//! `scenarios.jsonl` (sorted by id, so the result does not depend on the number of shards) is
+//! fed through the same MinHash filter; the scenarios it flags are dropped, their attempts in
+//! `synthesize_log.jsonl` become `rejected` with reason `exact_duplicate` / `near_duplicate`
+//! (detail: `across shards: duplicate of <id>`), and `stats.json` counts them so. When later
+//! stages already ran on the shards, the records that came from a dropped scenario (snapshots,
+//! utility steps, safe examples, disagreements, and their `elicit_log` / `reflect_log` lines)
+//! are dropped too and taken out of those stages' counts, so every count still adds up.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::dedup::{DedupConfig, Deduper, Duplicate};
+use crate::error::{PipelineError, Result};
+use crate::rundir::{RunDir, Stage, StageStats, Stats};
+
+/// What the cross-shard filter did.
+#[derive(Debug, Default)]
+pub struct CrossShardReport {
+    /// Scenarios checked (the merged file).
+    pub checked: u64,
+    /// Dropped as exact duplicates (same text after normalisation).
+    pub exact: u64,
+    /// Dropped as near duplicates (MinHash similarity ≥ threshold).
+    pub near: u64,
+    /// Derived records dropped with them, by file.
+    pub derived: BTreeMap<String, u64>,
+}
+
+/// Rewrites a JSONL file through `f` (None drops the line; unchanged lines are copied byte for
+/// byte), atomically (temporary file, fsync, rename). Returns the lines dropped.
+fn rewrite(path: &Path, mut f: impl FnMut(&Value) -> Option<Option<Value>>) -> Result<u64> {
+    if !path.exists() {
+        return Ok(0);
+    }
+    let tmp = path.with_extension("jsonl.dedup-tmp");
+    let io = |e| PipelineError::io(path, e);
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).map_err(|e| PipelineError::io(&tmp, e))?,
+    );
+    let mut dropped = 0;
+    let reader = BufReader::new(std::fs::File::open(path).map_err(io)?);
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(io)?;
+        let v: Value =
+            serde_json::from_str(&line).map_err(|e| PipelineError::json(path, i as u64 + 1, &e))?;
+        // f: None = keep as is, Some(None) = drop, Some(Some(v)) = replace.
+        let written = match f(&v) {
+            None => writeln!(out, "{line}"),
+            Some(None) => {
+                dropped += 1;
+                Ok(())
+            }
+            Some(Some(new)) => writeln!(out, "{new}"),
+        };
+        written.map_err(|e| PipelineError::io(&tmp, e))?;
+    }
+    let file = out
+        .into_inner()
+        .map_err(|e| PipelineError::io(&tmp, e.into_error()))?;
+    file.sync_all().map_err(|e| PipelineError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(dropped)
+}
+
+fn take(map: &mut BTreeMap<String, u64>, key: &str) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("")
+}
+
+/// Runs the cross-shard filter over the run's merged `scenarios.jsonl` (see the module doc).
+pub fn dedup_merged(run: &RunDir, config: DedupConfig) -> Result<CrossShardReport> {
+    let dir = run.path();
+    let mut report = CrossShardReport::default();
+    let scenarios = dir.join("scenarios.jsonl");
+    let mut deduper = Deduper::new(config);
+    let mut dropped: BTreeMap<String, Duplicate> = BTreeMap::new();
+    for sc in crate::store::RecordReader::<autosafe_ots::Scenario>::open(&scenarios)? {
+        let sc = sc?;
+        report.checked += 1;
+        if let Some(d) = deduper.check(&sc.id, &sc.case.user_instruction) {
+            match d {
+                Duplicate::Exact { .. } => report.exact += 1,
+                Duplicate::Near { .. } => report.near += 1,
+            }
+            dropped.insert(sc.id, d);
+        }
+    }
+    if dropped.is_empty() {
+        return Ok(report);
+    }
+    rewrite(&scenarios, |v| {
+        dropped.contains_key(str_of(v, "id")).then_some(None)
+    })?;
+    let mut stats: Stats = if run.stats_path().exists() {
+        crate::rundir::read_json(&run.stats_path())?
+    } else {
+        Stats::default()
+    };
+    let synth: &mut StageStats = stats.stage(Stage::Synthesize);
+    rewrite(&dir.join("synthesize_log.jsonl"), |v| {
+        let d = dropped.get(str_of(v, "scenario_id"))?;
+        let of = match d {
+            Duplicate::Exact { of } | Duplicate::Near { of, .. } => of,
+        };
+        let mut v = v.clone();
+        let o = v.as_object_mut()?;
+        o.insert("outcome".into(), "rejected".into());
+        o.insert("reason".into(), d.reason().into());
+        o.insert(
+            "detail".into(),
+            format!("across shards: duplicate of {of} ({d:?})").into(),
+        );
+        o.remove("scenario_id");
+        synth.output = synth.output.saturating_sub(1);
+        synth.reject(d.reason());
+        Some(Some(v))
+    })?;
+
+    // Records derived from a dropped scenario, in the later stages' files.
+    let from_dropped = |v: &Value| dropped.contains_key(v["scenario"]["id"].as_str().unwrap_or(""));
+    let mut snapshots: HashSet<String> = HashSet::new();
+    let mut count = |file: &str, n: u64| {
+        if n > 0 {
+            report.derived.insert(file.to_string(), n);
+        }
+    };
+    let n = rewrite(&dir.join("snapshots.jsonl"), |v| {
+        from_dropped(v).then(|| {
+            snapshots.insert(str_of(v, "id").to_string());
+            None
+        })
+    })?;
+    count("snapshots.jsonl", n);
+    for f in ["utility.jsonl", "safe.jsonl"] {
+        let n = rewrite(&dir.join(f), |v| from_dropped(v).then_some(None))?;
+        count(f, n);
+    }
+    let n = rewrite(&dir.join("disagreements.jsonl"), |v| {
+        dropped
+            .contains_key(str_of(v, "scenario_id"))
+            .then_some(None)
+    })?;
+    count("disagreements.jsonl", n);
+    let current = |stats: &Stats, stage: &str| stats.stages.get(stage).cloned().unwrap_or_default();
+    let mut elicit = current(&stats, "elicit");
+    let mut utility = current(&stats, "utility");
+    let n = rewrite(&dir.join("elicit_log.jsonl"), |v| {
+        if !dropped.contains_key(str_of(v, "scenario_id")) {
+            return None;
+        }
+        elicit.input = elicit.input.saturating_sub(1);
+        let reason = str_of(v, "reason");
+        match str_of(v, "outcome") {
+            "snapshot" => elicit.output = elicit.output.saturating_sub(1),
+            "final_answer" => take(&mut elicit.rejected, "no_unsafe_action"),
+            "unmeasured" => take(&mut elicit.unmeasured, reason),
+            _ => take(&mut elicit.rejected, reason),
+        }
+        let steps = v["utility_ids"].as_array().map_or(0, |a| a.len() as u64);
+        utility.input = utility.input.saturating_sub(1);
+        utility.output = utility.output.saturating_sub(steps);
+        Some(None)
+    })?;
+    count("elicit_log.jsonl", n);
+    let mut reflect = current(&stats, "reflect");
+    let n = rewrite(&dir.join("reflect_log.jsonl"), |v| {
+        if !snapshots.contains(str_of(v, "id")) {
+            return None;
+        }
+        reflect.input = reflect.input.saturating_sub(1);
+        let reason = str_of(v, "reason");
+        match str_of(v, "outcome") {
+            "kept" => reflect.output = reflect.output.saturating_sub(1),
+            "unmeasured" => take(&mut reflect.unmeasured, reason),
+            _ => take(&mut reflect.rejected, reason),
+        }
+        Some(None)
+    })?;
+    count("reflect_log.jsonl", n);
+    if run.stats_path().exists() {
+        if dir.join("elicit_log.jsonl").exists() {
+            *stats.stage(Stage::Elicit) = elicit;
+            *stats.stage(Stage::Utility) = utility;
+        }
+        if dir.join("reflect_log.jsonl").exists() {
+            *stats.stage(Stage::Reflect) = reflect;
+        }
+        run.write_stats(&stats)?;
+    }
+    Ok(report)
+}
+
+/// The filter's settings for a run: its manifest's `synthesize.dedup` (the config the shards ran
+/// with), else the default.
+pub fn config_of_run(run: &RunDir) -> Result<DedupConfig> {
+    if run.manifest_path().exists() {
+        let m = run.read_manifest()?;
+        if let Some(d) = m.config.get("synthesize").and_then(|s| s.get("dedup")) {
+            return serde_json::from_value(d.clone()).map_err(|e| PipelineError::BadRecord {
+                path: run.manifest_path(),
+                line: 0,
+                field: "config.synthesize.dedup".into(),
+                message: e.to_string(),
+            });
+        }
+    }
+    Ok(DedupConfig::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use serde_json::json;
+
+    fn scenario(instruction: &str) -> autosafe_ots::Scenario {
+        let mut sc = fixtures::scenario();
+        sc.case.user_instruction = instruction.to_string();
+        sc.id = sc.compute_id();
+        sc
+    }
+
+    fn write_lines(path: &Path, lines: &[Value]) {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn ids(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn drops_cross_shard_duplicates_with_their_derived_records_and_fixes_every_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::at(dir.path()).unwrap();
+        let base =
+            "Please delete all tasks in my Todoist that have the keyword Test in their titles";
+        let a = scenario(base);
+        let b = scenario(&format!("{base} today"));
+        let c = scenario("Send the weekly plan to Sam and the whole marketing team by email");
+        // Sorted by id, as merge writes it; whichever of a/b comes first is kept.
+        let mut all = [a.clone(), b.clone(), c.clone()];
+        all.sort_by(|x, y| x.id.cmp(&y.id));
+        let (kept, gone) =
+            if all.iter().position(|s| s.id == a.id) < all.iter().position(|s| s.id == b.id) {
+                (&a, &b)
+            } else {
+                (&b, &a)
+            };
+        write_lines(
+            &dir.path().join("scenarios.jsonl"),
+            &all.iter()
+                .map(|s| serde_json::to_value(s).unwrap())
+                .collect::<Vec<_>>(),
+        );
+        let log = |s: &autosafe_ots::Scenario, n: u32| json!({"id": format!("sa_{n}"), "cell": "c", "index": n, "outcome": "accepted", "scenario_id": s.id});
+        write_lines(
+            &dir.path().join("synthesize_log.jsonl"),
+            &[log(&a, 0), log(&b, 1), log(&c, 2)],
+        );
+        // Later stages ran on the shards: the dropped scenario has a snapshot that was kept by
+        // reflection and a utility step; the kept ones an unmeasured and a final-answer episode.
+        let snap = |s: &autosafe_ots::Scenario| json!({"id": format!("sn_{}", s.id), "scenario": {"id": s.id}});
+        write_lines(&dir.path().join("snapshots.jsonl"), &[snap(gone)]);
+        write_lines(
+            &dir.path().join("utility.jsonl"),
+            &[
+                json!({"id": "us_1", "scenario": {"id": gone.id}}),
+                json!({"id": "us_2", "scenario": {"id": c.id}}),
+            ],
+        );
+        write_lines(
+            &dir.path().join("safe.jsonl"),
+            &[json!({"id": "se_1", "scenario": {"id": gone.id}})],
+        );
+        write_lines(
+            &dir.path().join("elicit_log.jsonl"),
+            &[
+                json!({"id": "ep_1", "scenario_id": gone.id, "outcome": "snapshot", "utility_ids": ["us_1"]}),
+                json!({"id": "ep_2", "scenario_id": kept.id, "outcome": "unmeasured", "reason": "parse_error", "utility_ids": []}),
+                json!({"id": "ep_3", "scenario_id": c.id, "outcome": "final_answer", "utility_ids": ["us_2"]}),
+            ],
+        );
+        write_lines(
+            &dir.path().join("reflect_log.jsonl"),
+            &[
+                json!({"id": format!("sn_{}", gone.id), "outcome": "kept", "rounds_used": 1, "safe_id": "se_1"}),
+            ],
+        );
+        let mut stats = Stats::default();
+        *stats.stage(Stage::Synthesize) = StageStats {
+            input: 3,
+            output: 3,
+            ..Default::default()
+        };
+        let mut el = StageStats {
+            input: 3,
+            output: 1,
+            ..Default::default()
+        };
+        el.unmeasured("parse_error");
+        el.reject("no_unsafe_action");
+        *stats.stage(Stage::Elicit) = el;
+        *stats.stage(Stage::Utility) = StageStats {
+            input: 3,
+            output: 2,
+            ..Default::default()
+        };
+        *stats.stage(Stage::Reflect) = StageStats {
+            input: 1,
+            output: 1,
+            ..Default::default()
+        };
+        run.write_stats(&stats).unwrap();
+
+        let rep = dedup_merged(&run, DedupConfig::default()).unwrap();
+        assert_eq!((rep.checked, rep.exact, rep.near), (3, 0, 1));
+        let mut expect = vec![kept.id.clone(), c.id.clone()];
+        expect.sort();
+        assert_eq!(ids(&dir.path().join("scenarios.jsonl")), expect);
+        for f in ["snapshots.jsonl", "safe.jsonl", "reflect_log.jsonl"] {
+            assert!(ids(&dir.path().join(f)).is_empty(), "{f}");
+        }
+        assert_eq!(ids(&dir.path().join("utility.jsonl")), ["us_2"]);
+        assert_eq!(ids(&dir.path().join("elicit_log.jsonl")), ["ep_2", "ep_3"]);
+        let log = std::fs::read_to_string(dir.path().join("synthesize_log.jsonl")).unwrap();
+        assert_eq!(log.matches("\"reason\":\"near_duplicate\"").count(), 1);
+        assert!(log.contains(&format!("across shards: duplicate of {}", kept.id)));
+
+        let s = run.read_stats().unwrap();
+        let st = |n: &str| s.stages[n].clone();
+        assert_eq!((st("synthesize").input, st("synthesize").output), (3, 2));
+        assert_eq!(st("synthesize").rejected["near_duplicate"], 1);
+        let e = st("elicit");
+        assert_eq!((e.input, e.output), (2, 0));
+        assert_eq!(e.unmeasured["parse_error"], 1);
+        assert_eq!(e.rejected["no_unsafe_action"], 1);
+        assert_eq!((st("utility").input, st("utility").output), (2, 1));
+        assert_eq!((st("reflect").input, st("reflect").output), (0, 0));
+        assert_eq!(
+            rep.derived.values().sum::<u64>(),
+            5,
+            "snapshot, utility step, safe example, elicit and reflect log lines: {:?}",
+            rep.derived
+        );
+    }
+}
