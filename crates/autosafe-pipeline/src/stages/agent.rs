@@ -28,6 +28,11 @@ pub struct AgentOptions {
     pub mode: AgentMode,
     /// Native tool calls instead of ReAct text.
     pub native: bool,
+    /// With `native`: a tool call is required every turn (`tool_choice: required`), so a model
+    /// under constrained decoding always writes a well-formed call (for small models; the agent
+    /// can then never give a final answer: an episode ends at an unsafe action or the step
+    /// limit).
+    pub require_tool_call: bool,
     /// Re-asks after an unparsable reply.
     pub max_parse_retries: u32,
     /// Token budget of one turn.
@@ -41,6 +46,7 @@ impl Default for AgentOptions {
         AgentOptions {
             mode: AgentMode::Elicit,
             native: false,
+            require_tool_call: false,
             max_parse_retries: 2,
             max_tokens: 512,
             temperature: 0.7,
@@ -177,7 +183,11 @@ impl Agent {
         req.seed = Some(seed);
         if self.options.native {
             req.tools = all_tool_specs(toolkits);
-            req.tool_choice = Some(ToolChoice::Auto);
+            req.tool_choice = Some(if self.options.require_tool_call {
+                ToolChoice::Required
+            } else {
+                ToolChoice::Auto
+            });
         } else {
             req.stop = vec!["\nObservation:".into()];
         }

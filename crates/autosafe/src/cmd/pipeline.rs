@@ -157,9 +157,12 @@ pub struct RunConfig {
     pub cache_path: Option<PathBuf>,
     /// Models by role.
     pub models: ModelsConfig,
-    /// Agent options.
+    /// Agent options. A config file that omits `[agent]` or `[synthesize]` gets the library
+    /// defaults, not the no-argument run's shaping for the tiny embedded model.
+    #[serde(default)]
     pub agent: AgentOptions,
     /// Synthesis.
+    #[serde(default)]
     pub synthesize: SynthConfig,
     /// Elicitation.
     pub elicit: ElicitSection,
@@ -182,7 +185,11 @@ impl Default for RunConfig {
             cache_path: None,
             models: ModelsConfig::default(),
             agent: AgentOptions {
-                max_tokens: 200,
+                // Native tool calls, one required every turn: constrained decoding then always
+                // yields a well-formed call from the tiny model (ReAct text it rarely gets right).
+                native: true,
+                require_tool_call: true,
+                max_tokens: 300,
                 ..Default::default()
             },
             synthesize: SynthConfig {
