@@ -343,6 +343,26 @@ impl StageStats {
         }
     }
 
+    /// One line for the terminal: `NAME: in … out … resumed … rejected N [reason=n …] unmeasured N [reason=n …]`.
+    pub fn summary_line(&self, name: &str) -> String {
+        let fmt = |m: &BTreeMap<String, u64>| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        format!(
+            "{name}: in {} out {} resumed {} rejected {} [{}] unmeasured {} [{}]",
+            self.input,
+            self.output,
+            self.resumed,
+            self.rejected_total(),
+            fmt(&self.rejected),
+            self.unmeasured_total(),
+            fmt(&self.unmeasured)
+        )
+    }
+
     /// Total rejected.
     pub fn rejected_total(&self) -> u64 {
         self.rejected.values().sum()

@@ -365,23 +365,8 @@ fn limited<T>(mut items: Vec<T>, limit: Option<usize>) -> Vec<T> {
     items
 }
 
-fn stats_line(runner: &str, s: &StageStats) {
-    let fmt = |m: &BTreeMap<String, u64>| {
-        m.iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    println!(
-        "{runner}: in {} out {} resumed {} rejected {} [{}] unmeasured {} [{}]",
-        s.input,
-        s.output,
-        s.resumed,
-        s.rejected_total(),
-        fmt(&s.rejected),
-        s.unmeasured_total(),
-        fmt(&s.unmeasured)
-    );
+fn stats_line(name: &str, s: &StageStats) {
+    println!("{}", s.summary_line(name));
 }
 
 fn est(e: &Option<Estimate>) -> String {

@@ -541,23 +541,8 @@ impl Ctx {
     }
 }
 
-fn line(stage: &str, s: &StageStats) {
-    let fmt = |m: &BTreeMap<String, u64>| {
-        m.iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    println!(
-        "{stage}: in {} out {} resumed {} rejected {} [{}] unmeasured {} [{}]",
-        s.input,
-        s.output,
-        s.resumed,
-        s.rejected_total(),
-        fmt(&s.rejected),
-        s.unmeasured_total(),
-        fmt(&s.unmeasured)
-    );
+fn line(name: &str, s: &StageStats) {
+    println!("{}", s.summary_line(name));
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
