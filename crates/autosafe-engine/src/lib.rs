@@ -15,6 +15,7 @@ pub mod bench;
 pub mod constraint;
 pub mod engine;
 pub mod error;
+mod kv_move;
 pub mod model;
 pub mod openai;
 pub mod paths;

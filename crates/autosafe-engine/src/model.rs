@@ -2,7 +2,7 @@
 //! thread that decodes for it; implements [`ChatModel`].
 
 use crate::constraint::{ConstraintFactory, reply_schema};
-use crate::engine::{self, ContextSettings, Finish, Generation, Job, SamplingParams};
+use crate::engine::{self, ContextSettings, EngineStats, Finish, Generation, Job, SamplingParams};
 use crate::error::EngineError;
 use crate::paths;
 use crate::template::ChatTemplate;
@@ -24,7 +24,7 @@ use std::time::Instant;
 const DEFAULT_TEMPLATE: &str = include_str!("../prompts/chatml_default.j2");
 
 /// How to run a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EngineOptions {
     /// CPU threads (default: the machine's cores).
     pub threads: Option<usize>,
@@ -37,6 +37,9 @@ pub struct EngineOptions {
     pub n_batch: u32,
     /// `max_tokens` when a request gives none (default 512).
     pub default_max_tokens: u32,
+    /// Keep a second, single-sequence context for a sequence that runs alone (default true;
+    /// one sequence decodes faster there; costs one more sequence's KV cache).
+    pub solo_context: bool,
 }
 
 impl Default for EngineOptions {
@@ -47,6 +50,7 @@ impl Default for EngineOptions {
             n_seq_max: 8,
             n_batch: 512,
             default_max_tokens: 512,
+            solo_context: true,
         }
     }
 }
@@ -61,6 +65,7 @@ pub struct Engine {
     constraints: ConstraintFactory,
     jobs: Sender<(Job, Instant)>,
     settings: ContextSettings,
+    stats: Arc<EngineStats>,
     default_max_tokens: u32,
 }
 
@@ -74,23 +79,11 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-type Registry = Mutex<HashMap<(PathBuf, EngineOptionsKey), Weak<Engine>>>;
+type Registry = Mutex<HashMap<(PathBuf, EngineOptions), Weak<Engine>>>;
 
 fn registry() -> &'static Registry {
     static REG: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
     REG.get_or_init(Default::default)
-}
-
-type EngineOptionsKey = (Option<usize>, Option<u32>, u32, u32, u32);
-
-fn key(o: &EngineOptions) -> EngineOptionsKey {
-    (
-        o.threads,
-        o.n_ctx,
-        o.n_seq_max,
-        o.n_batch,
-        o.default_max_tokens,
-    )
 }
 
 impl Engine {
@@ -98,7 +91,7 @@ impl Engine {
     /// process already has it loaded with the same options.
     pub fn shared(spec: &str, opts: EngineOptions) -> Result<Arc<Engine>, EngineError> {
         let path = paths::resolve_spec(spec)?;
-        let k = (path.clone(), key(&opts));
+        let k = (path.clone(), opts);
         let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = reg.get(&k).and_then(Weak::upgrade) {
             return Ok(e);
@@ -173,13 +166,16 @@ impl Engine {
             n_batch: opts.n_batch.max(1),
             n_seq_max: opts.n_seq_max.max(1),
             threads: threads as i32,
+            solo_context: opts.solo_context,
         };
+        let stats = Arc::new(EngineStats::default());
+        let thread_stats = Arc::clone(&stats);
         let (jobs, rx) = std::sync::mpsc::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let thread_model = Arc::clone(&model);
         std::thread::Builder::new()
             .name("autosafe-engine".into())
-            .spawn(move || engine::run(thread_model, settings, rx, ready_tx))
+            .spawn(move || engine::run(thread_model, settings, thread_stats, rx, ready_tx))
             .map_err(|e| EngineError::Llama(format!("cannot start engine thread: {e}")))?;
         ready_rx.recv().map_err(|_| EngineError::Stopped)??;
         Ok(Engine {
@@ -190,6 +186,7 @@ impl Engine {
             constraints,
             jobs,
             settings,
+            stats,
             default_max_tokens: opts.default_max_tokens,
         })
     }
@@ -197,6 +194,11 @@ impl Engine {
     /// The GGUF file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Counters of the engine thread (forward passes per context, sequences moved between them).
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
     }
 
     /// Context, batch and thread settings in effect.
