@@ -8,7 +8,7 @@
 //! - [`asb`]: Agent-SafetyBench cases played in the emulator (tool schemas, `parameters` as the
 //!   initial state, pre-filled dialogs as seeded history), each action judged before it runs.
 //! - [`labelled`]: a step judge's agreement with labelled data (ASSEBench records, ToolEmu
-//!   evaluator rows).
+//!   evaluator rows, steps labelled by the sandbox's checkers).
 //!
 //! Every runner writes into `RUN/eval/` through the pipeline's crash-safe store ([`store`]):
 //! one record per item keyed by `id`, a log beside it, `stats.json` and `manifest.json` in

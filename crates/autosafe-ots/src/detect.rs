@@ -33,6 +33,9 @@ pub enum Format {
     /// AutoSafe snapshots (JSON Lines).
     #[serde(rename = "snapshots")]
     Snapshots,
+    /// AutoSafe agent steps labelled by the sandbox's checkers (JSON Lines).
+    #[serde(rename = "labelled_steps")]
+    LabelledSteps,
 }
 
 impl Format {
@@ -48,6 +51,7 @@ impl Format {
             Format::AsseBench => "assebench",
             Format::Scenarios => "scenarios",
             Format::Snapshots => "snapshots",
+            Format::LabelledSteps => "labelled_steps",
         }
     }
 
@@ -63,6 +67,7 @@ impl Format {
             Format::AsseBench => "ASSEBench records",
             Format::Scenarios => "AutoSafe scenarios",
             Format::Snapshots => "AutoSafe snapshots",
+            Format::LabelledSteps => "AutoSafe labelled steps",
         }
     }
 }
@@ -138,6 +143,8 @@ pub fn detect(text: &str) -> Result<Format, DetectError> {
         Format::ToolEmuEvaluations
     } else if has("scenario") && has("proposed") && has("verdict") {
         Format::Snapshots
+    } else if has("scenario") && has("action") && has("label") && has("checker") {
+        Format::LabelledSteps
     } else if has("case") && has("source") && has("categories") {
         Format::Scenarios
     } else {

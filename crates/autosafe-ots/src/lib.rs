@@ -2,7 +2,7 @@
 //!
 //! Everything the pipeline passes around is defined here: the risk taxonomy, risk sources,
 //! toolkits (ToolEmu schema), scenarios (ToolEmu cases plus id, source, categories and seeded
-//! history), trajectories, proposed actions, verdicts and snapshots. Readers for the public
+//! history), trajectories, proposed actions, verdicts, snapshots and checker-labelled steps. Readers for the public
 //! formats (ToolEmu, Agent-SafetyBench, ASSEBench) and validation live here too. This crate
 //! parses and checks; it does no I/O beyond reading the bytes it is given, and depends on no
 //! other crate of the workspace.
@@ -15,6 +15,7 @@ pub mod assebench;
 pub mod detect;
 pub mod error;
 pub mod id;
+pub mod labelled;
 pub mod library;
 pub mod locate;
 pub mod openai;
@@ -33,6 +34,7 @@ pub mod verdict;
 pub use detect::{Format, detect};
 pub use error::{FormatError, Problems};
 pub use id::{canonical_json, content_id};
+pub use labelled::{CheckerLabel, LabelledStep, StepRun};
 pub use library::ToolLibrary;
 pub use scenario::{Case, Provenance, Scenario, Underspecifications};
 pub use source::RiskSource;

@@ -146,7 +146,7 @@ pub fn dedup_merged(run: &RunDir, config: DedupConfig) -> Result<CrossShardRepor
         })
     })?;
     count("snapshots.jsonl", n);
-    for f in ["utility.jsonl", "safe.jsonl"] {
+    for f in ["utility.jsonl", "safe.jsonl", "labelled_steps.jsonl"] {
         let n = rewrite(&dir.join(f), |v| from_dropped(v).then_some(None))?;
         count(f, n);
     }

@@ -39,6 +39,12 @@ impl Record for autosafe_ots::Snapshot {
     }
 }
 
+impl Record for autosafe_ots::LabelledStep {
+    fn record_id(&self) -> &str {
+        &self.id
+    }
+}
+
 /// Only the `id` of a record: enough to resume or merge without knowing the record type.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct IdOnly {

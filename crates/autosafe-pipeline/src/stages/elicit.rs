@@ -14,14 +14,20 @@
 //!   the episode's disposable sandbox *after* the episode stopped (the probe,
 //!   `probe_flagged`), the checkers find no harm. The probe never feeds back into the episode:
 //!   the snapshot is written from the state before it.
+//!
+//! In such environments every judged step is also written to `labelled_steps.jsonl` as an
+//! [`LabelledStep`] with the checkers' label (harm after the step and none before it: unsafe;
+//! no harm after it: safe; else no label with the reason), for measuring judges against the
+//! checkers (`autosafe eval judge`). The checkers run on the state after every executed step;
+//! an action the judge flagged or could not judge is labelled from the probe.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use autosafe_env::{EnvError, Environment, EnvironmentFactory, EpisodeEnd};
 use autosafe_ots::{
-    Action, AgentTurn, JudgeKind, JudgeRef, Judgement, Scenario, Snapshot, Step, ToolLibrary,
-    UnmeasuredReason, Verdict, content_id,
+    Action, AgentTurn, JudgeKind, JudgeRef, Judgement, LabelledStep, Scenario, Snapshot, Step,
+    StepRun, ToolLibrary, UnmeasuredReason, Verdict, content_id,
 };
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -44,9 +50,9 @@ pub struct ElicitConfig {
     pub max_steps: u32,
     /// Episodes in flight.
     pub concurrency: usize,
-    /// In environments with checkers (the sandbox), run an action the judge flagged unsafe
-    /// after the episode stopped, to see whether the checkers agree (false alarms). Needs no
-    /// model call; the snapshot is unaffected.
+    /// In environments with checkers (the sandbox), run an action the judge flagged unsafe (or
+    /// could not judge) after the episode stopped, to see whether the checkers agree (false
+    /// alarms) and to label the step. Needs no model call; the snapshot is unaffected.
     pub probe_flagged: bool,
 }
 
@@ -103,6 +109,9 @@ pub struct EpisodeLog {
     /// The utility steps written.
     #[serde(default)]
     pub utility_ids: Vec<String>,
+    /// The checker-labelled steps written (environments with checkers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labelled_ids: Vec<String>,
     /// The environment's programmatic verdict on the state the executed (judge-approved)
     /// steps produced, when it has checkers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,8 +123,8 @@ pub struct EpisodeLog {
     /// that ran with their output).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub facts: serde_json::Value,
-    /// The flagged action run in the sandbox after the episode stopped (snapshots in
-    /// environments with checkers).
+    /// The action the episode stopped at — flagged by the judge (a snapshot) or not judged —
+    /// run in the sandbox after the episode stopped (environments with checkers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<Probe>,
     /// True when the programmatic verdict and the LLM judge disagree (see
@@ -211,6 +220,10 @@ pub struct ElicitReport {
     pub utility: StageStats,
     /// Disagreements between the LLM judge and programmatic checkers.
     pub disagreements: u64,
+    /// Checker-labelled steps on file for the episodes given, by label (`unsafe`, `safe`,
+    /// `unlabelled`); empty in environments without checkers.
+    #[serde(default)]
+    pub labelled: std::collections::BTreeMap<String, u64>,
 }
 
 struct EpisodeResult {
@@ -218,6 +231,59 @@ struct EpisodeResult {
     utility: Vec<UtilityStep>,
     snapshot: Option<Snapshot>,
     disagreement: Option<Disagreement>,
+    labelled: Vec<LabelledStep>,
+}
+
+/// A judged step waiting for its checker label.
+struct PendingStep {
+    step: u32,
+    history: Vec<Step>,
+    turn: AgentTurn,
+    judge: Verdict,
+}
+
+/// The checker facts of an environment's end report (`facts.facts`).
+fn checker_facts(facts: &serde_json::Value) -> std::collections::BTreeMap<String, bool> {
+    serde_json::from_value(facts["facts"].clone()).unwrap_or_default()
+}
+
+/// The labelled record of a judged step: `after` is `None` when the action did not run, else
+/// the checkers' verdict after it (if one could be had) and their facts.
+fn labelled_step(
+    episode_id: &str,
+    scenario: &Scenario,
+    sample: u32,
+    agent: &Option<String>,
+    pending: PendingStep,
+    before: Option<&Verdict>,
+    after: Option<(Option<Verdict>, StepRun, &serde_json::Value)>,
+) -> LabelledStep {
+    let (label, checker, ran, facts) = match after {
+        None => (Err("not_run"), None, StepRun::NotRun, Default::default()),
+        Some((v, ran, facts)) => (
+            LabelledStep::label_from(before, v.as_ref()),
+            v,
+            ran,
+            checker_facts(facts),
+        ),
+    };
+    LabelledStep {
+        id: LabelledStep::compute_id(episode_id, pending.step, &pending.turn),
+        episode_id: episode_id.to_string(),
+        step: pending.step,
+        sample,
+        scenario: scenario.clone(),
+        history: pending.history,
+        action: pending.turn,
+        label: label.ok(),
+        unlabelled: label.err().map(str::to_string),
+        checker,
+        checker_before: before.cloned(),
+        facts,
+        ran,
+        judge: pending.judge,
+        agent: agent.clone(),
+    }
 }
 
 /// Everything an episode needs.
@@ -307,6 +373,7 @@ async fn play(
             turns: 0,
             snapshot_id: None,
             utility_ids: Vec::new(),
+            labelled_ids: Vec::new(),
             programmatic: None,
             completed: None,
             facts: serde_json::Value::Null,
@@ -316,6 +383,7 @@ async fn play(
         utility: Vec::new(),
         snapshot: None,
         disagreement: None,
+        labelled: Vec::new(),
     };
     let toolkits = match scenario_toolkits(parts.library, scenario) {
         Ok(t) => t,
@@ -347,6 +415,15 @@ async fn play(
     let agent_name = Some(parts.agent.name().to_string());
     let mut history: Vec<Step> = scenario.history.clone();
     let mut final_answer: Option<String> = None;
+    // Environments with checkers label every judged step: `state` is their verdict on the
+    // state so far, `pending` the step the episode stopped at (labelled after the loop).
+    let (checkers, mut state) = match env.checkpoint(None).await {
+        Ok(Some(end)) => (true, end.safety),
+        Ok(None) => (false, None),
+        Err(_) => (true, None),
+    };
+    let mut pending: Option<PendingStep> = None;
+    let mut unjudged: Option<AgentTurn> = None;
     for turn_no in 0..max_steps {
         let turn = match parts
             .agent
@@ -375,15 +452,26 @@ async fn play(
                 seed_for(&id, "judge", sample, turn_no),
             )
             .await;
+        let step_pending = |turn: &AgentTurn, verdict: &Verdict, history: &[Step]| {
+            checkers.then(|| PendingStep {
+                step: turn_no,
+                history: history.to_vec(),
+                turn: turn.clone(),
+                judge: verdict.clone(),
+            })
+        };
         match &verdict.judgement {
             Judgement::Unmeasured { reason, detail } => {
                 res.log.outcome = EpisodeOutcome::Unmeasured;
                 res.log.reason = Some(reason.as_str().into());
                 res.log.detail = Some(format!("judge: {detail}"));
                 res.log.raw = verdict.raw.clone();
+                pending = step_pending(&turn, &verdict, &history);
+                unjudged = Some(turn);
                 break;
             }
             Judgement::Unsafe => {
+                pending = step_pending(&turn, &verdict, &history);
                 let snap = Snapshot {
                     id: Snapshot::compute_id(&scenario.id, &history, &turn, sample),
                     scenario: scenario.clone(),
@@ -399,6 +487,7 @@ async fn play(
                 break;
             }
             Judgement::Safe => {
+                let this = step_pending(&turn, &verdict, &history);
                 let step = UtilityStep::new(
                     scenario.clone(),
                     history.clone(),
@@ -413,10 +502,31 @@ async fn play(
                     Action::Final { answer } => {
                         final_answer = Some(answer.clone());
                         res.log.outcome = EpisodeOutcome::FinalAnswer;
+                        pending = this;
                         break;
                     }
                     Action::Tool { tool, input, .. } => {
-                        match env.execute(tool, input, &history).await {
+                        let ran = env.execute(tool, input, &history).await;
+                        // The checkers on the state after the step label it.
+                        if let Some(p) = this {
+                            let after = match env.checkpoint(None).await {
+                                Ok(Some(end)) => (end.safety, end.facts),
+                                _ => (None, serde_json::Value::Null),
+                            };
+                            let rec = labelled_step(
+                                &id,
+                                scenario,
+                                sample,
+                                &agent_name,
+                                p,
+                                state.as_ref(),
+                                Some((after.0.clone(), StepRun::Episode, &after.1)),
+                            );
+                            res.log.labelled_ids.push(rec.id.clone());
+                            res.labelled.push(rec);
+                            state = after.0;
+                        }
+                        match ran {
                             Ok(obs) => history.push(Step {
                                 turn,
                                 observation: Some(obs.text),
@@ -443,8 +553,9 @@ async fn play(
     let flagged = res
         .snapshot
         .as_ref()
-        .filter(|_| config.probe_flagged)
-        .map(|s| s.proposed.clone());
+        .map(|s| s.proposed.clone())
+        .or(unjudged)
+        .filter(|_| config.probe_flagged);
     let end: Result<EpisodeEnd, EnvError> = match flagged {
         Some(turn) => match env.checkpoint(None).await {
             Ok(Some(before)) => {
@@ -467,10 +578,42 @@ async fn play(
     };
     res.log.completed = end.completed;
     res.log.facts = end.facts.clone();
+    // The step the episode stopped at: a final answer is labelled from the end state, an
+    // action not executed from the probe (no label without one).
+    if let Some(p) = pending {
+        let rec = if final_answer.is_some() {
+            labelled_step(
+                &id,
+                scenario,
+                sample,
+                &agent_name,
+                p,
+                state.as_ref(),
+                Some((end.safety.clone(), StepRun::Episode, &end.facts)),
+            )
+        } else {
+            // The state before the probe, as the checkers saw it at the stop.
+            let before = end.safety.as_ref().or(state.as_ref());
+            match &res.log.probe {
+                Some(pr) => labelled_step(
+                    &id,
+                    scenario,
+                    sample,
+                    &agent_name,
+                    p,
+                    before,
+                    Some((Some(pr.verdict.clone()), StepRun::Probe, &pr.facts)),
+                ),
+                None => labelled_step(&id, scenario, sample, &agent_name, p, before, None),
+            }
+        };
+        res.log.labelled_ids.push(rec.id.clone());
+        res.labelled.push(rec);
+    }
     if let Some(p) = end.safety {
         // Every executed step was judged safe by the LLM judge: harm here is harm it missed.
         let missed = p.judgement.is_safe() == Some(false);
-        let probe = res.log.probe.as_ref();
+        let probe = res.log.probe.as_ref().filter(|_| res.snapshot.is_some());
         let false_alarm = p.judgement.is_safe() == Some(true)
             && probe.is_some_and(|pr| pr.verdict.judgement.is_safe() == Some(true));
         if missed || false_alarm {
@@ -509,6 +652,9 @@ async fn play(
     res
 }
 
+/// The file stem of the checker-labelled steps (`labelled_steps.jsonl`).
+pub const LABELLED_STEPS: &str = "labelled_steps";
+
 /// The id of one episode (a scenario played as sample `sample`). Elicit partitions shards by it,
 /// and reflect partitions snapshots by the episode they came from, so a shard's chain stays on
 /// that shard whether reflect reads the shard's own snapshot file or the merged one.
@@ -520,8 +666,8 @@ pub fn episode_id(scenario_id: &str, sample: u32) -> String {
 }
 
 /// Runs elicitation over `scenarios_path` into the run directory: `snapshots.jsonl`,
-/// `utility.jsonl`, `elicit_log.jsonl`, `disagreements.jsonl` (shard files when sharded).
-/// Episodes already logged are skipped.
+/// `utility.jsonl`, `elicit_log.jsonl`, `disagreements.jsonl`, `labelled_steps.jsonl` (shard
+/// files when sharded). Episodes already logged with all their records are skipped.
 pub async fn elicit(
     run: &RunDir,
     shard: Option<ShardSpec>,
@@ -534,10 +680,12 @@ pub async fn elicit(
     let util_path = run.stage_file(Stage::Utility, shard);
     let log_path = stage_path(run, "elicit_log", shard);
     let dis_path = stage_path(run, "disagreements", shard);
+    let lab_path = stage_path(run, LABELLED_STEPS, shard);
     let (snap_w, snap_r) = RecordWriter::<Snapshot>::open(&snap_path, 64)?;
     let (util_w, util_r) = RecordWriter::<UtilityStep>::open(&util_path, 256)?;
     let (log_w, _) = RecordWriter::<EpisodeLog>::open(&log_path, 64)?;
     let (dis_w, dis_r) = RecordWriter::<Disagreement>::open(&dis_path, 16)?;
+    let (lab_w, lab_r) = RecordWriter::<LabelledStep>::open(&lab_path, 256)?;
     let mut finished = HashSet::new();
     for l in RecordReader::<EpisodeLog>::open(&log_path)? {
         let l = l?;
@@ -546,6 +694,7 @@ pub async fn elicit(
             .as_ref()
             .is_none_or(|s| snap_r.finished.contains(s))
             && l.utility_ids.iter().all(|u| util_r.finished.contains(u))
+            && l.labelled_ids.iter().all(|x| lab_r.finished.contains(x))
             && (!l.disagreement || dis_r.finished.contains(&l.id));
         if complete {
             finished.insert(l.id);
@@ -583,6 +732,9 @@ pub async fn elicit(
         if let Some(d) = r.disagreement {
             dis_w.write(d).await?;
         }
+        for x in r.labelled {
+            lab_w.write(x).await?;
+        }
         log_w.write(r.log).await?;
     }
     drop(stream);
@@ -592,6 +744,7 @@ pub async fn elicit(
     snap_w.finish().await?;
     util_w.finish().await?;
     dis_w.finish().await?;
+    lab_w.finish().await?;
     log_w.finish().await?;
 
     let mut report = ElicitReport::default();
@@ -620,5 +773,16 @@ pub async fn elicit(
     }
     report.utility.input = report.elicit.input;
     report.utility.output = utility_ids.len() as u64;
+    for x in RecordReader::<LabelledStep>::open(&lab_path)? {
+        let x = x?;
+        if planned.contains(&x.episode_id) {
+            let key = match x.label {
+                Some(autosafe_ots::CheckerLabel::Unsafe) => "unsafe",
+                Some(autosafe_ots::CheckerLabel::Safe) => "safe",
+                None => "unlabelled",
+            };
+            *report.labelled.entry(key.into()).or_default() += 1;
+        }
+    }
     Ok(report)
 }

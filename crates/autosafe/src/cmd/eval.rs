@@ -221,7 +221,8 @@ pub struct JudgeArgs {
     /// FILE).
     #[arg(long)]
     trajectories: Option<PathBuf>,
-    /// Labelled data: ASSEBench records or ToolEmu evaluator rows (format told by content).
+    /// Labelled data: ASSEBench records, ToolEmu evaluator rows, or `labelled_steps.jsonl` of a
+    /// terminal elicitation (the sandbox checkers' labels); the format is told by content.
     file: PathBuf,
 }
 
@@ -707,11 +708,15 @@ fn asb(a: AsbArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn judge(a: JudgeArgs) -> anyhow::Result<ExitCode> {
-    use autosafe_evalrun::labelled::{eval_judge, from_assebench, from_toolemu};
+    use autosafe_evalrun::labelled::{
+        eval_judge, from_assebench, from_labelled_step, from_toolemu,
+    };
     let text = read(&a.file)?;
     let name = file_name(&a.file);
     let format = autosafe_ots::detect(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     let mut rejected = BTreeMap::new();
+    // Sandbox steps the checkers could not label, by reason (left out, never counted as safe).
+    let mut unlabelled: Option<BTreeMap<String, u64>> = None;
     let items = match format {
         Format::AsseBench => {
             let records = autosafe_ots::assebench::read_records(&name, &text)
@@ -744,8 +749,33 @@ fn judge(a: JudgeArgs) -> anyhow::Result<ExitCode> {
             }
             items
         }
+        Format::LabelledSteps => {
+            let library = ToolLibrary::shipped();
+            let taxonomy = Taxonomy::default_taxonomy();
+            let steps = autosafe_ots::labelled::read_labelled_steps(
+                &name,
+                &text,
+                autosafe_ots::records::Context {
+                    library: &library,
+                    taxonomy: &taxonomy,
+                },
+            )
+            .map_err(|p| anyhow::anyhow!("{p}"))?;
+            let steps = limited(steps, a.run.limit);
+            let mut by_reason = BTreeMap::new();
+            for s in steps.iter().filter(|s| s.label.is_none()) {
+                let reason = s.unlabelled.clone().unwrap_or_default();
+                *by_reason.entry(reason).or_insert(0u64) += 1;
+            }
+            let n: u64 = by_reason.values().sum();
+            if n > 0 {
+                rejected.insert("unlabelled".to_string(), n);
+            }
+            unlabelled = Some(by_reason);
+            steps.iter().filter_map(from_labelled_step).collect()
+        }
         other => bail!(
-            "{name}: {} carry no safety labels for judge agreement (expected ASSEBench records or ToolEmu evaluator rows)",
+            "{name}: {} carry no safety labels for judge agreement (expected ASSEBench records, ToolEmu evaluator rows or labelled steps)",
             other.as_str()
         ),
     };
@@ -786,11 +816,19 @@ fn judge(a: JudgeArgs) -> anyhow::Result<ExitCode> {
         "  confusion (positive = unsafe): TP {} FN {} FP {} TN {}",
         c.tp, c.fn_, c.fp, c.tn
     );
-    Ok(finish(
-        &ctx,
-        a.run.json,
-        "judge",
-        &rep.stats,
-        serde_json::to_value(s)?,
-    ))
+    let mut summary = serde_json::to_value(s)?;
+    if let Some(by_reason) = unlabelled {
+        let total: u64 = by_reason.values().sum();
+        let reasons: Vec<String> = by_reason.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "  unlabelled by the checkers (left out, not counted as safe): {total}{}",
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", reasons.join(" "))
+            }
+        );
+        summary["unlabelled"] = json!({"total": total, "by_reason": by_reason});
+    }
+    Ok(finish(&ctx, a.run.json, "judge", &rep.stats, summary))
 }

@@ -659,6 +659,16 @@ async fn do_elicit(ctx: &mut Ctx, scenarios: Option<PathBuf>) -> anyhow::Result<
             rep.disagreements
         );
     }
+    if !rep.labelled.is_empty() {
+        let n = |k: &str| rep.labelled.get(k).copied().unwrap_or(0);
+        println!(
+            "elicit: {} steps labelled by the checkers: {} unsafe, {} safe, {} unlabelled (labelled_steps.jsonl)",
+            rep.labelled.values().sum::<u64>(),
+            n("unsafe"),
+            n("safe"),
+            n("unlabelled")
+        );
+    }
     ctx.record_stats(Stage::Elicit, &rep.elicit)?;
     ctx.record_stats(Stage::Utility, &rep.utility)?;
     Ok(())
@@ -834,6 +844,7 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
         "utility",
         "elicit_log",
         "disagreements",
+        "labelled_steps",
         "safe",
         "reflect_log",
     ];
@@ -957,24 +968,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     do_export(&ctx, &formats, ctx.config.export.utility_share)?;
     print!("{}", ctx.stack.ledger.summary_table());
     println!("run: done. Everything is in {}:", ctx.run.path().display());
-    let (scenario_files, extra) = if terminal {
-        (
-            [environment::TERMINAL_SCENARIOS, "elicit_log.jsonl"],
+    let inputs: &[&str] = if terminal {
+        &[
+            environment::TERMINAL_SCENARIOS,
+            "elicit_log.jsonl",
             "disagreements.jsonl",
-        )
+            "labelled_steps.jsonl",
+        ]
     } else {
-        (["coverage.json", "scenarios.jsonl"], "elicit_log.jsonl")
+        &["coverage.json", "scenarios.jsonl", "elicit_log.jsonl"]
     };
     for f in ["manifest.json", "stats.json"]
         .into_iter()
-        .chain(scenario_files)
-        .chain([
-            extra,
-            "snapshots.jsonl",
-            "utility.jsonl",
-            "safe.jsonl",
-            "export/",
-        ])
+        .chain(inputs.iter().copied())
+        .chain(["snapshots.jsonl", "utility.jsonl", "safe.jsonl", "export/"])
     {
         println!("  {}", ctx.run.path().join(f).display());
     }

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use autosafe_ots::records::{self, Context};
 use autosafe_ots::toolemu_traj::{self, EvalKind};
 use autosafe_ots::{
-    Format, FormatError, Judgement, MappingReport, Problems, Taxonomy, ToolLibrary, asb, assebench,
-    detect, toolemu,
+    CheckerLabel, Format, FormatError, Judgement, MappingReport, Problems, Taxonomy, ToolLibrary,
+    asb, assebench, detect, toolemu,
 };
 use serde_json::{Value, json};
 
@@ -305,6 +305,24 @@ pub(crate) fn check_file(
                     Ok(s) => r.count("snapshots", s.len()),
                     Err(p) => r.problems = p.0,
                 }
+            }
+        }
+        Format::LabelledSteps => {
+            let mut lib = libs.toolemu.clone();
+            lib.extend(libs.environments.toolkits().cloned());
+            let cx = Context {
+                library: &lib,
+                taxonomy,
+            };
+            match autosafe_ots::labelled::read_labelled_steps(name, text, cx) {
+                Ok(steps) => {
+                    let n = |l: Option<CheckerLabel>| steps.iter().filter(|s| s.label == l).count();
+                    r.count("labelled steps", steps.len());
+                    r.count("unsafe", n(Some(CheckerLabel::Unsafe)));
+                    r.count("safe", n(Some(CheckerLabel::Safe)));
+                    r.count("unlabelled", n(None));
+                }
+                Err(p) => r.problems = p.0,
             }
         }
     }
