@@ -535,12 +535,19 @@ impl<'m> Looper<'m> {
         };
         let token = match seq.sampler.as_mut() {
             None => {
-                let mut best: Option<(usize, f32)> = None;
-                for (t, &l) in logits.iter().enumerate() {
-                    if best.is_none_or(|(_, b)| l > b) && allowed(t) {
-                        best = Some((t, l));
-                    }
-                }
+                // The plain argmax first (one pass, no per-token checks); the checked scan only
+                // when a mask or the end-of-generation rule forbids it.
+                let first = argmax(logits.iter().copied().enumerate());
+                let best = match first {
+                    Some((t, _)) if allowed(t) => first,
+                    _ => argmax(
+                        logits
+                            .iter()
+                            .copied()
+                            .enumerate()
+                            .filter(|&(t, _)| allowed(t)),
+                    ),
+                };
                 LlamaToken(
                     best.ok_or_else(|| constraint_error("no token allowed", &seq.text))?
                         .0 as i32,
@@ -592,6 +599,14 @@ impl<'m> Looper<'m> {
     }
 }
 
+/// The first index of the largest logit.
+fn argmax(logits: impl Iterator<Item = (usize, f32)>) -> Option<(usize, f32)> {
+    logits.fold(None, |best, (t, l)| match best {
+        Some((_, b)) if l <= b => best,
+        _ => Some((t, l)),
+    })
+}
+
 fn constraint_error(msg: &str, text: &[u8]) -> EngineError {
     EngineError::Constraint {
         message: msg.to_string(),
@@ -618,7 +633,7 @@ pub fn find_stop(text: &[u8], new_from: usize, stops: &[String]) -> Option<usize
 
 #[cfg(test)]
 mod tests {
-    use super::find_stop;
+    use super::{argmax, find_stop};
 
     #[test]
     fn stop_strings_found_across_token_boundaries() {
@@ -627,5 +642,14 @@ mod tests {
         assert_eq!(find_stop(b"abc END more", 6, &stops), Some(4));
         assert_eq!(find_stop(b"a\n\nb", 2, &stops), Some(1));
         assert_eq!(find_stop(b"xyz", 0, &[]), None);
+    }
+
+    #[test]
+    fn argmax_takes_the_first_largest() {
+        let l = [0.5f32, 2.0, -1.0, 2.0];
+        assert_eq!(argmax(l.iter().copied().enumerate()), Some((1, 2.0)));
+        assert_eq!(argmax(std::iter::empty()), None);
+        let not_1 = l.iter().copied().enumerate().filter(|&(t, _)| t != 1);
+        assert_eq!(argmax(not_1), Some((3, 2.0)));
     }
 }
