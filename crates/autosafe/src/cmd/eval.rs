@@ -284,20 +284,7 @@ impl Ctx {
         if let Some(m) = self.built.get(&key) {
             return Ok(m.clone());
         }
-        let model = match spec.provider {
-            ProviderKind::Openai => autosafe_llm::build_remote(&spec, &self.stack)
-                .with_context(|| format!("--{role}"))?,
-            ProviderKind::Local => {
-                let name = format!("local:{}", spec.model.trim_start_matches("local:"));
-                eprintln!("loading the embedded model {name} for {role} …");
-                let engine = autosafe_engine::Engine::shared(
-                    &name,
-                    autosafe_engine::EngineOptions::default(),
-                )
-                .with_context(|| format!("--{role} {name}"))?;
-                autosafe_llm::wrap_model(engine, &self.stack, true)
-            }
-        };
+        let model = super::models::build(&spec, &self.stack, role, &format!("--{role} {compact}"))?;
         self.built.insert(key, model.clone());
         Ok(model)
     }

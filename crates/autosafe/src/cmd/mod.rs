@@ -4,6 +4,7 @@ pub mod compare;
 pub mod environment;
 pub mod eval;
 pub mod model;
+pub mod models;
 pub mod pipeline;
 pub mod progress;
 pub mod report;

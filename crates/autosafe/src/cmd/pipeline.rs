@@ -446,27 +446,7 @@ impl Ctx {
         if let Some(m) = self.built.get(&key) {
             return Ok(m.clone());
         }
-        let model = match spec.provider {
-            ProviderKind::Openai => autosafe_llm::build_remote(&spec, &self.stack)
-                .with_context(|| format!("models.{role}"))?,
-            ProviderKind::Local => {
-                let name = format!("local:{}", spec.model.trim_start_matches("local:"));
-                eprintln!("loading the embedded model {name} for {role} …");
-                // AUTOSAFE_ENGINE_THREADS: CPU threads of the embedded engine (default: all).
-                let threads = std::env::var("AUTOSAFE_ENGINE_THREADS")
-                    .ok()
-                    .and_then(|t| t.parse().ok());
-                let engine = autosafe_engine::Engine::shared(
-                    &name,
-                    autosafe_engine::EngineOptions {
-                        threads,
-                        ..Default::default()
-                    },
-                )
-                .with_context(|| format!("models.{role}: {name}"))?;
-                autosafe_llm::wrap_model(engine, &self.stack, true)
-            }
-        };
+        let model = super::models::build(&spec, &self.stack, role, &format!("models.{role}"))?;
         self.built.insert(key, model.clone());
         Ok(model)
     }
