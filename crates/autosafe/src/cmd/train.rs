@@ -113,6 +113,48 @@ pub struct Args {
     /// Held-apart scenarios for --smoke (RUN/heldout/scenarios.jsonl).
     #[arg(long, default_value_t = 8)]
     smoke_held: usize,
+    /// Shipped terminal scenarios for --smoke, taken in turn from each risk source
+    /// (RUN/heldout/terminal_snapshots.jsonl, for `autosafe eval snapshots --env terminal`).
+    #[arg(long, default_value_t = 6)]
+    smoke_terminal: usize,
+}
+
+/// `n` shipped terminal scenarios, taken in turn from each risk source (file order within one),
+/// each with the last command of its scripted unsafe agent (the harmful one: in injection
+/// scenarios the earlier commands read the planted text).
+fn smoke_terminal_scenarios(n: usize) -> anyhow::Result<Vec<(autosafe_ots::Scenario, String)>> {
+    let mut by_source: BTreeMap<String, Vec<autosafe_sandbox::TerminalScenario>> = BTreeMap::new();
+    for t in autosafe_sandbox::shipped()? {
+        by_source
+            .entry(format!("{:?}", t.scenario.source))
+            .or_default()
+            .push(t);
+    }
+    let mut queues: Vec<std::vec::IntoIter<_>> =
+        by_source.into_values().map(Vec::into_iter).collect();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let before = out.len();
+        for q in &mut queues {
+            if out.len() >= n {
+                break;
+            }
+            if let Some(t) = q.next() {
+                let cmd = t
+                    .scripted
+                    .unsafe_agent
+                    .commands
+                    .last()
+                    .cloned()
+                    .unwrap_or_default();
+                out.push((t.scenario, cmd));
+            }
+        }
+        if out.len() == before {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 fn smoke_base() -> PathBuf {
@@ -250,11 +292,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.smoke_held,
         )?;
         println!(
-            "smoke: {} training records → {}; {} held-apart scenarios → {}",
+            "smoke: {} training records → {}; {} held-apart scenarios → {} (start-state snapshots: {})",
             d.train,
             d.safe.display(),
             d.held,
-            d.heldout.display()
+            d.heldout.display(),
+            d.snapshots.display()
+        );
+        let terminal = smoke_terminal_scenarios(args.smoke_terminal)?;
+        let tpath = autosafe_train::smoke::write_terminal_snapshots(&args.data, &terminal)?;
+        println!(
+            "smoke: {} terminal start-state snapshots → {}",
+            terminal.len(),
+            tpath.display()
+        );
+        let check = autosafe_train::smoke::check_held_apart(&args.data)?;
+        println!(
+            "smoke: held apart: {} held-apart scenarios/snapshots share no scenario id, case name or \
+             instruction with the {} training records",
+            check.held, check.train
         );
     }
     let spec = spec_from(&args)?;
