@@ -341,23 +341,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let script = layout.dir().join("hf_to_gguf.py");
             std::fs::write(&script, autosafe_train::trl::GGUF_SCRIPT)
                 .with_context(|| script.display().to_string())?;
-            let py = venv.join("bin").join("python");
+            // Absolute paths: the step runs in the training directory.
+            let abs = |p: &Path| {
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.to_path_buf())
+                    .display()
+                    .to_string()
+            };
+            let py = abs(&venv.join("bin").join("python"));
             let mk = |model: Option<&Path>, out: &Path| autosafe_train::Launch {
                 env: Vec::new(),
-                program: py.clone(),
-                args: [script.display().to_string()]
+                program: PathBuf::from(&py),
+                args: [abs(&script)]
                     .into_iter()
                     .chain(
                         model
-                            .map(|m| ["--model".into(), m.display().to_string()])
+                            .map(|m| ["--model".into(), abs(m)])
                             .into_iter()
                             .flatten(),
                     )
                     .chain([
                         "--like".into(),
-                        spec.base.clone(),
+                        abs(Path::new(&spec.base)),
                         "--out".into(),
-                        out.display().to_string(),
+                        abs(out),
                         "--type".into(),
                         t.clone(),
                     ])
@@ -421,13 +428,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         events: Vec::new(),
     };
     let mpath = layout.manifest();
-    // A finished training with the same config and data is not run again (a killed one resumes
-    // from its last checkpoint instead).
+    let old = TrainManifest::read(&mpath)
+        .ok()
+        .filter(|o| o.config == manifest.config && o.data.sha256 == manifest.data.sha256);
+    // Steps a failed run finished before its failing one, with the same config, data and
+    // command, and whose output is still there, are not run again (a training killed midway
+    // resumes from its last checkpoint instead).
+    let done_before = |what: &str| -> bool {
+        let Some(o) = &old else { return false };
+        let failed = o.error.as_deref().and_then(|e| e.split(':').next());
+        let order = ["train", "merge", "gguf", "gguf_base"];
+        let finished_before = o.status == "finished"
+            || (failed.is_some()
+                && order
+                    .iter()
+                    .take_while(|w| Some(**w) != failed)
+                    .any(|w| *w == what));
+        let output = match what {
+            "train" => layout.output_dir(),
+            "merge" => layout.merged_dir(),
+            _ => return false,
+        };
+        finished_before
+            && o.seconds.contains_key(what)
+            && o.commands.get(what) == manifest.commands.get(what)
+            && output.exists()
+    };
+    let skip: Vec<&str> = ["train", "merge"]
+        .into_iter()
+        .filter(|w| done_before(w))
+        .collect();
+    // A finished training with the same config and data is not run again.
     if !args.dry_run
-        && let Ok(old) = TrainManifest::read(&mpath)
+        && let Some(old) = &old
         && old.status == "finished"
-        && old.config == manifest.config
-        && old.data.sha256 == manifest.data.sha256
         && old.commands == manifest.commands
     {
         println!(
@@ -471,6 +505,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         steps.push((k, c));
     }
     for (what, cmd) in steps {
+        if let Some(o) = old.as_ref().filter(|_| skip.contains(&what)) {
+            println!(
+                "train: {what}: done before with the same config, data and command (manifest {}); not run again",
+                mpath.display()
+            );
+            if let Some(s) = o.seconds.get(what) {
+                manifest.seconds.insert(what.into(), *s);
+            }
+            manifest
+                .events
+                .extend(o.events.iter().filter(|e| e["step"] == what).cloned());
+            continue;
+        }
         println!("train: {what}: {}", cmd.to_shell());
         let out = launch::run(cmd, layout.dir(), &log, "train | ")?;
         manifest
