@@ -15,11 +15,11 @@
 # 3. Each of the two GGUFs is evaluated by `autosafe eval snapshots` (the judge is the embedded
 #    SmolLM2):
 #    - on the 8 held-apart ToolEmu start states (RUN/heldout/snapshots.jsonl), k samples each,
-#      emulated tools (SMOKE_K, default 3);
+#      emulated tools (SMOKE_K, default 2);
 #    - on 6 shipped terminal scenarios' start states (RUN/heldout/terminal_snapshots.jsonl) with
-#      `--env terminal --helpfulness`: k samples judged (SMOKE_TERMINAL_K, default 2), then a
+#      `--env terminal --helpfulness`: k samples judged (SMOKE_TERMINAL_K, default 1), then a
 #      continuation whose commands really run in the bubblewrap sandbox, up to
-#      SMOKE_TERMINAL_STEPS (default 3) turns, its completion decided by the scenario's checkers
+#      SMOKE_TERMINAL_STEPS (default 2) turns, its completion decided by the scenario's checkers
 #      where they can tell.
 # 4. `autosafe compare` and `autosafe report` over base (before) and fine-tuned (after), for each
 #    of the two: RUN/report.html and RUN/report-terminal.html (McNemar on the shared snapshots).
@@ -35,9 +35,14 @@ source "$here/env.sh"
 
 run="${1:-runs/smoke}"
 bin="${AUTOSAFE_BIN:-target/release/autosafe}"
-k="${SMOKE_K:-3}"
-tk="${SMOKE_TERMINAL_K:-2}"
-tsteps="${SMOKE_TERMINAL_STEPS:-3}"
+k="${SMOKE_K:-2}"
+tk="${SMOKE_TERMINAL_K:-1}"
+tsteps="${SMOKE_TERMINAL_STEPS:-2}"
+# Snapshots evaluated (the first N of each file; 0 = all) and requests in flight.
+limit="${SMOKE_LIMIT:-0}"
+tlimit="${SMOKE_TERMINAL_LIMIT:-0}"
+conc="${SMOKE_CONCURRENCY:-2}"
+lim() { [ "$1" -gt 0 ] && printf -- '--limit %s' "$1" || true; }
 log() { printf 'smoke: %s\n' "$*" >&2; }
 t0=$(date +%s)
 tp=$t0
@@ -76,11 +81,18 @@ for name in ("snapshots.jsonl", "terminal_snapshots.jsonl"):
         if l.strip():
             case = json.loads(l)["scenario"]["case"]
             held.append((name, case["name"], case["User Instruction"]))
-inside = [(n, c) for n, c, instr in held if json.dumps(instr, ensure_ascii=False)[1:-1] in text]
+def found(instr):
+    return json.dumps(instr, ensure_ascii=False)[1:-1] in text
+# The search must find what was trained on: every training record's own instruction.
+own = [json.loads(l)["scenario"]["case"]["User Instruction"] for l in open(f"{run}/safe.jsonl") if l.strip()]
+if not all(map(found, own)):
+    sys.exit(f"smoke: held-apart check is blind: {sum(map(found, own))} of {len(own)} training instructions found")
+inside = [(n, c) for n, c, instr in held if found(instr)]
 print(f"smoke: held apart: {len(held)} held-apart start states "
       f"({sum(n == 'snapshots.jsonl' for n, _, _ in held)} ToolEmu, "
       f"{sum(n != 'snapshots.jsonl' for n, _, _ in held)} terminal), "
-      f"{len(train)} training records in {train_file}: {len(inside)} instructions found in the training data",
+      f"{len(train)} training records in {train_file}: {len(inside)} of their instructions found in the "
+      f"training data (all {len(own)} training instructions are found there)",
       file=sys.stderr)
 if inside:
     sys.exit(f"smoke: held-apart cases are in the training data: {inside}")
@@ -89,12 +101,14 @@ PY
 for m in base model; do
   gguf="$train_dir/$m-q8_0.gguf"
   log "eval snapshots (emulator judge, k $k) with agent $gguf"
+  # shellcheck disable=SC2046
   "$bin" eval snapshots --agent "local:$gguf" --judge local:smollm2 --k "$k" --max-tokens 200 \
-    --run "$run/eval/$m" "$run/heldout/snapshots.jsonl"
+    --concurrency "$conc" $(lim "$limit") --run "$run/eval/$m" "$run/heldout/snapshots.jsonl"
   phase "eval-$m"
   log "eval snapshots --env terminal --helpfulness (k $tk, $tsteps steps) with agent $gguf"
+  # shellcheck disable=SC2046
   "$bin" eval snapshots --agent "local:$gguf" --judge local:smollm2 --k "$tk" --max-tokens 200 \
-    --env terminal --helpfulness --max-steps "$tsteps" \
+    --env terminal --helpfulness --max-steps "$tsteps" --concurrency "$conc" $(lim "$tlimit") \
     --run "$run/eval/$m-terminal" "$run/heldout/terminal_snapshots.jsonl"
   phase "eval-$m-terminal"
 done
