@@ -9,12 +9,21 @@
 #    The base weights come from the embedded GGUF, which transformers dequantizes. The script then
 #    merges the adapter and writes the merged model back as Q8_0 GGUF, plus the base at Q8_0, so
 #    both compare at one precision.
-# 2. Each of the two GGUFs plays the held-apart scenarios as the agent (`autosafe elicit`, ReAct,
-#    emulated tools). The judge and the emulator are the embedded SmolLM2. The script counts how
-#    each episode ended: an action judged unsafe (snapshot), a final answer with every action
-#    judged safe, or unmeasured.
-#    With `autosafe eval` available (the evaluation runners), it also runs `autosafe eval toolemu`
-#    on the same held-apart cases and writes `autosafe report` over both.
+# 2. Held apart: `autosafe train --smoke` checks that no held-apart scenario shares an id, case
+#    name or instruction with a training record; this script checks again against the exported
+#    training file itself (each held-apart instruction must not occur in it) and prints the count.
+# 3. Each of the two GGUFs is evaluated by `autosafe eval snapshots` (the judge is the embedded
+#    SmolLM2):
+#    - on the 8 held-apart ToolEmu start states (RUN/heldout/snapshots.jsonl), k samples each,
+#      emulated tools (SMOKE_K, default 2);
+#    - on 6 shipped terminal scenarios' start states (RUN/heldout/terminal_snapshots.jsonl) with
+#      `--env terminal --helpfulness`: k samples judged (SMOKE_TERMINAL_K, default 1), then a
+#      continuation whose commands really run in the bubblewrap sandbox, up to
+#      SMOKE_TERMINAL_STEPS (default 2) turns, its completion decided by the scenario's checkers
+#      where they can tell.
+# 4. `autosafe compare` and `autosafe report` over base (before) and fine-tuned (after), for each
+#    of the two: RUN/report.html and RUN/report-terminal.html (McNemar on the shared snapshots).
+# Phase wall times go to RUN/smoke_times.tsv and are printed at the end.
 #
 # Needs: ./scripts/setup.sh (model, toolchain) and ./scripts/setup-python.sh train (~6 GB venv).
 # Honours AUTOSAFE_BIN (default: target/release/autosafe, built if missing).
@@ -26,9 +35,25 @@ source "$here/env.sh"
 
 run="${1:-runs/smoke}"
 bin="${AUTOSAFE_BIN:-target/release/autosafe}"
+k="${SMOKE_K:-2}"
+tk="${SMOKE_TERMINAL_K:-1}"
+tsteps="${SMOKE_TERMINAL_STEPS:-2}"
+# Snapshots evaluated (the first N of each file; 0 = all) and requests in flight.
+limit="${SMOKE_LIMIT:-0}"
+tlimit="${SMOKE_TERMINAL_LIMIT:-0}"
+conc="${SMOKE_CONCURRENCY:-2}"
+lim() { [ "$1" -gt 0 ] && printf -- '--limit %s' "$1" || true; }
 log() { printf 'smoke: %s\n' "$*" >&2; }
 t0=$(date +%s)
-stamp() { echo "$(( $(date +%s) - t0 )) s"; }
+tp=$t0
+mkdir -p "$run"
+: > "$run/smoke_times.tsv"
+phase() {
+  local now; now=$(date +%s)
+  printf '%s\t%s\n' "$1" "$((now - tp))" >> "$run/smoke_times.tsv"
+  log "phase $1: $((now - tp)) s (total $((now - t0)) s)"
+  tp=$now
+}
 
 "$here/fetch-model.sh"
 "$here/setup-python.sh" train
@@ -36,56 +61,63 @@ if [ ! -x "$bin" ]; then
   log "building $bin"
   cargo build --release -p autosafe
 fi
+phase setup
 
 log "generate + train + merge + GGUF → $run"
 "$bin" train --smoke --data "$run"
 train_dir="$run/train/trl-lora"
-log "trained ($(stamp))"
+phase train
+
+# The held-apart states must not be in what the model was trained on: look for each held-apart
+# instruction in the exported training file itself.
+python3 - "$run" "$train_dir/data/alpaca/autosafe_alpaca.jsonl" <<'PY'
+import json, sys
+run, train_file = sys.argv[1], sys.argv[2]
+train = [json.loads(l) for l in open(train_file) if l.strip()]
+text = "\n".join(json.dumps(r, ensure_ascii=False) for r in train)
+held = []
+for name in ("snapshots.jsonl", "terminal_snapshots.jsonl"):
+    for l in open(f"{run}/heldout/{name}"):
+        if l.strip():
+            case = json.loads(l)["scenario"]["case"]
+            held.append((name, case["name"], case["User Instruction"]))
+def found(instr):
+    return json.dumps(instr, ensure_ascii=False)[1:-1] in text
+# The search must find what was trained on: every training record's own instruction.
+own = [json.loads(l)["scenario"]["case"]["User Instruction"] for l in open(f"{run}/safe.jsonl") if l.strip()]
+if not all(map(found, own)):
+    sys.exit(f"smoke: held-apart check is blind: {sum(map(found, own))} of {len(own)} training instructions found")
+inside = [(n, c) for n, c, instr in held if found(instr)]
+print(f"smoke: held apart: {len(held)} held-apart start states "
+      f"({sum(n == 'snapshots.jsonl' for n, _, _ in held)} ToolEmu, "
+      f"{sum(n != 'snapshots.jsonl' for n, _, _ in held)} terminal), "
+      f"{len(train)} training records in {train_file}: {len(inside)} of their instructions found in the "
+      f"training data (all {len(own)} training instructions are found there)",
+      file=sys.stderr)
+if inside:
+    sys.exit(f"smoke: held-apart cases are in the training data: {inside}")
+PY
 
 for m in base model; do
   gguf="$train_dir/$m-q8_0.gguf"
-  cfg="$run/eval-$m.toml"
-  cat > "$cfg" <<EOF
-name = "eval-$m"
-out = "$run"
-cache = false
-
-[models]
-generator = "local:smollm2"
-agent = "local:$gguf"
-judge = "local:smollm2"
-reflector = "local:smollm2"
-emulator = "local:smollm2"
-
-[agent]
-max_tokens = 200
-
-[elicit]
-samples = 1
-max_steps = 2
-concurrency = 8
-EOF
-  log "elicit on the held-apart scenarios with agent $gguf"
-  "$bin" elicit --config "$cfg" --run "$run/eval-$m" --scenarios "$run/heldout/scenarios.jsonl"
-  if "$bin" eval --help >/dev/null 2>&1; then
-    log "autosafe eval toolemu on the held-apart cases ($m)"
-    "$bin" eval toolemu --run "$run/eval-$m" --agent "local:$gguf" --emulator local:smollm2 \
-      --evaluator local:smollm2 --cases "$run/heldout/cases.json" --max-steps 2 || log "eval toolemu failed for $m"
-  fi
+  log "eval snapshots (emulator judge, k $k) with agent $gguf"
+  # shellcheck disable=SC2046
+  "$bin" eval snapshots --agent "local:$gguf" --judge local:smollm2 --k "$k" --max-tokens 200 \
+    --concurrency "$conc" $(lim "$limit") --run "$run/eval/$m" "$run/heldout/snapshots.jsonl"
+  phase "eval-$m"
+  log "eval snapshots --env terminal --helpfulness (k $tk, $tsteps steps) with agent $gguf"
+  # shellcheck disable=SC2046
+  "$bin" eval snapshots --agent "local:$gguf" --judge local:smollm2 --k "$tk" --max-tokens 200 \
+    --env terminal --helpfulness --max-steps "$tsteps" --concurrency "$conc" $(lim "$tlimit") \
+    --run "$run/eval/$m-terminal" "$run/heldout/terminal_snapshots.jsonl"
+  phase "eval-$m-terminal"
 done
-log "evaluated ($(stamp))"
 
-python3 - "$run" <<'PY'
-import collections, json, os, sys
-run = sys.argv[1]
-print(f"{'model':<8} {'episodes':>8} {'unsafe action':>14} {'final answer, all safe':>23} {'unmeasured':>11}")
-for m in ("base", "model"):
-    path = os.path.join(run, f"eval-{m}", "elicit_log.jsonl")
-    c = collections.Counter(json.loads(l)["outcome"] for l in open(path) if l.strip())
-    n = sum(c.values())
-    print(f"{m:<8} {n:>8} {c['snapshot']:>14} {c['final_answer']:>23} {c['unmeasured'] + c['rejected']:>11}")
-PY
-if "$bin" eval --help >/dev/null 2>&1; then
-  "$bin" report "$run/eval-base" "$run/eval-model" -o "$run/report.html" || log "report failed"
-fi
-log "done in $(stamp); training manifest: $train_dir/manifest.json"
+for suffix in "" "-terminal"; do
+  "$bin" compare "$run/eval/base$suffix" "$run/eval/model$suffix"
+  "$bin" report "$run/eval/base$suffix" "$run/eval/model$suffix" -o "$run/report$suffix.html"
+done
+phase report
+log "done in $(( $(date +%s) - t0 )) s; phases (s):"
+cat "$run/smoke_times.tsv" >&2
+log "training manifest: $train_dir/manifest.json; reports: $run/report.html, $run/report-terminal.html"

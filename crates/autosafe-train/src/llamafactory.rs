@@ -87,7 +87,7 @@ fn scalar(v: &Value) -> String {
 /// LLaMA-Factory's chat template for a base model, from its name. `None` when unknown.
 pub fn guess_template(base: &str) -> Option<&'static str> {
     let b = base.to_ascii_lowercase();
-    let table: [(&[&str], &str); 8] = [
+    let table: [(&[&str], &str); 10] = [
         (&["llama-3", "llama3"], "llama3"),
         (&["qwen3"], "qwen3"),
         (&["qwen"], "qwen"),
@@ -96,6 +96,8 @@ pub fn guess_template(base: &str) -> Option<&'static str> {
         (&["gemma"], "gemma"),
         (&["phi-3", "phi3"], "phi"),
         (&["llama-2", "llama2"], "llama2"),
+        (&["smollm2"], "smollm2"),
+        (&["smollm"], "smollm"),
     ];
     table
         .iter()
@@ -126,6 +128,28 @@ pub(crate) fn abs(p: &Path) -> String {
         .to_string()
 }
 
+/// The base model as LLaMA-Factory gets it: a local directory as an absolute path (the trainer
+/// runs in the training directory), anything else (a hub id) as given.
+fn base_model(spec: &TrainSpec) -> Result<String> {
+    let p = Path::new(&spec.base);
+    if spec.base.ends_with(".gguf") {
+        return Err(TrainError::Spec {
+            field: "base".into(),
+            message: format!(
+                "`{}`: LLaMA-Factory reads Hugging Face model directories, not GGUF files; convert it \
+                 first with `python python/gguf_to_hf.py --gguf {} --out DIR` (in the llamafactory \
+                 environment) and pass --base DIR, or use --backend trl, which reads GGUF",
+                spec.base, spec.base
+            ),
+        });
+    }
+    Ok(if p.exists() {
+        abs(p)
+    } else {
+        spec.base.clone()
+    })
+}
+
 /// The dataset name LLaMA-Factory looks up in `dataset_info.json`.
 pub fn dataset_key(spec: &TrainSpec) -> String {
     format!("{}_{}", spec.dataset_name, spec.format.as_str())
@@ -136,7 +160,7 @@ pub fn train_yaml(spec: &TrainSpec, layout: &TrainLayout) -> Result<String> {
     let h = &spec.hyper;
     let mut y = Yaml::default();
     y.section("model");
-    y.set("model_name_or_path", json!(spec.base));
+    y.set("model_name_or_path", json!(base_model(spec)?));
     y.set("trust_remote_code", json!(true));
     y.section("method");
     y.set("stage", json!("sft"));
@@ -197,7 +221,7 @@ pub fn train_yaml(spec: &TrainSpec, layout: &TrainLayout) -> Result<String> {
 pub fn merge_yaml(spec: &TrainSpec, layout: &TrainLayout) -> Result<String> {
     let mut y = Yaml::default();
     y.section("model");
-    y.set("model_name_or_path", json!(spec.base));
+    y.set("model_name_or_path", json!(base_model(spec)?));
     y.set("adapter_name_or_path", json!(abs(&layout.output_dir())));
     y.set("template", json!(template(spec)?));
     y.set("trust_remote_code", json!(true));

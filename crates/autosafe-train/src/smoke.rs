@@ -9,13 +9,18 @@
 //! train on a CPU), ties broken by a stable hash of the name. The first `held` go to held-apart
 //! scenarios (`RUN/heldout/scenarios.jsonl`) that training never sees, the next `train` to
 //! `RUN/safe.jsonl`. The held-apart cases are also written as a ToolEmu case list
-//! (`RUN/heldout/cases.json`) for ToolEmu-style episode evaluation.
+//! (`RUN/heldout/cases.json`) for ToolEmu-style episode evaluation, and as start-state snapshots
+//! (`RUN/heldout/snapshots.jsonl`, empty history) for `autosafe eval snapshots`.
+//! [`write_terminal_snapshots`] adds start-state snapshots of shipped terminal scenarios
+//! (`RUN/heldout/terminal_snapshots.jsonl`) for `autosafe eval snapshots --env terminal`.
+//! [`check_held_apart`] reads the files back and fails when a held-apart case is in the training
+//! data.
 
 use std::path::{Path, PathBuf};
 
 use autosafe_ots::{
     Action, AgentTurn, Case, JudgeKind, JudgeRef, Judgement, Provenance, RiskSource, Scenario,
-    Taxonomy, Verdict,
+    Snapshot, Taxonomy, Verdict,
 };
 use autosafe_pipeline::records::{SafeExample, SafeOrigin};
 use serde::Deserialize;
@@ -42,6 +47,170 @@ pub struct SmokeData {
     pub heldout: PathBuf,
     /// Held-apart scenarios (also `RUN/heldout/cases.json`, ToolEmu's case format).
     pub held: usize,
+    /// `RUN/heldout/snapshots.jsonl`: one start-state snapshot per held-apart scenario.
+    pub snapshots: PathBuf,
+}
+
+/// The start state of a scenario as a snapshot: empty history, the given proposed action and its
+/// label. `autosafe eval snapshots` samples the evaluated agent's own next action from the
+/// history and judges that; the proposed action and verdict only document where the state came
+/// from.
+pub fn start_snapshot(scenario: Scenario, proposed: AgentTurn, verdict: Verdict) -> Snapshot {
+    Snapshot {
+        id: Snapshot::compute_id(&scenario.id, &[], &proposed, 0),
+        scenario,
+        history: Vec::new(),
+        proposed,
+        verdict,
+        sample: 0,
+        agent: None,
+    }
+}
+
+/// A held-apart ToolEmu scenario as a start-state snapshot. ToolEmu describes its risky actions in
+/// words only, so the proposed turn carries the case's first "Potential Risky Actions" entry as
+/// text, labelled unsafe by the case's authors (judge kind `human`, `toolemu:<case>`).
+fn toolemu_start_snapshot(scenario: &Scenario) -> Snapshot {
+    let risky = scenario
+        .case
+        .risky_actions
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "(the case lists no risky action)".into());
+    let proposed = AgentTurn {
+        thought: "held-apart start state: ToolEmu's documented potential risky action (text, \
+                  never run)"
+            .into(),
+        action: Action::Final { answer: risky },
+        raw: None,
+    };
+    let verdict = Verdict {
+        judgement: Judgement::Unsafe,
+        rationale: "listed by the case under Potential Risky Actions".into(),
+        score: None,
+        judge: JudgeRef {
+            kind: JudgeKind::Human,
+            name: format!("toolemu:{}", scenario.case.name),
+        },
+        raw: None,
+    };
+    start_snapshot(scenario.clone(), proposed, verdict)
+}
+
+/// Writes `RUN/heldout/terminal_snapshots.jsonl`: one start-state snapshot per terminal scenario,
+/// each with the given command (the CLI takes the last command of the scenario's scripted unsafe
+/// agent) as the proposed action (`TerminalExecute`), labelled unsafe by the scenario's checkers
+/// (judge kind `programmatic`; the shipped scenario tests show that the scripted unsafe command
+/// list trips `unsafe_if`). Returns the path.
+pub fn write_terminal_snapshots(run: &Path, scenarios: &[(Scenario, String)]) -> Result<PathBuf> {
+    let snaps: Vec<Snapshot> = scenarios
+        .iter()
+        .map(|(sc, command)| {
+            let proposed = AgentTurn {
+                thought: "held-apart start state: the scenario's scripted unsafe agent's last \
+                          command (never run here)"
+                    .into(),
+                action: Action::Tool {
+                    tool: "TerminalExecute".into(),
+                    input: serde_json::json!({ "command": command }),
+                    call_id: None,
+                },
+                raw: None,
+            };
+            let verdict = Verdict {
+                judgement: Judgement::Unsafe,
+                rationale: "the scripted unsafe agent of the scenario (its checkers' unsafe_if)"
+                    .into(),
+                score: None,
+                judge: JudgeRef {
+                    kind: JudgeKind::Programmatic,
+                    name: format!("terminal:{}", sc.case.name),
+                },
+                raw: None,
+            };
+            start_snapshot(sc.clone(), proposed, verdict)
+        })
+        .collect();
+    let path = run.join("heldout").join("terminal_snapshots.jsonl");
+    write_jsonl(&path, &snaps)?;
+    Ok(path)
+}
+
+/// What [`check_held_apart`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldApartCheck {
+    /// Training records read (`RUN/safe.jsonl`).
+    pub train: usize,
+    /// Held-apart scenarios and snapshots read (`RUN/heldout/*.jsonl`).
+    pub held: usize,
+}
+
+/// Reads `RUN/safe.jsonl` and every `RUN/heldout/*snapshots.jsonl` / `scenarios.jsonl` back and
+/// fails when a held-apart scenario shares its id, case name or user instruction with a training
+/// record.
+pub fn check_held_apart(run: &Path) -> Result<HeldApartCheck> {
+    let read = |p: &Path| -> Result<Vec<serde_json::Value>> {
+        if !p.exists() {
+            return Ok(Vec::new());
+        }
+        let text = std::fs::read_to_string(p).map_err(|e| TrainError::io(p, e))?;
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .map_err(|e| TrainError::Json(format!("{}:{}: {e}", p.display(), i + 1)))
+            })
+            .collect()
+    };
+    let keys = |sc: &serde_json::Value| -> [String; 3] {
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().trim().to_string();
+        [
+            s(&sc["id"]),
+            s(&sc["case"]["name"]),
+            s(&sc["case"]["User Instruction"]),
+        ]
+    };
+    let train = read(&run.join("safe.jsonl"))?;
+    let mut seen = std::collections::HashMap::new();
+    for r in &train {
+        for k in keys(&r["scenario"]) {
+            if !k.is_empty() {
+                seen.insert(k, r["id"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    let mut held = 0;
+    let dir = run.join("heldout");
+    for name in [
+        "scenarios.jsonl",
+        "snapshots.jsonl",
+        "terminal_snapshots.jsonl",
+    ] {
+        let path = dir.join(name);
+        for (i, v) in read(&path)?.iter().enumerate() {
+            let sc = if name == "scenarios.jsonl" {
+                v
+            } else {
+                &v["scenario"]
+            };
+            held += 1;
+            for k in keys(sc) {
+                if let Some(rec) = seen.get(&k) {
+                    return Err(TrainError::Spec {
+                        field: format!("{}:{}", path.display(), i + 1),
+                        message: format!(
+                            "held-apart scenario is in the training data (record {rec}): `{k}`"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(HeldApartCheck {
+        train: train.len(),
+        held,
+    })
 }
 
 fn fill(t: &str, case: &Case, risk: &str) -> String {
@@ -171,6 +340,9 @@ pub fn write_dataset(
     let heldout = run.join("heldout").join("scenarios.jsonl");
     write_jsonl(&safe, &records)?;
     write_jsonl(&heldout, &held_cases)?;
+    let snapshots = run.join("heldout").join("snapshots.jsonl");
+    let snaps: Vec<Snapshot> = held_cases.iter().map(toolemu_start_snapshot).collect();
+    write_jsonl(&snapshots, &snaps)?;
     let cases: Vec<&Case> = held_cases.iter().map(|s| &s.case).collect();
     let text = serde_json::to_string_pretty(&cases).map_err(TrainError::json)? + "\n";
     autosafe_pipeline::rundir::write_bytes_atomic(
@@ -183,6 +355,7 @@ pub fn write_dataset(
         train: records.len(),
         heldout,
         held: held_cases.len(),
+        snapshots,
     })
 }
 

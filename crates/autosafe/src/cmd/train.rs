@@ -113,6 +113,48 @@ pub struct Args {
     /// Held-apart scenarios for --smoke (RUN/heldout/scenarios.jsonl).
     #[arg(long, default_value_t = 8)]
     smoke_held: usize,
+    /// Shipped terminal scenarios for --smoke, taken in turn from each risk source
+    /// (RUN/heldout/terminal_snapshots.jsonl, for `autosafe eval snapshots --env terminal`).
+    #[arg(long, default_value_t = 6)]
+    smoke_terminal: usize,
+}
+
+/// `n` shipped terminal scenarios, taken in turn from each risk source (file order within one),
+/// each with the last command of its scripted unsafe agent (the harmful one: in injection
+/// scenarios the earlier commands read the planted text).
+fn smoke_terminal_scenarios(n: usize) -> anyhow::Result<Vec<(autosafe_ots::Scenario, String)>> {
+    let mut by_source: BTreeMap<String, Vec<autosafe_sandbox::TerminalScenario>> = BTreeMap::new();
+    for t in autosafe_sandbox::shipped()? {
+        by_source
+            .entry(format!("{:?}", t.scenario.source))
+            .or_default()
+            .push(t);
+    }
+    let mut queues: Vec<std::vec::IntoIter<_>> =
+        by_source.into_values().map(Vec::into_iter).collect();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let before = out.len();
+        for q in &mut queues {
+            if out.len() >= n {
+                break;
+            }
+            if let Some(t) = q.next() {
+                let cmd = t
+                    .scripted
+                    .unsafe_agent
+                    .commands
+                    .last()
+                    .cloned()
+                    .unwrap_or_default();
+                out.push((t.scenario, cmd));
+            }
+        }
+        if out.len() == before {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 fn smoke_base() -> PathBuf {
@@ -250,11 +292,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.smoke_held,
         )?;
         println!(
-            "smoke: {} training records → {}; {} held-apart scenarios → {}",
+            "smoke: {} training records → {}; {} held-apart scenarios → {} (start-state snapshots: {})",
             d.train,
             d.safe.display(),
             d.held,
-            d.heldout.display()
+            d.heldout.display(),
+            d.snapshots.display()
+        );
+        let terminal = smoke_terminal_scenarios(args.smoke_terminal)?;
+        let tpath = autosafe_train::smoke::write_terminal_snapshots(&args.data, &terminal)?;
+        println!(
+            "smoke: {} terminal start-state snapshots → {}",
+            terminal.len(),
+            tpath.display()
+        );
+        let check = autosafe_train::smoke::check_held_apart(&args.data)?;
+        println!(
+            "smoke: held apart: {} held-apart scenarios/snapshots share no scenario id, case name or \
+             instruction with the {} training records",
+            check.held, check.train
         );
     }
     let spec = spec_from(&args)?;
@@ -285,23 +341,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let script = layout.dir().join("hf_to_gguf.py");
             std::fs::write(&script, autosafe_train::trl::GGUF_SCRIPT)
                 .with_context(|| script.display().to_string())?;
-            let py = venv.join("bin").join("python");
+            // Absolute paths: the step runs in the training directory.
+            let abs = |p: &Path| {
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.to_path_buf())
+                    .display()
+                    .to_string()
+            };
+            let py = abs(&venv.join("bin").join("python"));
             let mk = |model: Option<&Path>, out: &Path| autosafe_train::Launch {
                 env: Vec::new(),
-                program: py.clone(),
-                args: [script.display().to_string()]
+                program: PathBuf::from(&py),
+                args: [abs(&script)]
                     .into_iter()
                     .chain(
                         model
-                            .map(|m| ["--model".into(), m.display().to_string()])
+                            .map(|m| ["--model".into(), abs(m)])
                             .into_iter()
                             .flatten(),
                     )
                     .chain([
                         "--like".into(),
-                        spec.base.clone(),
+                        abs(Path::new(&spec.base)),
                         "--out".into(),
-                        out.display().to_string(),
+                        abs(out),
                         "--type".into(),
                         t.clone(),
                     ])
@@ -365,13 +428,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         events: Vec::new(),
     };
     let mpath = layout.manifest();
-    // A finished training with the same config and data is not run again (a killed one resumes
-    // from its last checkpoint instead).
+    let old = TrainManifest::read(&mpath)
+        .ok()
+        .filter(|o| o.config == manifest.config && o.data.sha256 == manifest.data.sha256);
+    // Steps a failed run finished before its failing one, with the same config, data and
+    // command, and whose output is still there, are not run again (a training killed midway
+    // resumes from its last checkpoint instead).
+    let done_before = |what: &str| -> bool {
+        let Some(o) = &old else { return false };
+        let failed = o.error.as_deref().and_then(|e| e.split(':').next());
+        let order = ["train", "merge", "gguf", "gguf_base"];
+        let finished_before = o.status == "finished"
+            || (failed.is_some()
+                && order
+                    .iter()
+                    .take_while(|w| Some(**w) != failed)
+                    .any(|w| *w == what));
+        let output = match what {
+            "train" => layout.output_dir(),
+            "merge" => layout.merged_dir(),
+            _ => return false,
+        };
+        finished_before
+            && o.seconds.contains_key(what)
+            && o.commands.get(what) == manifest.commands.get(what)
+            && output.exists()
+    };
+    let skip: Vec<&str> = ["train", "merge"]
+        .into_iter()
+        .filter(|w| done_before(w))
+        .collect();
+    // A finished training with the same config and data is not run again.
     if !args.dry_run
-        && let Ok(old) = TrainManifest::read(&mpath)
+        && let Some(old) = &old
         && old.status == "finished"
-        && old.config == manifest.config
-        && old.data.sha256 == manifest.data.sha256
         && old.commands == manifest.commands
     {
         println!(
@@ -415,6 +505,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         steps.push((k, c));
     }
     for (what, cmd) in steps {
+        if let Some(o) = old.as_ref().filter(|_| skip.contains(&what)) {
+            println!(
+                "train: {what}: done before with the same config, data and command (manifest {}); not run again",
+                mpath.display()
+            );
+            if let Some(s) = o.seconds.get(what) {
+                manifest.seconds.insert(what.into(), *s);
+            }
+            manifest
+                .events
+                .extend(o.events.iter().filter(|e| e["step"] == what).cloned());
+            continue;
+        }
         println!("train: {what}: {}", cmd.to_shell());
         let out = launch::run(cmd, layout.dir(), &log, "train | ")?;
         manifest
