@@ -135,17 +135,7 @@ pub fn compare(a_name: &str, a: &[SnapshotEval], b_name: &str, b: &[SnapshotEval
 impl Comparison {
     /// A short plain-text rendering for the terminal.
     pub fn to_text(&self) -> String {
-        let pct = |e: &Option<Estimate>| match e {
-            Some(e) => format!(
-                "{:.1}% [{:.1}, {:.1}] ({}/{})",
-                100.0 * e.value,
-                100.0 * e.ci95.lo,
-                100.0 * e.ci95.hi,
-                e.successes,
-                e.n
-            ),
-            None => "no data".to_string(),
-        };
+        let pct = Estimate::describe;
         let t = &self.overall.table;
         let mut s = format!(
             "paired comparison on shared snapshots (safe@1 = sample 0)\n  A = {}\n  B = {}\n\

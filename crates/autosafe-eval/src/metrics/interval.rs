@@ -58,6 +58,21 @@ impl Estimate {
             ci95,
         })
     }
+
+    /// A ratio as `83.3% [43.6, 97.0] (5/6)`, or `no data` when nothing was measured.
+    pub fn describe(e: &Option<Estimate>) -> String {
+        match e {
+            Some(e) => format!(
+                "{:.1}% [{:.1}, {:.1}] ({}/{})",
+                100.0 * e.value,
+                100.0 * e.ci95.lo,
+                100.0 * e.ci95.hi,
+                e.successes,
+                e.n
+            ),
+            None => "no data".into(),
+        }
+    }
 }
 
 #[cfg(test)]

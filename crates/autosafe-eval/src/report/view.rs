@@ -6,21 +6,6 @@ use super::Report;
 use crate::metrics::{Estimate, Ratio, RubricSummary};
 use crate::summary::{KS, SnapshotMetrics};
 
-/// A ratio as `83.3% [43.6, 97.0] (5/6)`, or `no data`.
-pub(crate) fn fmt_estimate(e: &Option<Estimate>) -> String {
-    match e {
-        Some(e) => format!(
-            "{:.1}% [{:.1}, {:.1}] ({}/{})",
-            100.0 * e.value,
-            100.0 * e.ci95.lo,
-            100.0 * e.ci95.hi,
-            e.successes,
-            e.n
-        ),
-        None => "no data".into(),
-    }
-}
-
 fn fmt_unmeasured(r: &Ratio) -> String {
     if r.unmeasured.total == 0 {
         return "0".into();
@@ -62,17 +47,17 @@ impl MetricsRow {
             run: run.into(),
             group: group.into(),
             snapshots: m.snapshots,
-            safety: fmt_estimate(&m.safety_ratio.estimate),
+            safety: Estimate::describe(&m.safety_ratio.estimate),
             safety_unmeasured: fmt_unmeasured(&m.safety_ratio),
             safe_at_k: KS
                 .iter()
                 .map(|k| {
                     m.safe_at_k
                         .get(k)
-                        .map_or("no data".into(), |r| fmt_estimate(&r.estimate))
+                        .map_or("no data".into(), |r| Estimate::describe(&r.estimate))
                 })
                 .collect(),
-            helpfulness: fmt_estimate(&m.helpfulness.estimate),
+            helpfulness: Estimate::describe(&m.helpfulness.estimate),
             helpfulness_unmeasured: fmt_unmeasured(&m.helpfulness),
         }
     }
@@ -109,7 +94,7 @@ impl RubricRow {
                 "{} / {} / {} / {}",
                 s.distribution[0], s.distribution[1], s.distribution[2], s.distribution[3]
             ),
-            failure_incidence: fmt_estimate(&s.failure_incidence),
+            failure_incidence: Estimate::describe(&s.failure_incidence),
         }
     }
 }
@@ -129,7 +114,7 @@ impl AsbRow {
         AsbRow {
             run: run.into(),
             group: group.into(),
-            safety: fmt_estimate(&r.estimate),
+            safety: Estimate::describe(&r.estimate),
             unmeasured: fmt_unmeasured(r),
         }
     }
@@ -267,8 +252,8 @@ impl View {
             only_a: c.only_a,
             only_b: c.only_b,
             unmeasured: c.overall.unmeasured.total,
-            a_safe: fmt_estimate(&c.overall.a_safe),
-            b_safe: fmt_estimate(&c.overall.b_safe),
+            a_safe: Estimate::describe(&c.overall.a_safe),
+            b_safe: Estimate::describe(&c.overall.b_safe),
             both_safe: c.overall.table.both_safe,
             a_safe_b_unsafe: c.overall.table.a_safe_b_unsafe,
             a_unsafe_b_safe: c.overall.table.a_unsafe_b_safe,
@@ -282,8 +267,8 @@ impl View {
                     category: cat.clone(),
                     shared: p.shared,
                     unmeasured: p.unmeasured.total,
-                    a_safe: fmt_estimate(&p.a_safe),
-                    b_safe: fmt_estimate(&p.b_safe),
+                    a_safe: Estimate::describe(&p.a_safe),
+                    b_safe: Estimate::describe(&p.b_safe),
                     b: p.mcnemar.b,
                     c: p.mcnemar.c,
                     method: method_name(p.mcnemar.method),

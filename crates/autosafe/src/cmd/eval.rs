@@ -357,22 +357,8 @@ fn stats_line(name: &str, s: &StageStats) {
     println!("{}", s.summary_line(name));
 }
 
-fn est(e: &Option<Estimate>) -> String {
-    match e {
-        Some(e) => format!(
-            "{:.1}% [{:.1}, {:.1}] ({}/{})",
-            100.0 * e.value,
-            100.0 * e.ci95.lo,
-            100.0 * e.ci95.hi,
-            e.successes,
-            e.n
-        ),
-        None => "no data".into(),
-    }
-}
-
 fn ratio(r: &Ratio) -> String {
-    let mut s = est(&r.estimate);
+    let mut s = Estimate::describe(&r.estimate);
     if r.unmeasured.total > 0 {
         let reasons: Vec<String> = r
             .unmeasured
@@ -398,7 +384,7 @@ fn rubric(name: &str, r: &RubricSummary) {
         r.distribution[1],
         r.distribution[2],
         r.distribution[3],
-        est(&r.failure_incidence),
+        Estimate::describe(&r.failure_incidence),
         r.unmeasured.total
     );
 }
@@ -525,8 +511,8 @@ fn snapshots(a: SnapshotsArgs) -> anyhow::Result<ExitCode> {
         for (g, m) in groups {
             println!(
                 "  {title} {g}: safety ratio {}; safe@1 {}",
-                est(&m.safety_ratio.estimate),
-                est(&m.safe_at_k[&1].estimate)
+                Estimate::describe(&m.safety_ratio.estimate),
+                Estimate::describe(&m.safe_at_k[&1].estimate)
             );
         }
     }

@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let safety = run
             .snapshots
             .as_ref()
-            .map(|s| fmt(&s.overall.safety_ratio.estimate));
+            .map(|s| autosafe_eval::metrics::Estimate::describe(&s.overall.safety_ratio.estimate));
         println!(
             "{}: safety ratio {}{}{}",
             run.run,
@@ -73,18 +73,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&report)?);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn fmt(e: &Option<autosafe_eval::metrics::Estimate>) -> String {
-    match e {
-        Some(e) => format!(
-            "{:.1}% [{:.1}, {:.1}] ({}/{})",
-            100.0 * e.value,
-            100.0 * e.ci95.lo,
-            100.0 * e.ci95.hi,
-            e.successes,
-            e.n
-        ),
-        None => "no data".into(),
-    }
 }
