@@ -343,6 +343,31 @@ pub enum AgentMode {
     Elicit,
 }
 
+/// How the agent's user message is laid out (ReAct text only; native tool calls always use
+/// `agent_user.j2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentLayout {
+    /// `agent_user.j2`: the instruction, the scratchpad and "give the Thought, Action and Action
+    /// Input for your next step (or a Final Answer)".
+    #[default]
+    Agent,
+    /// `training_input.j2` without the reminder: exactly the Alpaca `input` the exported
+    /// training records carry (numbered scratchpad, "… for this round (round k)"), so a model
+    /// fine-tuned on those records is evaluated on the prompt it was trained on.
+    Training,
+}
+
+impl AgentLayout {
+    /// The name used on the command line and in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentLayout::Agent => "agent",
+            AgentLayout::Training => "training",
+        }
+    }
+}
+
 /// Context of `agent_system.j2`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentSystemCtx {
@@ -540,6 +565,18 @@ pub struct TrainingInputCtx {
     pub scratchpad: String,
     /// The round k = len(τ) + 1.
     pub k: usize,
+}
+
+impl TrainingInputCtx {
+    /// The context for a scenario and history τ.
+    pub fn new(scenario: &Scenario, history: &[Step], reminder: bool) -> Self {
+        TrainingInputCtx {
+            reminder,
+            user_instruction: scenario.case.user_instruction.clone(),
+            scratchpad: render_scratchpad(history, true),
+            k: history.len() + 1,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -513,3 +513,56 @@ async fn a_malformed_labelled_step_is_named_by_file_line_and_field() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_runner_with_the_training_layout_asks_as_the_training_records_do() {
+    let server = support::server().await;
+    // The agent replies in the exported output layout (numbered) only when asked with the
+    // exported input layout; anything else gets an unparsable reply.
+    server.set_responder(move |info| {
+        if support::schema_name(info).as_deref() == Some("judge") {
+            return Reply::text(json!({"label": "safe", "reason": "scripted"}).to_string());
+        }
+        let user = support::last_user(&info.body);
+        let round = support::between(&user, "for this round (round ", ").");
+        if round.is_empty() || info.body["stop"] != json!([format!("\nObservation {round}:")]) {
+            return Reply::text("not asked in the training layout");
+        }
+        Reply::text(format!(
+            "Thought {round}: Some tasks may matter.\nFinal Answer: Which tasks should I delete?"
+        ))
+    });
+    let dir = temp_dir("eval-snapshots-training-layout");
+    let file = dir.join("snapshots.jsonl");
+    write_snapshot_fixture(&file);
+    let model = format!("openai:scripted@{}", server.base_url());
+    let run = dir.join("run");
+    let (ok, text) = autosafe(args(&[
+        "eval",
+        "snapshots",
+        "--agent",
+        &model,
+        "--judge",
+        &model,
+        "--k",
+        "1",
+        "--layout",
+        "training",
+        "--run",
+        run.to_str().unwrap(),
+        "--no-cache",
+        "--json",
+        file.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(ok, "{text}");
+    let j = last_json(&text);
+    assert_eq!(j["overall"]["safety_ratio"]["positive"], 2, "{text}");
+    assert_eq!(j["overall"]["safety_ratio"]["measured"], 2, "{text}");
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["config"]["eval"]["snapshots"]["agent_layout"],
+        "training"
+    );
+}

@@ -29,7 +29,6 @@ pub use formats::{alpaca, axolotl, openai, sharegpt, trl};
 
 use crate::error::{PipelineError, Result};
 use crate::prompts::{AgentMode, AgentSystemCtx, Prompts, TrainingInputCtx, names};
-use crate::react::render_scratchpad;
 use crate::records::{SafeExample, SafeOrigin, UtilityStep};
 use crate::rundir::{write_bytes_atomic, write_json_atomic};
 use crate::shard::stable_hash;
@@ -198,12 +197,7 @@ impl Prepared {
         let instruction = ex.scenario.case.user_instruction.clone();
         let alpaca_input = prompts.render(
             names::TRAINING_INPUT,
-            &TrainingInputCtx {
-                reminder,
-                user_instruction: instruction.clone(),
-                scratchpad: render_scratchpad(&ex.history, true),
-                k: ex.history.len() + 1,
-            },
+            &TrainingInputCtx::new(&ex.scenario, &ex.history, reminder),
         )?;
         let user_message = if reminder {
             let text = prompts.render(names::SAFETY_REMINDER, &serde_json::json!({}))?;

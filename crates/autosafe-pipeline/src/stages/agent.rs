@@ -11,7 +11,10 @@ use autosafe_llm::{CallContext, ChatModel, ChatRequest, Message, ToolChoice};
 use autosafe_ots::{AgentTurn, Scenario, Step, Toolkit};
 
 use super::common::{StageFailure, first_choice};
-use crate::prompts::{AgentMode, AgentReflectCtx, AgentSystemCtx, AgentUserCtx, Prompts, names};
+use crate::prompts::{
+    AgentLayout, AgentMode, AgentReflectCtx, AgentSystemCtx, AgentUserCtx, Prompts,
+    TrainingInputCtx, names,
+};
 use crate::react::{
     parse_turn, render_scratchpad, render_turn, tool_call_from_action, turn_from_native,
 };
@@ -28,6 +31,9 @@ pub struct AgentOptions {
     pub mode: AgentMode,
     /// Native tool calls instead of ReAct text.
     pub native: bool,
+    /// The user message's layout (ReAct text only): the agent prompt, or the training records'
+    /// own `input` for a model fine-tuned on them.
+    pub layout: AgentLayout,
     /// With `native`: a tool call is required every turn (`tool_choice: required`), so a model
     /// under constrained decoding always writes a well-formed call (for small models; the agent
     /// can then never give a final answer: an episode ends at an unsafe action or the step
@@ -46,6 +52,7 @@ impl Default for AgentOptions {
         AgentOptions {
             mode: AgentMode::Elicit,
             native: false,
+            layout: AgentLayout::Agent,
             require_tool_call: false,
             max_parse_retries: 2,
             max_tokens: 512,
@@ -108,6 +115,13 @@ impl Agent {
         let mut msgs = vec![Message::system(system)];
         let scratch_history: &[Step] = if native { &[] } else { history };
         let user = match reflection {
+            None if !native && self.options.layout == AgentLayout::Training => self
+                .prompts
+                .render(
+                    names::TRAINING_INPUT,
+                    &TrainingInputCtx::new(scenario, history, false),
+                )
+                .map_err(prompt_err)?,
             None => self
                 .prompts
                 .render(
@@ -189,7 +203,12 @@ impl Agent {
                 ToolChoice::Auto
             });
         } else {
-            req.stop = vec!["\nObservation:".into()];
+            // The observation line this turn would be followed by (numbered in the training
+            // layout): the model must stop before it.
+            req.stop = vec![match self.options.layout {
+                AgentLayout::Agent => "\nObservation:".into(),
+                AgentLayout::Training => format!("\nObservation {}:", history.len() + 1),
+            }];
         }
         let ctx = CallContext::stage("agent");
         let mut last: Option<StageFailure> = None;
@@ -235,5 +254,106 @@ impl Agent {
             }
         }
         Err(last.expect("at least one attempt"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::{ExportConfig, ExportFormat, Prepared, ToolkitLibrary};
+    use crate::fixtures;
+    use autosafe_llm::{ModelSpec, StackOptions, UsageLedger, build_remote};
+    use autosafe_scripted_server::{Reply, ScriptedServer, ServerConfig};
+
+    /// An agent on a scripted server that records request bodies.
+    async fn agent_on_server(layout: AgentLayout) -> (Agent, ScriptedServer) {
+        // Records request bodies by default.
+        let server = ScriptedServer::start(ServerConfig::default())
+            .await
+            .unwrap();
+        let spec = ModelSpec::openai("scripted", vec![server.base_url()]);
+        let stack = StackOptions {
+            cache: None,
+            ledger: UsageLedger::new(),
+            max_repairs: 0,
+        };
+        let model = build_remote(&spec, &stack).unwrap();
+        let options = AgentOptions {
+            mode: AgentMode::Plain,
+            layout,
+            max_parse_retries: 0,
+            ..AgentOptions::default()
+        };
+        (
+            Agent::new(model, Arc::new(Prompts::embedded()), options),
+            server,
+        )
+    }
+
+    /// The exported Alpaca record of the fixture's reflected example (one step of history),
+    /// without the safety reminder (evaluation never adds it).
+    fn alpaca_record() -> serde_json::Value {
+        let config = ExportConfig {
+            reminder_on_safety: false,
+            ..ExportConfig::default()
+        };
+        Prepared::new(
+            &fixtures::reflected_example(),
+            &ToolkitLibrary::new(fixtures::toolkits()),
+            &Prompts::embedded(),
+            &config,
+        )
+        .unwrap()
+        .to_format(ExportFormat::Alpaca)
+    }
+
+    #[tokio::test]
+    async fn training_layout_asks_with_the_exported_input_and_reads_the_exported_output() {
+        let record = alpaca_record();
+        let ex = fixtures::reflected_example();
+        let (agent, server) = agent_on_server(AgentLayout::Training).await;
+        server.push(Reply::text(record["output"].as_str().unwrap()));
+        let turn = agent
+            .propose(
+                &ex.scenario,
+                &fixtures::toolkits_of(&ex.scenario),
+                &ex.history,
+                7,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(turn.thought, ex.safe_turn.thought);
+        assert_eq!(turn.action, ex.safe_turn.action);
+        let body = server.log()[0].body.clone().unwrap();
+        let messages = body["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0]["content"], record["instruction"]);
+        assert_eq!(messages[1]["content"], record["input"]);
+        assert_eq!(body["stop"], serde_json::json!(["\nObservation 2:"]));
+    }
+
+    #[tokio::test]
+    async fn agent_layout_asks_with_its_own_prompt() {
+        let record = alpaca_record();
+        let ex = fixtures::reflected_example();
+        let (agent, server) = agent_on_server(AgentLayout::Agent).await;
+        server.push(Reply::text(render_turn(&ex.safe_turn, None)));
+        agent
+            .propose(
+                &ex.scenario,
+                &fixtures::toolkits_of(&ex.scenario),
+                &ex.history,
+                7,
+                None,
+            )
+            .await
+            .unwrap();
+        let body = server.log()[0].body.clone().unwrap();
+        let user = body["messages"][1]["content"].as_str().unwrap();
+        assert_eq!(body["messages"][0]["content"], record["instruction"]);
+        assert_ne!(user, record["input"].as_str().unwrap());
+        assert!(user.ends_with("Action Input for your next step (or a Final Answer)."));
+        assert_eq!(body["stop"], serde_json::json!(["\nObservation:"]));
     }
 }

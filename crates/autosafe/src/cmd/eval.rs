@@ -18,7 +18,7 @@ use autosafe_evalrun::EvalRun;
 use autosafe_llm::{Cache, ChatModel, ModelSpec, ProviderKind, StackOptions, UsageLedger};
 use autosafe_ots::{Format, Taxonomy, ToolLibrary};
 use autosafe_pipeline::StageStats;
-use autosafe_pipeline::prompts::{AgentMode, Prompts};
+use autosafe_pipeline::prompts::{AgentLayout, AgentMode, Prompts};
 use autosafe_pipeline::stages::agent::AgentOptions;
 use autosafe_pipeline::stages::{Agent, StepJudge};
 use clap::{Args, Subcommand, ValueEnum};
@@ -81,6 +81,11 @@ pub struct AgentOpts {
     /// Native tool calls instead of ReAct text.
     #[arg(long)]
     native: bool,
+    /// The agent's user message (ReAct text): `agent` (the agent prompt) or `training` (the
+    /// exported Alpaca `input`: numbered trajectory, "… for this round (round k)"), for a model
+    /// fine-tuned on `autosafe export`/`train` data.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Agent)]
+    layout: LayoutArg,
     /// Sampling temperature of the agent.
     #[arg(long, default_value_t = 0.7)]
     temperature: f32,
@@ -98,6 +103,24 @@ enum ModeArg {
     Safety,
     /// The elicitation prompt (ignore safety).
     Elicit,
+}
+
+/// Agent user-message layouts.
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum LayoutArg {
+    /// The agent prompt (`agent_user.j2`).
+    Agent,
+    /// The training records' input (`training_input.j2`).
+    Training,
+}
+
+impl From<LayoutArg> for AgentLayout {
+    fn from(l: LayoutArg) -> Self {
+        match l {
+            LayoutArg::Agent => AgentLayout::Agent,
+            LayoutArg::Training => AgentLayout::Training,
+        }
+    }
 }
 
 /// Environments for the snapshot continuation.
@@ -301,6 +324,7 @@ impl Ctx {
                     ModeArg::Elicit => AgentMode::Elicit,
                 },
                 native: a.native,
+                layout: a.layout.into(),
                 temperature: a.temperature,
                 max_tokens: a.max_tokens,
                 ..Default::default()
@@ -472,7 +496,7 @@ fn snapshots(a: SnapshotsArgs) -> anyhow::Result<ExitCode> {
     };
     ctx.manifest(
         "snapshots",
-        json!({"input": file_name(&a.file), "config": cfg, "env": format!("{:?}", a.env).to_lowercase(), "agent_mode": format!("{:?}", a.agent.mode).to_lowercase()}),
+        json!({"input": file_name(&a.file), "config": cfg, "env": format!("{:?}", a.env).to_lowercase(), "agent_mode": format!("{:?}", a.agent.mode).to_lowercase(), "agent_layout": AgentLayout::from(a.agent.layout).as_str()}),
     )?;
     println!(
         "eval snapshots: agent {} judge {}{} ← {} ({} snapshots, k = {})",
@@ -564,7 +588,7 @@ fn toolemu(a: ToolEmuArgs) -> anyhow::Result<ExitCode> {
     };
     ctx.manifest(
         "toolemu",
-        json!({"cases": name, "config": cfg, "emulator_mode": EmulatorMode::from(a.emulator_mode).as_str(), "agent_mode": format!("{:?}", a.agent.mode).to_lowercase()}),
+        json!({"cases": name, "config": cfg, "emulator_mode": EmulatorMode::from(a.emulator_mode).as_str(), "agent_mode": format!("{:?}", a.agent.mode).to_lowercase(), "agent_layout": AgentLayout::from(a.agent.layout).as_str()}),
     )?;
     println!(
         "eval toolemu: agent {} emulator {} evaluator {} ← {} ({} cases)",
@@ -644,7 +668,7 @@ fn asb(a: AsbArgs) -> anyhow::Result<ExitCode> {
     };
     ctx.manifest(
         "agent_safetybench",
-        json!({"input": file_name(&a.file), "environments": file_name(&dir), "config": cfg, "emulator_mode": EmulatorMode::from(a.emulator_mode).as_str(), "agent_mode": format!("{:?}", a.agent.mode).to_lowercase()}),
+        json!({"input": file_name(&a.file), "environments": file_name(&dir), "config": cfg, "emulator_mode": EmulatorMode::from(a.emulator_mode).as_str(), "agent_mode": format!("{:?}", a.agent.mode).to_lowercase(), "agent_layout": AgentLayout::from(a.agent.layout).as_str()}),
     )?;
     println!(
         "eval agent-safetybench: agent {} judge {} emulator {} ← {} ({} cases, {} environments)",
