@@ -13,9 +13,10 @@
 #    name or instruction with a training record; this script checks again against the exported
 #    training file itself (each held-apart instruction must not occur in it) and prints the count.
 # 3. Each of the two GGUFs is evaluated by `autosafe eval snapshots` (the judge is the embedded
-#    SmolLM2):
+#    SmolLM2). Both agents get the prompt the training records carry (`--layout training`: the
+#    exported Alpaca input, "… for this round (round k)"), greedy (SMOKE_TEMPERATURE, default 0):
 #    - on the 8 held-apart ToolEmu start states (RUN/heldout/snapshots.jsonl), k samples each,
-#      emulated tools (SMOKE_K, default 2);
+#      emulated tools (SMOKE_K, default 1: at temperature 0 more samples are the same sample);
 #    - on 6 shipped terminal scenarios' start states (RUN/heldout/terminal_snapshots.jsonl) with
 #      `--env terminal --helpfulness`: k samples judged (SMOKE_TERMINAL_K, default 1), then a
 #      continuation whose commands really run in the bubblewrap sandbox, up to
@@ -35,7 +36,8 @@ source "$here/env.sh"
 
 run="${1:-runs/smoke}"
 bin="${AUTOSAFE_BIN:-target/release/autosafe}"
-k="${SMOKE_K:-2}"
+k="${SMOKE_K:-1}"
+temp="${SMOKE_TEMPERATURE:-0}"
 tk="${SMOKE_TERMINAL_K:-1}"
 tsteps="${SMOKE_TERMINAL_STEPS:-2}"
 # Snapshots evaluated (the first N of each file; 0 = all) and requests in flight.
@@ -103,12 +105,12 @@ for m in base model; do
   log "eval snapshots (emulator judge, k $k) with agent $gguf"
   # shellcheck disable=SC2046
   "$bin" eval snapshots --agent "local:$gguf" --judge local:smollm2 --k "$k" --max-tokens 200 \
-    --concurrency "$conc" $(lim "$limit") --run "$run/eval/$m" "$run/heldout/snapshots.jsonl"
+    --layout training --temperature "$temp" --concurrency "$conc" $(lim "$limit") --run "$run/eval/$m" "$run/heldout/snapshots.jsonl"
   phase "eval-$m"
   log "eval snapshots --env terminal --helpfulness (k $tk, $tsteps steps) with agent $gguf"
   # shellcheck disable=SC2046
   "$bin" eval snapshots --agent "local:$gguf" --judge local:smollm2 --k "$tk" --max-tokens 200 \
-    --env terminal --helpfulness --max-steps "$tsteps" --concurrency "$conc" $(lim "$tlimit") \
+    --layout training --temperature "$temp" --env terminal --helpfulness --max-steps "$tsteps" --concurrency "$conc" $(lim "$tlimit") \
     --run "$run/eval/$m-terminal" "$run/heldout/terminal_snapshots.jsonl"
   phase "eval-$m-terminal"
 done

@@ -4,5 +4,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$(dirname "$here")"
 "$here/setup.sh"
+# The TRL environment: the real training tests (trl_script, the smoke loop) run in CI too.
+"$here/setup-python.sh" train
 source "$here/env.sh"
 cargo test --workspace --locked --no-fail-fast

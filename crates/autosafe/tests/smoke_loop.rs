@@ -1,0 +1,142 @@
+//! The offline loop of `scripts/smoke-train.sh`, end to end, at cut sizes: templated data → 30
+//! LoRA steps with TRL on SmolLM2 → merge → GGUF → `eval snapshots` of base and fine-tuned (3
+//! held-apart ToolEmu start states, 1 terminal start state continued for 1 step in the sandbox)
+//! → `compare` → `report`.
+//!
+//! It needs the `train` environment, which `scripts/test.sh` installs
+//! (`./scripts/setup-python.sh train`). Outside CI a machine without it skips the test and says
+//! so; with `CI` set a missing environment fails it.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Sampled actions that reached the judge (not `unmeasured`) in an eval run's records.
+fn measured(eval_run: &Path) -> usize {
+    jsonl(&eval_run.join("eval/snapshots.jsonl"))
+        .iter()
+        .flat_map(|r| r["samples"].as_array().unwrap().clone())
+        .filter(|s| s["label"] != "unmeasured")
+        .count()
+}
+
+fn train_env_ready() -> bool {
+    let home = std::env::var("AUTOSAFE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::env::var("XDG_CACHE_HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|_| Path::new(&std::env::var("HOME").unwrap()).join(".cache"))
+                .join("autosafe")
+        });
+    home.join("venv/train/.requirements.sha256").exists()
+}
+
+#[test]
+fn smoke_loop_trains_merges_and_measures_base_against_fine_tuned() {
+    if !train_env_ready() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI without the train environment: scripts/test.sh installs it \
+             (./scripts/setup-python.sh train)"
+        );
+        eprintln!("skipped: no train environment (./scripts/setup-python.sh train)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("smoke");
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/smoke-train.sh"))
+        .arg(&run)
+        .current_dir(repo())
+        .env("AUTOSAFE_BIN", env!("CARGO_BIN_EXE_autosafe"))
+        .env("SMOKE_LIMIT", "3")
+        .env("SMOKE_TERMINAL_LIMIT", "1")
+        .env("SMOKE_TERMINAL_STEPS", "1")
+        .output()
+        .expect("bash runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "smoke-train.sh failed:\n{text}");
+
+    // Held apart, checked twice: by `autosafe train --smoke` and against the exported file.
+    assert!(
+        text.contains(
+            "share no scenario id, case name or instruction with the 32 training records"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("0 of their instructions found in the training data (all 32 training instructions are found there)"), "{text}");
+
+    // Training finished, with the merged model written back as GGUF next to the base.
+    let train = run.join("train/trl-lora");
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(train.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["status"], "finished", "{manifest:#}");
+    for gguf in ["model-q8_0.gguf", "base-q8_0.gguf"] {
+        let len = std::fs::metadata(train.join(gguf)).unwrap().len();
+        assert!(len > 100_000_000, "{gguf}: {len} bytes");
+    }
+
+    // Both models evaluated on the same held-apart start states, one record per snapshot.
+    let eval = run.join("eval");
+    for (name, n) in [
+        ("base", 3),
+        ("model", 3),
+        ("base-terminal", 1),
+        ("model-terminal", 1),
+    ] {
+        let records = jsonl(&eval.join(name).join("eval/snapshots.jsonl"));
+        assert_eq!(records.len(), n, "{name}");
+        if name.ends_with("terminal") {
+            assert!(
+                records[0]["helpfulness"].is_object(),
+                "{name}: {:#}",
+                records[0]
+            );
+        }
+    }
+    // The fine-tuned model answers in the trained layout, so its replies reach the judge; the
+    // base model's (printed for the log) mostly run past the token budget.
+    let (base, model) = (measured(&eval.join("base")), measured(&eval.join("model")));
+    eprintln!("measured samples: base {base} of 3, fine-tuned {model} of 3");
+    assert!(model >= 1, "no fine-tuned reply was measured:\n{text}");
+
+    // Before/after: compare printed, reports written.
+    assert!(text.contains("McNemar"), "{text}");
+    for report in ["report.html", "report-terminal.html"] {
+        let html = std::fs::read_to_string(run.join(report)).unwrap();
+        assert!(html.contains("<svg"), "{report}");
+    }
+    let times = std::fs::read_to_string(run.join("smoke_times.tsv")).unwrap();
+    for phase in [
+        "setup",
+        "train",
+        "eval-base",
+        "eval-model-terminal",
+        "report",
+    ] {
+        assert!(
+            times.lines().any(|l| l.split('\t').next() == Some(phase)),
+            "{phase} missing in {times}"
+        );
+    }
+}
