@@ -691,6 +691,15 @@ async fn the_shipped_terminal_config_runs_end_to_end() {
         serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["config"]["elicit"]["environment"], "terminal");
     assert_eq!(manifest["config"]["sandbox"]["timeout_s"], 20.0);
+    // Only the roles a terminal run uses: no generator, no emulator.
+    let mut roles: Vec<&str> = manifest["models"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    roles.sort();
+    assert_eq!(roles, ["agent", "judge", "reflector"]);
     assert!(run.join("export/alpaca/autosafe_alpaca.jsonl").exists());
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -229,6 +229,23 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
+    /// The model roles this run uses, with their entries: the terminal environment plays shipped
+    /// scenarios on real commands, so it has no generator and no emulator.
+    fn roles_used(&self) -> Vec<(&'static str, &ModelEntry)> {
+        let m = &self.models;
+        let terminal = self.elicit.environment == EnvChoice::Terminal;
+        [
+            ("generator", &m.generator),
+            ("agent", &m.agent),
+            ("judge", &m.judge),
+            ("reflector", &m.reflector),
+            ("emulator", &m.emulator),
+        ]
+        .into_iter()
+        .filter(|(role, _)| !(terminal && matches!(*role, "generator" | "emulator")))
+        .collect()
+    }
+
     /// Applies `--env` over `[elicit] environment`; with the terminal, `--scenarios` becomes
     /// `[elicit] terminal_scenarios` (taken out of `scenarios`), so the manifest records both.
     fn select_env(&mut self, env: Option<EnvChoice>, scenarios: &mut Option<PathBuf>) {
@@ -470,14 +487,7 @@ impl Ctx {
         m.config = autosafe_pipeline::rundir::redact_secrets(serde_json::to_value(&self.config)?);
         m.prompt_hashes = self.prompts.hashes();
         m.shard = self.shard;
-        let models = &self.config.models;
-        for (role, entry) in [
-            ("generator", &models.generator),
-            ("agent", &models.agent),
-            ("judge", &models.judge),
-            ("reflector", &models.reflector),
-            ("emulator", &models.emulator),
-        ] {
+        for (role, entry) in self.config.roles_used() {
             let spec = entry.spec()?;
             let provider = match spec.provider {
                 ProviderKind::Openai => "openai-compatible",
@@ -725,20 +735,16 @@ fn do_export(ctx: &Ctx, formats: &[ExportFormat], utility_share: usize) -> anyho
         dataset_name: ctx.config.export.dataset_name.clone(),
         ..Default::default()
     };
-    let models: BTreeMap<String, String> = [
-        ("generator", &ctx.config.models.generator),
-        ("agent", &ctx.config.models.agent),
-        ("judge", &ctx.config.models.judge),
-        ("reflector", &ctx.config.models.reflector),
-        ("emulator", &ctx.config.models.emulator),
-    ]
-    .into_iter()
-    .filter_map(|(r, e)| {
-        e.spec()
-            .ok()
-            .map(|s| (r.to_string(), s.display_name().to_string()))
-    })
-    .collect();
+    let models: BTreeMap<String, String> = ctx
+        .config
+        .roles_used()
+        .into_iter()
+        .filter_map(|(r, e)| {
+            e.spec()
+                .ok()
+                .map(|s| (r.to_string(), s.display_name().to_string()))
+        })
+        .collect();
     let lib = ToolkitLibrary::new(ToolLibrary::shipped().toolkits().cloned());
     let out = ctx.run.path().join("export");
     let (rep, _card) = autosafe_pipeline::export::export(
