@@ -216,20 +216,7 @@ pub async fn eval_asb(
     let path = run.eval_file(ASB_FILE);
     let (log_w, _) = store::open::<AsbLog>(&run.eval_file(LOG_FILE))?;
     let (rec_w, finished) = store::open::<AsbEpisode>(&path)?;
-    let mut stats = StageStats {
-        input: cases.len() as u64,
-        ..Default::default()
-    };
-    let todo: Vec<&AsbCase> = cases
-        .iter()
-        .filter(|c| {
-            let done = finished.contains(&case_id(c));
-            if done {
-                stats.resumed += 1;
-            }
-            !done
-        })
-        .collect();
+    let (mut stats, todo) = store::pending(cases, &finished, case_id);
     let mut stream = futures_util::stream::iter(todo)
         .map(|c| eval_case(parts, cfg, c))
         .buffered(cfg.concurrency.max(1));

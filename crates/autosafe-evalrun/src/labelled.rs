@@ -348,20 +348,7 @@ pub async fn eval_judge(
     let path = run.eval_file(JUDGE_FILE);
     let (log_w, _) = store::open::<JudgeLog>(&run.eval_file(LOG_FILE))?;
     let (rec_w, finished) = store::open::<JudgePair>(&path)?;
-    let mut stats = StageStats {
-        input: items.len() as u64,
-        ..Default::default()
-    };
-    let todo: Vec<&LabelledItem> = items
-        .iter()
-        .filter(|i| {
-            let done = finished.contains(&pair_key(&i.dataset, &i.id));
-            if done {
-                stats.resumed += 1;
-            }
-            !done
-        })
-        .collect();
+    let (mut stats, todo) = store::pending(items, &finished, |i| pair_key(&i.dataset, &i.id));
     let mut stream = futures_util::stream::iter(todo)
         .map(|i| judge_item(judge, i))
         .buffered(concurrency.max(1));

@@ -412,20 +412,7 @@ pub async fn eval_toolemu(
         .enumerate()
         .map(|(i, id)| (id, i))
         .collect();
-    let mut stats = StageStats {
-        input: cases.len() as u64,
-        ..Default::default()
-    };
-    let todo: Vec<&IndexedCase> = cases
-        .iter()
-        .filter(|c| {
-            let done = finished.contains(&c.case.name);
-            if done {
-                stats.resumed += 1;
-            }
-            !done
-        })
-        .collect();
+    let (mut stats, todo) = store::pending(cases, &finished, |c| c.case.name.clone());
     let mut stream = futures_util::stream::iter(todo)
         .map(|c| eval_case(parts, cfg, c))
         .buffered(cfg.concurrency.max(1));

@@ -3,7 +3,6 @@
 
 use autosafe_llm::ToolSpec;
 use autosafe_ots::Toolkit;
-use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 /// One toolkit's tools as JSON-schema function specs, named by qualified name (`TodoistDeleteTask`).
@@ -45,71 +44,14 @@ pub fn openai_tools(specs: &[ToolSpec]) -> Vec<Value> {
         .collect()
 }
 
-/// A toolkit flattened for prompt templates.
-#[derive(Debug, Clone, Serialize)]
-pub struct ToolkitView {
-    /// Toolkit name (`Todoist`).
-    pub name: String,
-    /// Description for the model.
-    pub description: String,
-    /// Its tools.
-    pub tools: Vec<ToolView>,
-}
-
-/// A tool flattened for prompt templates.
-#[derive(Debug, Clone, Serialize)]
-pub struct ToolView {
-    /// Qualified name (`TodoistDeleteTask`).
-    pub name: String,
-    /// What it does.
-    pub summary: String,
-    /// `name (type, required|optional): description` lines.
-    pub arguments: Vec<String>,
-    /// `name (type): description` lines.
-    pub returns: Vec<String>,
-    /// `Name: description` lines.
-    pub exceptions: Vec<String>,
-}
+/// Toolkits and tools flattened for prompt templates (shared with the emulator's prompt).
+pub use autosafe_env::emulator::prompt::{ToolView, ToolkitView};
 
 /// Flattens toolkits for the templates.
 pub fn toolkit_views(toolkits: &[Toolkit]) -> Vec<ToolkitView> {
     toolkits
         .iter()
-        .map(|tk| ToolkitView {
-            name: tk.toolkit.clone(),
-            description: tk.description_for_model.clone(),
-            tools: tk
-                .tools
-                .iter()
-                .map(|t| ToolView {
-                    name: tk.qualified_name(t),
-                    summary: t.summary.clone(),
-                    arguments: t
-                        .parameters
-                        .iter()
-                        .map(|p| {
-                            let req = if p.is_required() {
-                                "required"
-                            } else {
-                                "optional"
-                            };
-                            format!("{} ({}, {req}): {}", p.name, p.type_name, p.description)
-                        })
-                        .collect(),
-                    returns: t
-                        .returns
-                        .iter()
-                        .map(|r| format!("{} ({}): {}", r.name, r.type_name, r.description))
-                        .collect(),
-                    exceptions: t
-                        .exceptions
-                        .iter()
-                        .flatten()
-                        .map(|e| format!("{}: {}", e.name, e.description))
-                        .collect(),
-                })
-                .collect(),
-        })
+        .map(|tk| ToolkitView::new(tk, tk.tools.iter().map(|t| ToolView::new(tk, t)).collect()))
         .collect()
 }
 

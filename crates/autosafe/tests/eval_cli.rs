@@ -3,51 +3,15 @@
 //! sample equals the hand count; `--json` prints one object with the required keys as the last
 //! line; a re-run resumes without sending anything.
 
+mod common;
 #[path = "../../autosafe-evalrun/tests/support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use autosafe_scripted_server::Reply;
+use common::{args, autosafe_async as autosafe, json_file, judge_eval_args, last_json, temp_dir};
 use serde_json::{Value, json};
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!("autosafe-{tag}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-async fn autosafe(args: Vec<String>) -> (bool, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_autosafe"))
-            .args(&args)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    })
-    .await
-    .unwrap()
-}
-
-/// The last line of the output as JSON.
-fn last_json(text: &str) -> Value {
-    let line = text.trim_end().lines().last().unwrap_or("");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {text}"))
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
 
 /// The record whose judge fails: its instruction contains this phrase.
 const BROKEN: &str = "Draft a non-disclosure agreement";
@@ -126,17 +90,7 @@ async fn judge_agreement_on_assebench_matches_the_hand_count_and_resumes() {
     let dir = temp_dir("eval-judge");
     let run = dir.join("run");
     let model = format!("openai:scripted@{}", server.base_url());
-    let cmd = args(&[
-        "eval",
-        "judge",
-        "--judge",
-        &model,
-        "--run",
-        run.to_str().unwrap(),
-        "--no-cache",
-        "--json",
-        data.to_str().unwrap(),
-    ]);
+    let cmd = judge_eval_args(&model, &run, &data);
     let (ok, text) = autosafe(cmd.clone()).await;
     assert!(ok, "{text}");
     let j = last_json(&text);
@@ -173,12 +127,10 @@ async fn judge_agreement_on_assebench_matches_the_hand_count_and_resumes() {
         "{text}"
     );
     // The run directory: manifest, stats, results keyed by id, and the report reads it.
-    let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let manifest: Value = json_file(&run.join("manifest.json"));
     assert_eq!(manifest["models"]["judge"]["model"], "scripted");
     assert_eq!(manifest["config"]["eval"]["judge"]["format"], "assebench");
-    let stats: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("stats.json")).unwrap()).unwrap();
+    let stats: Value = json_file(&run.join("stats.json"));
     assert_eq!(stats["stages"]["eval_judge"]["output"], 20);
     let pairs = std::fs::read_to_string(run.join("eval/judge.jsonl")).unwrap();
     assert!(pairs.lines().all(|l| l.starts_with("{\"id\":\"assebench:")));
@@ -294,6 +246,21 @@ fn write_snapshot_fixture(path: &Path) -> Vec<String> {
     ids
 }
 
+/// `eval snapshots --json` of `file` with the scripted `model` as agent and judge, `flags`
+/// between, into `run`, without the reply cache.
+fn snapshots_args(model: &str, flags: &[&str], run: &Path, file: &Path) -> Vec<String> {
+    let mut a = args(&["eval", "snapshots", "--agent", model, "--judge", model]);
+    a.extend(args(flags));
+    a.extend(args(&[
+        "--run",
+        run.to_str().unwrap(),
+        "--no-cache",
+        "--json",
+        file.to_str().unwrap(),
+    ]));
+    a
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_runner_prints_json_with_safe_at_k() {
     let server = support::server().await;
@@ -321,23 +288,12 @@ async fn snapshots_runner_prints_json_with_safe_at_k() {
     let file = dir.join("snapshots.jsonl");
     write_snapshot_fixture(&file);
     let model = format!("openai:scripted@{}", server.base_url());
-    let (ok, text) = autosafe(args(&[
-        "eval",
-        "snapshots",
-        "--agent",
+    let (ok, text) = autosafe(snapshots_args(
         &model,
-        "--judge",
-        &model,
-        "--k",
-        "2",
-        "--concurrency",
-        "1",
-        "--run",
-        dir.join("run").to_str().unwrap(),
-        "--no-cache",
-        "--json",
-        file.to_str().unwrap(),
-    ]))
+        &["--k", "2", "--concurrency", "1"],
+        &dir.join("run"),
+        &file,
+    ))
     .await;
     assert!(ok, "{text}");
     let j = last_json(&text);
@@ -390,18 +346,7 @@ async fn judge_agreement_on_sandbox_labelled_steps_matches_the_hand_count() {
     let run = dir.join("run");
     let model = format!("openai:scripted@{}", server.base_url());
     let fixture = labelled_steps_fixture();
-    let (ok, text) = autosafe(args(&[
-        "eval",
-        "judge",
-        "--judge",
-        &model,
-        "--run",
-        run.to_str().unwrap(),
-        "--no-cache",
-        "--json",
-        fixture.to_str().unwrap(),
-    ]))
-    .await;
+    let (ok, text) = autosafe(judge_eval_args(&model, &run, &fixture)).await;
     assert!(ok, "{text}");
     assert!(
         text.contains("AutoSafe labelled steps, 8 labelled items"),
@@ -462,8 +407,7 @@ async fn judge_agreement_on_sandbox_labelled_steps_matches_the_hand_count() {
             .lines()
             .all(|l| l.starts_with("{\"id\":\"sandbox:ls_fixture_"))
     );
-    let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let manifest: Value = json_file(&run.join("manifest.json"));
     assert_eq!(
         manifest["config"]["eval"]["judge"]["format"],
         "labelled_steps"
@@ -537,30 +481,18 @@ async fn snapshots_runner_with_the_training_layout_asks_as_the_training_records_
     write_snapshot_fixture(&file);
     let model = format!("openai:scripted@{}", server.base_url());
     let run = dir.join("run");
-    let (ok, text) = autosafe(args(&[
-        "eval",
-        "snapshots",
-        "--agent",
+    let (ok, text) = autosafe(snapshots_args(
         &model,
-        "--judge",
-        &model,
-        "--k",
-        "1",
-        "--layout",
-        "training",
-        "--run",
-        run.to_str().unwrap(),
-        "--no-cache",
-        "--json",
-        file.to_str().unwrap(),
-    ]))
+        &["--k", "1", "--layout", "training"],
+        &run,
+        &file,
+    ))
     .await;
     assert!(ok, "{text}");
     let j = last_json(&text);
     assert_eq!(j["overall"]["safety_ratio"]["positive"], 2, "{text}");
     assert_eq!(j["overall"]["safety_ratio"]["measured"], 2, "{text}");
-    let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let manifest: Value = json_file(&run.join("manifest.json"));
     assert_eq!(
         manifest["config"]["eval"]["snapshots"]["agent_layout"],
         "training"

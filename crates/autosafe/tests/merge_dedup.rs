@@ -4,9 +4,10 @@
 //! The generator (scripted server on loopback) writes every case as one of three instructions
 //! plus a word chosen by the request's seed: near duplicates within each group.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use autosafe_scripted_server::{Reply, RequestInfo, ScriptedServer, ServerConfig};
 use serde_json::{Value, json};
@@ -43,34 +44,24 @@ fn generator(info: &RequestInfo) -> Reply {
 }
 
 fn config(url: &str) -> String {
-    let m = format!("\"openai:scripted@{url}\"");
     format!(
         r#"cache = false
 
-[models]
-generator = {m}
-
+{models}
 [synthesize]
 toolkits = ["Todoist"]
 categories = ["data_loss"]
 sources = ["instruction"]
 per_cell = 24
-"#
+"#,
+        models = common::models(url, &["generator"])
     )
 }
 
+/// Runs the binary with `args` then `extra`; it must succeed. Returns its output.
 fn autosafe(args: &[&str], extra: &[&Path]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_autosafe"))
-        .args(args)
-        .args(extra)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{args:?}: {text}");
+    let (ok, text) = common::outcome(common::command(args).args(extra));
+    assert!(ok, "{args:?}: {text}");
     text
 }
 
@@ -97,9 +88,7 @@ fn groups(instructions: &BTreeSet<String>) -> BTreeSet<usize> {
 }
 
 fn synth_stats(run: &Path) -> Value {
-    let v: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("stats.json")).unwrap()).unwrap();
-    v["stages"]["synthesize"].clone()
+    common::json_file(&run.join("stats.json"))["stages"]["synthesize"].clone()
 }
 
 fn count(v: &Value, reason: &str) -> u64 {
@@ -122,11 +111,7 @@ fn sharded_run(cfg: &Path, run: &Path) -> u64 {
 
 #[test]
 fn merge_drops_near_duplicates_across_shards_and_counts_them() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let server = rt
         .block_on(ScriptedServer::start(ServerConfig::default()))
         .unwrap();

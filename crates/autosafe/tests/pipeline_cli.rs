@@ -2,38 +2,22 @@
 //! responder of the pipeline's stage tests answers by role), then `autosafe run` again to show
 //! that a finished run resumes without re-doing anything.
 
+mod common;
 #[path = "../../autosafe-pipeline/tests/support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
+use common::{ALL_ROLES, args, autosafe_async, json_file, models, temp_dir};
 use serde_json::Value;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!("autosafe-{tag}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn config(url: &str, out: &Path) -> String {
-    let m = format!("\"openai:scripted@{url}\"");
     format!(
         r#"name = "cli"
 out = "{out}"
 cache = false
 
-[models]
-generator = {m}
-agent = {m}
-judge = {m}
-reflector = {m}
-emulator = {m}
-
+{models}
 [synthesize]
 toolkits = ["Todoist"]
 categories = ["data_loss", "privacy_leak"]
@@ -46,12 +30,16 @@ max_steps = 4
 [export]
 utility_share = 1
 "#,
-        out = out.display()
+        out = out.display(),
+        models = models(url, ALL_ROLES)
     )
 }
 
-fn run_cli(cfg: &Path) -> (bool, String) {
-    run_cli_with(cfg, &[])
+/// `autosafe run --config CFG` then `extra`, off the async runtime's threads.
+async fn run_cli(cfg: &Path, extra: &[&str]) -> (bool, String) {
+    let mut a = args(&["run", "--config", cfg.to_str().unwrap()]);
+    a.extend(args(extra));
+    autosafe_async(a).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,10 +48,7 @@ async fn autosafe_run_chains_the_stages_from_a_config_and_resumes() {
     let dir = temp_dir("run");
     let cfg = dir.join("cli.toml");
     std::fs::write(&cfg, config(&server.base_url(), &dir.join("runs"))).unwrap();
-    let cfg2 = cfg.clone();
-    let (ok, text) = tokio::task::spawn_blocking(move || run_cli(&cfg2))
-        .await
-        .unwrap();
+    let (ok, text) = run_cli(&cfg, &[]).await;
     assert!(ok, "{text}");
     let run = dir.join("runs").join("cli");
     assert!(text.contains(&run.display().to_string()), "{text}");
@@ -71,8 +56,7 @@ async fn autosafe_run_chains_the_stages_from_a_config_and_resumes() {
         text.contains("Todoist/data_loss/action"),
         "coverage table printed: {text}"
     );
-    let stats: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("stats.json")).unwrap()).unwrap();
+    let stats: Value = json_file(&run.join("stats.json"));
     let st = &stats["stages"];
     assert_eq!(st["synthesize"]["input"], 6);
     assert_eq!(st["synthesize"]["output"], 2);
@@ -82,8 +66,7 @@ async fn autosafe_run_chains_the_stages_from_a_config_and_resumes() {
     assert_eq!(st["utility"]["output"], 1);
     assert_eq!(st["reflect"]["output"], 1);
     assert_eq!(st["export"]["output"], 2);
-    let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let manifest: Value = json_file(&run.join("manifest.json"));
     assert_eq!(manifest["models"]["judge"]["model"], "scripted");
     assert!(
         manifest["prompt_hashes"]["judge_step.j2"]
@@ -115,29 +98,12 @@ async fn autosafe_run_chains_the_stages_from_a_config_and_resumes() {
     // Run again: everything is resumed, no model request is sent, the records are unchanged.
     let before = server.request_count();
     let safe = std::fs::read(run.join("safe.jsonl")).unwrap();
-    let (ok, text) = tokio::task::spawn_blocking(move || run_cli(&cfg))
-        .await
-        .unwrap();
+    let (ok, text) = run_cli(&cfg, &[]).await;
     assert!(ok, "{text}");
     assert_eq!(server.request_count(), before, "{text}");
     assert!(text.contains("synthesize: in 6 out 2 resumed 6"), "{text}");
     assert_eq!(std::fs::read(run.join("safe.jsonl")).unwrap(), safe);
     std::fs::remove_dir_all(&dir).ok();
-}
-
-fn run_cli_with(cfg: &Path, extra: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_autosafe"))
-        .args(["run", "--config"])
-        .arg(cfg)
-        .args(extra)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,33 +113,21 @@ async fn cache_location_is_configurable_and_no_cache_sends_every_request() {
     let cfg = dir.join("cli.toml");
     std::fs::write(&cfg, config(&server.base_url(), &dir.join("runs"))).unwrap();
     let cache = dir.join("shared-cache.sqlite");
-    let run_in = |out: &str, extra: Vec<String>| {
-        let cfg = cfg.clone();
-        let out = dir.join(out);
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let mut args = vec!["--out".to_string(), out.display().to_string()];
-                args.extend(extra);
-                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-                run_cli_with(&cfg, &refs)
-            })
-            .await
-            .unwrap()
-        }
-    };
+    let cache_s = cache.display().to_string();
+    let out = |name: &str| dir.join(name).display().to_string();
     // First run fills the cache at the chosen path.
-    let (ok, text) = run_in("a", vec!["--cache".into(), cache.display().to_string()]).await;
+    let (ok, text) = run_cli(&cfg, &["--out", &out("a"), "--cache", &cache_s]).await;
     assert!(ok, "{text}");
     assert!(cache.exists(), "cache written where --cache says");
     assert!(!dir.join("a/cli/cache/replies.sqlite").exists());
     let first = server.request_count();
     assert!(first > 0);
     // A fresh run directory with the same cache: every reply comes from the cache.
-    let (ok, text) = run_in("b", vec!["--cache".into(), cache.display().to_string()]).await;
+    let (ok, text) = run_cli(&cfg, &["--out", &out("b"), "--cache", &cache_s]).await;
     assert!(ok, "{text}");
     assert_eq!(server.request_count(), first, "{text}");
     // --no-cache: the same work is sent again, and no cache file appears in the run.
-    let (ok, text) = run_in("c", vec!["--no-cache".into()]).await;
+    let (ok, text) = run_cli(&cfg, &["--out", &out("c"), "--no-cache"]).await;
     assert!(ok, "{text}");
     assert_eq!(server.request_count(), 2 * first, "{text}");
     assert!(!dir.join("c/cli/cache/replies.sqlite").exists());

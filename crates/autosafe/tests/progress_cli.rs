@@ -5,31 +5,18 @@
 
 #[path = "../../autosafe-pipeline/tests/support/bulk.rs"]
 mod bulk;
+mod common;
 #[path = "../../autosafe-pipeline/tests/support/mod.rs"]
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
-
-use autosafe_scripted_server::{ScriptedServer, ServerConfig};
 
 #[test]
 fn plain_progress_lines_per_stage_when_stderr_is_not_a_terminal() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = rt
-        .block_on(ScriptedServer::start(ServerConfig {
-            latency: Duration::from_millis(20),
-            record_bodies: false,
-            ..Default::default()
-        }))
-        .unwrap();
+    let rt = common::runtime();
+    let server = common::bulk_server(&rt, Duration::from_millis(20));
     server.set_responder(bulk::respond);
     let dir = tempfile::tempdir().unwrap();
-    let m = format!("\"openai:scripted@{}\"", server.base_url());
     let cfg = dir.path().join("progress.toml");
     std::fs::write(
         &cfg,
@@ -38,13 +25,7 @@ fn plain_progress_lines_per_stage_when_stderr_is_not_a_terminal() {
 out = "{out}"
 cache = false
 
-[models]
-generator = {m}
-agent = {m}
-judge = {m}
-reflector = {m}
-emulator = {m}
-
+{models}
 [synthesize]
 toolkits = ["Todoist"]
 categories = ["data_loss", "privacy_leak"]
@@ -60,12 +41,12 @@ concurrency = 1
 max_rounds = 3
 concurrency = 1
 "#,
-            out = dir.path().display()
+            out = dir.path().display(),
+            models = common::models(&server.base_url(), common::ALL_ROLES)
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_autosafe"))
-        .args(["run", "--config"])
+    let out = common::command(["run", "--config"])
         .arg(&cfg)
         .env("AUTOSAFE_PROGRESS_SECS", "0.05")
         .output()

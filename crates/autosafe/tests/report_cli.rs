@@ -1,9 +1,10 @@
 //! `autosafe report` and `autosafe compare`, run as the built binary on run directories.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+use common::{code_out_err, command, last_json};
 
 /// A fresh scratch directory under the system temp dir, removed on drop.
 struct Scratch(PathBuf);
@@ -49,19 +50,7 @@ fn write_run(root: &Path, name: &str, lines: &[String]) -> PathBuf {
 }
 
 fn autosafe(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_autosafe"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn last_json(stdout: &str) -> Value {
-    serde_json::from_str(stdout.lines().last().expect("some output")).expect("last line is JSON")
+    code_out_err(&mut command(args))
 }
 
 /// before: a safe, b unsafe, c unsafe, d unmeasured; after: a, b, c, d safe, plus e unsafe.

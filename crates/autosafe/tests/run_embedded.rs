@@ -5,9 +5,11 @@
 //! file, and report counts that add up; the generator schema (outcomes prefixed by a category
 //! name, the cell's category first, short lists and texts) makes it produce scenarios.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+
+use common::{command, json_file, outcome};
 use serde_json::Value;
 
 fn lines(path: &Path) -> u64 {
@@ -20,18 +22,12 @@ fn lines(path: &Path) -> u64 {
 #[test]
 fn default_run_on_the_embedded_model_completes_and_its_counts_add_up() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_autosafe"))
-        .args(["run", "--out"])
-        .arg(dir.path())
-        .env("AUTOSAFE_ENGINE_THREADS", "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = outcome(
+        command(["run", "--out"])
+            .arg(dir.path())
+            .env("AUTOSAFE_ENGINE_THREADS", "1"),
     );
-    assert!(out.status.success(), "{text}");
+    assert!(ok, "{text}");
     let run = dir.path().join("demo");
     for f in [
         "manifest.json",
@@ -46,8 +42,7 @@ fn default_run_on_the_embedded_model_completes_and_its_counts_add_up() {
     for format in ["alpaca", "sharegpt", "openai", "trl", "axolotl"] {
         assert!(run.join("export").join(format).is_dir(), "export/{format}");
     }
-    let stats: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("stats.json")).unwrap()).unwrap();
+    let stats: Value = json_file(&run.join("stats.json"));
     let st = &stats["stages"];
     let total = |v: &Value| -> u64 {
         v.as_object()

@@ -6,15 +6,16 @@
 
 #[path = "../../autosafe-pipeline/tests/support/bulk.rs"]
 mod bulk;
+mod common;
 #[path = "../../autosafe-pipeline/tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use autosafe_scripted_server::{ScriptedServer, ServerConfig};
+use common::{ALL_ROLES, bulk_server, command, json_file, models, outcome, runtime, temp_dir};
 use serde_json::Value;
 
 /// The record files of a run (records and outcome logs).
@@ -38,29 +39,12 @@ const EXPORTS: &[&str] = &[
     "export/axolotl/train.jsonl",
 ];
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!("autosafe-{tag}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn config(url: &str, out: &Path) -> String {
-    let m = format!("\"openai:scripted@{url}\"");
     format!(
         r#"name = "kill"
 out = "{out}"
 
-[models]
-generator = {m}
-agent = {m}
-judge = {m}
-reflector = {m}
-emulator = {m}
-
+{models}
 [synthesize]
 toolkits = ["Todoist"]
 categories = ["data_loss", "privacy_leak"]
@@ -80,13 +64,13 @@ concurrency = 2
 [export]
 utility_share = 5
 "#,
-        out = out.display()
+        out = out.display(),
+        models = models(url, ALL_ROLES)
     )
 }
 
 fn start(cfg: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_autosafe"))
-        .args(["run", "--config"])
+    command(["run", "--config"])
         .arg(cfg)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -134,8 +118,7 @@ fn complete_lines(path: &Path) -> Vec<Value> {
 
 /// The stats without `resumed` (which differs by design between a resumed and a fresh run).
 fn stats(run: &Path) -> Value {
-    let mut v: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("stats.json")).unwrap()).unwrap();
+    let mut v: Value = json_file(&run.join("stats.json"));
     for s in v["stages"].as_object_mut().unwrap().values_mut() {
         if let Some(o) = s.as_object_mut() {
             o.remove("resumed");
@@ -162,18 +145,8 @@ fn splitmix(state: &mut u64) -> u64 {
 
 #[test]
 fn killed_and_restarted_run_ends_with_exactly_the_uninterrupted_records() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = rt
-        .block_on(ScriptedServer::start(ServerConfig {
-            latency: Duration::from_millis(25),
-            record_bodies: false,
-            ..Default::default()
-        }))
-        .unwrap();
+    let rt = runtime();
+    let server = bulk_server(&rt, Duration::from_millis(25));
     server.set_responder(bulk::respond);
     let dir = temp_dir("kill");
 
@@ -240,17 +213,8 @@ fn killed_and_restarted_run_ends_with_exactly_the_uninterrupted_records() {
         "only {kills} kills landed mid-run; the reference run took {reference_s:?}"
     );
     // Restart once more and let it finish.
-    let out = Command::new(env!("CARGO_BIN_EXE_autosafe"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = outcome(command(["run", "--config"]).arg(&cfg));
+    assert!(ok, "{text}");
 
     for f in FILES {
         assert_eq!(records(&run.join(f)), reference[f], "{f}");

@@ -7,23 +7,12 @@
 //! (`./scripts/setup-python.sh train`). Outside CI a machine without it skips the test and says
 //! so; with `CI` set a missing environment fails it.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
-use serde_json::Value;
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use common::{json_file, jsonl, outcome, repo};
 
 /// Sampled actions that reached the judge (not `unmeasured`) in an eval run's records.
 fn measured(eval_run: &Path) -> usize {
@@ -59,22 +48,17 @@ fn smoke_loop_trains_merges_and_measures_base_against_fine_tuned() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("smoke");
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/smoke-train.sh"))
-        .arg(&run)
-        .current_dir(repo())
-        .env("AUTOSAFE_BIN", env!("CARGO_BIN_EXE_autosafe"))
-        .env("SMOKE_LIMIT", "3")
-        .env("SMOKE_TERMINAL_LIMIT", "1")
-        .env("SMOKE_TERMINAL_STEPS", "1")
-        .output()
-        .expect("bash runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = outcome(
+        Command::new("bash")
+            .arg(repo().join("scripts/smoke-train.sh"))
+            .arg(&run)
+            .current_dir(repo())
+            .env("AUTOSAFE_BIN", env!("CARGO_BIN_EXE_autosafe"))
+            .env("SMOKE_LIMIT", "3")
+            .env("SMOKE_TERMINAL_LIMIT", "1")
+            .env("SMOKE_TERMINAL_STEPS", "1"),
     );
-    assert!(out.status.success(), "smoke-train.sh failed:\n{text}");
+    assert!(ok, "smoke-train.sh failed:\n{text}");
 
     // Held apart, checked twice: by `autosafe train --smoke` and against the exported file.
     assert!(
@@ -87,9 +71,7 @@ fn smoke_loop_trains_merges_and_measures_base_against_fine_tuned() {
 
     // Training finished, with the merged model written back as GGUF next to the base.
     let train = run.join("train/trl-lora");
-    let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(train.join("manifest.json")).unwrap())
-            .unwrap();
+    let manifest = json_file(&train.join("manifest.json"));
     assert_eq!(manifest["status"], "finished", "{manifest:#}");
     for gguf in ["model-q8_0.gguf", "base-q8_0.gguf"] {
         let len = std::fs::metadata(train.join(gguf)).unwrap().len();

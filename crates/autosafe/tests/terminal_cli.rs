@@ -19,10 +19,18 @@
 //!   and judge both let it through, but run in the replayed sandbox the checkers find the key
 //!   sent → rejected `checker_unsafe`, and a reflect disagreement.
 
+mod common;
+#[path = "../../autosafe-pipeline/tests/support/scripted.rs"]
+mod scripted;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use autosafe_scripted_server::{Reply, RequestInfo, ScriptedServer, ServerConfig};
+use common::{
+    autosafe, autosafe_async, command, json_file, jsonl, judge_eval_args, last_json, models,
+    outcome, repo, temp_dir,
+};
+use scripted::{all_text, between, last_user};
 use serde_json::{Value, json};
 
 const SCENARIOS: [&str; 4] = [
@@ -32,41 +40,8 @@ const SCENARIOS: [&str; 4] = [
     "c04_todo_list_injection.toml",
 ];
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!("autosafe-{tag}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn data_terminal() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/terminal")
-}
-
-fn text_of(body: &Value) -> (String, String) {
-    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
-    let all = msgs
-        .iter()
-        .filter_map(|m| m["content"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
-    let last_user = msgs
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "user")
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_string();
-    (all, last_user)
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
-    let Some(i) = text.find(start) else { return "" };
-    let rest = &text[i + start.len()..];
-    &rest[..rest.find(end).unwrap_or(rest.len())]
+    repo().join("data/terminal")
 }
 
 fn run_command(thought: &str, command: &str) -> Reply {
@@ -81,7 +56,7 @@ fn final_answer(text: &str) -> Reply {
 }
 
 fn agent(body: &Value) -> Reply {
-    let (all, user) = text_of(body);
+    let (all, user) = (all_text(body), last_user(body));
     let seen = user.matches("Observation:").count();
     if all.contains("/srv/shared/reports") {
         if user.contains("Suggestion: ") {
@@ -161,7 +136,7 @@ fn judge_like(prompt: &str, reflector: bool) -> Reply {
 
 fn respond(info: &RequestInfo) -> Reply {
     let body = &info.body;
-    let (all, _) = text_of(body);
+    let all = all_text(body);
     match body["response_format"]["json_schema"]["name"].as_str() {
         Some("judge") => judge_like(&all, false),
         Some("reflector") => judge_like(&all, true),
@@ -171,17 +146,12 @@ fn respond(info: &RequestInfo) -> Reply {
 }
 
 fn config(url: &str, out: &Path, scenarios: &Path) -> String {
-    let m = format!("\"openai:scripted@{url}\"");
     format!(
         r#"name = "term"
 out = "{out}"
 cache = false
 
-[models]
-agent = {m}
-judge = {m}
-reflector = {m}
-
+{models}
 [elicit]
 environment = "terminal"
 terminal_scenarios = ["{scenarios}"]
@@ -196,29 +166,9 @@ max_rounds = 3
 utility_share = 1
 "#,
         out = out.display(),
-        scenarios = scenarios.display()
+        scenarios = scenarios.display(),
+        models = models(url, &["agent", "judge", "reflector"])
     )
-}
-
-fn autosafe(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_autosafe"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// The log line of the scenario whose user instruction contains `needle`.
@@ -265,12 +215,8 @@ async fn terminal_run_executes_in_the_sandbox_records_checker_verdicts_and_disag
     )
     .unwrap();
     let cfg_s = cfg.display().to_string();
-    let args = ["run".to_string(), "--config".into(), cfg_s.clone()];
-    let (ok, text) = tokio::task::spawn_blocking(move || {
-        autosafe(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
+    let args = common::args(&["run", "--config", &cfg_s]);
+    let (ok, text) = autosafe_async(args).await;
     assert!(ok, "{text}");
     assert!(text.contains("environment terminal"), "{text}");
     let run = dir.join("runs").join("term");
@@ -349,8 +295,7 @@ async fn terminal_run_executes_in_the_sandbox_records_checker_verdicts_and_disag
             .contains("cat ~/TODO.md"),
         "{d_alarm}"
     );
-    let stats: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("stats.json")).unwrap()).unwrap();
+    let stats: Value = json_file(&run.join("stats.json"));
     let st = &stats["stages"];
     assert_eq!(st["elicit"]["input"], 4);
     assert_eq!(st["elicit"]["output"], 2);
@@ -508,12 +453,8 @@ async fn terminal_run_executes_in_the_sandbox_records_checker_verdicts_and_disag
     // A second run resumes: nothing is re-sent, the records are unchanged.
     let before = server.request_count();
     let safe_bytes = std::fs::read(run.join("safe.jsonl")).unwrap();
-    let args = ["run".to_string(), "--config".into(), cfg_s];
-    let (ok, text) = tokio::task::spawn_blocking(move || {
-        autosafe(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
+    let args = common::args(&["run", "--config", &cfg_s]);
+    let (ok, text) = autosafe_async(args).await;
     assert!(ok, "{text}");
     assert_eq!(server.request_count(), before, "{text}");
     assert_eq!(std::fs::read(run.join("safe.jsonl")).unwrap(), safe_bytes);
@@ -529,16 +470,8 @@ async fn terminal_run_executes_in_the_sandbox_records_checker_verdicts_and_disag
     cut.push_str(&lost[..lost.len() / 2]);
     std::fs::write(&lab_path, cut).unwrap();
     let before = server.request_count();
-    let args = [
-        "elicit".to_string(),
-        "--config".into(),
-        cfg.display().to_string(),
-    ];
-    let (ok, text) = tokio::task::spawn_blocking(move || {
-        autosafe(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
+    let args = common::args(&["elicit", "--config", &cfg_s]);
+    let (ok, text) = autosafe_async(args).await;
     assert!(ok, "{text}");
     assert!(
         server.request_count() > before,
@@ -557,25 +490,11 @@ async fn terminal_run_executes_in_the_sandbox_records_checker_verdicts_and_disag
     // labels above: a02 read TN, chmod TP; i01 TN, TN; i07 deletion FN (its answer has no
     // label); c04 read FP.
     let eval_run = dir.join("eval");
-    let args = vec![
-        "eval".to_string(),
-        "judge".into(),
-        "--judge".into(),
-        format!("openai:scripted@{}", server.base_url()),
-        "--run".into(),
-        eval_run.display().to_string(),
-        "--no-cache".into(),
-        "--json".into(),
-        lab_path.display().to_string(),
-    ];
-    let (ok, text) = tokio::task::spawn_blocking(move || {
-        autosafe(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
+    let model = format!("openai:scripted@{}", server.base_url());
+    let args = judge_eval_args(&model, &eval_run, &lab_path);
+    let (ok, text) = autosafe_async(args).await;
     assert!(ok, "{text}");
-    let line = text.trim_end().lines().last().unwrap();
-    let j: Value = serde_json::from_str(line).unwrap();
+    let j = last_json(&text);
     assert_eq!(j["confusion"], json!({"tp": 1, "fn_": 1, "fp": 1, "tn": 3}));
     assert_eq!(j["unmeasured"], 0);
     assert_eq!(j["unlabelled"]["by_reason"]["prior_harm"], 1);
@@ -598,16 +517,16 @@ fn a_sandbox_that_cannot_start_stops_the_command_with_the_reason() {
     )
     .unwrap();
     let cfg = cfg.display().to_string();
-    let (ok, text) = autosafe(&["elicit", "--config", &cfg]);
+    let (ok, text) = autosafe(["elicit", "--config", &cfg]);
     assert!(!ok, "{text}");
     assert!(text.contains("bubblewrap not found at"), "{text}");
     assert!(text.contains("apt-get install bubblewrap"), "{text}");
     assert!(!dir.join("runs/x/elicit_log.jsonl").exists());
-    let (ok, text) = autosafe(&["reflect", "--config", &cfg]);
+    let (ok, text) = autosafe(["reflect", "--config", &cfg]);
     assert!(!ok, "{text}");
     assert!(text.contains("bubblewrap not found at"), "{text}");
     // An unknown environment name is refused by the flag parser.
-    let (ok, text) = autosafe(&["elicit", "--config", &cfg, "--env", "host"]);
+    let (ok, text) = autosafe(["elicit", "--config", &cfg, "--env", "host"]);
     assert!(!ok);
     assert!(text.contains("unknown environment `host`"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
@@ -622,7 +541,7 @@ async fn the_shipped_terminal_config_runs_end_to_end() {
         .await
         .unwrap();
     server.set_responder(respond);
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = repo();
     let shipped = std::fs::read_to_string(root.join("configs/terminal.toml")).unwrap();
     let dir = temp_dir("terminal-config");
     let url = format!("openai:scripted@{}", server.base_url());
@@ -632,22 +551,16 @@ async fn the_shipped_terminal_config_runs_end_to_end() {
     assert!(cfg_text.contains(&dir.display().to_string()));
     let cfg = dir.join("terminal.toml");
     std::fs::write(&cfg, cfg_text).unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_autosafe"))
-            .current_dir(&root)
-            .args(["run", "--no-cache", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap()
+    let (ok, text) = tokio::task::spawn_blocking(move || {
+        outcome(
+            command(["run", "--no-cache", "--config"])
+                .current_dir(&root)
+                .arg(&cfg),
+        )
     })
     .await
     .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    assert!(ok, "{text}");
     let run = dir.join("terminal");
     assert_eq!(jsonl(&run.join("terminal_scenarios.jsonl")).len(), 6);
     let logs = jsonl(&run.join("elicit_log.jsonl"));
@@ -687,8 +600,7 @@ async fn the_shipped_terminal_config_runs_end_to_end() {
         assert_eq!(log["probe"]["verdict"], x["checker"]);
         assert_eq!(log["disagreement"], false);
     }
-    let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    let manifest: Value = json_file(&run.join("manifest.json"));
     assert_eq!(manifest["config"]["elicit"]["environment"], "terminal");
     assert_eq!(manifest["config"]["sandbox"]["timeout_s"], 20.0);
     // Only the roles a terminal run uses: no generator, no emulator.

@@ -3,26 +3,21 @@
 //! backends and records a `prepared` manifest; a missing environment fails with the install
 //! command.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::{command, json_file, repo, text};
 
 use serde_json::Value;
 
 fn autosafe(args: &[&str], venv_root: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autosafe"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+    command(args)
+        .current_dir(repo())
         .env("AUTOSAFE_VENV_DIR", venv_root)
         .output()
         .expect("autosafe runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn command_line(out: &str) -> &str {
@@ -58,8 +53,7 @@ fn dry_runs_print_the_launcher_command_lines_for_one_and_several_gpus() {
         t.contains("gguf command: ") && t.contains("--type q8_0"),
         "{t}"
     );
-    let m: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let m: Value = json_file(&dir.join("manifest.json"));
     assert_eq!(m["status"], "prepared");
     assert_eq!(m["data"]["records"], 32);
     assert_eq!(m["spec"]["backend"], "trl");
@@ -151,9 +145,7 @@ fn dry_runs_print_the_launcher_command_lines_for_one_and_several_gpus() {
         let yaml = std::fs::read_to_string(d.join("llamafactory.yaml")).unwrap();
         assert!(yaml.contains("cutoff_len: 2048\n"), "{yaml}");
         assert!(yaml.contains("template: \"llama3\"\n"), "{yaml}");
-        let m: Value =
-            serde_json::from_str(&std::fs::read_to_string(d.join("manifest.json")).unwrap())
-                .unwrap();
+        let m: Value = json_file(&d.join("manifest.json"));
         assert_eq!(m["config"].as_str(), Some(yaml.as_str()));
         assert!(
             m["commands"]["merge"]

@@ -1,31 +1,17 @@
 //! `autosafe validate` and `autosafe taxonomy` run as a real binary on shipped data and bad files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use std::path::PathBuf;
+
+use common::{last_json, repo};
 
 fn shared() -> PathBuf {
     repo().join("../shared/data")
 }
 
 fn autosafe(args: &[&str]) -> (i32, String, String) {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_autosafe"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .expect("run autosafe");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn last_json(stdout: &str) -> serde_json::Value {
-    serde_json::from_str(stdout.lines().last().expect("output")).expect("last line is JSON")
+    common::code_out_err(common::command(args).current_dir(repo()))
 }
 
 #[test]

@@ -18,7 +18,8 @@ pub const TOOLS_PARTIAL: &str = include_str!("../../../../prompts/_tools.j2");
 /// The reply schema text.
 pub const SCHEMA: &str = include_str!("../../../../prompts/schemas/emulator.json");
 
-/// A toolkit as the template sees it.
+/// A toolkit as the templates see it (the emulator's here, the pipeline's prompts through
+/// `autosafe_pipeline::tools`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ToolkitView {
     /// Toolkit name.
@@ -29,7 +30,7 @@ pub struct ToolkitView {
     pub tools: Vec<ToolView>,
 }
 
-/// A tool as the template sees it.
+/// A tool as the templates see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ToolView {
     /// Qualified name.
@@ -44,18 +45,21 @@ pub struct ToolView {
     pub exceptions: Vec<String>,
 }
 
-/// Groups offered tools by toolkit, in order, for the template.
-pub fn views(offered: &[(&Toolkit, &Tool)]) -> Vec<ToolkitView> {
-    let mut out: Vec<ToolkitView> = Vec::new();
-    for (tk, t) in offered {
-        if out.last().is_none_or(|v| v.name != tk.toolkit) {
-            out.push(ToolkitView {
-                name: tk.toolkit.clone(),
-                description: tk.description_for_model.clone(),
-                tools: Vec::new(),
-            });
+impl ToolkitView {
+    /// `tk`'s name and description with `tools`.
+    pub fn new(tk: &Toolkit, tools: Vec<ToolView>) -> Self {
+        ToolkitView {
+            name: tk.toolkit.clone(),
+            description: tk.description_for_model.clone(),
+            tools,
         }
-        let view = ToolView {
+    }
+}
+
+impl ToolView {
+    /// Tool `t` of toolkit `tk`, flattened for the templates.
+    pub fn new(tk: &Toolkit, t: &Tool) -> Self {
+        ToolView {
             name: tk.qualified_name(t),
             summary: t.summary.clone(),
             arguments: t
@@ -81,9 +85,19 @@ pub fn views(offered: &[(&Toolkit, &Tool)]) -> Vec<ToolkitView> {
                 .flatten()
                 .map(|e| format!("{}: {}", e.name, e.description))
                 .collect(),
-        };
+        }
+    }
+}
+
+/// Groups offered tools by toolkit, in order, for the template.
+pub fn views(offered: &[(&Toolkit, &Tool)]) -> Vec<ToolkitView> {
+    let mut out: Vec<ToolkitView> = Vec::new();
+    for (tk, t) in offered {
+        if out.last().is_none_or(|v| v.name != tk.toolkit) {
+            out.push(ToolkitView::new(tk, Vec::new()));
+        }
         if let Some(last) = out.last_mut() {
-            last.tools.push(view);
+            last.tools.push(ToolView::new(tk, t));
         }
     }
     out

@@ -8,6 +8,7 @@
 
 #![allow(dead_code, missing_docs)]
 
+use crate::support::between;
 use autosafe_scripted_server::{Reply, RequestInfo};
 use serde_json::{Value, json};
 
@@ -227,12 +228,6 @@ fn words(state: &mut u64, n: usize) -> String {
         .map(|_| WORDS[(next(state) % WORDS.len() as u64) as usize])
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
-    let Some(i) = text.find(start) else { return "" };
-    let rest = &text[i + start.len()..];
-    &rest[..rest.find(end).unwrap_or(rest.len())]
 }
 
 /// A generator reply for the cell named in the prompt, made distinct by the request's seed.
