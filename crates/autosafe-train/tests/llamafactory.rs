@@ -11,6 +11,8 @@
 //!   `llamafactory-cli train` runs 2 LoRA steps on our data, and `llamafactory-cli export` merges.
 //!   Run it with `cargo test -p autosafe-train --test llamafactory -- --ignored`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use autosafe_pipeline::prompts::Prompts;
@@ -243,20 +245,7 @@ fn llamafactory_trains_smollm2_two_steps_on_cpu_and_merges() {
     assert_eq!(conv["special_tokens"]["add_bos_token"], false, "{conv}");
     assert_eq!(conv["ids_of_hello"].as_array().unwrap().len(), 1, "{conv}");
 
-    let mut s = TrainSpec::new(
-        run.path(),
-        &base.display().to_string(),
-        Backend::LlamaFactory,
-    );
-    s.utility_share = 0;
-    s.merge = true;
-    let h = &mut s.hyper;
-    h.max_steps = Some(2);
-    h.batch_size = 1;
-    h.grad_accum = 1;
-    h.bf16 = false;
-    h.logging_steps = 1;
-    h.max_length = 384;
+    let s = support::two_cpu_steps(run.path(), &base, Backend::LlamaFactory, 384);
     let p = prepare(&s, &Prompts::embedded()).unwrap();
     assert!(
         p.config_text.contains("template: \"smollm2\""),

@@ -4,10 +4,12 @@
 //! (`scripts/setup.sh`); `scripts/test.sh` installs both. Outside CI, a machine without the
 //! environment skips the test and says so; with `CI` set it fails.
 
+mod support;
+
 use std::path::PathBuf;
 
 use autosafe_pipeline::prompts::Prompts;
-use autosafe_train::{Backend, DataFormat, TrainSpec, launch, prepare, python};
+use autosafe_train::{Backend, DataFormat, launch, prepare, python};
 
 fn home() -> PathBuf {
     python::venv_root().parent().unwrap().to_path_buf()
@@ -35,17 +37,8 @@ fn trl_script_trains_two_steps_with_loss_on_the_completion_only_then_merges_and_
         0,
     )
     .unwrap();
-    let mut s = TrainSpec::new(run.path(), &base.display().to_string(), Backend::Trl);
+    let mut s = support::two_cpu_steps(run.path(), &base, Backend::Trl, 4096);
     s.format = DataFormat::Alpaca;
-    s.utility_share = 0;
-    s.merge = true;
-    let h = &mut s.hyper;
-    h.max_steps = Some(2);
-    h.batch_size = 1;
-    h.grad_accum = 1;
-    h.bf16 = false;
-    h.logging_steps = 1;
-    h.max_length = 4096;
     let p = prepare(&s, &Prompts::embedded()).unwrap();
     let log = p.layout.log();
     let out = launch::run(&p.train, p.layout.dir(), &log, "trl | ").unwrap();

@@ -12,6 +12,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use autosafe_train::{Backend, python};
 use common::{json_file, jsonl, outcome, repo};
 
 /// Sampled actions that reached the judge (not `unmeasured`) in an eval run's records.
@@ -23,27 +24,15 @@ fn measured(eval_run: &Path) -> usize {
         .count()
 }
 
-fn train_env_ready() -> bool {
-    let home = std::env::var("AUTOSAFE_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::env::var("XDG_CACHE_HOME")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|_| Path::new(&std::env::var("HOME").unwrap()).join(".cache"))
-                .join("autosafe")
-        });
-    home.join("venv/train/.requirements.sha256").exists()
-}
-
 #[test]
 fn smoke_loop_trains_merges_and_measures_base_against_fine_tuned() {
-    if !train_env_ready() {
+    if let Err(e) = python::probe(Backend::Trl, &python::venv_dir(Backend::Trl, None)) {
+        // scripts/test.sh installs the environment, so CI never skips.
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI without the train environment: scripts/test.sh installs it \
-             (./scripts/setup-python.sh train)"
+            "CI without the train environment: {e}"
         );
-        eprintln!("skipped: no train environment (./scripts/setup-python.sh train)");
+        eprintln!("skipped (no train environment): {e}");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -307,13 +307,13 @@ mod tests {
         .to_format(ExportFormat::Alpaca)
     }
 
-    #[tokio::test]
-    async fn training_layout_asks_with_the_exported_input_and_reads_the_exported_output() {
-        let record = alpaca_record();
+    /// One proposal from the fixture's reflected example (one step of history) with the server
+    /// replying `reply`: the outcome and the request body.
+    async fn ask(layout: AgentLayout, reply: String) -> (AgentOutcome, serde_json::Value) {
         let ex = fixtures::reflected_example();
-        let (agent, server) = agent_on_server(AgentLayout::Training).await;
-        server.push(Reply::text(record["output"].as_str().unwrap()));
-        let turn = agent
+        let (agent, server) = agent_on_server(layout).await;
+        server.push(Reply::text(reply));
+        let outcome = agent
             .propose(
                 &ex.scenario,
                 &fixtures::toolkits_of(&ex.scenario),
@@ -321,11 +321,19 @@ mod tests {
                 7,
                 None,
             )
-            .await
-            .unwrap();
+            .await;
+        (outcome, server.log()[0].body.clone().unwrap())
+    }
+
+    #[tokio::test]
+    async fn training_layout_asks_with_the_exported_input_and_reads_the_exported_output() {
+        let record = alpaca_record();
+        let ex = fixtures::reflected_example();
+        let reply = record["output"].as_str().unwrap().to_string();
+        let (turn, body) = ask(AgentLayout::Training, reply).await;
+        let turn = turn.unwrap();
         assert_eq!(turn.thought, ex.safe_turn.thought);
         assert_eq!(turn.action, ex.safe_turn.action);
-        let body = server.log()[0].body.clone().unwrap();
         let messages = body["messages"].as_array().unwrap();
         assert_eq!(messages.len(), 2);
         assert_eq!(messages[0]["content"], record["instruction"]);
@@ -337,19 +345,8 @@ mod tests {
     async fn agent_layout_asks_with_its_own_prompt() {
         let record = alpaca_record();
         let ex = fixtures::reflected_example();
-        let (agent, server) = agent_on_server(AgentLayout::Agent).await;
-        server.push(Reply::text(render_turn(&ex.safe_turn, None)));
-        agent
-            .propose(
-                &ex.scenario,
-                &fixtures::toolkits_of(&ex.scenario),
-                &ex.history,
-                7,
-                None,
-            )
-            .await
-            .unwrap();
-        let body = server.log()[0].body.clone().unwrap();
+        let (turn, body) = ask(AgentLayout::Agent, render_turn(&ex.safe_turn, None)).await;
+        turn.unwrap();
         let user = body["messages"][1]["content"].as_str().unwrap();
         assert_eq!(body["messages"][0]["content"], record["instruction"]);
         assert_ne!(user, record["input"].as_str().unwrap());
