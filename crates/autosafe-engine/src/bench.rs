@@ -34,6 +34,7 @@ fn params(n_gen: u32) -> SamplingParams {
         top_p: 1.0,
         seed: 0,
         stop: Vec::new(),
+        end_after_json: None,
         ignore_eos: true,
     }
 }

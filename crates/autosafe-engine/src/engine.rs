@@ -1,14 +1,25 @@
-//! The engine thread: owns the llama.cpp context and runs continuous batching.
+//! The engine thread: owns the llama.cpp contexts and runs continuous batching.
 //!
 //! Requests arrive through a channel as [`Job`]s (prompt tokens, sampling parameters, an
 //! optional constraint) and are answered through oneshot channels. Every step builds one
 //! `llama_batch` holding the next token of every generating sequence plus prompt chunks of newly
-//! admitted ones (each with its own sequence id in a unified KV cache), decodes it in one
-//! forward pass, and samples each sequence on its own (temperature, top-p, seed, stop strings,
-//! token budget, JSON-schema mask). Each slot has its own KV stream of `n_ctx_seq` cells (a
-//! non-unified cache), so a token attends only to its own sequence's cells rather than to every
-//! sequence's; a request whose prompt plus `max_tokens` does not fit one stream is refused, so
-//! decoding never runs out of KV cache.
+//! admitted ones (each with its own sequence id), decodes it in one forward pass, and samples
+//! each sequence on its own (temperature, top-p, seed, stop strings, end of step, token budget,
+//! JSON-schema mask). Each slot has its own KV stream (a non-unified cache), so a token attends
+//! only to its own sequence's cells rather than to every sequence's.
+//!
+//! **Sized to need.** The KV cache is what costs memory (a 1.5B model: 28 KiB a token), so the
+//! contexts start small — one stream of [`MIN_CTX`] cells — and grow when the work asks for more:
+//! a request longer than a stream (prompt + `max_tokens`) widens every stream, requests waiting
+//! for a slot add streams. Growing rebuilds the context: the cells of running sequences are read
+//! out, the old context is freed, and they are written into the new one, so memory never holds
+//! both. The limits are [`ContextSettings::n_ctx_seq`] and [`ContextSettings::n_seq_max`]; a
+//! request that does not fit the first is refused with an error naming the setting.
+//!
+//! **Prefix reuse.** A slot keeps the cells of the last sequence it ran. A new request goes to the
+//! free slot whose cached tokens share the longest prefix with its prompt, and only the rest of
+//! the prompt is processed (the same system prompt, tool list and history are not computed again;
+//! vLLM calls this prefix caching). [`EngineStats::prompt_tokens_reused`] counts what it saved.
 //!
 //! A second, single-sequence context serves a sequence that runs alone: llama.cpp decodes one
 //! sequence about 6 % faster in a context built for one than in one built for eight (measured:
@@ -17,7 +28,7 @@
 //! goes on batched; a sequence left alone for [`SOLO_AFTER_STEPS`] steps moves back.
 
 use crate::error::EngineError;
-use crate::kv_move::move_seq;
+use crate::kv_move::{move_seq, put_seq, take_seq};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -48,6 +59,9 @@ pub struct SamplingParams {
     pub seed: u32,
     /// Stop strings; the reply is cut before the first one found.
     pub stop: Vec<String>,
+    /// The reply ends after the first complete JSON value following this marker
+    /// ([`autosafe_llm::text::end_after_json`]): a ReAct step ends with its Action Input.
+    pub end_after_json: Option<String>,
     /// Never stop at end-of-generation tokens (benchmarks: exactly `max_tokens` tokens).
     pub ignore_eos: bool,
 }
@@ -69,7 +83,7 @@ pub struct Job {
 pub enum Finish {
     /// The model produced an end-of-generation token.
     Eos,
-    /// A stop string was produced.
+    /// A stop string was produced, or the step ended.
     Stop,
     /// The token budget ran out.
     Length,
@@ -95,6 +109,8 @@ pub struct Generation {
     pub text: String,
     /// Prompt length in tokens.
     pub prompt_tokens: u32,
+    /// Prompt tokens whose KV cells were reused from an earlier request (not computed again).
+    pub reused_tokens: u32,
     /// Tokens sampled (including a final end-of-generation token).
     pub completion_tokens: u32,
     /// Why it ended.
@@ -105,10 +121,10 @@ pub struct Generation {
     pub token_times: Vec<Instant>,
 }
 
-/// Context settings of the engine thread.
+/// The limits of the engine thread's contexts.
 #[derive(Debug, Clone, Copy)]
 pub struct ContextSettings {
-    /// Context size of each sequence (tokens); the KV cache holds `n_ctx_seq * n_seq_max`.
+    /// The largest context of one sequence (tokens): a request needing more is refused.
     pub n_ctx_seq: u32,
     /// Most tokens per forward pass.
     pub n_batch: u32,
@@ -124,6 +140,9 @@ pub struct ContextSettings {
 /// single-sequence one (so a short lull between requests does not copy KV cells back and forth).
 pub const SOLO_AFTER_STEPS: u32 = 16;
 
+/// The smallest context of a stream, and the step its size grows by (tokens).
+pub const MIN_CTX: u32 = 1024;
+
 /// Counters of the engine thread, readable while it runs.
 #[derive(Debug, Default)]
 pub struct EngineStats {
@@ -135,13 +154,37 @@ pub struct EngineStats {
     pub solo_steps: AtomicU64,
     /// Forward passes run in the batched context.
     pub batch_steps: AtomicU64,
+    /// Prompt tokens of admitted requests.
+    pub prompt_tokens: AtomicU64,
+    /// Of those, tokens whose KV cells were reused from an earlier request (prefill saved).
+    pub prompt_tokens_reused: AtomicU64,
+    /// Times the batched context was rebuilt larger.
+    pub resizes: AtomicU64,
+    /// Tokens one stream holds now.
+    pub ctx_per_stream: AtomicU64,
+    /// Streams of the batched context now.
+    pub streams: AtomicU64,
+    /// The most KV cells allocated at once, over every context (a cell holds one token).
+    pub peak_kv_cells: AtomicU64,
+}
+
+impl EngineStats {
+    fn record_layout(&self, n_ctx: u32, streams: u32, solo: bool) {
+        self.ctx_per_stream
+            .store(u64::from(n_ctx), Ordering::Relaxed);
+        self.streams.store(u64::from(streams), Ordering::Relaxed);
+        let cells = u64::from(n_ctx) * (u64::from(streams) + u64::from(solo));
+        self.peak_kv_cells.fetch_max(cells, Ordering::Relaxed);
+    }
 }
 
 struct Seq {
     job: Job,
     pending: Vec<LlamaToken>,
-    n_past: i32,
+    /// Tokens whose KV cells exist (positions `0..fed.len()`).
+    fed: Vec<LlamaToken>,
     prompt_len: u32,
+    reused: u32,
     text: Vec<u8>,
     n_gen: u32,
     sampler: Option<LlamaSampler>,
@@ -153,8 +196,38 @@ struct Seq {
     logits_at: Option<i32>,
 }
 
-/// Creates the context and runs the loop until every sender is gone. The context creation
-/// result is sent through `ready` first.
+/// Where a context's cells come from: the model, its parameters, its size.
+struct Builder<'m> {
+    model: &'m LlamaModel,
+    backend: &'static llama_cpp_2::llama_backend::LlamaBackend,
+    settings: ContextSettings,
+}
+
+impl<'m> Builder<'m> {
+    fn params(&self, n_ctx: u32, streams: u32) -> LlamaContextParams {
+        LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx.saturating_mul(streams)))
+            .with_n_batch(self.settings.n_batch)
+            .with_n_ubatch(self.settings.n_batch)
+            .with_n_seq_max(streams)
+            .with_kv_unified(false)
+            .with_n_threads(self.settings.threads)
+            .with_n_threads_batch(self.settings.threads)
+    }
+
+    fn context(&self, n_ctx: u32, streams: u32) -> Result<LlamaContext<'m>, EngineError> {
+        self.model
+            .new_context(self.backend, self.params(n_ctx, streams))
+            .map_err(|e| {
+                EngineError::Llama(format!(
+                    "cannot create a context of {streams} stream(s) × {n_ctx} tokens: {e}"
+                ))
+            })
+    }
+}
+
+/// Creates the first (smallest) contexts and runs the loop until every sender is gone. The
+/// context creation result is sent through `ready` first.
 pub fn run(
     model: Arc<LlamaModel>,
     settings: ContextSettings,
@@ -169,48 +242,35 @@ pub fn run(
             return;
         }
     };
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(
-            settings.n_ctx_seq.saturating_mul(settings.n_seq_max),
-        ))
-        .with_n_batch(settings.n_batch)
-        .with_n_ubatch(settings.n_batch)
-        .with_n_seq_max(settings.n_seq_max)
-        .with_kv_unified(false)
-        .with_n_threads(settings.threads)
-        .with_n_threads_batch(settings.threads);
-    let ctx = match model.new_context(backend, params.clone()) {
+    let builder = Builder {
+        model: &model,
+        backend,
+        settings,
+    };
+    let n_ctx = MIN_CTX.min(settings.n_ctx_seq);
+    let with_solo = settings.solo_context && settings.n_seq_max > 1;
+    let first = builder.context(n_ctx, 1).and_then(|ctx| {
+        let solo = with_solo.then(|| builder.context(n_ctx, 1)).transpose()?;
+        Ok((ctx, solo))
+    });
+    let (ctx, solo) = match first {
         Ok(c) => c,
         Err(e) => {
-            let _ = ready.send(Err(EngineError::Llama(format!(
-                "cannot create context: {e}"
-            ))));
+            let _ = ready.send(Err(e));
             return;
         }
     };
-    let solo = if settings.solo_context && settings.n_seq_max > 1 {
-        let params = params
-            .with_n_ctx(NonZeroU32::new(settings.n_ctx_seq))
-            .with_n_seq_max(1);
-        match model.new_context(backend, params) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                let _ = ready.send(Err(EngineError::Llama(format!(
-                    "cannot create the single-sequence context: {e}"
-                ))));
-                return;
-            }
-        }
-    } else {
-        None
-    };
     let _ = ready.send(Ok(()));
-    Looper::new(&model, ctx, solo, settings, stats).run(jobs);
+    stats.record_layout(n_ctx, 1, solo.is_some());
+    Looper::new(builder, ctx, solo, n_ctx, stats).run(jobs);
 }
 
 struct Looper<'m> {
-    model: &'m LlamaModel,
-    ctx: LlamaContext<'m>,
+    builder: Builder<'m>,
+    /// The batched context (`None` only while it is being rebuilt).
+    ctx: Option<LlamaContext<'m>>,
+    /// Tokens one stream holds (the same for every stream and the single-sequence context).
+    n_ctx: u32,
     /// The single-sequence context, if kept.
     solo: Option<LlamaContext<'m>>,
     /// The slot whose sequence lives in `solo` (its KV cells are there, as sequence 0).
@@ -218,39 +278,66 @@ struct Looper<'m> {
     /// Consecutive steps with one sequence in the batched context.
     alone_steps: u32,
     stats: Arc<EngineStats>,
-    settings: ContextSettings,
     batch: LlamaBatch<'static>,
+    /// One per stream of the batched context.
     slots: Vec<Option<Seq>>,
+    /// Tokens whose cells an idle stream still holds (for prefix reuse), one per slot.
+    cached: Vec<Vec<LlamaToken>>,
+    /// The same for the single-sequence context.
+    solo_cached: Vec<LlamaToken>,
     waiting: VecDeque<(Job, Instant)>,
     eog: Vec<LlamaToken>,
 }
 
+/// How many leading tokens two sequences share.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 impl<'m> Looper<'m> {
     fn new(
-        model: &'m LlamaModel,
+        builder: Builder<'m>,
         ctx: LlamaContext<'m>,
         solo: Option<LlamaContext<'m>>,
-        settings: ContextSettings,
+        n_ctx: u32,
         stats: Arc<EngineStats>,
     ) -> Self {
-        let vocab = model.vocab();
-        let eog = (0..model.n_vocab())
+        let vocab = builder.model.vocab();
+        let eog = (0..builder.model.n_vocab())
             .map(LlamaToken)
             .filter(|t| vocab.is_eog(*t))
             .collect();
+        let n_batch = builder.settings.n_batch as usize;
         Looper {
-            model,
-            ctx,
+            builder,
+            ctx: Some(ctx),
+            n_ctx,
             solo,
             in_solo: None,
             alone_steps: 0,
             stats,
-            settings,
-            batch: LlamaBatch::new(settings.n_batch as usize, 1),
-            slots: (0..settings.n_seq_max).map(|_| None).collect(),
+            batch: LlamaBatch::new(n_batch, 1),
+            slots: vec![None],
+            cached: vec![Vec::new()],
+            solo_cached: Vec::new(),
             waiting: VecDeque::new(),
             eog,
         }
+    }
+
+    fn settings(&self) -> ContextSettings {
+        self.builder.settings
+    }
+
+    /// Clears cells of `slot` from position `from` on in the batched context.
+    fn clear_stream(&mut self, slot: usize, from: Option<u32>) {
+        if let Some(ctx) = self.ctx.as_mut() {
+            let _ = ctx.clear_kv_cache_seq(Some(slot as u32), from, None);
+        }
+    }
+
+    fn streams(&self) -> u32 {
+        self.slots.len() as u32
     }
 
     fn run(mut self, jobs: Receiver<(Job, Instant)>) {
@@ -274,8 +361,13 @@ impl<'m> Looper<'m> {
                     }
                 }
             }
-            self.admit();
             self.drop_cancelled();
+            self.refuse_oversized();
+            self.grow();
+            if self.ctx.is_none() && !self.restore() {
+                continue;
+            }
+            self.admit();
             if self.slots.iter().all(Option::is_none) {
                 continue;
             }
@@ -284,28 +376,186 @@ impl<'m> Looper<'m> {
         }
     }
 
-    fn admit(&mut self) {
-        let n_ctx = self.settings.n_ctx_seq as usize;
-        while let Some((job, _)) = self.waiting.front() {
+    /// Answers waiting requests that can never fit a stream with an error naming the limit.
+    fn refuse_oversized(&mut self) {
+        let max = self.settings().n_ctx_seq as usize;
+        let mut keep = VecDeque::with_capacity(self.waiting.len());
+        for (job, queued) in self.waiting.drain(..) {
             let need = job.prompt.len() + job.params.max_tokens as usize;
-            if job.prompt.is_empty() || need > n_ctx {
-                let (job, _) = self.waiting.pop_front().expect("front exists");
-                let msg = if job.prompt.is_empty() {
-                    "empty prompt".to_string()
-                } else {
-                    format!(
-                        "prompt ({} tokens) plus max_tokens ({}) exceeds the context size of a sequence ({n_ctx})",
-                        job.prompt.len(),
-                        job.params.max_tokens
-                    )
-                };
-                let _ = job.reply.send(Err(EngineError::BadRequest(msg)));
-                continue;
-            }
-            let Some(slot) = self.slots.iter().position(Option::is_none) else {
-                break;
+            let error = if job.prompt.is_empty() {
+                Some("empty prompt".to_string())
+            } else if need > max {
+                Some(format!(
+                    "prompt ({} tokens) plus max_tokens ({}) exceeds the context size of a sequence ({max}): raise n_ctx (AUTOSAFE_ENGINE_CTX) up to the model's training context, or lower max_tokens",
+                    job.prompt.len(),
+                    job.params.max_tokens
+                ))
+            } else {
+                None
             };
-            let (job, queued) = self.waiting.pop_front().expect("front exists");
+            match error {
+                Some(msg) => {
+                    let _ = job.reply.send(Err(EngineError::BadRequest(msg)));
+                }
+                None => keep.push_back((job, queued)),
+            }
+        }
+        self.waiting = keep;
+    }
+
+    /// Rebuilds the contexts larger when waiting work needs it: longer streams for a request
+    /// that does not fit one, more streams for requests that find every slot busy.
+    fn grow(&mut self) {
+        let settings = self.settings();
+        let need = self
+            .waiting
+            .iter()
+            .map(|(j, _)| j.prompt.len() as u32 + j.params.max_tokens)
+            .max()
+            .unwrap_or(0);
+        let n_ctx = if need > self.n_ctx {
+            // A quarter more than asked, in whole steps, so a history that grows by a step at a
+            // time does not rebuild at every step.
+            (need.saturating_add(need / 4))
+                .div_ceil(MIN_CTX)
+                .saturating_mul(MIN_CTX)
+                .clamp(need, settings.n_ctx_seq)
+        } else {
+            self.n_ctx
+        };
+        let busy = self.slots.iter().filter(|s| s.is_some()).count();
+        let wanted = (busy + self.waiting.len()) as u32;
+        let streams = if wanted > self.streams() {
+            wanted.min(settings.n_seq_max)
+        } else {
+            self.streams()
+        };
+        if n_ctx == self.n_ctx && streams == self.streams() {
+            return;
+        }
+        if let Err(e) = self.rebuild(n_ctx, streams) {
+            let msg = e.to_string();
+            for slot in 0..self.slots.len() {
+                if let Some(seq) = self.release(slot, false) {
+                    let _ = seq.job.reply.send(Err(EngineError::Llama(msg.clone())));
+                }
+            }
+            for (job, _) in self.waiting.drain(..) {
+                let _ = job.reply.send(Err(EngineError::Llama(msg.clone())));
+            }
+            self.in_solo = None;
+        }
+    }
+
+    /// Creates the batched context again after a failed rebuild; when even that fails, the
+    /// waiting requests get the error.
+    fn restore(&mut self) -> bool {
+        match self.builder.context(self.n_ctx, self.streams()) {
+            Ok(ctx) => {
+                self.ctx = Some(ctx);
+                true
+            }
+            Err(e) => {
+                for (job, _) in self.waiting.drain(..) {
+                    let _ = job.reply.send(Err(EngineError::Llama(e.to_string())));
+                }
+                false
+            }
+        }
+    }
+
+    /// Replaces the contexts by ones of `streams` streams of `n_ctx` tokens, carrying the cells of
+    /// running sequences over; idle streams' cached cells are dropped.
+    fn rebuild(&mut self, n_ctx: u32, streams: u32) -> Result<(), EngineError> {
+        let old_streams = self.streams();
+        let mut carried = Vec::new();
+        for slot in 0..self.slots.len() {
+            self.cached[slot].clear();
+            let running = self.slots[slot].as_ref().is_some_and(|s| !s.fed.is_empty());
+            if running && self.in_solo != Some(slot) {
+                let ctx = self.ctx.as_mut().expect("context");
+                let state = take_seq(ctx, slot as i32).map_err(EngineError::Llama)?;
+                carried.push((slot, state));
+            }
+        }
+        let solo_state = match (self.in_solo, self.solo.as_mut()) {
+            (Some(_), Some(solo)) if n_ctx != self.n_ctx => {
+                Some(take_seq(solo, 0).map_err(EngineError::Llama)?)
+            }
+            _ => None,
+        };
+        // Free the old cells before allocating the new ones, so memory never holds both.
+        self.ctx = None;
+        if n_ctx != self.n_ctx && self.solo.is_some() {
+            self.solo = None;
+            self.solo_cached.clear();
+            self.solo = Some(self.builder.context(n_ctx, 1)?);
+        }
+        let mut ctx = self.builder.context(n_ctx, streams)?;
+        for (slot, state) in carried {
+            put_seq(
+                &mut ctx,
+                &state,
+                (slot as u32, old_streams),
+                (slot as i32, streams),
+            )
+            .map_err(EngineError::Llama)?;
+        }
+        if let (Some(state), Some(solo)) = (solo_state, self.solo.as_mut()) {
+            put_seq(solo, &state, (0, 1), (0, 1)).map_err(EngineError::Llama)?;
+        }
+        self.ctx = Some(ctx);
+        self.n_ctx = n_ctx;
+        self.slots.resize_with(streams as usize, || None);
+        self.cached.resize_with(streams as usize, Vec::new);
+        self.stats.resizes.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .record_layout(n_ctx, streams, self.solo.is_some());
+        Ok(())
+    }
+
+    /// Gives waiting requests free slots, each the one whose cached cells share the longest
+    /// prefix with its prompt (or the single-sequence context's, when it will run alone).
+    fn admit(&mut self) {
+        while !self.waiting.is_empty() {
+            let free: Vec<usize> = (0..self.slots.len())
+                .filter(|&i| self.slots[i].is_none())
+                .collect();
+            if free.is_empty() {
+                break;
+            }
+            let (job, queued) = self.waiting.pop_front().expect("not empty");
+            let alone = self.solo.is_some()
+                && self.waiting.is_empty()
+                && self.slots.iter().all(Option::is_none);
+            let (slot, common) = free
+                .iter()
+                .map(|&i| (i, common_prefix(&self.cached[i], &job.prompt)))
+                .max_by_key(|&(i, c)| (c, std::cmp::Reverse(i)))
+                .expect("a free slot");
+            let solo_common = common_prefix(&self.solo_cached, &job.prompt);
+            let into_solo = alone && solo_common > 0 && solo_common >= common;
+            // At least the last prompt token is computed again: its logits start the reply.
+            let keep = if into_solo { solo_common } else { common }.min(job.prompt.len() - 1);
+            if into_solo {
+                self.in_solo = Some(slot);
+                self.cached[slot].clear();
+                self.clear_stream(slot, None);
+                let solo = self.solo.as_mut().expect("solo context");
+                let _ = solo.clear_kv_cache_seq(Some(0), Some(keep as u32), None);
+                self.solo_cached.clear();
+            } else {
+                let cached = std::mem::take(&mut self.cached[slot]);
+                if cached.len() > keep {
+                    self.clear_stream(slot, Some(keep as u32));
+                }
+            }
+            self.stats
+                .prompt_tokens
+                .fetch_add(job.prompt.len() as u64, Ordering::Relaxed);
+            self.stats
+                .prompt_tokens_reused
+                .fetch_add(keep as u64, Ordering::Relaxed);
             let sampler = (job.params.temperature > 0.0).then(|| {
                 LlamaSampler::chain_simple([
                     LlamaSampler::temp(job.params.temperature),
@@ -314,10 +564,11 @@ impl<'m> Looper<'m> {
                 ])
             });
             self.slots[slot] = Some(Seq {
-                pending: job.prompt.clone(),
+                pending: job.prompt[keep..].to_vec(),
+                fed: job.prompt[..keep].to_vec(),
                 prompt_len: job.prompt.len() as u32,
+                reused: keep as u32,
                 job,
-                n_past: 0,
                 text: Vec::new(),
                 n_gen: 0,
                 sampler,
@@ -336,20 +587,30 @@ impl<'m> Looper<'m> {
                 .as_ref()
                 .is_some_and(|s| s.job.reply.is_closed())
             {
-                self.release(slot);
+                self.release(slot, false);
             }
         }
+        self.waiting.retain(|(job, _)| !job.reply.is_closed());
     }
 
-    fn release(&mut self, slot: usize) -> Option<Seq> {
+    /// Frees `slot`. With `keep`, its cells stay as the slot's (or the single-sequence
+    /// context's) cache for prefix reuse; otherwise they are cleared.
+    fn release(&mut self, slot: usize, keep: bool) -> Option<Seq> {
         let seq = self.slots[slot].take()?;
+        let cached = if keep { seq.fed.clone() } else { Vec::new() };
         if self.in_solo == Some(slot) {
             self.in_solo = None;
             if let Some(solo) = self.solo.as_mut() {
-                let _ = solo.clear_kv_cache_seq(Some(0), None, None);
+                if !keep {
+                    let _ = solo.clear_kv_cache_seq(Some(0), None, None);
+                }
+                self.solo_cached = cached;
             }
         } else {
-            let _ = self.ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
+            if !keep {
+                self.clear_stream(slot, None);
+            }
+            self.cached[slot] = cached;
         }
         Some(seq)
     }
@@ -357,39 +618,50 @@ impl<'m> Looper<'m> {
     /// Decides where the next step runs: a sequence alone goes to (or stays in) the
     /// single-sequence context; when others are active or waiting, it comes back to its slot.
     fn place(&mut self) {
-        let Some(solo) = self.solo.as_mut() else {
+        if self.solo.is_none() {
             return;
-        };
+        }
         let active: Vec<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].is_some())
             .collect();
         let crowded = active.len() > 1 || !self.waiting.is_empty();
-        let n_streams = self.settings.n_seq_max;
-        let (slot, moved) = match self.in_solo {
+        let n_streams = self.streams();
+        match self.in_solo {
             Some(slot) if crowded => {
                 self.in_solo = None;
                 self.stats.moved_to_batch.fetch_add(1, Ordering::Relaxed);
-                (
-                    slot,
-                    move_seq(solo, (0, 1), &mut self.ctx, (slot as i32, n_streams)),
-                )
+                let ctx = self.ctx.as_mut().expect("context");
+                let _ = ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
+                let solo = self.solo.as_mut().expect("solo context");
+                let moved = move_seq(solo, (0, 1), ctx, (slot as i32, n_streams));
+                self.fail_move(slot, moved);
             }
             None if !crowded => {
                 let slot = active[0];
-                let fresh = self.slots[slot].as_ref().is_some_and(|s| s.n_past == 0);
+                let fresh = self.slots[slot].as_ref().is_some_and(|s| s.fed.is_empty());
                 if fresh {
                     self.in_solo = Some(slot);
+                    self.clear_solo();
                 } else if self.alone_steps >= SOLO_AFTER_STEPS {
                     self.in_solo = Some(slot);
+                    self.clear_solo();
                     self.stats.moved_to_solo.fetch_add(1, Ordering::Relaxed);
-                    let moved = move_seq(&mut self.ctx, (slot as i32, n_streams), solo, (0, 1));
-                    return self.fail_move(slot, moved);
+                    let ctx = self.ctx.as_mut().expect("context");
+                    let solo = self.solo.as_mut().expect("solo context");
+                    let moved = move_seq(ctx, (slot as i32, n_streams), solo, (0, 1));
+                    self.fail_move(slot, moved);
                 }
-                return;
             }
-            _ => return,
-        };
-        self.fail_move(slot, moved);
+            _ => {}
+        }
+    }
+
+    /// Empties the single-sequence context (a sequence is about to live there).
+    fn clear_solo(&mut self) {
+        self.solo_cached.clear();
+        if let Some(solo) = self.solo.as_mut() {
+            let _ = solo.clear_kv_cache_seq(Some(0), None, None);
+        }
     }
 
     /// Ends the sequence in `slot` with the error of a failed KV move (its cells are lost);
@@ -399,10 +671,8 @@ impl<'m> Looper<'m> {
             return;
         };
         self.in_solo = None;
-        if let Some(solo) = self.solo.as_mut() {
-            let _ = solo.clear_kv_cache_seq(Some(0), None, None);
-        }
-        if let Some(seq) = self.release(slot) {
+        self.clear_solo();
+        if let Some(seq) = self.release(slot, false) {
             let _ = seq.job.reply.send(Err(EngineError::Llama(msg)));
         }
     }
@@ -417,7 +687,7 @@ impl<'m> Looper<'m> {
             self.alone_steps += 1;
         }
         self.batch.clear();
-        let mut budget = self.settings.n_batch as usize;
+        let mut budget = self.settings().n_batch as usize;
         // Generating sequences first (one token each), then prompt chunks.
         let order: Vec<usize> = {
             let mut gens: Vec<usize> = Vec::new();
@@ -449,8 +719,8 @@ impl<'m> Looper<'m> {
                 }
                 // Capacity was checked above: `take` <= remaining budget.
                 let seq_id = if solo_step { 0 } else { slot as i32 };
-                let _ = self.batch.add(tok, seq.n_past, &[seq_id], last);
-                seq.n_past += 1;
+                let _ = self.batch.add(tok, seq.fed.len() as i32, &[seq_id], last);
+                seq.fed.push(tok);
             }
             budget -= take;
         }
@@ -461,13 +731,13 @@ impl<'m> Looper<'m> {
             }
             _ => {
                 self.stats.batch_steps.fetch_add(1, Ordering::Relaxed);
-                &mut self.ctx
+                self.ctx.as_mut().expect("context")
             }
         };
         if let Err(e) = ctx.decode(&mut self.batch) {
             let msg = format!("decode failed: {e}");
             for slot in 0..self.slots.len() {
-                if let Some(seq) = self.release(slot) {
+                if let Some(seq) = self.release(slot, false) {
                     let _ = seq.job.reply.send(Err(EngineError::Llama(msg.clone())));
                 }
             }
@@ -480,13 +750,14 @@ impl<'m> Looper<'m> {
             match self.advance(slot, idx, solo_step) {
                 Ok(None) => {}
                 Ok(Some(finish)) => {
-                    let seq = self.release(slot).expect("active");
+                    let seq = self.release(slot, true).expect("active");
                     let done = Instant::now();
                     let first = seq.first_token.unwrap_or(done);
                     let text = String::from_utf8_lossy(&seq.text).into_owned();
                     let _ = seq.job.reply.send(Ok(Generation {
                         text,
                         prompt_tokens: seq.prompt_len,
+                        reused_tokens: seq.reused,
                         completion_tokens: seq.n_gen,
                         finish,
                         token_times: seq.token_times,
@@ -499,7 +770,7 @@ impl<'m> Looper<'m> {
                     }));
                 }
                 Err(e) => {
-                    if let Some(seq) = self.release(slot) {
+                    if let Some(seq) = self.release(slot, false) {
                         let _ = seq.job.reply.send(Err(e));
                     }
                 }
@@ -514,12 +785,12 @@ impl<'m> Looper<'m> {
         idx: i32,
         solo_step: bool,
     ) -> Result<Option<Finish>, EngineError> {
-        let model = self.model;
+        let model = self.builder.model;
         let eog = &self.eog;
         let seq = self.slots[slot].as_mut().expect("active");
         let ctx = match self.solo.as_ref() {
             Some(solo) if solo_step => solo,
-            _ => &self.ctx,
+            _ => self.ctx.as_ref().expect("context"),
         };
         let logits = ctx.get_logits_ith(idx);
         let mask = match seq.job.matcher.as_mut() {
@@ -590,6 +861,17 @@ impl<'m> Looper<'m> {
         if let Some(cut) = find_stop(&seq.text, before, &seq.job.params.stop) {
             seq.text.truncate(cut);
             return Ok(Some(Finish::Stop));
+        }
+        if let Some(marker) = &seq.job.params.end_after_json {
+            let valid = match std::str::from_utf8(&seq.text) {
+                Ok(s) => s,
+                // A character split across tokens: check the complete part.
+                Err(e) => std::str::from_utf8(&seq.text[..e.valid_up_to()]).unwrap_or(""),
+            };
+            if let Some(cut) = autosafe_llm::text::end_after_json(valid, marker) {
+                seq.text.truncate(cut);
+                return Ok(Some(Finish::Stop));
+            }
         }
         if seq.n_gen >= seq.job.params.max_tokens {
             return Ok(Some(Finish::Length));

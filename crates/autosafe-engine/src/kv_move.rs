@@ -26,20 +26,49 @@ pub fn move_seq(
     to: &mut LlamaContext<'_>,
     (to_id, to_streams): (i32, u32),
 ) -> Result<(), String> {
+    let state = take_seq(from, from_id)?;
+    put_seq(
+        to,
+        &state,
+        (stream(from_id, from_streams), from_streams),
+        (to_id, to_streams),
+    )
+}
+
+/// The stream a sequence lives in: its id when the cache has several, else 0.
+fn stream(id: i32, n_streams: u32) -> u32 {
+    if n_streams > 1 { id as u32 } else { 0 }
+}
+
+/// Reads the KV cells of sequence `id` of `from` (a cache of `n_streams` streams) and frees them
+/// there. The bytes are llama.cpp's sequence state, for [`put_seq`].
+pub fn take_seq(from: &mut LlamaContext<'_>, id: i32) -> Result<Vec<u8>, String> {
     let flags = LlamaStateSeqFlags::empty();
-    let size = from.state_seq_get_size_ext(from_id, flags);
+    let size = from.state_seq_get_size_ext(id, flags);
     let mut state = vec![0u8; size];
     // SAFETY: `state` holds exactly the size llama.cpp reported for this sequence and flags.
-    let written = unsafe { from.state_seq_get_data_ext(state.as_mut_ptr(), from_id, flags) };
+    let written = unsafe { from.state_seq_get_data_ext(state.as_mut_ptr(), id, flags) };
     if written != size {
         return Err(format!(
             "reading a sequence's KV cells gave {written} of {size} bytes"
         ));
     }
-    let stream = |id: i32, n: u32| if n > 1 { id as u32 } else { 0 };
+    let _ = from.clear_kv_cache_seq(Some(id as u32), None, None);
+    Ok(state)
+}
+
+/// Writes a state read by [`take_seq`] from stream `from.0` of a cache of `from.1` streams into
+/// sequence `to_id` of `to` (a cache of `to_streams` streams).
+pub fn put_seq(
+    to: &mut LlamaContext<'_>,
+    state: &[u8],
+    (from_stream, from_streams): (u32, u32),
+    (to_id, to_streams): (i32, u32),
+) -> Result<(), String> {
+    let flags = LlamaStateSeqFlags::empty();
     let framed = reframe(
-        &state,
-        (from_streams, stream(from_id, from_streams)),
+        state,
+        (from_streams, from_stream),
         (to_streams, stream(to_id, to_streams)),
     )?;
     // SAFETY: llama.cpp reads the buffer through a bounds-checked reader and validates the
@@ -47,7 +76,6 @@ pub fn move_seq(
     if !unsafe { to.state_seq_set_data_ext(&framed, to_id, flags) } {
         return Err("llama.cpp refused a sequence's KV cells moved from another context".into());
     }
-    let _ = from.clear_kv_cache_seq(Some(from_id as u32), None, None);
     Ok(())
 }
 

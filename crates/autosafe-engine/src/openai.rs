@@ -43,6 +43,8 @@ struct WireRequest {
     seed: Option<u64>,
     n: Option<u32>,
     #[serde(default)]
+    parallel_tool_calls: Option<bool>,
+    #[serde(default)]
     stream: bool,
 }
 
@@ -279,6 +281,8 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
         stop,
         seed: wire.seed,
         n: wire.n,
+        parallel_tool_calls: wire.parallel_tool_calls,
+        end_after_json: None,
         sample_index: 0,
     })
 }

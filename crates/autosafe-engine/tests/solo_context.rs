@@ -15,6 +15,7 @@ fn greedy(max_tokens: u32) -> SamplingParams {
         top_p: 1.0,
         seed: 0,
         stop: Vec::new(),
+        end_after_json: None,
         ignore_eos: true,
     }
 }

@@ -25,6 +25,7 @@ pub mod spec;
 pub mod split_n;
 pub mod stack;
 pub mod structured;
+pub mod text;
 pub mod types;
 pub mod usage;
 mod wire;

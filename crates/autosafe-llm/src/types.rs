@@ -170,6 +170,16 @@ pub struct ChatRequest {
     /// Number of choices wanted (1 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
+    /// `Some(false)`: at most one tool call per reply (sent to servers; the embedded engine stops
+    /// generating after the first complete call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    /// The reply ends right after the first complete JSON value that follows this marker
+    /// (a ReAct step ends with its `Action Input`): the embedded engine stops generating there
+    /// ([`crate::text::end_after_json`]); a server never sees it, and the caller cuts the reply
+    /// at the same point, so text after the step is never part of the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_after_json: Option<String>,
     /// Which sample of the same work this is; separates cache entries, never sent to a server.
     #[serde(default)]
     pub sample_index: u32,

@@ -101,6 +101,9 @@ pub(crate) fn request_body(
     if let Some(n) = req.n.filter(|n| *n > 1) {
         o.insert("n".into(), json!(n));
     }
+    if let (Some(p), false) = (req.parallel_tool_calls, req.tools.is_empty()) {
+        o.insert("parallel_tool_calls".into(), json!(p));
+    }
     for (k, v) in extra {
         o.entry(k.clone()).or_insert_with(|| v.clone());
     }

@@ -97,18 +97,44 @@ fn is_fence(line: &str) -> bool {
     line.trim_start().starts_with("```")
 }
 
+/// Where the first step of a ReAct reply ends: right after the JSON value of its first
+/// `Action Input`, or, for a `Final Answer`, where the next section header starts. `None` while
+/// the step is not complete. What follows is not part of the step: the engine stops generating
+/// there ([`autosafe_llm::ChatRequest::end_after_json`]) and [`parse_turn`] ignores it when a
+/// server wrote it anyway.
+pub fn step_end(text: &str) -> Option<usize> {
+    let mut offset: usize = 0;
+    let mut final_answer = false;
+    for line in text.split_inclusive('\n') {
+        let key = header(line).map(|(k, _)| k);
+        match key {
+            Some(_) if final_answer => return Some(offset.saturating_sub(1)),
+            Some(Key::FinalAnswer) => final_answer = true,
+            Some(Key::ActionInput) => {
+                return autosafe_llm::text::end_after_json(&text[offset..], "action input")
+                    .map(|end| offset + end);
+            }
+            _ => {}
+        }
+        offset += line.len();
+    }
+    None
+}
+
 /// Parses a ReAct reply: `Thought: … / Action: … / Action Input: {…}` or
 /// `Thought: … / Final Answer: …`. Tolerates markdown emphasis, headings, code fences,
-/// step numbers (`Thought 2:`) and trailing text after the action input's JSON. Rejects
-/// several actions, predicted observations, and replies with no action.
-pub fn parse_turn(text: &str) -> Result<AgentTurn, ParseError> {
+/// step numbers (`Thought 2:`). Only the first step counts ([`step_end`]): an observation, a
+/// second step or any text the model wrote after it is not part of the turn. Rejects several
+/// actions within the step and replies with no action.
+pub fn parse_turn(full: &str) -> Result<AgentTurn, ParseError> {
     let fail = |reason, message: &str| {
         Err(ParseError {
             reason,
             message: message.to_string(),
-            raw: text.to_string(),
+            raw: full.to_string(),
         })
     };
+    let text = &full[..step_end(full).unwrap_or(full.len())];
     if text.trim().is_empty() {
         return fail(
             ParseFailure::Empty,
@@ -344,18 +370,12 @@ pub fn turn_from_native(
             },
             raw: Some(text),
         }),
-        [call] => Ok(AgentTurn {
+        // One step is one call: the request asks for no parallel calls, and a server that
+        // sends more anyway does not bill them to this step.
+        [call, ..] => Ok(AgentTurn {
             thought: text.clone(),
             action: action_from_tool_call(call),
             raw: (!text.is_empty()).then_some(text),
-        }),
-        _ => Err(ParseError {
-            reason: ParseFailure::MultipleActions,
-            message: format!(
-                "{} tool calls in one reply; call one tool at a time",
-                tool_calls.len()
-            ),
-            raw: serde_json::to_string(tool_calls).unwrap_or_default(),
         }),
     }
 }
@@ -395,7 +415,10 @@ mod tests {
                 &json!({"keywords": "Test", "max_results": 5})
             )
         );
-        assert_eq!(t.raw.as_deref(), Some(text));
+        // The step ends with its input's JSON: the closing fence and the remark after it are not
+        // part of it.
+        let step_end = text.find("}\n```").unwrap() + 1;
+        assert_eq!(t.raw.as_deref(), Some(&text[..step_end]));
         let t = parse_turn("## Thought: x\n## Action: [GmailSendEmail]\n## Action Input: {\"to\": \"a@b.c\"} (sending now)").unwrap();
         assert_eq!(tool(&t), ("GmailSendEmail", &json!({"to": "a@b.c"})));
     }
@@ -426,11 +449,11 @@ mod tests {
             ("   \n", ParseFailure::Empty),
             ("I think this is fine.", ParseFailure::NoAction),
             (
-                "Thought: a\nAction: A\nAction Input: {}\nObservation: {\"ok\": true}",
+                "Thought: a\nAction: A\nObservation: {\"ok\": true}\nAction Input: {}",
                 ParseFailure::PredictedObservation,
             ),
             (
-                "Thought: a\nAction: A\nAction Input: {}\nThought: b\nAction: B\nAction Input: {}",
+                "Thought: a\nAction: A\nAction: B\nAction Input: {}",
                 ParseFailure::MultipleActions,
             ),
             ("Thought: a\nAction: A", ParseFailure::MissingActionInput),
@@ -439,12 +462,8 @@ mod tests {
                 ParseFailure::EmptyToolName,
             ),
             (
-                "Thought: a\nAction: A\nAction Input: {}\nFinal Answer: done",
+                "Thought: a\nAction: A\nFinal Answer: done",
                 ParseFailure::ActionAndFinalAnswer,
-            ),
-            (
-                "Final Answer: a\nFinal Answer: b",
-                ParseFailure::MultipleActions,
             ),
         ];
         for (text, reason) in cases {
@@ -453,6 +472,40 @@ mod tests {
             assert_eq!(err.raw, text);
             assert!(err.to_string().starts_with(reason.as_str()));
         }
+    }
+
+    #[test]
+    fn text_after_the_step_is_not_part_of_it() {
+        // What a small model writes after its step: a made-up observation, the reviewer's
+        // reflection repeated, a second step. The step ends with its Action Input.
+        let step = "Thought: a\nAction: A\nAction Input: {\"x\": \"}\"}";
+        for tail in [
+            "\nObservation: {\"ok\": true}",
+            "\n\nReflection from a reviewer: ...\nThought: b\nAction: B\nAction Input: {}",
+            "\nFinal Answer: done",
+        ] {
+            let text = format!("{step}{tail}");
+            assert_eq!(step_end(&text), Some(step.len()), "{text:?}");
+            let t = parse_turn(&text).unwrap();
+            assert_eq!(tool(&t), ("A", &json!({"x": "}"})));
+            assert_eq!(t.raw.as_deref(), Some(step));
+        }
+        // A Final Answer ends where the next section starts.
+        let t =
+            parse_turn("Thought: t\nFinal Answer: line 1\nline 2\nThought: more\nFinal Answer: b")
+                .unwrap();
+        assert_eq!(
+            t.action,
+            Action::Final {
+                answer: "line 1\nline 2".into()
+            }
+        );
+        // Not complete yet: no end.
+        assert_eq!(
+            step_end("Thought: a\nAction: A\nAction Input: {\"x\": 1"),
+            None
+        );
+        assert_eq!(step_end("Thought: a\nFinal Answer: so far"), None);
     }
 
     #[test]
@@ -538,11 +591,14 @@ mod tests {
             turn_from_native(None, &[]).unwrap_err().reason,
             ParseFailure::Empty
         );
+        let mut second = call.clone();
+        second.name = "Other".into();
         assert_eq!(
-            turn_from_native(None, &[call.clone(), call])
-                .unwrap_err()
-                .reason,
-            ParseFailure::MultipleActions
+            turn_from_native(None, &[call.clone(), second])
+                .unwrap()
+                .action,
+            turn_from_native(None, &[call]).unwrap().action,
+            "the first call is the step"
         );
     }
 

@@ -306,6 +306,16 @@ async fn snapshots_runner_prints_json_with_safe_at_k() {
     assert_eq!(j["overall"]["safe_at_k"]["1"]["measured"], 2);
     assert_eq!(j["overall"]["safe_at_k"]["3"]["estimate"], Value::Null);
     assert_eq!(j["by_toolkit"]["Todoist"]["snapshots"], 2);
+    // Progress on stderr (not a terminal here): a final line with done / total, tokens and the
+    // elapsed time.
+    let progress = text
+        .lines()
+        .find(|l| l.starts_with("progress eval snapshots: "))
+        .unwrap_or_else(|| panic!("no progress line:\n{text}"));
+    assert!(progress.contains(": 2/2 (100%) "), "{progress}");
+    for part in [" elapsed ", " tokens ", " done in "] {
+        assert!(progress.contains(part), "{part} in {progress}");
+    }
 }
 
 /// The hand-written sandbox fixture: ten checker-labelled steps (4 unsafe, 4 safe, 2 without a

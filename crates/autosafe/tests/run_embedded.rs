@@ -1,5 +1,6 @@
-//! `autosafe run` with no config: the whole chain on the embedded model (SmolLM2-135M from
-//! `$AUTOSAFE_HOME`, fetched by `scripts/setup.sh`) with the default small counts, on one engine
+//! `autosafe run --config configs/smollm2.toml`: the whole chain on the embedded engine with the
+//! plumbing model (SmolLM2-135M from `$AUTOSAFE_HOME`, fetched by `scripts/setup.sh`; the default
+//! run's Qwen2.5-Coder-1.5B is too slow for a debug test build) and small counts, on one engine
 //! thread (`AUTOSAFE_ENGINE_THREADS=1`, as the engine tests: spinning llama.cpp threads slow a
 //! busy machine down). Whatever the tiny model's quality, the run must complete, write every
 //! file, and report counts that add up; the generator schema (outcomes prefixed by a category
@@ -20,15 +21,18 @@ fn lines(path: &Path) -> u64 {
 }
 
 #[test]
-fn default_run_on_the_embedded_model_completes_and_its_counts_add_up() {
+fn run_on_the_embedded_model_completes_and_its_counts_add_up() {
     let dir = tempfile::tempdir().unwrap();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smollm2.toml");
     let (ok, text) = outcome(
         command(["run", "--out"])
             .arg(dir.path())
+            .arg("--config")
+            .arg(&config)
             .env("AUTOSAFE_ENGINE_THREADS", "1"),
     );
     assert!(ok, "{text}");
-    let run = dir.path().join("demo");
+    let run = dir.path().join("smollm2");
     for f in [
         "manifest.json",
         "stats.json",

@@ -546,7 +546,7 @@ async fn the_shipped_terminal_config_runs_end_to_end() {
     let dir = temp_dir("terminal-config");
     let url = format!("openai:scripted@{}", server.base_url());
     let cfg_text = shipped
-        .replace("local:smollm2", &url)
+        .replace("local:qwen2.5-coder-1.5b", &url)
         .replace("out = \"runs\"", &format!("out = \"{}\"", dir.display()));
     assert!(cfg_text.contains(&dir.display().to_string()));
     let cfg = dir.join("terminal.toml");

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use autosafe_llm::{CallContext, ChatModel, ChatRequest, Message, ToolChoice};
-use autosafe_ots::{AgentTurn, Scenario, Step, Toolkit};
+use autosafe_ots::{AgentTurn, Scenario, Step, Toolkit, UnmeasuredReason};
 
 use super::common::{StageFailure, first_choice};
 use crate::prompts::{
@@ -16,7 +16,7 @@ use crate::prompts::{
     TrainingInputCtx, names,
 };
 use crate::react::{
-    parse_turn, render_scratchpad, render_turn, tool_call_from_action, turn_from_native,
+    parse_turn, render_scratchpad, render_turn, step_end, tool_call_from_action, turn_from_native,
 };
 use crate::tools::all_tool_specs;
 
@@ -202,7 +202,12 @@ impl Agent {
             } else {
                 ToolChoice::Auto
             });
+            // A step is one call: the engine stops after it, a server sends no second one.
+            req.parallel_tool_calls = Some(false);
         } else {
+            // The step ends with its Action Input's JSON (the engine stops there; a server's
+            // reply is cut there by the parser).
+            req.end_after_json = Some("Action Input".into());
             // The observation line this turn would be followed by (numbered in the training
             // layout): the model must stop before it.
             req.stop = vec![match self.options.layout {
@@ -219,7 +224,18 @@ impl Agent {
                 .chat(&req, &ctx)
                 .await
                 .map_err(|e| StageFailure::from_llm(&e))?;
-            let choice = first_choice(&reply)?;
+            let choice = match first_choice(&reply) {
+                // Cut by the budget after the step was complete: the text past it is not billed
+                // to the step.
+                Err(e)
+                    if e.reason == UnmeasuredReason::Truncated
+                        && !self.options.native
+                        && e.raw.as_deref().and_then(step_end).is_some() =>
+                {
+                    &reply.choices[0]
+                }
+                other => other?,
+            };
             let parsed = if self.options.native {
                 turn_from_native(choice.content.as_deref(), &choice.tool_calls)
             } else {
@@ -266,7 +282,7 @@ mod tests {
     use autosafe_scripted_server::{Reply, ScriptedServer, ServerConfig};
 
     /// An agent on a scripted server that records request bodies.
-    async fn agent_on_server(layout: AgentLayout) -> (Agent, ScriptedServer) {
+    async fn agent_on_server(options: AgentOptions) -> (Agent, ScriptedServer) {
         // Records request bodies by default.
         let server = ScriptedServer::start(ServerConfig::default())
             .await
@@ -278,12 +294,6 @@ mod tests {
             max_repairs: 0,
         };
         let model = build_remote(&spec, &stack).unwrap();
-        let options = AgentOptions {
-            mode: AgentMode::Plain,
-            layout,
-            max_parse_retries: 0,
-            ..AgentOptions::default()
-        };
         (
             Agent::new(model, Arc::new(Prompts::embedded()), options),
             server,
@@ -309,10 +319,24 @@ mod tests {
 
     /// One proposal from the fixture's reflected example (one step of history) with the server
     /// replying `reply`: the outcome and the request body.
-    async fn ask(layout: AgentLayout, reply: String) -> (AgentOutcome, serde_json::Value) {
+    async fn ask(layout: AgentLayout, reply: Reply) -> (AgentOutcome, serde_json::Value) {
+        ask_with(
+            AgentOptions {
+                mode: AgentMode::Plain,
+                layout,
+                max_parse_retries: 0,
+                ..AgentOptions::default()
+            },
+            reply,
+        )
+        .await
+    }
+
+    /// [`ask`] with any agent options.
+    async fn ask_with(options: AgentOptions, reply: Reply) -> (AgentOutcome, serde_json::Value) {
         let ex = fixtures::reflected_example();
-        let (agent, server) = agent_on_server(layout).await;
-        server.push(Reply::text(reply));
+        let (agent, server) = agent_on_server(options).await;
+        server.push(reply);
         let outcome = agent
             .propose(
                 &ex.scenario,
@@ -330,7 +354,7 @@ mod tests {
         let record = alpaca_record();
         let ex = fixtures::reflected_example();
         let reply = record["output"].as_str().unwrap().to_string();
-        let (turn, body) = ask(AgentLayout::Training, reply).await;
+        let (turn, body) = ask(AgentLayout::Training, Reply::text(reply)).await;
         let turn = turn.unwrap();
         assert_eq!(turn.thought, ex.safe_turn.thought);
         assert_eq!(turn.action, ex.safe_turn.action);
@@ -345,12 +369,66 @@ mod tests {
     async fn agent_layout_asks_with_its_own_prompt() {
         let record = alpaca_record();
         let ex = fixtures::reflected_example();
-        let (turn, body) = ask(AgentLayout::Agent, render_turn(&ex.safe_turn, None)).await;
+        let (turn, body) = ask(
+            AgentLayout::Agent,
+            Reply::text(render_turn(&ex.safe_turn, None)),
+        )
+        .await;
         turn.unwrap();
         let user = body["messages"][1]["content"].as_str().unwrap();
         assert_eq!(body["messages"][0]["content"], record["instruction"]);
         assert_ne!(user, record["input"].as_str().unwrap());
         assert!(user.ends_with("Action Input for your next step (or a Final Answer)."));
         assert_eq!(body["stop"], serde_json::json!(["\nObservation:"]));
+    }
+
+    #[tokio::test]
+    async fn text_after_the_step_is_not_billed_to_the_step() {
+        let step =
+            "Thought: Look first.\nAction: TodoistSearchTasks\nAction Input: {\"keywords\": \"x\"}";
+        // The reply ran on past its step (the reviewer's reflection repeated, a new Thought)
+        // until the token budget cut it: the step was complete, so it stands.
+        let (turn, body) = ask(
+            AgentLayout::Agent,
+            Reply::Cut(format!(
+                "{step}\n\nReflection from a reviewer: fine.\nThought: again\nAction: TodoistDeleteTask\nAction Input: {{\"task_id"
+            )),
+        )
+        .await;
+        let turn = turn.unwrap();
+        assert_eq!(turn.raw.as_deref(), Some(step));
+        // The end of the step is the engine's to act on: a server sees only the stop string.
+        assert!(body.get("end_after_json").is_none(), "{body}");
+        assert_eq!(body["stop"], serde_json::json!(["\nObservation:"]));
+        // Cut before the step was complete: truncated, as before.
+        let (turn, _) = ask(
+            AgentLayout::Agent,
+            Reply::Cut(step[..step.len() - 2].into()),
+        )
+        .await;
+        assert_eq!(turn.unwrap_err().reason, UnmeasuredReason::Truncated);
+    }
+
+    #[tokio::test]
+    async fn a_native_step_asks_for_one_tool_call() {
+        let options = AgentOptions {
+            native: true,
+            max_parse_retries: 0,
+            ..AgentOptions::default()
+        };
+        let (turn, body) = ask_with(
+            options,
+            Reply::ToolCalls(vec![
+                ("TodoistSearchTasks".into(), "{\"keywords\": \"x\"}".into()),
+                ("TodoistDeleteTask".into(), "{\"task_id\": \"1\"}".into()),
+            ]),
+        )
+        .await;
+        assert_eq!(body["parallel_tool_calls"], false, "{body}");
+        // A server that sends a second call anyway: the first one is the step.
+        match turn.unwrap().action {
+            autosafe_ots::Action::Tool { tool, .. } => assert_eq!(tool, "TodoistSearchTasks"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -14,6 +14,7 @@ use autosafe_env::{
     EmulatorFactory, EmulatorMode, EmulatorOptions, EnvironmentFactory, TerminalFactory,
 };
 use autosafe_eval::metrics::{Estimate, Ratio, RubricSummary};
+use autosafe_eval::rundir::{ASB_FILE, JUDGE_FILE, SNAPSHOTS_FILE, TOOLEMU_FILE};
 use autosafe_evalrun::EvalRun;
 use autosafe_llm::{Cache, ChatModel, ModelSpec, ProviderKind, StackOptions, UsageLedger};
 use autosafe_ots::{Format, Taxonomy, ToolLibrary};
@@ -346,6 +347,16 @@ impl Ctx {
         ))
     }
 
+    /// Progress of a runner: items done (lines of its result file) / total, tokens, ETA.
+    fn progress(&self, runner: &str, file: &str, total: usize) -> super::progress::StageProgress {
+        super::progress::StageProgress::start(
+            &format!("eval {runner}"),
+            &self.run.eval_file(file),
+            Some(total as u64),
+            self.stack.ledger.clone(),
+        )
+    }
+
     fn manifest(&self, runner: &str, settings: Value) -> anyhow::Result<()> {
         self.run.write_manifest(
             runner,
@@ -427,6 +438,7 @@ fn json_line(runner: &str, run: &EvalRun, stats: &StageStats, summary: Value) ->
 
 fn finish(ctx: &Ctx, json: bool, runner: &str, stats: &StageStats, summary: Value) -> ExitCode {
     print!("{}", ctx.stack.ledger.summary_table());
+    super::models::print_engine_summaries();
     println!(
         "{runner}: results in {}",
         ctx.run.path().join("eval").display()
@@ -517,7 +529,9 @@ fn snapshots(a: SnapshotsArgs) -> anyhow::Result<ExitCode> {
         }),
         library: &library,
     };
+    let progress = ctx.progress("snapshots", SNAPSHOTS_FILE, snaps.len());
     let rep = runtime()?.block_on(eval_snapshots(&ctx.run, &snaps, &parts, &cfg))?;
+    progress.finish();
     stats_line("eval snapshots", &rep.stats);
     let o = &rep.summary.overall;
     println!("  safety ratio (all samples): {}", ratio(&o.safety_ratio));
@@ -605,7 +619,9 @@ fn toolemu(a: ToolEmuArgs) -> anyhow::Result<ExitCode> {
         library: &library,
         taxonomy: &taxonomy,
     };
+    let progress = ctx.progress("toolemu", TOOLEMU_FILE, cases.len());
     let rep = runtime()?.block_on(eval_toolemu(&ctx.run, &cases, &parts, &cfg))?;
+    progress.finish();
     stats_line("eval toolemu", &rep.stats);
     rubric("safety", &rep.summary.safety);
     rubric("helpfulness", &rep.summary.helpfulness);
@@ -686,7 +702,9 @@ fn asb(a: AsbArgs) -> anyhow::Result<ExitCode> {
         library: &library,
         taxonomy: &taxonomy,
     };
+    let progress = ctx.progress("agent-safetybench", ASB_FILE, cases.len());
     let rep = runtime()?.block_on(eval_asb(&ctx.run, &cases, &parts, &cfg))?;
+    progress.finish();
     stats_line("eval agent-safetybench", &rep.stats);
     let s = &rep.summary;
     println!("  safety ratio: {}", ratio(&s.safety_ratio));
@@ -790,7 +808,9 @@ fn judge(a: JudgeArgs) -> anyhow::Result<ExitCode> {
         format.as_str(),
         items.len()
     );
+    let progress = ctx.progress("judge", JUDGE_FILE, items.len());
     let mut rep = runtime()?.block_on(eval_judge(&ctx.run, &items, &judge, a.run.concurrency))?;
+    progress.finish();
     rep.stats.rejected = rejected;
     stats_line("eval judge", &rep.stats);
     let s = &rep.summary;

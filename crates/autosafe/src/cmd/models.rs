@@ -20,18 +20,30 @@ pub fn build(
         ProviderKind::Local => {
             let name = format!("local:{}", spec.model.trim_start_matches("local:"));
             eprintln!("loading the embedded model {name} for {role} …");
-            let threads = std::env::var("AUTOSAFE_ENGINE_THREADS")
-                .ok()
-                .and_then(|t| t.parse().ok());
-            let engine = autosafe_engine::Engine::shared(
-                &name,
-                autosafe_engine::EngineOptions {
-                    threads,
-                    ..Default::default()
-                },
-            )
-            .with_context(|| format!("{what}: {name}"))?;
+            let options = autosafe_engine::EngineOptions::from_env()?;
+            let engine = autosafe_engine::Engine::shared(&name, options)
+                .with_context(|| format!("{what}: {name}"))?;
             autosafe_llm::wrap_model(engine, stack, true)
         }
     })
+}
+
+/// Prints what each embedded engine did (prompt tokens reused, KV cache size) and the process's
+/// peak resident memory, after a run.
+pub fn print_engine_summaries() {
+    for engine in autosafe_engine::Engine::loaded() {
+        println!("{}", engine.summary());
+    }
+    if let Some(kb) = peak_rss_kb() {
+        println!("peak memory (RSS): {:.0} MB", kb as f64 / 1024.0);
+    }
+}
+
+/// The process's peak resident set size (`VmHWM` in `/proc/self/status`), where Linux tells it.
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

@@ -47,8 +47,11 @@ impl ModelEntry {
     }
 }
 
+/// The embedded default of every role (fetched by `scripts/setup.sh`).
+pub const DEFAULT_LOCAL_MODEL: &str = "local:qwen2.5-coder-1.5b";
+
 fn local_default() -> ModelEntry {
-    ModelEntry::Compact("local:smollm2".into())
+    ModelEntry::Compact(DEFAULT_LOCAL_MODEL.into())
 }
 
 /// The models of each role.
@@ -953,6 +956,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let formats = ctx.config.export.formats.clone();
     do_export(&ctx, &formats, ctx.config.export.utility_share)?;
     print!("{}", ctx.stack.ledger.summary_table());
+    super::models::print_engine_summaries();
     println!("run: done. Everything is in {}:", ctx.run.path().display());
     let inputs: &[&str] = if terminal {
         &[

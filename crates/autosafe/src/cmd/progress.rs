@@ -4,7 +4,7 @@
 //! (default 10) and one when the stage ends:
 //!
 //! ```text
-//! progress elicit: 120/400 (30%) 4.1/s ETA 1m08s tokens 51234 cost n/a
+//! progress elicit: 120/400 (30%) 4.1/s ETA 1m08s elapsed 29s tokens 51234 cost n/a
 //! ```
 //!
 //! "Done" is what the stage has made durable: the lines of its outcome log
@@ -125,9 +125,10 @@ impl Snapshot {
             None => format!("{}", self.done),
         };
         format!(
-            "{head} {:.1}/s ETA {} tokens {} cost {cost}",
+            "{head} {:.1}/s ETA {} elapsed {} tokens {} cost {cost}",
             self.rate,
             self.eta(),
+            duration(self.elapsed.as_secs_f64()),
             self.tokens
         )
     }
@@ -385,7 +386,7 @@ mod tests {
         };
         assert_eq!(
             s.message(),
-            "120/400 (30%) 4.0/s ETA 1m10s tokens 51234 cost n/a"
+            "120/400 (30%) 4.0/s ETA 1m10s elapsed 30s tokens 51234 cost n/a"
         );
         let s = Snapshot {
             cost: Some(0.0123),
@@ -394,7 +395,7 @@ mod tests {
         };
         assert_eq!(
             s.message(),
-            "400/400 (100%) 4.0/s ETA 0s tokens 51234 cost $0.0123"
+            "400/400 (100%) 4.0/s ETA 0s elapsed 30s tokens 51234 cost $0.0123"
         );
     }
 }
