@@ -88,9 +88,15 @@ pub fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-/// The last line of the output as JSON.
+/// The last line of standard output as JSON. The text is stdout then stderr, and a command's
+/// `progress …` lines on stderr come after its JSON line.
 pub fn last_json(text: &str) -> Value {
-    let line = text.trim_end().lines().last().unwrap_or("");
+    let line = text
+        .trim_end()
+        .lines()
+        .rev()
+        .find(|l| !l.starts_with("progress "))
+        .unwrap_or("");
     serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {text}"))
 }
 
