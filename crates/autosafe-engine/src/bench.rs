@@ -28,15 +28,7 @@ pub fn prompt_tokens(engine: &Engine, n: usize) -> Vec<LlamaToken> {
 }
 
 fn params(n_gen: u32) -> SamplingParams {
-    SamplingParams {
-        max_tokens: n_gen,
-        temperature: 0.0,
-        top_p: 1.0,
-        seed: 0,
-        stop: Vec::new(),
-        end_after_json: None,
-        ignore_eos: true,
-    }
+    SamplingParams::greedy_exact(n_gen)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

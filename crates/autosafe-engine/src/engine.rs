@@ -66,6 +66,22 @@ pub struct SamplingParams {
     pub ignore_eos: bool,
 }
 
+impl SamplingParams {
+    /// Greedy decoding of exactly `max_tokens` tokens, end-of-generation tokens ignored (what
+    /// benchmarks and tests that compare texts want).
+    pub fn greedy_exact(max_tokens: u32) -> SamplingParams {
+        SamplingParams {
+            max_tokens,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop: Vec::new(),
+            end_after_json: None,
+            ignore_eos: true,
+        }
+    }
+}
+
 /// One generation request to the engine thread.
 pub struct Job {
     /// Prompt tokens.

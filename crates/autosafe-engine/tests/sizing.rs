@@ -7,26 +7,21 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 fn greedy(max_tokens: u32) -> SamplingParams {
-    SamplingParams {
-        max_tokens,
-        temperature: 0.0,
-        top_p: 1.0,
-        seed: 0,
-        stop: Vec::new(),
-        end_after_json: None,
-        ignore_eos: true,
-    }
+    SamplingParams::greedy_exact(max_tokens)
 }
 
-fn engine() -> Arc<Engine> {
-    let opts = EngineOptions {
+fn options() -> EngineOptions {
+    EngineOptions {
         threads: Some(1),
         n_ctx: Some(4096),
         n_seq_max: 4,
         solo_context: false,
         ..EngineOptions::default()
-    };
-    Engine::shared("local:smollm2", opts).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+fn engine() -> Arc<Engine> {
+    Engine::shared("local:smollm2", options()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn chat(engine: &Engine, text: &str) -> Vec<llama_cpp_2::token::LlamaToken> {
@@ -39,17 +34,7 @@ fn chat(engine: &Engine, text: &str) -> Vec<llama_cpp_2::token::LlamaToken> {
 async fn contexts_grow_with_the_work_and_prefixes_are_reused() {
     let engine = engine();
     // Roles naming the same model with the same options share one engine.
-    let again = Engine::shared("local:smollm2", {
-        let mut o = EngineOptions {
-            threads: Some(1),
-            n_ctx: Some(4096),
-            n_seq_max: 4,
-            ..EngineOptions::default()
-        };
-        o.solo_context = false;
-        o
-    })
-    .unwrap();
+    let again = Engine::shared("local:smollm2", options()).unwrap();
     assert!(
         Arc::ptr_eq(&engine, &again),
         "the same model was loaded twice"

@@ -9,15 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn greedy(max_tokens: u32) -> SamplingParams {
-    SamplingParams {
-        max_tokens,
-        temperature: 0.0,
-        top_p: 1.0,
-        seed: 0,
-        stop: Vec::new(),
-        end_after_json: None,
-        ignore_eos: true,
-    }
+    SamplingParams::greedy_exact(max_tokens)
 }
 
 #[tokio::test]
