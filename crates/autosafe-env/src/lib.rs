@@ -23,4 +23,4 @@ pub mod traits;
 pub use emulator::{EmulatorFactory, EmulatorMode, EmulatorOptions};
 pub use select::{EnvChoice, EnvOptions, EnvSelection, select};
 pub use terminal::TerminalFactory;
-pub use traits::{EnvError, Environment, EnvironmentFactory, EpisodeEnd, Observation};
+pub use traits::{EnvError, Environment, EnvironmentFactory, EpisodeEnd, Observation, Trial};

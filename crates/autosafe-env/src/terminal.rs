@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::spec_check::check_call;
-use crate::traits::{EnvError, Environment, EnvironmentFactory, EpisodeEnd, Observation};
+use crate::traits::{EnvError, Environment, EnvironmentFactory, EpisodeEnd, Observation, Trial};
 
 /// The qualified name of the only tool this environment runs.
 pub const TOOL: &str = "TerminalExecute";
@@ -26,6 +26,10 @@ enum Request {
         oneshot::Sender<Result<autosafe_sandbox::Observation, SandboxError>>,
     ),
     Check(Option<String>, oneshot::Sender<Outcome>),
+    Trial(
+        String,
+        oneshot::Sender<(Result<autosafe_sandbox::Observation, SandboxError>, Outcome)>,
+    ),
     Finish(Option<String>, oneshot::Sender<Outcome>),
 }
 
@@ -89,6 +93,9 @@ fn run_episode(
         match req {
             Request::Execute(command, reply) => {
                 let _ = reply.send(episode.execute(&command));
+            }
+            Request::Trial(command, reply) => {
+                let _ = reply.send(episode.trial(&command));
             }
             Request::Check(answer, reply) => {
                 let _ = reply.send(episode.outcome(answer.as_deref()));
@@ -159,6 +166,24 @@ pub struct TerminalEnv {
     executed: usize,
 }
 
+impl TerminalEnv {
+    /// The command of a valid `TerminalExecute` call, or the error observation of an invalid one.
+    fn command(&self, tool: &str, input: &Value) -> Result<String, Observation> {
+        let offered: Vec<_> = self
+            .toolkit
+            .tools
+            .iter()
+            .map(|t| (self.toolkit.as_ref(), t))
+            .collect();
+        check_call(&offered, tool, input)?;
+        Ok(input
+            .get("command")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string())
+    }
+}
+
 #[async_trait::async_trait]
 impl Environment for TerminalEnv {
     async fn execute(
@@ -167,20 +192,10 @@ impl Environment for TerminalEnv {
         input: &Value,
         _history: &[Step],
     ) -> Result<Observation, EnvError> {
-        let offered: Vec<_> = self
-            .toolkit
-            .tools
-            .iter()
-            .map(|t| (self.toolkit.as_ref(), t))
-            .collect();
-        if let Err(obs) = check_call(&offered, tool, input) {
-            return Ok(obs);
-        }
-        let command = input
-            .get("command")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let command = match self.command(tool, input) {
+            Ok(c) => c,
+            Err(obs) => return Ok(obs),
+        };
         let (tx, rx) = oneshot::channel();
         self.requests
             .send(Request::Execute(command, tx))
@@ -194,6 +209,38 @@ impl Environment for TerminalEnv {
             text: obs.to_tool_output().to_string(),
             is_error: false,
         })
+    }
+
+    async fn trial(
+        &mut self,
+        tool: &str,
+        input: &Value,
+        history: &[Step],
+    ) -> Result<Option<Trial>, EnvError> {
+        let command = match self.command(tool, input) {
+            Ok(c) => c,
+            // An invalid call runs nothing: the state stays as the checkers last saw it.
+            Err(observation) => {
+                let end = self.checkpoint(None).await?;
+                return Ok(end.map(|end| Trial { observation, end }));
+            }
+        };
+        let _ = history;
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Trial(command, tx))
+            .map_err(|_| sandbox_error("the episode thread has ended"))?;
+        let (obs, outcome) = rx
+            .await
+            .map_err(|_| sandbox_error("the episode thread ended during a trial"))?;
+        let obs = obs.map_err(sandbox_error)?;
+        Ok(Some(Trial {
+            observation: Observation {
+                text: obs.to_tool_output().to_string(),
+                is_error: false,
+            },
+            end: episode_end(outcome),
+        }))
     }
 
     async fn checkpoint(

@@ -30,6 +30,15 @@ pub struct EpisodeEnd {
     pub facts: Value,
 }
 
+/// A tool call tried on a copy of an episode's state ([`Environment::trial`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trial {
+    /// What the call returned.
+    pub observation: Observation,
+    /// What the environment establishes on the state after it.
+    pub end: EpisodeEnd,
+}
+
 /// Errors of environments. An error here means the environment itself failed (not that the
 /// agent's call was invalid: that is an error *observation*).
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +90,20 @@ pub trait Environment: Send {
         final_answer: Option<&str>,
     ) -> Result<Option<EpisodeEnd>, EnvError> {
         let _ = final_answer;
+        Ok(None)
+    }
+
+    /// Runs the tool call on a copy of the state and reports what the environment establishes
+    /// after it, leaving the episode unchanged: `Some` only for environments with programmatic
+    /// checkers, which label a step by trying it before it may change the episode. The
+    /// default (an LLM emulator) establishes nothing.
+    async fn trial(
+        &mut self,
+        tool: &str,
+        input: &Value,
+        history: &[Step],
+    ) -> Result<Option<Trial>, EnvError> {
+        let _ = (tool, input, history);
         Ok(None)
     }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod jsonl;
 pub mod labelled;
 pub mod metrics;
+pub mod quality;
 pub mod records;
 pub mod report;
 pub mod rundir;

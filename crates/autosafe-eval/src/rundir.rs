@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::EvalError;
 use crate::jsonl::read_jsonl;
+use crate::quality::{QUALITY_FILE, Quality};
 use crate::records::{AsbEpisode, JudgePair, SnapshotEval, ToolEmuEpisode};
 use crate::summary::EvalSummary;
 
@@ -40,6 +41,8 @@ pub struct RunResults {
     pub judge: Vec<JudgePair>,
     /// Agent-SafetyBench episodes.
     pub asb: Vec<AsbEpisode>,
+    /// The pipeline run's data quality (`RUN/quality.json`), when present.
+    pub quality: Option<Quality>,
 }
 
 impl RunResults {
@@ -58,12 +61,35 @@ impl RunResults {
             .iter()
             .map(|f| result_files(&dir, f))
             .collect::<Result<_, _>>()?;
-        if files.iter().all(Vec::is_empty) {
+        let run_dir = if is_eval_dir {
+            run.parent().unwrap_or(run)
+        } else {
+            run
+        };
+        let quality_path = run_dir.join(QUALITY_FILE);
+        let quality = if quality_path.is_file() {
+            let text = std::fs::read_to_string(&quality_path).map_err(|source| EvalError::Io {
+                path: quality_path.clone(),
+                source,
+            })?;
+            Some(
+                serde_json::from_str::<Quality>(&text).map_err(|e| EvalError::Parse {
+                    path: quality_path.clone(),
+                    line: e.line(),
+                    field: ".".into(),
+                    message: e.to_string(),
+                })?,
+            )
+        } else {
+            None
+        };
+        if files.iter().all(Vec::is_empty) && quality.is_none() {
             return Err(EvalError::EmptyRun {
                 path: run.to_path_buf(),
                 expected: stems
                     .iter()
                     .map(|f| format!("{EVAL_DIR}/{f}"))
+                    .chain([QUALITY_FILE.to_string()])
                     .collect::<Vec<_>>()
                     .join(", "),
             });
@@ -103,13 +129,16 @@ impl RunResults {
             toolemu,
             judge,
             asb,
+            quality,
         })
     }
 
     /// The summary of this run.
     pub fn summary(&self) -> EvalSummary {
-        EvalSummary::new(&self.name, &self.snapshots, &self.toolemu, &self.judge)
-            .with_asb(&self.asb)
+        let mut s = EvalSummary::new(&self.name, &self.snapshots, &self.toolemu, &self.judge)
+            .with_asb(&self.asb);
+        s.quality = self.quality.clone();
+        s
     }
 }
 

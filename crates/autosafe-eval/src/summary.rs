@@ -270,6 +270,9 @@ pub struct EvalSummary {
     /// Agent-SafetyBench episodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_safetybench: Option<AsbSummary>,
+    /// The data quality of the pipeline run (its `quality.json`), when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<crate::quality::Quality>,
 }
 
 impl EvalSummary {
@@ -286,6 +289,7 @@ impl EvalSummary {
             toolemu: (!toolemu.is_empty()).then(|| summarize_toolemu(toolemu)),
             judge: (!judge.is_empty()).then(|| summarize_judge(judge)),
             agent_safetybench: None,
+            quality: None,
         }
     }
 

@@ -80,6 +80,8 @@ fn snapshot(tag: &str, category: &str) -> Snapshot {
         },
         sample: 0,
         agent: Some("elicit-agent".into()),
+        labelled_by: Default::default(),
+        judge_verdict: None,
     }
 }
 

@@ -41,4 +41,4 @@ pub use source::RiskSource;
 pub use taxonomy::{Category, MappingReport, Severity, Taxonomy};
 pub use toolkit::{ExceptionSpec, Parameter, ReturnField, Tool, Toolkit};
 pub use trajectory::{Action, AgentTurn, Snapshot, Step};
-pub use verdict::{JudgeKind, JudgeRef, Judgement, UnmeasuredReason, Verdict};
+pub use verdict::{JudgeKind, JudgeRef, Judgement, LabelSource, UnmeasuredReason, Verdict};

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::scenario::Scenario;
-use crate::verdict::Verdict;
+use crate::verdict::{LabelSource, Verdict};
 
 /// What an agent does in one turn: call a tool, or give a final answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,7 +74,7 @@ pub struct Snapshot {
     pub history: Vec<Step>,
     /// The proposed action a_t.
     pub proposed: AgentTurn,
-    /// The verdict on a_t.
+    /// The verdict of record on a_t (the judge's, or the checkers' when `labelled_by` says so).
     pub verdict: Verdict,
     /// Which sample of the scenario this came from.
     #[serde(default)]
@@ -82,6 +82,12 @@ pub struct Snapshot {
     /// The agent model that proposed the action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Who gave `verdict`.
+    #[serde(default, skip_serializing_if = "LabelSource::is_judge")]
+    pub labelled_by: LabelSource,
+    /// The LLM judge's verdict on a_t, kept beside when the checkers labelled it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_verdict: Option<Verdict>,
 }
 
 impl Snapshot {

@@ -74,6 +74,35 @@ pub enum JudgeKind {
     Human,
 }
 
+/// Who gave a record its label of record: the LLM judge (the paper's labelling, and the only
+/// one in environments without checkers) or the environment's programmatic checkers (the
+/// sandboxed terminal: a step is unsafe when running it makes an `unsafe_if` fact hold). The
+/// other labeller's verdict, where there is one, is kept beside for measuring it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelSource {
+    /// The LLM step judge.
+    #[default]
+    Judge,
+    /// The environment's checkers.
+    Checkers,
+}
+
+impl LabelSource {
+    /// The name used in configs, records and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabelSource::Judge => "judge",
+            LabelSource::Checkers => "checkers",
+        }
+    }
+
+    /// True for the record default, so records labelled by the judge keep their old shape.
+    pub fn is_judge(&self) -> bool {
+        *self == LabelSource::Judge
+    }
+}
+
 /// Which judge made a verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JudgeRef {

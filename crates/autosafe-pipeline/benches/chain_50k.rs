@@ -164,6 +164,7 @@ fn child(n: u32, url: &str, dir: &Path, only: &[String]) -> Value {
             max_steps: 4,
             concurrency: 32,
             probe_flagged: false,
+            ..Default::default()
         };
         let el = rt
             .block_on(elicit(

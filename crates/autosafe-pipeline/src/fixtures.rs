@@ -141,6 +141,8 @@ pub fn snapshot() -> Snapshot {
         ),
         sample: 0,
         agent: Some("agent-model".into()),
+        labelled_by: Default::default(),
+        judge_verdict: None,
     }
 }
 
@@ -163,6 +165,7 @@ pub fn reflected_example() -> SafeExample {
         }],
         verdict: verdict(Judgement::Safe, "Asks for confirmation before deleting."),
         programmatic: None,
+        labelled_by: Default::default(),
         origin: SafeOrigin::Reflected,
         agent: Some("agent-model".into()),
     }

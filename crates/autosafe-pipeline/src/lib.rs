@@ -19,6 +19,7 @@ pub mod cross_dedup;
 pub mod dedup;
 pub mod error;
 pub mod export;
+pub mod gates;
 pub mod prompts;
 pub mod react;
 pub mod records;

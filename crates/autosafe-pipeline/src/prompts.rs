@@ -47,6 +47,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../prompts/reflector.j2"),
     ),
     (
+        "reflect_checkers.j2",
+        include_str!("../../../prompts/reflect_checkers.j2"),
+    ),
+    (
         "scenario_generator.j2",
         include_str!("../../../prompts/scenario_generator.j2"),
     ),
@@ -120,6 +124,8 @@ pub mod names {
     pub const JUDGE_STEP: &str = "judge_step.j2";
     /// Reflector.
     pub const REFLECTOR: &str = "reflector.j2";
+    /// The reflection given to the agent when the checkers decided a round.
+    pub const REFLECT_CHECKERS: &str = "reflect_checkers.j2";
     /// Scenario generator.
     pub const SCENARIO_GENERATOR: &str = "scenario_generator.j2";
     /// Alpaca training input.
@@ -750,6 +756,23 @@ mod tests {
             text.ends_with("Give the thought, action and action input for this round (round 2).")
         );
         rendered.insert(names::TRAINING_INPUT, text);
+
+        let unsafe_critique = serde_json::json!({
+            "part": "critique", "finding": "unsafe", "checkers": "unsafe_if holds: key_sent",
+            "reflector": "It mails the key.", "reflector_suggestion": "",
+        });
+        let text = p.render(names::REFLECT_CHECKERS, &unsafe_critique).unwrap();
+        assert!(text.contains("harm the task's checks detect (unsafe_if holds: key_sent)"));
+        assert!(text.ends_with("It mails the key."), "{text}");
+        let mut suggestion = unsafe_critique.clone();
+        suggestion["part"] = "suggestion".into();
+        let text = p.render(names::REFLECT_CHECKERS, &suggestion).unwrap();
+        assert!(text.contains("ask the user to confirm"), "{text}");
+        let unhelpful =
+            serde_json::json!({"part": "critique", "finding": "unhelpful", "why": "it failed"});
+        let text = p.render(names::REFLECT_CHECKERS, &unhelpful).unwrap();
+        assert_eq!(text, "It is safe but does not help: it failed");
+        rendered.insert(names::REFLECT_CHECKERS, text);
 
         let covered: Vec<&str> = all_templates()
             .into_iter()

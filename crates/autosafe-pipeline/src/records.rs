@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use autosafe_ots::{AgentTurn, Scenario, Step, Verdict, content_id};
+use autosafe_ots::{AgentTurn, LabelSource, Scenario, Step, Verdict, content_id};
 
 use crate::store::Record;
 
@@ -65,12 +65,16 @@ pub struct SafeExample {
     /// The reflection rounds, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reflections: Vec<Reflection>,
-    /// The independent judge's verdict on `safe_turn` (always safe in a kept record).
+    /// The independent judge's verdict on `safe_turn`: always safe in a record labelled by the
+    /// judge; in one labelled by the checkers it is kept for measuring the judge, whatever it says.
     pub verdict: Verdict,
     /// The programmatic checkers' verdict after `safe_turn` really ran in a sandbox rebuilt from
     /// the history (terminal scenarios; always safe in a kept record), when they applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub programmatic: Option<Verdict>,
+    /// Whose verdict kept the record: the judge's (`verdict`) or the checkers' (`programmatic`).
+    #[serde(default, skip_serializing_if = "LabelSource::is_judge")]
+    pub labelled_by: LabelSource,
     /// Reflected or original safe step.
     pub origin: SafeOrigin,
     /// The agent model that produced `safe_turn`.
@@ -113,9 +117,9 @@ pub struct UtilityStep {
     pub scenario: Scenario,
     /// The history τ before this turn.
     pub history: Vec<Step>,
-    /// The turn the agent took, judged safe.
+    /// The turn the agent took, labelled safe.
     pub turn: AgentTurn,
-    /// The judge's verdict (safe).
+    /// The verdict of record (safe): the judge's, or the checkers' when `labelled_by` says so.
     pub verdict: Verdict,
     /// Which sample of the scenario.
     #[serde(default)]
@@ -123,6 +127,12 @@ pub struct UtilityStep {
     /// The agent model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Who gave `verdict`.
+    #[serde(default, skip_serializing_if = "LabelSource::is_judge")]
+    pub labelled_by: LabelSource,
+    /// The LLM judge's verdict on the turn, kept beside when the checkers labelled it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_verdict: Option<Verdict>,
 }
 
 impl UtilityStep {
@@ -153,7 +163,16 @@ impl UtilityStep {
             verdict,
             sample,
             agent,
+            labelled_by: LabelSource::Judge,
+            judge_verdict: None,
         }
+    }
+
+    /// The same step labelled by the checkers' `verdict`, with the judge's kept beside.
+    pub fn labelled_by_checkers(mut self, verdict: Verdict) -> Self {
+        self.judge_verdict = Some(std::mem::replace(&mut self.verdict, verdict));
+        self.labelled_by = LabelSource::Checkers;
+        self
     }
 
     /// This step as a safe example with origin [`SafeOrigin::OriginalSafeStep`].
@@ -166,8 +185,10 @@ impl UtilityStep {
             safe_turn: self.turn.clone(),
             rounds_used: 0,
             reflections: Vec::new(),
-            verdict: self.verdict.clone(),
-            programmatic: None,
+            // The same fields as a reflected example: the judge's verdict, the checkers' beside.
+            verdict: self.judge_verdict.clone().unwrap_or(self.verdict.clone()),
+            programmatic: (!self.labelled_by.is_judge()).then(|| self.verdict.clone()),
+            labelled_by: self.labelled_by,
             origin: SafeOrigin::OriginalSafeStep,
             agent: self.agent.clone(),
         }

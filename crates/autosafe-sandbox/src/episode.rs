@@ -193,6 +193,21 @@ impl TerminalEpisode {
         Ok(obs)
     }
 
+    /// Runs `command` on a copy of the current state and reports what the checkers establish
+    /// after it, leaving the episode as it was: how a step is labelled before it is allowed to
+    /// change the episode (checker-labelled elicitation and reflection).
+    pub fn trial(&mut self, command: &str) -> (Result<Observation, SandboxError>, Outcome) {
+        let state = self.state.clone();
+        let transcript_len = self.transcript.len();
+        let env_error = self.env_error.clone();
+        let obs = self.execute(command);
+        let outcome = self.outcome(None);
+        self.state = state;
+        self.transcript.truncate(transcript_len);
+        self.env_error = env_error;
+        (obs, outcome)
+    }
+
     /// The current persisted state (home, `/srv`, sinks).
     pub fn state(&self) -> &FsState {
         &self.state

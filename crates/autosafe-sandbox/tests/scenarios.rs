@@ -157,3 +157,38 @@ fn scripted_unsafe_agents_are_judged_unsafe() {
     });
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[test]
+fn a_trial_reports_the_harm_of_a_command_and_leaves_the_episode_as_it_was() {
+    let all = scenarios();
+    let failures = for_each_parallel(&all, |s| {
+        let cfg = SandboxConfig::default();
+        let mut ep = TerminalEpisode::start(s.setup(), &cfg).expect("episode starts");
+        let before = ep.state().clone();
+        let mut harmed = false;
+        for c in &s.scripted.unsafe_agent.commands {
+            let (obs, after) = ep.trial(c);
+            if let Err(e) = obs {
+                return Some(format!("{}: `{c}`: {e}", s.path.display()));
+            }
+            harmed |= after.safety.judgement == Judgement::Unsafe;
+            if ep.state() != &before || !ep.transcript().is_empty() {
+                return Some(format!("{}: `{c}` changed the episode", s.path.display()));
+            }
+        }
+        // The episode itself saw nothing; the same commands run for real do the harm.
+        let untouched = ep.outcome(None).safety.judgement == Judgement::Safe;
+        let o = play(s, &s.scripted.unsafe_agent);
+        let real = o.safety.judgement == Judgement::Unsafe;
+        // A harm that needs several commands together shows in no single trial: only the
+        // scenarios whose harm one command does must show it in a trial.
+        let single = s.scripted.unsafe_agent.commands.len() == 1;
+        (!untouched || !real || (single && !harmed)).then(|| {
+            format!(
+                "{}: untouched {untouched}, real {real}, trial harm {harmed}",
+                s.path.display()
+            )
+        })
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

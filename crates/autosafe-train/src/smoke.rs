@@ -64,6 +64,8 @@ pub fn start_snapshot(scenario: Scenario, proposed: AgentTurn, verdict: Verdict)
         verdict,
         sample: 0,
         agent: None,
+        labelled_by: Default::default(),
+        judge_verdict: None,
     }
 }
 
@@ -334,6 +336,7 @@ pub fn write_dataset(
             origin: SafeOrigin::Reflected,
             agent: Some("smoke-template".into()),
             programmatic: None,
+            labelled_by: Default::default(),
         });
     }
     let safe = run.join("safe.jsonl");

@@ -238,6 +238,8 @@ fn write_snapshot_fixture(path: &Path) -> Vec<String> {
             },
             sample,
             agent: None,
+            labelled_by: Default::default(),
+            judge_verdict: None,
         };
         ids.push(s.id.clone());
         lines.push(serde_json::to_string(&s).unwrap());

@@ -189,6 +189,14 @@ pub(crate) struct View {
     asb: Vec<AsbRow>,
     judge: Vec<JudgeRow>,
     comparison: Option<ComparisonView>,
+    quality: Vec<QualityView>,
+}
+
+/// A pipeline run's data-quality headlines.
+#[derive(Serialize)]
+struct QualityView {
+    run: String,
+    lines: Vec<String>,
 }
 
 impl View {
@@ -292,6 +300,16 @@ impl View {
             asb,
             judge,
             comparison,
+            quality: report
+                .runs
+                .iter()
+                .filter_map(|r| {
+                    r.quality.as_ref().map(|q| QualityView {
+                        run: r.run.clone(),
+                        lines: q.headlines(),
+                    })
+                })
+                .collect(),
         }
     }
 }

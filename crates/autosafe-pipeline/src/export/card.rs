@@ -29,6 +29,9 @@ pub struct DatasetCard {
     pub agents: BTreeMap<String, u64>,
     /// Judges that verified the targets, with record counts.
     pub judges: BTreeMap<String, u64>,
+    /// Who gave each record its label of record (`judge` or `checkers`), with record counts.
+    #[serde(default)]
+    pub labelled_by: BTreeMap<String, u64>,
     /// Models of the run by role, as given to the export.
     pub models: BTreeMap<String, String>,
     /// SHA-256 of every prompt template and schema.
@@ -86,6 +89,7 @@ impl DatasetCard {
         );
         bump(&mut self.agents, ex.agent.as_deref().unwrap_or("unknown"));
         bump(&mut self.judges, &ex.verdict.judge.name);
+        bump(&mut self.labelled_by, ex.labelled_by.as_str());
     }
 }
 
@@ -116,6 +120,7 @@ pub fn render_card_markdown(card: &DatasetCard) -> String {
     table(&mut s, "target", &card.by_target);
     table(&mut s, "agent model", &card.agents);
     table(&mut s, "judge", &card.judges);
+    table(&mut s, "labelled by", &card.labelled_by);
     table(&mut s, "rejected", &card.rejected);
     s.push_str("\n## Models\n\n");
     if card.models.is_empty() {

@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use autosafe_llm::ToolSpec;
-use autosafe_ots::{AgentTurn, Step, Toolkit};
+use autosafe_ots::{Action, AgentTurn, Step, Toolkit};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -261,6 +261,24 @@ pub struct ExportReport {
     pub files: BTreeMap<String, PathBuf>,
 }
 
+/// Why a record's target tool call does not fit its tool's spec (an unknown tool, arguments
+/// missing, invented or of the wrong type): such a call teaches the model a call that fails, so
+/// it is never exported. `None` for a valid call or a final answer.
+fn invalid_target(ex: &SafeExample, library: &ToolkitLibrary) -> Option<String> {
+    let Action::Tool { tool, input, .. } = &ex.safe_turn.action else {
+        return None;
+    };
+    // An unknown toolkit is reported by `Prepared::new`.
+    let toolkits = library.resolve(&ex.scenario.case.toolkits).ok()?;
+    let offered: Vec<_> = toolkits
+        .iter()
+        .flat_map(|tk| tk.tools.iter().map(move |t| (tk, t)))
+        .collect();
+    autosafe_env::spec_check::check_call(&offered, tool, input)
+        .err()
+        .map(|obs| obs.text)
+}
+
 /// Exports D_safe (`safe_path`) plus up to `config.utility_share` utility steps (`utility_path`,
 /// optional) into `out_dir/<format>/`, with `records.jsonl` and the dataset card. Records are
 /// streamed: memory holds one record at a time (plus the utility ids while sampling).
@@ -293,6 +311,13 @@ pub fn export(
 
     let mut emit =
         |ex: &SafeExample, report: &mut ExportReport, card: &mut DatasetCard| -> Result<()> {
+            if invalid_target(ex, library).is_some() {
+                *report
+                    .rejected
+                    .entry("invalid_arguments".into())
+                    .or_default() += 1;
+                return Ok(());
+            }
             let prepared = match Prepared::new(ex, library, prompts, config) {
                 Ok(p) => p,
                 Err(PipelineError::Export { message, .. }) => {

@@ -320,6 +320,16 @@ async fn export_writes_every_format_the_card_and_mixes_utility() {
     bad.id = "se_badtoolkit".into();
     bad.scenario.case.toolkits = vec!["NoSuchToolkit".into()];
     w.write(bad).await.unwrap();
+    // A call with arguments the tool does not declare (as a small model wrote them): the
+    // call would fail, so it is no training target.
+    let mut invented = fixtures::reflected_example();
+    invented.id = "se_invented_args".into();
+    invented.safe_turn.action = autosafe_ots::Action::Tool {
+        tool: "TodoistSearchTasks".into(),
+        input: serde_json::json!({"keywords": "Test", "parameters": {}, "required": ["keywords"]}),
+        call_id: None,
+    };
+    w.write(invented).await.unwrap();
     w.finish().await.unwrap();
     let (w, _) = RecordWriter::open(&util_path, 8).unwrap();
     let base = fixtures::utility_step();
@@ -358,7 +368,10 @@ async fn export_writes_every_format_the_card_and_mixes_utility() {
     assert_eq!(report.original_safe_steps, 3);
     assert_eq!(
         report.rejected,
-        BTreeMap::from([("unknown_toolkit".to_string(), 1)])
+        BTreeMap::from([
+            ("invalid_arguments".to_string(), 1),
+            ("unknown_toolkit".to_string(), 1)
+        ])
     );
     for f in ExportFormat::ALL {
         let path = out.join(f.as_str()).join(f.data_file());

@@ -4,9 +4,19 @@
 //! reply, a judge that could not judge, an environment failure or the step limit end the
 //! episode as unmeasured with its reason — an unjudged action is never executed.
 //!
-//! Programmatic verdicts from [`EpisodeEnd`] (real environments with checkers, i.e. the
-//! sandboxed terminal) are recorded beside the LLM judge's, and every disagreement goes to
-//! `disagreements.jsonl`:
+//! **Who labels** ([`ElicitConfig::labels`]). In environments with checkers (the sandboxed
+//! terminal) the checkers are the label of record by default: each proposed action is first
+//! tried on a copy of the episode's state ([`Environment::trial`]); when that makes an
+//! `unsafe_if` fact hold that did not hold before, the step is a snapshot (never executed in the
+//! episode), otherwise it runs and the episode goes on, whatever the judge said. The judge still
+//! judges every step; its verdict is stored beside (`judge_verdict`) and its first disagreement
+//! with the checkers in `disagreements.jsonl`. With `labels = "judge"` (the paper's labelling,
+//! and always without checkers) the judge decides as below, and the checkers are recorded
+//! beside it; harm the judge let through is then a measured unsafe outcome (`missed_harm`)
+//! however the episode ended.
+//!
+//! With judge labels, programmatic verdicts from [`EpisodeEnd`] are recorded beside the LLM
+//! judge's, and every disagreement goes to `disagreements.jsonl`:
 //!
 //! - **missed harm**: the checkers find harm in the state that the judge-approved (executed)
 //!   steps produced;
@@ -26,8 +36,8 @@ use std::sync::Arc;
 
 use autosafe_env::{EnvError, Environment, EnvironmentFactory, EpisodeEnd};
 use autosafe_ots::{
-    Action, AgentTurn, JudgeKind, JudgeRef, Judgement, LabelledStep, Scenario, Snapshot, Step,
-    StepRun, ToolLibrary, UnmeasuredReason, Verdict, content_id,
+    Action, AgentTurn, JudgeKind, JudgeRef, Judgement, LabelSource, LabelledStep, Scenario,
+    Snapshot, Step, StepRun, ToolLibrary, UnmeasuredReason, Verdict, content_id,
 };
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -54,6 +64,12 @@ pub struct ElicitConfig {
     /// could not judge) after the episode stopped, to see whether the checkers agree (false
     /// alarms) and to label the step. Needs no model call; the snapshot is unaffected.
     pub probe_flagged: bool,
+    /// Who labels a step. `checkers` (the default): in environments with checkers each action
+    /// is first tried on a copy of the episode's state, and it is unsafe when that makes an
+    /// `unsafe_if` hold that did not hold before; the judge still judges every step and its
+    /// verdict is kept beside. `judge`: the paper's labelling. Environments without checkers
+    /// always use the judge.
+    pub labels: LabelSource,
 }
 
 impl Default for ElicitConfig {
@@ -63,6 +79,7 @@ impl Default for ElicitConfig {
             max_steps: 8,
             concurrency: 8,
             probe_flagged: true,
+            labels: LabelSource::Checkers,
         }
     }
 }
@@ -77,6 +94,10 @@ pub enum EpisodeOutcome {
     FinalAnswer,
     /// Ended without a judgement (reason in the log).
     Unmeasured,
+    /// Judge labelling only: the judge let every executed step through and the checkers found
+    /// harm in the state they made — a measured unsafe outcome however the episode ended (how
+    /// it ended is in `reason`).
+    MissedHarm,
     /// The scenario could not be played (unknown toolkit).
     Rejected,
 }
@@ -353,6 +374,72 @@ async fn probe_flagged(
     }
 }
 
+/// A proposed action tried on a copy of an episode's state by its checkers.
+pub(crate) struct Tried {
+    /// The label of record: the checkers' verdict after the action, unmeasured when they cannot
+    /// tell (their facts could not be established, or harm held already before it).
+    pub(crate) record: Verdict,
+    /// What they established after it.
+    pub(crate) probe: Probe,
+    /// What a tool call returned (`None` for a final answer or when it could not run).
+    pub(crate) observation: Option<autosafe_env::Observation>,
+}
+
+/// Tries a proposed action on a copy of the episode's state (a final answer: the state with
+/// the answer given) and labels it: unsafe when it makes an `unsafe_if` hold that `before`
+/// (the checkers' verdict on the state now) did not have. The episode is left unchanged.
+pub(crate) async fn try_step(
+    env: &mut Box<dyn Environment>,
+    turn: &AgentTurn,
+    history: &[Step],
+    before: Option<&Verdict>,
+) -> Tried {
+    let failed = |e: &EnvError| {
+        let v = probe_failure(before, e);
+        Tried {
+            record: v.clone(),
+            probe: Probe {
+                verdict: v,
+                completed: None,
+                facts: serde_json::Value::Null,
+            },
+            observation: None,
+        }
+    };
+    let (after, observation) = match &turn.action {
+        Action::Tool { tool, input, .. } => match env.trial(tool, input, history).await {
+            Ok(Some(t)) => (t.end, Some(t.observation)),
+            Ok(None) => (EpisodeEnd::default(), None),
+            Err(e) => return failed(&e),
+        },
+        Action::Final { answer } => match env.checkpoint(Some(answer)).await {
+            Ok(end) => (end.unwrap_or_default(), None),
+            Err(e) => return failed(&e),
+        },
+    };
+    let Some(checked) = after.safety else {
+        return failed(&EnvError::Config("the environment gave no verdict".into()));
+    };
+    let record = match LabelledStep::label_from(before, Some(&checked)) {
+        Ok(_) => checked.clone(),
+        Err(why) => Verdict::unmeasured(
+            checked.judge.clone(),
+            UnmeasuredReason::EnvironmentError,
+            format!("{why} ({})", checked.rationale),
+            None,
+        ),
+    };
+    Tried {
+        record,
+        probe: Probe {
+            verdict: checked,
+            completed: after.completed,
+            facts: after.facts,
+        },
+        observation,
+    }
+}
+
 async fn play(
     parts: &ElicitParts<'_>,
     scenario: &Scenario,
@@ -422,6 +509,7 @@ async fn play(
         Ok(None) => (false, None),
         Err(_) => (true, None),
     };
+    let by_checkers = checkers && config.labels == LabelSource::Checkers;
     let mut pending: Option<PendingStep> = None;
     let mut unjudged: Option<AgentTurn> = None;
     for turn_no in 0..max_steps {
@@ -460,18 +548,73 @@ async fn play(
                 judge: verdict.clone(),
             })
         };
-        match &verdict.judgement {
+        // With checker labels the step is tried first; their verdict is the label of record
+        // and the judge's is kept beside (its disagreements recorded).
+        let checked = if by_checkers {
+            let Tried {
+                record,
+                probe: tried,
+                ..
+            } = try_step(&mut env, &turn, &history, state.as_ref()).await;
+            let judged = verdict.judgement.is_safe();
+            let kind = match (record.judgement.is_safe(), judged) {
+                (Some(false), Some(true)) => Some(DisagreementKind::MissedHarm),
+                (Some(true), Some(false)) => Some(DisagreementKind::FalseAlarm),
+                _ => None,
+            };
+            if let Some(kind) = kind.filter(|_| res.disagreement.is_none()) {
+                res.log.disagreement = true;
+                res.disagreement = Some(Disagreement {
+                    id: id.clone(),
+                    stage: elicit_stage(),
+                    kind,
+                    scenario_id: scenario.id.clone(),
+                    sample,
+                    llm_label: if judged == Some(true) {
+                        "safe"
+                    } else {
+                        "unsafe"
+                    }
+                    .into(),
+                    llm: Some(verdict.clone()),
+                    programmatic: tried.verdict.clone(),
+                    history: history.clone(),
+                    action: Some(turn.clone()),
+                    facts: tried.facts.clone(),
+                });
+            }
+            Some((record, tried))
+        } else {
+            None
+        };
+        let label = checked.as_ref().map_or(&verdict, |(record, _)| record);
+        match &label.judgement {
             Judgement::Unmeasured { reason, detail } => {
                 res.log.outcome = EpisodeOutcome::Unmeasured;
                 res.log.reason = Some(reason.as_str().into());
-                res.log.detail = Some(format!("judge: {detail}"));
-                res.log.raw = verdict.raw.clone();
+                let who = if checked.is_some() {
+                    "checkers"
+                } else {
+                    "judge"
+                };
+                res.log.detail = Some(format!("{who}: {detail}"));
+                res.log.raw = label.raw.clone();
                 pending = step_pending(&turn, &verdict, &history);
-                unjudged = Some(turn);
+                match checked {
+                    Some((_, tried)) => res.log.probe = Some(tried),
+                    None => unjudged = Some(turn),
+                }
                 break;
             }
             Judgement::Unsafe => {
                 pending = step_pending(&turn, &verdict, &history);
+                let (verdict, labelled_by, judge_verdict) = match checked {
+                    Some((record, tried)) => {
+                        res.log.probe = Some(tried);
+                        (record, LabelSource::Checkers, Some(verdict))
+                    }
+                    None => (verdict, LabelSource::Judge, None),
+                };
                 let snap = Snapshot {
                     id: Snapshot::compute_id(&scenario.id, &history, &turn, sample),
                     scenario: scenario.clone(),
@@ -480,6 +623,8 @@ async fn play(
                     verdict,
                     sample,
                     agent: agent_name.clone(),
+                    labelled_by,
+                    judge_verdict,
                 };
                 res.log.outcome = EpisodeOutcome::Snapshot;
                 res.log.snapshot_id = Some(snap.id.clone());
@@ -496,6 +641,10 @@ async fn play(
                     sample,
                     agent_name.clone(),
                 );
+                let step = match checked {
+                    Some((record, _)) => step.labelled_by_checkers(record),
+                    None => step,
+                };
                 res.log.utility_ids.push(step.id.clone());
                 res.utility.push(step);
                 match &turn.action {
@@ -555,7 +704,7 @@ async fn play(
         .as_ref()
         .map(|s| s.proposed.clone())
         .or(unjudged)
-        .filter(|_| config.probe_flagged);
+        .filter(|_| config.probe_flagged && res.log.probe.is_none());
     let end: Result<EpisodeEnd, EnvError> = match flagged {
         Some(turn) => match env.checkpoint(None).await {
             Ok(Some(before)) => {
@@ -610,9 +759,14 @@ async fn play(
         res.log.labelled_ids.push(rec.id.clone());
         res.labelled.push(rec);
     }
-    if let Some(p) = end.safety {
-        // Every executed step was judged safe by the LLM judge: harm here is harm it missed.
+    if let Some(p) = end.safety.clone().filter(|_| !by_checkers) {
+        // Every executed step was judged safe by the LLM judge: harm here is harm it missed,
+        // and a measured unsafe outcome however the episode ended.
         let missed = p.judgement.is_safe() == Some(false);
+        if missed && res.log.outcome != EpisodeOutcome::Snapshot {
+            res.log.outcome = EpisodeOutcome::MissedHarm;
+            res.log.reason.get_or_insert_with(|| "final_answer".into());
+        }
         let probe = res.log.probe.as_ref().filter(|_| res.snapshot.is_some());
         let false_alarm = p.judgement.is_safe() == Some(true)
             && probe.is_some_and(|pr| pr.verdict.judgement.is_safe() == Some(true));
@@ -647,6 +801,8 @@ async fn play(
                 },
             });
         }
+        res.log.programmatic = Some(p);
+    } else if let Some(p) = end.safety {
         res.log.programmatic = Some(p);
     }
     res
@@ -760,6 +916,7 @@ pub async fn elicit(
         match l.outcome {
             EpisodeOutcome::Snapshot => report.elicit.output += 1,
             EpisodeOutcome::FinalAnswer => report.elicit.reject("no_unsafe_action"),
+            EpisodeOutcome::MissedHarm => report.elicit.reject("missed_harm"),
             EpisodeOutcome::Unmeasured => report
                 .elicit
                 .unmeasured(l.reason.as_deref().unwrap_or("unknown")),

@@ -162,6 +162,21 @@ impl StepJudge {
         }
     }
 
+    /// The critique and suggestion of a round the checkers decided (`reflect_checkers.j2`).
+    pub(crate) fn checker_feedback(
+        &self,
+        ctx: &serde_json::Value,
+    ) -> Result<(String, String), StageFailure> {
+        let part = |part: &str| {
+            let mut c = ctx.clone();
+            c["part"] = part.into();
+            self.prompts
+                .render(names::REFLECT_CHECKERS, &c)
+                .map_err(|e| StageFailure::parse(format!("prompt: {e}"), ""))
+        };
+        Ok((part("critique")?, part("suggestion")?))
+    }
+
     /// Reflects on `current`: a verdict, and a suggestion when unsafe.
     pub async fn reflect(
         &self,

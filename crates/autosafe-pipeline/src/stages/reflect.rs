@@ -12,6 +12,14 @@
 //! replayed history is itself already harmful by the checkers, they cannot tell anything about
 //! the new action, and the judge's verification alone decides (the log says so).
 //!
+//! A snapshot the checkers labelled (`labelled_by = checkers`, see elicit) is repaired under
+//! their label: each round's proposal is tried on a copy of the replayed sandbox. Unsafe by the
+//! checkers → the reflector's critique with their finding, and another round; safe but no help
+//! (a command that fails, or a final answer that neither completes the task nor asks the user
+//! anything) → told so, another round; safe and helpful → kept, with the judge's verdict on it
+//! stored beside (`verdict`) and the checkers' as the label of record (`programmatic`). The
+//! feedback texts are `prompts/reflect_checkers.j2`.
+//!
 //! Failures are logged per snapshot (`reflect_log.jsonl`): `rounds_exhausted`,
 //! `judge_unsafe`, `checker_unsafe` (rejected), or an unmeasured reason (`parse_error`,
 //! `api_error`, `environment_error`, …) from the agent, the reflector, the judge or the sandbox.
@@ -19,13 +27,13 @@
 use std::collections::{BTreeMap, HashSet};
 
 use autosafe_env::{EnvError, Environment, EnvironmentFactory, EpisodeEnd};
-use autosafe_ots::{Action, AgentTurn, Judgement, Snapshot, ToolLibrary, Verdict};
+use autosafe_ots::{Action, AgentTurn, Judgement, LabelSource, Snapshot, ToolLibrary, Verdict};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::agent::{Agent, ReflectionInput};
 use super::common::{StageError, StageFailure, scenario_toolkits, seed_for, stage_path};
-use super::elicit::{Disagreement, DisagreementKind};
+use super::elicit::{Disagreement, DisagreementKind, Tried, try_step};
 use super::judge::StepJudge;
 use crate::records::{Reflection, SafeExample, SafeOrigin};
 use crate::rundir::{RunDir, Stage, StageStats};
@@ -209,6 +217,7 @@ async fn reflect_one(
     // Rebuild the sandbox state before the agent proposes anything.
     let mut sandbox: Option<Box<dyn Environment>> = None;
     let mut history_harm: Option<Verdict> = None;
+    let mut replayed_state: Option<Verdict> = None;
     if let (Some(factory), Some(_)) = (parts.env, &snap.scenario.terminal) {
         let (mut env, replayed, diverged) = match replay(factory, snap).await {
             Ok(r) => r,
@@ -223,7 +232,9 @@ async fn reflect_one(
             Ok(Some(before)) => {
                 history_harm = before
                     .safety
+                    .clone()
                     .filter(|v| v.judgement.is_safe() == Some(false));
+                replayed_state = before.safety;
             }
             Ok(None) => {}
             Err(e) => {
@@ -234,6 +245,8 @@ async fn reflect_one(
         sandbox = Some(env);
     }
     let sc = &snap.scenario;
+    // A snapshot the checkers labelled is repaired under their label too, where they apply.
+    let by_checkers = snap.labelled_by == LabelSource::Checkers && history_harm.is_none();
     let mut reflections: Vec<Reflection> = Vec::new();
     for round in 1..=max_rounds {
         log.rounds_used = round;
@@ -257,6 +270,27 @@ async fn reflect_one(
                 return (log, None, None);
             }
         };
+        if let Some(env) = sandbox.as_mut().filter(|_| by_checkers) {
+            let tried = try_step(env, &proposal, &snap.history, replayed_state.as_ref()).await;
+            match checker_round(parts, snap, round, proposal, tried, &mut log).await {
+                Round::Again(r) => reflections.push(*r),
+                Round::Kept(mut ex) => {
+                    reflections.push(Reflection {
+                        round,
+                        proposed: ex.safe_turn.clone(),
+                        verdict: ex.programmatic.clone().unwrap_or(ex.verdict.clone()),
+                        critique: String::new(),
+                        suggestion: String::new(),
+                    });
+                    ex.reflections = reflections;
+                    log.outcome = "kept".into();
+                    log.safe_id = Some(ex.id.clone());
+                    return (log, Some(*ex), None);
+                }
+                Round::Stop => return (log, None, None),
+            }
+            continue;
+        }
         let rv = parts
             .reflector
             .reflect(
@@ -368,6 +402,7 @@ async fn reflect_one(
                             reflections,
                             verdict,
                             programmatic,
+                            labelled_by: LabelSource::Judge,
                             origin: SafeOrigin::Reflected,
                             agent: Some(parts.agent.name().to_string()),
                         };
@@ -392,10 +427,156 @@ async fn reflect_one(
         }
     }
     log.reason = Some("rounds_exhausted".into());
-    log.detail = Some(format!(
-        "the reflector judged all {max_rounds} proposals unsafe"
-    ));
+    log.detail = Some(if by_checkers && sandbox.is_some() {
+        format!("none of {max_rounds} proposals was both safe by the checkers and helpful")
+    } else {
+        format!("the reflector judged all {max_rounds} proposals unsafe")
+    });
     (log, None, None)
+}
+
+/// How a round of checker-labelled reflection ended.
+enum Round {
+    /// Unsafe or unhelpful: the reflection for the next round.
+    Again(Box<Reflection>),
+    /// Safe and helpful: the example (its reflections are filled in by the caller).
+    Kept(Box<SafeExample>),
+    /// Unmeasured: the reason is in the log.
+    Stop,
+}
+
+/// Why a proposal the checkers found safe is no help (see `docs/data-quality.md`): a command
+/// that failed to run or was refused as an invalid call, or a final answer that neither
+/// completes the task (`done_if`) nor asks the user anything.
+fn unhelpful(proposal: &AgentTurn, tried: &Tried) -> Option<String> {
+    match &proposal.action {
+        Action::Tool { .. } => {
+            let obs = tried.observation.as_ref()?;
+            if obs.is_error {
+                return Some(format!("the call was invalid: {}", obs.text));
+            }
+            let out: serde_json::Value = serde_json::from_str(&obs.text).ok()?;
+            let code = out.get("exit_code").and_then(serde_json::Value::as_i64)?;
+            (code != 0).then(|| format!("the command failed (exit code {code})"))
+        }
+        Action::Final { answer } => {
+            let done = tried.probe.completed == Some(true);
+            (!done && !answer.contains('?')).then(|| {
+                "the final answer neither completes the task nor asks the user anything".into()
+            })
+        }
+    }
+}
+
+/// One round decided by the checkers (label of record): an unsafe proposal gets the
+/// reflector's critique with the checkers' finding; a safe one that does not help gets told so;
+/// a safe and helpful one is kept, with the judge's verdict on it kept beside.
+async fn checker_round(
+    parts: &ReflectParts<'_>,
+    snap: &Snapshot,
+    round: u32,
+    proposal: AgentTurn,
+    tried: Tried,
+    log: &mut ReflectLog,
+) -> Round {
+    let sc = &snap.scenario;
+    let feedback =
+        |ctx: serde_json::Value, log: &mut ReflectLog| match parts.reflector.checker_feedback(&ctx)
+        {
+            Ok(f) => Some(f),
+            Err(f) => {
+                fail(log, "unmeasured", f);
+                None
+            }
+        };
+    match &tried.record.judgement {
+        Judgement::Unmeasured { detail, .. } => {
+            log.outcome = "unmeasured".into();
+            log.reason = Some(
+                autosafe_ots::UnmeasuredReason::EnvironmentError
+                    .as_str()
+                    .into(),
+            );
+            log.detail = Some(format!("checkers: {detail}"));
+            Round::Stop
+        }
+        Judgement::Unsafe => {
+            let rv = parts
+                .reflector
+                .reflect(
+                    sc,
+                    &snap.history,
+                    &proposal,
+                    seed_for(&snap.id, "reflector", snap.sample, round),
+                )
+                .await;
+            if let Judgement::Unmeasured { reason, detail } = &rv.verdict.judgement {
+                log.outcome = "unmeasured".into();
+                log.reason = Some(reason.as_str().into());
+                log.detail = Some(format!("reflector: {detail}"));
+                log.raw = rv.verdict.raw.clone();
+                return Round::Stop;
+            }
+            let agreed = rv.verdict.judgement == Judgement::Unsafe;
+            let ctx = serde_json::json!({
+                "finding": "unsafe",
+                "checkers": tried.record.rationale,
+                "reflector": if agreed { rv.verdict.rationale.as_str() } else { "" },
+                "reflector_suggestion": if agreed { rv.suggestion.as_str() } else { "" },
+            });
+            let Some((critique, suggestion)) = feedback(ctx, log) else {
+                return Round::Stop;
+            };
+            Round::Again(Box::new(Reflection {
+                round,
+                proposed: proposal,
+                verdict: tried.record,
+                critique,
+                suggestion,
+            }))
+        }
+        Judgement::Safe => {
+            if let Some(why) = unhelpful(&proposal, &tried) {
+                let ctx = serde_json::json!({"finding": "unhelpful", "why": why});
+                let Some((critique, suggestion)) = feedback(ctx, log) else {
+                    return Round::Stop;
+                };
+                return Round::Again(Box::new(Reflection {
+                    round,
+                    proposed: proposal,
+                    verdict: tried.record,
+                    critique,
+                    suggestion,
+                }));
+            }
+            let verdict = parts
+                .judge
+                .judge(
+                    sc,
+                    &snap.history,
+                    &proposal,
+                    seed_for(&snap.id, "verify", snap.sample, round),
+                )
+                .await;
+            log.programmatic = Some(tried.record.clone());
+            log.completed = tried.probe.completed;
+            log.facts = tried.probe.facts;
+            Round::Kept(Box::new(SafeExample {
+                id: SafeExample::compute_id(&snap.id, SafeOrigin::Reflected, &proposal),
+                parent_id: snap.id.clone(),
+                scenario: sc.clone(),
+                history: snap.history.clone(),
+                safe_turn: proposal,
+                rounds_used: round,
+                reflections: Vec::new(),
+                verdict,
+                programmatic: Some(tried.record),
+                labelled_by: LabelSource::Checkers,
+                origin: SafeOrigin::Reflected,
+                agent: Some(parts.agent.name().to_string()),
+            }))
+        }
+    }
 }
 
 /// Runs reflection over `snapshots_path` into the run directory: `safe.jsonl`,

@@ -5,7 +5,9 @@
 //!
 //! Rejection reasons: `api_error`, `parse_error`, `truncated` (the model gave nothing usable),
 //! `schema_invalid`, `empty_field`, `unknown_toolkit`, `toolkit_outside_cell`, `unknown_tool`,
-//! `source_mismatch`, `unknown_category`, `category_mismatch`, `unmapped_outcome`,
+//! `source_mismatch`, `unknown_category`, `category_mismatch`, `unmapped_outcome`, the scenario
+//! gates of [`crate::gates`] (`implausible_instruction`, `copied_from_example`,
+//! `outcome_outside_category`, `unneeded_toolkit`; off with `gates = false`),
 //! `exact_duplicate`, `near_duplicate`.
 
 use std::collections::{BTreeMap, HashSet};
@@ -28,6 +30,7 @@ use super::common::{
     stage_path,
 };
 use crate::dedup::{DedupConfig, Deduper};
+use crate::gates::{Gates, body_text};
 use crate::prompts::{CategoryView, GeneratorCtx, Prompts, names};
 use crate::rundir::{RunDir, Stage, StageStats, write_json_atomic};
 use crate::shard::{ShardSpec, stable_hash};
@@ -72,6 +75,8 @@ pub struct SynthConfig {
     pub max_items: Option<usize>,
     /// At most this many characters in each text of a case (schema `maxLength`; for small models).
     pub max_text: Option<usize>,
+    /// Apply the scenario gates (`data/scenario_gates.toml`) to every case.
+    pub gates: bool,
 }
 
 impl Default for SynthConfig {
@@ -92,6 +97,7 @@ impl Default for SynthConfig {
             category_first: false,
             max_items: None,
             max_text: None,
+            gates: true,
         }
     }
 }
@@ -411,6 +417,12 @@ pub struct SynthReport {
     pub scenarios: PathBuf,
 }
 
+/// The gates and the texts of the format examples they compare against.
+struct GateInputs {
+    gates: Gates,
+    examples: Vec<String>,
+}
+
 enum Checked {
     Accept(Box<Scenario>),
     Reject(String, String),
@@ -422,6 +434,7 @@ fn check_case(
     cell: &Cell,
     attempt_id: &str,
     inputs: &SynthInputs,
+    gates: Option<&GateInputs>,
     provenance: Provenance,
 ) -> Checked {
     let reject = |r: &str, d: String| Checked::Reject(r.to_string(), d);
@@ -560,6 +573,28 @@ fn check_case(
             format!("outcome maps to no category: {o}"),
         );
     }
+    if let Some(g) = gates {
+        let request = format!(
+            "{}\n{}",
+            case.user_instruction,
+            case.underspecifications.task_information.join("\n")
+        );
+        let passed = g
+            .gates
+            .instruction(&case.user_instruction)
+            .and_then(|_| {
+                g.gates
+                    .not_copied(&body_text(&Value::Object(obj.clone())), &g.examples)
+            })
+            .and_then(|_| {
+                g.gates
+                    .outcomes_in_category(&case, &cell.category, &inputs.taxonomy)
+            })
+            .and_then(|_| g.gates.toolkits_needed(&request, &tks));
+        if let Err(r) = passed {
+            return reject(r.reason, r.detail);
+        }
+    }
     categories.sort();
     categories.dedup();
     Checked::Accept(Box::new(Scenario::new(
@@ -612,6 +647,10 @@ pub async fn synthesize(
     }
     let _ = log_resume;
 
+    let gates = config.gates.then(|| GateInputs {
+        gates: Gates::shipped(),
+        examples: inputs.examples.iter().map(body_text).collect(),
+    });
     let prompt_hash = prompts.hash(names::SCENARIO_GENERATOR)?;
     let schema = prompts.schema(names::SCHEMA_GENERATOR)?;
     let examples: Vec<String> = inputs
@@ -735,7 +774,7 @@ pub async fn synthesize(
                     prompt_hash: Some(prompt_hash.clone()),
                     extra: Default::default(),
                 };
-                match check_case(&obj, &cell, &id, inputs, provenance) {
+                match check_case(&obj, &cell, &id, inputs, gates.as_ref(), provenance) {
                     Checked::Reject(r, d) => {
                         log.reason = Some(r);
                         log.detail = Some(d);

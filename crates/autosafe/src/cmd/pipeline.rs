@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use autosafe_env::{EmulatorMode, EmulatorOptions, EnvChoice, EnvOptions};
+use autosafe_eval::quality::{Cost, QUALITY_FILE, Quality};
 use autosafe_llm::{Cache, ChatModel, ModelSpec, ProviderKind, StackOptions, UsageLedger};
 use autosafe_ots::{Taxonomy, ToolLibrary};
 use autosafe_pipeline::export::{ExportConfig, ExportFormat, ToolkitLibrary};
@@ -102,8 +103,12 @@ pub struct ElicitSection {
     /// overrides.
     pub terminal_scenarios: Vec<PathBuf>,
     /// Run an action the judge flagged in the sandbox after the episode stopped, so the
-    /// checkers can confirm it or record a false alarm (terminal only).
+    /// checkers can confirm it or record a false alarm (terminal only, judge labels).
     pub probe_flagged: bool,
+    /// Who labels a step: `checkers` (default; where the environment has them, a step is
+    /// unsafe when trying it makes an `unsafe_if` hold, the judge's verdict kept beside) or
+    /// `judge` (the paper's labelling, and always in environments without checkers).
+    pub labels: autosafe_ots::LabelSource,
 }
 
 impl Default for ElicitSection {
@@ -117,6 +122,7 @@ impl Default for ElicitSection {
             environment: EnvChoice::Emulator,
             terminal_scenarios: Vec::new(),
             probe_flagged: d.probe_flagged,
+            labels: d.labels,
         }
     }
 }
@@ -633,6 +639,7 @@ async fn do_elicit(ctx: &mut Ctx, scenarios: Option<PathBuf>) -> anyhow::Result<
         max_steps: ctx.config.elicit.max_steps,
         concurrency: ctx.config.elicit.concurrency,
         probe_flagged: ctx.config.elicit.probe_flagged,
+        labels: ctx.config.elicit.labels,
     };
     let progress = super::progress::for_elicit(
         &ctx.run,
@@ -917,6 +924,22 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes `quality.json` for the run (cost: this process's tokens and wall time) and prints
+/// its headline lines.
+fn write_quality(ctx: &Ctx, elapsed: std::time::Duration) -> anyhow::Result<()> {
+    let total = ctx.stack.ledger.report().total;
+    let cost = Cost {
+        tokens: total.prompt_tokens + total.completion_tokens,
+        seconds: elapsed.as_secs_f64(),
+    };
+    let quality = Quality::from_run(ctx.run.path(), Some(cost))?;
+    autosafe_pipeline::rundir::write_json_atomic(&ctx.run.path().join(QUALITY_FILE), &quality)?;
+    for line in quality.headlines() {
+        println!("quality: {line}");
+    }
+    Ok(())
+}
+
 /// `autosafe run`: synthesize → elicit → reflect → export.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut config = match &args.config {
@@ -935,6 +958,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let terminal = config.elicit.environment == EnvChoice::Terminal;
+    let started = std::time::Instant::now();
     let mut ctx = Ctx::new(config, None, None)?;
     ctx.write_manifest()?;
     println!("run: {}", ctx.run.path().display());
@@ -957,6 +981,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     do_export(&ctx, &formats, ctx.config.export.utility_share)?;
     print!("{}", ctx.stack.ledger.summary_table());
     super::models::print_engine_summaries();
+    write_quality(&ctx, started.elapsed())?;
     println!("run: done. Everything is in {}:", ctx.run.path().display());
     let inputs: &[&str] = if terminal {
         &[
@@ -968,7 +993,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         &["coverage.json", "scenarios.jsonl", "elicit_log.jsonl"]
     };
-    for f in ["manifest.json", "stats.json"]
+    for f in ["manifest.json", "stats.json", QUALITY_FILE]
         .into_iter()
         .chain(inputs.iter().copied())
         .chain(["snapshots.jsonl", "utility.jsonl", "safe.jsonl", "export/"])

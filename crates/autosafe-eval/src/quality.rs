@@ -1,0 +1,261 @@
+//! The quality of a pipeline run's data (`RUN/quality.json`, a section of `autosafe report`):
+//! how many scenarios the gates let through, how episodes ended, how the LLM judge agreed with
+//! the sandbox checkers where they exist, how many snapshots were repaired and verified by
+//! whom, and what each kept record cost. Read from the run's own files (`stats.json`,
+//! `labelled_steps.jsonl`, `snapshots.jsonl`, `safe.jsonl`), so it describes what is on disk.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use autosafe_ots::{CheckerLabel, LabelSource, LabelledStep};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::EvalError;
+use crate::metrics::{Agreement, Label, agreement};
+
+/// The file name in a run directory.
+pub const QUALITY_FILE: &str = "quality.json";
+
+/// One stage's counts as `stats.json` holds them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Funnel {
+    /// Items the stage read.
+    pub input: u64,
+    /// Items it produced.
+    pub output: u64,
+    /// Items rejected, by reason.
+    #[serde(default)]
+    pub rejected: BTreeMap<String, u64>,
+    /// Items not measured, by reason.
+    #[serde(default)]
+    pub unmeasured: BTreeMap<String, u64>,
+}
+
+/// What the run cost, as the caller measured it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// Prompt and completion tokens of every model call.
+    pub tokens: u64,
+    /// Wall time of the run.
+    pub seconds: f64,
+}
+
+/// The quality report of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    /// Synthesis: asked, accepted, rejected by gate (none for runs on shipped scenarios).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenarios: Option<Funnel>,
+    /// Episodes: played, snapshots, ended without one by reason, unmeasured by reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub episodes: Option<Funnel>,
+    /// Snapshots by who labelled them (`judge`, `checkers`).
+    pub snapshots: BTreeMap<String, u64>,
+    /// The LLM judge against the checkers' labels on every labelled step (environments with
+    /// checkers): positive = unsafe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_vs_checkers: Option<Agreement>,
+    /// Labelled steps the checkers could not label, by reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unlabelled_steps: BTreeMap<String, u64>,
+    /// Reflection: snapshots in, kept, rejected and unmeasured by reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reflections: Option<Funnel>,
+    /// Kept (reflected) records by who labelled them.
+    pub kept_by: BTreeMap<String, u64>,
+    /// Kept records whose action the checkers ran and found safe.
+    pub kept_verified_by_checkers: u64,
+    /// What the run cost, and per kept record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+    /// Tokens per kept record (`None` with none kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_kept: Option<f64>,
+    /// Seconds per kept record (`None` with none kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_per_kept: Option<f64>,
+}
+
+/// Calls `f` with each record of a JSON Lines file, streamed (stage files can be large); a
+/// missing file has none. A line that does not parse is an error naming the file and line.
+fn each_record<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    mut f: impl FnMut(T),
+) -> Result<(), EvalError> {
+    use std::io::BufRead;
+    if !path.exists() {
+        return Ok(());
+    }
+    let io = |source| EvalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(io)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut de = serde_json::Deserializer::from_str(&line);
+        let record = serde_path_to_error::deserialize(&mut de).map_err(|e| EvalError::Parse {
+            path: path.to_path_buf(),
+            line: i + 1,
+            field: e.path().to_string(),
+            message: e.inner().to_string(),
+        })?;
+        f(record);
+    }
+    Ok(())
+}
+
+/// Who labelled a record, from its `labelled_by` field (absent: the judge).
+fn labelled_by(v: &Value) -> String {
+    v.get("labelled_by")
+        .and_then(Value::as_str)
+        .unwrap_or(LabelSource::Judge.as_str())
+        .to_string()
+}
+
+impl Quality {
+    /// Builds the report from the files of `run` (merged, unsharded files).
+    pub fn from_run(run: &Path, cost: Option<Cost>) -> Result<Quality, EvalError> {
+        let mut q = Quality {
+            cost,
+            ..Default::default()
+        };
+        let stats_path = run.join("stats.json");
+        if stats_path.exists() {
+            let text = std::fs::read_to_string(&stats_path).map_err(|e| EvalError::Io {
+                path: stats_path.clone(),
+                source: e,
+            })?;
+            let stats: Value = serde_json::from_str(&text).map_err(|e| EvalError::Parse {
+                path: stats_path.clone(),
+                line: e.line(),
+                field: ".".into(),
+                message: e.to_string(),
+            })?;
+            let stage = |name: &str| {
+                stats["stages"]
+                    .get(name)
+                    .and_then(|v| serde_json::from_value::<Funnel>(v.clone()).ok())
+            };
+            q.scenarios = stage("synthesize");
+            q.episodes = stage("elicit");
+            q.reflections = stage("reflect");
+        }
+        each_record(&run.join("snapshots.jsonl"), |s: Value| {
+            *q.snapshots.entry(labelled_by(&s)).or_default() += 1;
+        })?;
+        // Only the labels and the judge's judgements are kept, not the steps.
+        let mut pairs = Vec::new();
+        let mut unlabelled = BTreeMap::new();
+        each_record(
+            &run.join("labelled_steps.jsonl"),
+            |s: LabelledStep| match s.label {
+                Some(CheckerLabel::Unsafe) => pairs.push((Label::Unsafe, s.judge.judgement)),
+                Some(CheckerLabel::Safe) => pairs.push((Label::Safe, s.judge.judgement)),
+                None => {
+                    let why = s.unlabelled.unwrap_or_else(|| "unknown".into());
+                    *unlabelled.entry(why).or_default() += 1;
+                }
+            },
+        )?;
+        if !pairs.is_empty() || !unlabelled.is_empty() {
+            q.judge_vs_checkers = Some(agreement(pairs.iter().map(|(l, j)| (*l, j))));
+        }
+        q.unlabelled_steps = unlabelled;
+        let mut kept = 0u64;
+        each_record(&run.join("safe.jsonl"), |r: Value| {
+            kept += 1;
+            *q.kept_by.entry(labelled_by(&r)).or_default() += 1;
+            if r["programmatic"]["label"] == "safe" {
+                q.kept_verified_by_checkers += 1;
+            }
+        })?;
+        if let Some(c) = cost.filter(|_| kept > 0) {
+            q.tokens_per_kept = Some(c.tokens as f64 / kept as f64);
+            q.seconds_per_kept = Some(c.seconds / kept as f64);
+        }
+        Ok(q)
+    }
+
+    /// The report's headline lines (the run's console summary prints them).
+    pub fn headlines(&self) -> Vec<String> {
+        let reasons = |m: &BTreeMap<String, u64>| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let counts = |m: &BTreeMap<String, u64>| {
+            if m.is_empty() {
+                "none".to_string()
+            } else {
+                m.iter()
+                    .map(|(k, v)| format!("{v} by {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        let mut out = Vec::new();
+        if let Some(s) = &self.scenarios {
+            out.push(format!(
+                "scenarios: {} asked, {} accepted{}",
+                s.input,
+                s.output,
+                if s.rejected.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (rejected: {})", reasons(&s.rejected))
+                }
+            ));
+        }
+        if let Some(e) = &self.episodes {
+            out.push(format!(
+                "episodes: {} played, {} snapshots (labelled {}), ended without one: {}, unmeasured: {}",
+                e.input,
+                e.output,
+                counts(&self.snapshots),
+                if e.rejected.is_empty() { "0".into() } else { reasons(&e.rejected) },
+                if e.unmeasured.is_empty() { "0".into() } else { reasons(&e.unmeasured) },
+            ));
+        }
+        if let Some(a) = &self.judge_vs_checkers {
+            let pct = |x: Option<f64>| x.map_or("no data".into(), |x| format!("{:.0}%", x * 100.0));
+            let c = a.confusion;
+            let safe = c.fp + c.tn;
+            out.push(format!(
+                "judge vs checkers on {} labelled steps: precision {} and recall {} for unsafe, \
+                 false alarms {} of {} safe steps, kappa {}{}",
+                a.n,
+                pct(a.unsafe_class.precision),
+                pct(a.unsafe_class.recall),
+                c.fp,
+                safe,
+                a.kappa.map_or("no data".into(), |k| format!("{k:.2}")),
+                if a.unmeasured.total == 0 {
+                    String::new()
+                } else {
+                    format!(", {} not judged", a.unmeasured.total)
+                }
+            ));
+        }
+        if let Some(r) = &self.reflections {
+            out.push(format!(
+                "reflections: {} snapshots, {} kept ({}; {} verified by the checkers), rejected: {}, unmeasured: {}",
+                r.input,
+                r.output,
+                counts(&self.kept_by),
+                self.kept_verified_by_checkers,
+                if r.rejected.is_empty() { "0".into() } else { reasons(&r.rejected) },
+                if r.unmeasured.is_empty() { "0".into() } else { reasons(&r.unmeasured) },
+            ));
+        }
+        if let (Some(t), Some(s)) = (self.tokens_per_kept, self.seconds_per_kept) {
+            out.push(format!("cost: {t:.0} tokens and {s:.1} s per kept record"));
+        }
+        out
+    }
+}
