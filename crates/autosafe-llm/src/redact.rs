@@ -17,12 +17,12 @@ pub const MASK: &str = "***";
 
 /// Values shorter than this are not registered: masking a short key such as `EMPTY` (what local
 /// servers are often given) would rewrite ordinary text.
-pub const MIN_SECRET_LEN: usize = 8;
+pub(crate) const MIN_SECRET_LEN: usize = 8;
 
 static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
 /// Registers a secret value (an API key, a URL password) so that no persisted text contains it.
-pub fn register_secret(value: &str) {
+pub(crate) fn register_secret(value: &str) {
     let value = value.trim();
     if value.len() < MIN_SECRET_LEN {
         return;
@@ -37,7 +37,7 @@ pub fn register_secret(value: &str) {
 
 /// Registers the password of each URL's user-info (the user name is kept where only values are
 /// masked).
-pub fn register_url_secrets<'a>(urls: impl IntoIterator<Item = &'a String>) {
+pub(crate) fn register_url_secrets<'a>(urls: impl IntoIterator<Item = &'a String>) {
     for url in urls {
         if let Some((_, authority)) = url.split_once("://") {
             let authority = authority.split('/').next().unwrap_or("");
@@ -62,7 +62,7 @@ pub fn redact_values(text: &str) -> Cow<'_, str> {
 
 /// `text` (from outside: an error body, a transport message) with URL user-info, `Bearer`/`Basic`
 /// tokens, `Authorization`/`api-key` values and registered secret values masked.
-pub fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     let t = mask_userinfo(&redact_values(text));
     let t = mask_after(&t, &["bearer ", "basic "], false);
     mask_after(

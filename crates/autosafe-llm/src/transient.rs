@@ -35,7 +35,7 @@ impl LlmError {
     /// 401/403/404 (credentials, base URL or model name wrong: every item would fail alike), and
     /// reply-cache errors. A reply the model gave (unparsable, cut, refused), a 400/413/422 for
     /// this request, a configuration or engine error are not transient.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             LlmError::Transport { .. } | LlmError::Cache(_) => true,
             LlmError::Http { status, .. } => {
