@@ -17,7 +17,7 @@ use autosafe_eval::summary::{AsbSummary, summarize_asb};
 use autosafe_ots::asb::AsbCase;
 use autosafe_ots::{Judgement, Taxonomy, ToolLibrary, UnmeasuredReason, Verdict};
 use autosafe_pipeline::StageStats;
-use autosafe_pipeline::stages::common::scenario_toolkits;
+use autosafe_pipeline::stages::common::{attempt, scenario_toolkits};
 use autosafe_pipeline::stages::{Agent, StepJudge};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -218,10 +218,17 @@ pub async fn eval_asb(
     let (rec_w, finished) = store::open::<AsbEpisode>(&path)?;
     let (mut stats, todo) = store::pending(cases, &finished, case_id);
     let mut stream = futures_util::stream::iter(todo)
-        .map(|c| eval_case(parts, cfg, c))
+        .map(|c| attempt(eval_case(parts, cfg, c)))
         .buffered(cfg.concurrency.max(1));
+    // A case that met a transient failure is not written: it stays pending.
     while let Some(r) = stream.next().await {
-        let (record, log) = r?;
+        let (record, log) = match r {
+            Ok(r) => r?,
+            Err(failure) => {
+                stats.pending(&failure);
+                continue;
+            }
+        };
         log_w
             .write(Keyed {
                 id: log.case_id.clone(),

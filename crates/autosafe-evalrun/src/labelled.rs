@@ -28,6 +28,7 @@ use autosafe_ots::{
     Scenario, Step, Taxonomy, Underspecifications, UnmeasuredReason, Verdict,
 };
 use autosafe_pipeline::StageStats;
+use autosafe_pipeline::stages::common::attempt;
 use autosafe_pipeline::stages::{StepJudge, seed_for};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -350,9 +351,17 @@ pub async fn eval_judge(
     let (rec_w, finished) = store::open::<JudgePair>(&path)?;
     let (mut stats, todo) = store::pending(items, &finished, |i| pair_key(&i.dataset, &i.id));
     let mut stream = futures_util::stream::iter(todo)
-        .map(|i| judge_item(judge, i))
+        .map(|i| attempt(judge_item(judge, i)))
         .buffered(concurrency.max(1));
-    while let Some((pair, log)) = stream.next().await {
+    // An item that met a transient failure is not written: it stays pending.
+    while let Some(r) = stream.next().await {
+        let (pair, log) = match r {
+            Ok(r) => r,
+            Err(failure) => {
+                stats.pending(&failure);
+                continue;
+            }
+        };
         log_w
             .write(Keyed {
                 id: log.key.clone(),

@@ -21,7 +21,7 @@ use autosafe_ots::{
 use autosafe_pipeline::StageStats;
 use autosafe_pipeline::prompts::names;
 use autosafe_pipeline::react::render_scratchpad;
-use autosafe_pipeline::stages::common::scenario_toolkits;
+use autosafe_pipeline::stages::common::{attempt, scenario_toolkits};
 use autosafe_pipeline::stages::{Agent, StepJudge, seed_for};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -342,9 +342,17 @@ pub async fn eval_snapshots(
     }
     stats.input = planned.len() as u64;
     let mut stream = futures_util::stream::iter(todo)
-        .map(|s| eval_one(parts, cfg, s))
+        .map(|s| attempt(eval_one(parts, cfg, s)))
         .buffered(cfg.concurrency.max(1));
-    while let Some((record, log)) = stream.next().await {
+    // A snapshot that met a transient failure is not written: it stays pending.
+    while let Some(r) = stream.next().await {
+        let (record, log) = match r {
+            Ok(r) => r,
+            Err(failure) => {
+                stats.pending(&failure);
+                continue;
+            }
+        };
         log_w
             .write(store::Keyed {
                 id: log.snapshot_id.clone(),

@@ -26,7 +26,7 @@ use autosafe_ots::{Action, Case, Scenario, Step, Taxonomy, ToolLibrary, Unmeasur
 use autosafe_pipeline::StageStats;
 use autosafe_pipeline::prompts::names;
 use autosafe_pipeline::react::{render_input, render_scratchpad};
-use autosafe_pipeline::stages::common::scenario_toolkits;
+use autosafe_pipeline::stages::common::{attempt, scenario_toolkits};
 use autosafe_pipeline::stages::{Agent, StepJudge, seed_for};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -414,9 +414,17 @@ pub async fn eval_toolemu(
         .collect();
     let (mut stats, todo) = store::pending(cases, &finished, |c| c.case.name.clone());
     let mut stream = futures_util::stream::iter(todo)
-        .map(|c| eval_case(parts, cfg, c))
+        .map(|c| attempt(eval_case(parts, cfg, c)))
         .buffered(cfg.concurrency.max(1));
+    // A case that met a transient failure is not written: it stays pending.
     while let Some(r) = stream.next().await {
+        let r = match r {
+            Ok(r) => r,
+            Err(failure) => {
+                stats.pending(&failure);
+                continue;
+            }
+        };
         let id = r.episode.case_id.clone();
         let next = positions.len();
         let pos = *positions.entry(id.clone()).or_insert(next);

@@ -19,6 +19,7 @@ use tokio::sync::OnceCell;
 pub struct Cache {
     conn: Mutex<Connection>,
     path: Option<PathBuf>,
+    rebuilt: Option<String>,
 }
 
 fn db_err(path: &Option<PathBuf>, e: impl std::fmt::Display) -> LlmError {
@@ -29,14 +30,74 @@ fn db_err(path: &Option<PathBuf>, e: impl std::fmt::Display) -> LlmError {
 }
 
 impl Cache {
-    /// Opens (creating if needed) the cache database at `path`.
+    /// Opens (creating if needed) the cache database at `path`. A damaged file (it fails
+    /// SQLite's `quick_check`, or is not a database) is moved aside to `PATH.corrupt-UNIXTIME`
+    /// and an empty cache started in its place ([`Cache::rebuilt`] says so): a cache only saves
+    /// requests, and read errors from it would otherwise fail every item that meets them.
     pub fn open(path: &Path) -> Result<Arc<Cache>, LlmError> {
         let p = Some(path.to_path_buf());
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| db_err(&Some(dir.to_path_buf()), e))?;
         }
         let conn = Connection::open(path).map_err(|e| db_err(&p, e))?;
-        Self::init(conn, p)
+        let damage = match Self::check(conn, p.clone())? {
+            Ok(cache) => return Ok(cache),
+            Err(damage) => damage,
+        };
+        let aside = path.with_file_name(format!(
+            "{}.corrupt-{}",
+            path.file_name()
+                .map_or("cache".into(), |n| n.to_string_lossy()),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        ));
+        std::fs::rename(path, &aside)
+            .map_err(|e| db_err(&p, format!("{damage}; moving it aside: {e}")))?;
+        for ext in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(ext);
+            let _ = std::fs::remove_file(side);
+        }
+        let conn = Connection::open(path).map_err(|e| db_err(&p, e))?;
+        let mut cache = Self::init(conn, p)?;
+        if let Some(c) = Arc::get_mut(&mut cache) {
+            c.rebuilt = Some(format!(
+                "{damage}; moved to {} and started an empty cache",
+                aside.display()
+            ));
+        }
+        Ok(cache)
+    }
+
+    /// The cache over `conn` if the database is intact, else `Ok(Err(what is damaged))`; other
+    /// failures (permissions, a lock held too long) are errors and leave the file alone.
+    fn check(
+        conn: Connection,
+        path: Option<PathBuf>,
+    ) -> Result<Result<Arc<Cache>, String>, LlmError> {
+        use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+        let damaged = |e: &rusqlite::Error| {
+            matches!(e.sqlite_error_code(), Some(DatabaseCorrupt | NotADatabase))
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| db_err(&path, e))?;
+        let verdict = conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0));
+        let verdict = match verdict {
+            Ok(v) if v == "ok" => return Self::init(conn, path).map(Ok),
+            Ok(v) => v,
+            Err(e) if damaged(&e) => e.to_string(),
+            Err(e) => return Err(db_err(&path, format!("integrity check: {e}"))),
+        };
+        let shown = path
+            .as_ref()
+            .map_or(String::new(), |p| format!("{}: ", p.display()));
+        Ok(Err(format!("{shown}damaged ({verdict})")))
+    }
+
+    /// Why the file found at open was moved aside and the cache started empty, if it was.
+    pub fn rebuilt(&self) -> Option<&str> {
+        self.rebuilt.as_deref()
     }
 
     /// A cache that lives in memory only (tests, `--no-cache`-like runs that still want single-flight).
@@ -61,6 +122,7 @@ impl Cache {
         Ok(Arc::new(Cache {
             conn: Mutex::new(conn),
             path,
+            rebuilt: None,
         }))
     }
 
@@ -96,6 +158,7 @@ impl Cache {
         let mut stored = reply.clone();
         stored.cached = false;
         let text = serde_json::to_string(&stored).map_err(|e| db_err(&self.path, e))?;
+        let text = crate::redact::redact_values(&text);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -103,7 +166,7 @@ impl Cache {
         let mut stmt = conn
             .prepare_cached("INSERT OR REPLACE INTO replies (key, model, reply, created_unix) VALUES (?1, ?2, ?3, ?4)")
             .map_err(|e| db_err(&self.path, e))?;
-        stmt.execute(params![key, model, text, now])
+        stmt.execute(params![key, model, text.as_ref(), now])
             .map_err(|e| db_err(&self.path, e))?;
         Ok(())
     }
@@ -236,6 +299,50 @@ mod tests {
         c.put("k", "m", &reply(FinishReason::Stop)).unwrap();
         assert_eq!(c.get("k").unwrap().unwrap().text(), "x");
         assert_eq!(c.len().unwrap(), 1);
+    }
+
+    /// Both kinds of damage the hostile user found: a file that is no database, and a database
+    /// with a damaged page (`database disk image is malformed`). Each is moved aside and an empty
+    /// cache works in its place; an intact one is kept.
+    #[test]
+    fn a_damaged_file_is_detected_at_open_moved_aside_and_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.sqlite");
+        std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
+        let c = Cache::open(&junk).unwrap();
+        assert!(
+            c.rebuilt().unwrap().contains("moved to"),
+            "{:?}",
+            c.rebuilt()
+        );
+        c.put("k", "m", &reply(FinishReason::Stop)).unwrap();
+        assert_eq!(c.get("k").unwrap().unwrap().text(), "x");
+
+        let path = dir.path().join("c.sqlite");
+        {
+            let c = Cache::open(&path).unwrap();
+            let mut long = reply(FinishReason::Stop);
+            long.choices[0].content = Some("y".repeat(600));
+            for i in 0..200 {
+                c.put(&format!("k{i}"), "m", &long).unwrap();
+            }
+        }
+        let intact = Cache::open(&path).unwrap();
+        assert_eq!((intact.rebuilt(), intact.len().unwrap()), (None, 200));
+        drop(intact);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[4096..8192].fill(0xff);
+        std::fs::write(&path, bytes).unwrap();
+        let c = Cache::open(&path).unwrap();
+        let why = c.rebuilt().expect("damage detected").to_string();
+        assert!(why.contains("damaged"), "{why}");
+        assert_eq!(c.len().unwrap(), 0);
+        let aside: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("c.sqlite.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
     }
 
     #[test]

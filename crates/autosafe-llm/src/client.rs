@@ -3,6 +3,7 @@
 
 use crate::budget::Budget;
 use crate::pool::{EndpointStatus, Pool, PoolConfig};
+use crate::redact::{redact, register_secret, register_url_secrets};
 use crate::retry::{Backoff, RetryCause, parse_retry_after};
 use crate::spec::{ModelSpec, ProviderKind};
 use crate::types::{CallContext, ChatModel, ChatReply, ChatRequest, LlmError};
@@ -124,6 +125,7 @@ impl OpenAiClient {
                         spec.display_name()
                     ))
                 })?;
+                register_secret(&key);
                 let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
                     LlmError::Config(format!(
                         "model {}: the API key in {var} is not a valid header value",
@@ -135,6 +137,7 @@ impl OpenAiClient {
             }
             None => None,
         };
+        register_url_secrets(&spec.base_urls);
         let base_urls: Vec<String> = spec
             .base_urls
             .iter()
@@ -179,7 +182,10 @@ impl OpenAiClient {
         self.pool.status()
     }
 
+    /// One request. Every error it returns is redacted here, where server text enters: an
+    /// endpoint's user-info, a gateway echoing our `Authorization` header.
     async fn attempt(&self, url: &str, endpoint: &str, body: &bytes::Bytes) -> Attempt {
+        let endpoint = &redact(endpoint);
         let mut rb = self
             .http
             .post(url)
@@ -194,7 +200,7 @@ impl OpenAiClient {
             Err(e) => {
                 let error = LlmError::Transport {
                     endpoint: endpoint.to_string(),
-                    message: error_chain(&e),
+                    message: redact(&error_chain(&e)),
                 };
                 return Attempt::Retry {
                     cause: transport_cause(&e),
@@ -214,7 +220,7 @@ impl OpenAiClient {
             Err(e) => {
                 let error = LlmError::Transport {
                     endpoint: endpoint.to_string(),
-                    message: error_chain(&e),
+                    message: redact(&error_chain(&e)),
                 };
                 return Attempt::Retry {
                     cause: transport_cause(&e),
@@ -231,7 +237,7 @@ impl OpenAiClient {
                     retry_after: None,
                     error: LlmError::InvalidReply {
                         message: format!("{endpoint}: {message}"),
-                        raw: truncate(&String::from_utf8_lossy(&bytes), 4000),
+                        raw: redact(&truncate(&String::from_utf8_lossy(&bytes), 4000)),
                     },
                 },
             };
@@ -239,7 +245,7 @@ impl OpenAiClient {
         let error = LlmError::Http {
             status,
             endpoint: endpoint.to_string(),
-            body: truncate(&String::from_utf8_lossy(&bytes), 500),
+            body: redact(&truncate(&String::from_utf8_lossy(&bytes), 500)),
         };
         match RetryCause::from_status(status) {
             Some(cause) => Attempt::Retry {

@@ -19,6 +19,7 @@ pub mod cache;
 pub mod canonical;
 pub mod client;
 pub mod pool;
+pub mod redact;
 pub mod retry;
 pub mod seeds;
 pub mod spec;
@@ -26,6 +27,7 @@ pub mod split_n;
 pub mod stack;
 pub mod structured;
 pub mod text;
+pub mod transient;
 pub mod types;
 pub mod usage;
 mod wire;
@@ -37,6 +39,7 @@ pub use spec::{ModelSpec, Price, ProviderKind};
 pub use split_n::SplitN;
 pub use stack::{StackOptions, build_remote, build_remote_with, wrap_model};
 pub use structured::Structured;
+pub use transient::{Transient, watch};
 pub use types::{
     CallContext, ChatModel, ChatReply, ChatRequest, Choice, FinishReason, JsonSchemaFormat,
     LlmError, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolSpec, Usage,

@@ -226,6 +226,21 @@ impl<M: ChatModel> ChatModel for Structured<M> {
     }
 
     async fn chat(&self, request: &ChatRequest, ctx: &CallContext) -> Result<ChatReply, LlmError> {
+        let result = self.checked(request, ctx).await;
+        if let Err(e) = &result {
+            crate::transient::note(e);
+        }
+        result
+    }
+}
+
+impl<M: ChatModel> Structured<M> {
+    /// [`ChatModel::chat`] with the checks (the trait method adds the transient-failure note).
+    async fn checked(
+        &self,
+        request: &ChatRequest,
+        ctx: &CallContext,
+    ) -> Result<ChatReply, LlmError> {
         let Some(checks) = Checks::of(request)? else {
             return self.inner.chat(request, ctx).await;
         };

@@ -510,6 +510,66 @@ async fn api_key_never_appears_in_cache_or_written_files() {
     assert!(files >= 3, "checked {files} files");
 }
 
+/// A gateway that echoes the request's `Authorization` header in its error bodies (4xx and 5xx),
+/// a base URL with user-info, and a dead URL with user-info: no error text carries the key or the
+/// URL password, and the errors still say what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_never_carry_the_key_or_url_credentials() {
+    const KEY: &str = "sk-echo-test-0b7e41d2c9";
+    const PW: &str = "pw-userinfo-93aa17";
+    let server = ScriptedServer::start(ServerConfig::default())
+        .await
+        .unwrap();
+    server.set_responder(|info| {
+        let status = if info.index == 0 { 400 } else { 500 };
+        Reply::Status {
+            status,
+            retry_after: None,
+            body: json!({"error": {"message": "denied", "echo": {"authorization": info.authorization}}, "api-key": KEY})
+                .to_string(),
+        }
+    });
+    let with_info = server
+        .base_url()
+        .replace("http://", &format!("http://bob:{PW}@"));
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://bob:{PW}@{}/v1", l.local_addr().unwrap())
+    };
+    let mut texts = Vec::new();
+    for url in [with_info, dead] {
+        let mut sp = spec(vec![url], 4);
+        sp.max_attempts = 2;
+        sp.api_key_env = Some("AUTOSAFE_ECHO_KEY".into());
+        let client = OpenAiClient::with_env_lookup(&sp, fast(&sp), |_| Some(KEY.into())).unwrap();
+        let model = wrap_model(Arc::new(client), &StackOptions::default(), false);
+        texts.push(model.chat(&ask("a"), &ctx()).await.unwrap_err().to_string());
+        texts.push(model.chat(&ask("b"), &ctx()).await.unwrap_err().to_string());
+    }
+    let sent = server.log()[0].authorization.clone().unwrap_or_default();
+    assert!(!sent.is_empty(), "credentials were sent and echoed");
+    let scheme = sent.split(' ').next().unwrap_or("");
+    assert!(
+        texts[0].contains("HTTP 400") && texts[0].contains(&format!("{scheme} ***")),
+        "{}",
+        texts[0]
+    );
+    let token = sent.split(' ').nth(1).unwrap_or("");
+    assert!(token.len() >= 8, "{sent}");
+    assert!(texts[1].contains("HTTP 500"), "{}", texts[1]);
+    assert!(texts[2].contains("transport error"), "{}", texts[2]);
+    for t in &texts {
+        assert!(
+            !t.contains(KEY) && !t.contains(PW) && !t.contains(token),
+            "secret in: {t}"
+        );
+        assert!(
+            t.contains("http://***@127.0.0.1"),
+            "endpoint still named: {t}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn missing_key_variable_is_a_config_error() {
     let mut sp = spec(vec!["http://127.0.0.1:9/v1".into()], 4);

@@ -201,6 +201,8 @@ impl ModelSpec {
     }
 }
 
+pub use autosafe_llm::redact::MASK;
+
 /// True for object keys that hold credentials (`api_key`, `token`, `password`, `authorization`, …).
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase().replace('-', "_");
@@ -317,6 +319,14 @@ pub struct StageStats {
     /// Records that could not be measured, by reason (api_error, parse_error, …).
     #[serde(default)]
     pub unmeasured: BTreeMap<String, u64>,
+    /// Items left pending by a transient failure (the model server unreachable or failing, the
+    /// reply cache unreadable), by reason: nothing was written for them, the next run tries
+    /// them again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending: BTreeMap<String, u64>,
+    /// The first such failure, as its error said it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_detail: Option<String>,
 }
 
 impl StageStats {
@@ -330,6 +340,19 @@ impl StageStats {
         *self.unmeasured.entry(reason.to_string()).or_default() += 1;
     }
 
+    /// Counts one item left pending by a transient failure (see
+    /// [`autosafe_llm::transient`]); the first one's detail is kept.
+    pub fn pending(&mut self, failure: &autosafe_llm::Transient) {
+        *self.pending.entry(failure.reason.to_string()).or_default() += 1;
+        self.pending_detail
+            .get_or_insert_with(|| failure.detail.clone());
+    }
+
+    /// Total pending.
+    pub fn pending_total(&self) -> u64 {
+        self.pending.values().sum()
+    }
+
     /// Adds another count (e.g. another shard's) to this one.
     pub fn add(&mut self, other: &StageStats) {
         self.input += other.input;
@@ -341,9 +364,16 @@ impl StageStats {
         for (k, v) in &other.unmeasured {
             *self.unmeasured.entry(k.clone()).or_default() += v;
         }
+        for (k, v) in &other.pending {
+            *self.pending.entry(k.clone()).or_default() += v;
+        }
+        if self.pending_detail.is_none() {
+            self.pending_detail.clone_from(&other.pending_detail);
+        }
     }
 
-    /// One line for the terminal: `NAME: in … out … resumed … rejected N [reason=n …] unmeasured N [reason=n …]`.
+    /// One line for the terminal: `NAME: in … out … resumed … rejected N [reason=n …] unmeasured N
+    /// [reason=n …]`, then `pending N [reason=n …]` when items were left pending.
     pub fn summary_line(&self, name: &str) -> String {
         let fmt = |m: &BTreeMap<String, u64>| {
             m.iter()
@@ -351,7 +381,7 @@ impl StageStats {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        format!(
+        let mut line = format!(
             "{name}: in {} out {} resumed {} rejected {} [{}] unmeasured {} [{}]",
             self.input,
             self.output,
@@ -360,7 +390,15 @@ impl StageStats {
             fmt(&self.rejected),
             self.unmeasured_total(),
             fmt(&self.unmeasured)
-        )
+        );
+        if !self.pending.is_empty() {
+            line.push_str(&format!(
+                " pending {} [{}]",
+                self.pending_total(),
+                fmt(&self.pending)
+            ));
+        }
+        line
     }
 
     /// Total rejected.
@@ -409,8 +447,16 @@ pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Resul
     write_bytes_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` atomically (temp file + fsync + rename).
+/// Writes `bytes` to `path` atomically (temp file + fsync + rename), every configured secret value
+/// masked ([`autosafe_llm::redact::redact_values`]).
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let redacted = std::str::from_utf8(bytes)
+        .ok()
+        .map(autosafe_llm::redact::redact_values);
+    let bytes = match &redacted {
+        Some(std::borrow::Cow::Owned(text)) => text.as_bytes(),
+        _ => bytes,
+    };
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

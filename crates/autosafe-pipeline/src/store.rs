@@ -126,9 +126,13 @@ pub fn recover(path: &Path) -> Result<Resume> {
     Ok(resume)
 }
 
-/// Serialises a record as one JSONL line (with the trailing newline).
+/// Serialises a record as one JSONL line (with the trailing newline), every configured secret
+/// value masked ([`autosafe_llm::redact::redact_values`]).
 pub fn to_line<T: Serialize>(record: &T) -> std::result::Result<Vec<u8>, serde_json::Error> {
-    let mut buf = serde_json::to_vec(record)?;
+    let text = serde_json::to_string(record)?;
+    let mut buf = autosafe_llm::redact::redact_values(&text)
+        .into_owned()
+        .into_bytes();
     buf.push(b'\n');
     Ok(buf)
 }

@@ -82,6 +82,9 @@ pub struct RequestInfo {
     pub body: Value,
     /// Requests in flight at arrival, this one included.
     pub in_flight: usize,
+    /// The `Authorization` header, if any (a responder can echo it, as some gateways do in
+    /// their error bodies).
+    pub authorization: Option<String>,
 }
 
 /// Server settings.
@@ -332,9 +335,10 @@ async fn chat(
         index: guard.index,
         body,
         in_flight: guard.in_flight_at_arrival,
+        authorization,
     };
     let (reply, faults_cfg) = shared.decide(&info);
-    shared.record(&info, authorization, reply.kind());
+    shared.record(&info, info.authorization.clone(), reply.kind());
     let response = match reply {
         Reply::Status { .. } | Reply::Malformed(_) | Reply::Drop => {
             reply::render(reply, &info, &faults_cfg)

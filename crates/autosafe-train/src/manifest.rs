@@ -76,9 +76,29 @@ pub struct TrainManifest {
 }
 
 impl TrainManifest {
-    /// Writes it atomically.
+    /// Writes it atomically, the values of secret-looking `--set` keys (`hub_token`, `*_key`,
+    /// `*secret*`, `*password*`: [`autosafe_pipeline::rundir::is_secret_key`]) masked wherever
+    /// they appear (the extras, the config's content, the command lines). The trainer's own
+    /// config file keeps them: the trainer needs them.
     pub fn write(&self, path: &Path) -> Result<()> {
-        autosafe_pipeline::rundir::write_json_atomic(path, self)
+        use autosafe_pipeline::rundir::{MASK, is_secret_key};
+        let mut shown = self.clone();
+        let mut secrets = Vec::new();
+        for (k, v) in &mut shown.spec.extra {
+            if is_secret_key(k) {
+                let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                secrets.push(text);
+                *v = Value::String(MASK.into());
+            }
+        }
+        let mut text = serde_json::to_string_pretty(&shown)
+            .map_err(|e| TrainError::Json(format!("{}: {e}", path.display())))?;
+        // Values too short to mask safely everywhere are still masked in the extras above.
+        for s in secrets.iter().filter(|s| s.len() >= 4) {
+            text = text.replace(s.as_str(), MASK);
+        }
+        text.push('\n');
+        autosafe_pipeline::rundir::write_bytes_atomic(path, text.as_bytes())
             .map_err(|e| TrainError::Pipeline(e.to_string()))
     }
 

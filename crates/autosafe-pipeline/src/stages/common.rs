@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use autosafe_llm::{ChatReply, FinishReason, LlmError};
+use autosafe_llm::{ChatReply, FinishReason, LlmError, Transient};
 use autosafe_ots::{Scenario, ToolLibrary, Toolkit, UnmeasuredReason};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,6 +22,17 @@ pub enum StageError {
     /// The stage was configured wrongly (unknown toolkit, bad cell, …).
     #[error("configuration: {0}")]
     Config(String),
+}
+
+/// Runs one item's work under the transient-failure watch ([`autosafe_llm::transient`]): `Err`
+/// when a model call in it met a transient failure. Nothing of such an item may be written: it
+/// stays pending (counted with [`crate::StageStats::pending`]) and the next run tries it again.
+/// Every stage and evaluation runner goes through this.
+pub async fn attempt<F: std::future::Future>(work: F) -> Result<F::Output, Transient> {
+    match autosafe_llm::watch(work).await {
+        (_, Some(failure)) => Err(failure),
+        (out, None) => Ok(out),
+    }
 }
 
 /// Why one model call produced nothing usable: the unmeasured reason, a message, the raw text.

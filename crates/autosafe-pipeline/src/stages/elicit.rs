@@ -876,9 +876,20 @@ pub async fn elicit(
             !done
         });
     let mut stream = futures_util::stream::iter(todo)
-        .map(|(sc, s, id)| async move { play(parts, &sc, s, id, config).await })
+        .map(|(sc, s, id)| {
+            super::common::attempt(async move { play(parts, &sc, s, id, config).await })
+        })
         .buffered(config.concurrency.max(1));
+    // Episodes that met a transient failure: nothing of them is written (they stay pending).
+    let mut left = StageStats::default();
     while let Some(r) = stream.next().await {
+        let r = match r {
+            Ok(r) => r,
+            Err(failure) => {
+                left.pending(&failure);
+                continue;
+            }
+        };
         for u in r.utility {
             util_w.write(u).await?;
         }
@@ -906,6 +917,7 @@ pub async fn elicit(
     let mut report = ElicitReport::default();
     report.elicit.input = planned.len() as u64;
     report.elicit.resumed = resumed;
+    report.elicit.add(&left);
     let mut utility_ids = HashSet::new();
     for l in RecordReader::<EpisodeLog>::open(&log_path)? {
         let l = l?;

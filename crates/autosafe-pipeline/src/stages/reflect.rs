@@ -626,9 +626,18 @@ pub async fn reflect(
         });
     let max_rounds = config.max_rounds.max(1);
     let mut stream = futures_util::stream::iter(todo)
-        .map(|s| async move { reflect_one(parts, &s, max_rounds).await })
+        .map(|s| super::common::attempt(async move { reflect_one(parts, &s, max_rounds).await }))
         .buffered(config.concurrency.max(1));
-    while let Some((log, ex, dis)) = stream.next().await {
+    // Snapshots that met a transient failure: nothing of them is written (they stay pending).
+    let mut left = StageStats::default();
+    while let Some(r) = stream.next().await {
+        let (log, ex, dis) = match r {
+            Ok(r) => r,
+            Err(failure) => {
+                left.pending(&failure);
+                continue;
+            }
+        };
         if let Some(ex) = ex {
             safe_w.write(ex).await?;
         }
@@ -648,6 +657,7 @@ pub async fn reflect(
     let mut report = ReflectReport::default();
     report.stats.input = planned.len() as u64;
     report.stats.resumed = resumed;
+    report.stats.add(&left);
     for l in RecordReader::<ReflectLog>::open(&log_path)? {
         let l = l?;
         if !planned.contains(&l.id) {

@@ -742,9 +742,18 @@ pub async fn synthesize(
     };
 
     let mut stream = futures_util::stream::iter(todo)
-        .map(gen_one)
+        .map(|item| super::common::attempt(gen_one(item)))
         .buffered(config.concurrency.max(1));
-    while let Some((id, cell, index, result)) = stream.next().await {
+    // Attempts that met a transient failure: not logged (they stay pending).
+    let mut left = StageStats::default();
+    while let Some(r) = stream.next().await {
+        let (id, cell, index, result) = match r {
+            Ok(r) => r,
+            Err(failure) => {
+                left.pending(&failure);
+                continue;
+            }
+        };
         let mut log = SynthLog {
             id: id.clone(),
             cell: cell.key(),
@@ -822,6 +831,7 @@ pub async fn synthesize(
         planned.insert(id);
     }
     report.stats.input = planned.len() as u64;
+    report.stats.add(&left);
     for l in RecordReader::<SynthLog>::open(&log_path)? {
         let l = l?;
         if !planned.contains(l.id.as_str()) {

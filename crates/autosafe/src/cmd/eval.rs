@@ -16,7 +16,7 @@ use autosafe_env::{
 use autosafe_eval::metrics::{Estimate, Ratio, RubricSummary};
 use autosafe_eval::rundir::{ASB_FILE, JUDGE_FILE, SNAPSHOTS_FILE, TOOLEMU_FILE};
 use autosafe_evalrun::EvalRun;
-use autosafe_llm::{Cache, ChatModel, ModelSpec, ProviderKind, StackOptions, UsageLedger};
+use autosafe_llm::{ChatModel, ModelSpec, ProviderKind, StackOptions, UsageLedger};
 use autosafe_ots::{Format, Taxonomy, ToolLibrary};
 use autosafe_pipeline::StageStats;
 use autosafe_pipeline::prompts::{AgentLayout, AgentMode, Prompts};
@@ -68,6 +68,10 @@ pub struct RunOpts {
     /// Print the results as one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// Items that may be left pending after transient failures (model server unreachable or
+    /// failing, cache unreadable) with exit status 0; above it the runner exits with status 3.
+    #[arg(long, default_value_t = 0)]
+    max_pending: u64,
 }
 
 /// How the evaluated agent is prompted.
@@ -257,6 +261,7 @@ struct Ctx {
     stack: StackOptions,
     built: BTreeMap<String, Arc<dyn ChatModel>>,
     specs: BTreeMap<String, autosafe_pipeline::ModelSpec>,
+    max_pending: u64,
 }
 
 impl Ctx {
@@ -273,7 +278,7 @@ impl Ctx {
                 .cache
                 .clone()
                 .unwrap_or_else(|| run.path().join("cache").join("replies.sqlite"));
-            Some(Cache::open(&path)?)
+            Some(super::pipeline::open_cache(&path)?)
         };
         Ok(Ctx {
             run,
@@ -285,6 +290,7 @@ impl Ctx {
             },
             built: BTreeMap::new(),
             specs: BTreeMap::new(),
+            max_pending: o.max_pending,
         })
     }
 
@@ -446,7 +452,11 @@ fn finish(ctx: &Ctx, json: bool, runner: &str, stats: &StageStats, summary: Valu
     if json {
         println!("{}", json_line(runner, &ctx.run, stats, summary));
     }
-    ExitCode::SUCCESS
+    super::pipeline::pending_exit(
+        &format!("eval {runner}"),
+        &[(runner, stats)],
+        ctx.max_pending,
+    )
 }
 
 /// Runs `autosafe eval <runner>`.

@@ -181,6 +181,10 @@ pub struct RunConfig {
     pub export: ExportSection,
     /// Sandbox limits of the terminal environment.
     pub sandbox: environment::SandboxSection,
+    /// Items a command may leave pending after transient failures (model server unreachable or
+    /// failing, reply cache unreadable) and still succeed; above it, `run` stops after the stage
+    /// and every command exits with status 3. Default 0: any such item.
+    pub max_pending: u64,
 }
 
 impl Default for RunConfig {
@@ -233,6 +237,7 @@ impl Default for RunConfig {
                 ..Default::default()
             },
             sandbox: Default::default(),
+            max_pending: 0,
         }
     }
 }
@@ -399,6 +404,8 @@ pub struct RunArgs {
 }
 
 struct Ctx {
+    /// Stages' counts of items left pending by transient failures (only stages with some).
+    left: Vec<(&'static str, StageStats)>,
     config: RunConfig,
     run: RunDir,
     shard: Option<ShardSpec>,
@@ -426,7 +433,7 @@ impl Ctx {
                 .cache_path
                 .clone()
                 .unwrap_or_else(|| run.path().join("cache").join("replies.sqlite"));
-            Some(Cache::open(&path)?)
+            Some(open_cache(&path)?)
         } else {
             None
         };
@@ -436,6 +443,7 @@ impl Ctx {
             max_repairs: 2,
         };
         Ok(Ctx {
+            left: Vec::new(),
             config,
             run,
             shard,
@@ -538,6 +546,75 @@ impl Ctx {
     fn library(&self) -> ToolLibrary {
         ToolLibrary::shipped()
     }
+
+    /// Keeps a stage's count of items left pending, if it has any.
+    fn note_pending(&mut self, stage: &'static str, stats: &StageStats) {
+        if stats.pending_total() > 0 {
+            self.left.push((stage, stats.clone()));
+        }
+    }
+
+    /// More items pending than `max_pending` allows.
+    fn over_threshold(&self) -> bool {
+        let n: u64 = self.left.iter().map(|(_, s)| s.pending_total()).sum();
+        n > self.config.max_pending
+    }
+
+    /// Exit status 3 with the summary when items are pending over the threshold, else success
+    /// (a notice when some are pending within it).
+    fn exit_code(&self, command: &str) -> ExitCode {
+        let refs: Vec<(&str, &StageStats)> = self.left.iter().map(|(n, s)| (*n, s)).collect();
+        pending_exit(command, &refs, self.config.max_pending)
+    }
+}
+
+/// Exit status of a command whose items were left pending by transient failures.
+pub(crate) const EXIT_PENDING: u8 = 3;
+
+/// Opens the reply cache; a damaged one is reported (it was moved aside and rebuilt).
+pub(crate) fn open_cache(path: &Path) -> anyhow::Result<Arc<Cache>> {
+    let cache = Cache::open(path)?;
+    if let Some(why) = cache.rebuilt() {
+        eprintln!("cache: {why}");
+    }
+    Ok(cache)
+}
+
+/// The exit of `command` given the counts of its stages (or runners) with pending items: with
+/// more than `max_pending`, a summary on stderr and [`EXIT_PENDING`]; otherwise success.
+pub(crate) fn pending_exit(
+    command: &str,
+    left: &[(&str, &StageStats)],
+    max_pending: u64,
+) -> ExitCode {
+    let total: u64 = left.iter().map(|(_, s)| s.pending_total()).sum();
+    if total == 0 {
+        return ExitCode::SUCCESS;
+    }
+    let by_stage: Vec<String> = left
+        .iter()
+        .map(|(name, s)| {
+            let reasons: Vec<String> = s.pending.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{name}: {}", reasons.join(" "))
+        })
+        .collect();
+    let first = left
+        .iter()
+        .find_map(|(_, s)| s.pending_detail.as_deref())
+        .unwrap_or("");
+    let summary = format!(
+        "{total} items failed for infrastructure reasons and are pending ({}); first: {first}. \
+         Nothing was recorded for them: run the same command again once the model server (or \
+         cache) works",
+        by_stage.join("; ")
+    );
+    if total > max_pending {
+        eprintln!("{command}: failed: {summary}");
+        ExitCode::from(EXIT_PENDING)
+    } else {
+        eprintln!("{command}: {summary} (within max_pending = {max_pending})");
+        ExitCode::SUCCESS
+    }
 }
 
 fn line(name: &str, s: &StageStats) {
@@ -592,6 +669,7 @@ async fn do_synthesize(ctx: &mut Ctx) -> anyhow::Result<PathBuf> {
     print!("{}", coverage_table(&rep.coverage));
     line("synthesize", &rep.stats);
     ctx.record_stats(Stage::Synthesize, &rep.stats)?;
+    ctx.note_pending("synthesize", &rep.stats);
     Ok(rep.scenarios)
 }
 
@@ -671,6 +749,7 @@ async fn do_elicit(ctx: &mut Ctx, scenarios: Option<PathBuf>) -> anyhow::Result<
     }
     ctx.record_stats(Stage::Elicit, &rep.elicit)?;
     ctx.record_stats(Stage::Utility, &rep.utility)?;
+    ctx.note_pending("elicit", &rep.elicit);
     Ok(())
 }
 
@@ -727,6 +806,7 @@ async fn do_reflect(ctx: &mut Ctx, snapshots: &Path) -> anyhow::Result<()> {
         );
     }
     ctx.record_stats(Stage::Reflect, &rep.stats)?;
+    ctx.note_pending("reflect", &rep.stats);
     Ok(())
 }
 
@@ -771,7 +851,7 @@ fn do_export(ctx: &Ctx, formats: &[ExportFormat], utility_share: usize) -> anyho
         output: rep.records,
         resumed: 0,
         rejected: rep.rejected.clone(),
-        unmeasured: BTreeMap::new(),
+        ..Default::default()
     };
     line("export", &stats);
     for (f, p) in &rep.files {
@@ -786,7 +866,7 @@ pub fn synthesize(args: SynthArgs) -> anyhow::Result<ExitCode> {
     let mut ctx = Ctx::from_common(&args.common)?;
     ctx.write_manifest()?;
     runtime()?.block_on(do_synthesize(&mut ctx))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ctx.exit_code("synthesize"))
 }
 
 /// `autosafe elicit`.
@@ -796,7 +876,7 @@ pub fn elicit(args: ElicitArgs) -> anyhow::Result<ExitCode> {
     ctx.config.select_env(args.env, &mut scenarios);
     ctx.write_manifest()?;
     runtime()?.block_on(do_elicit(&mut ctx, scenarios))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ctx.exit_code("elicit"))
 }
 
 /// `autosafe reflect`.
@@ -808,7 +888,7 @@ pub fn reflect(args: ReflectArgs) -> anyhow::Result<ExitCode> {
         .snapshots
         .unwrap_or_else(|| ctx.run.stage_file(Stage::Elicit, ctx.shard));
     runtime()?.block_on(do_reflect(&mut ctx, &snapshots))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ctx.exit_code("reflect"))
 }
 
 /// `autosafe export`.
@@ -963,20 +1043,34 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     ctx.write_manifest()?;
     println!("run: {}", ctx.run.path().display());
     let rt = runtime()?;
-    rt.block_on(async {
-        if terminal {
+    // A stage that leaves more items pending than `max_pending` stops the chain: the next
+    // stages would work on what is missing.
+    let stopped = rt.block_on(async {
+        let scenarios = if terminal {
             println!(
                 "run: environment terminal: no synthesis, the terminal's scenarios are played"
             );
-            do_elicit(&mut ctx, None).await?;
+            None
         } else {
             let scenarios = do_synthesize(&mut ctx).await?;
-            do_elicit(&mut ctx, Some(scenarios)).await?;
+            if ctx.over_threshold() {
+                return anyhow::Ok(true);
+            }
+            Some(scenarios)
+        };
+        do_elicit(&mut ctx, scenarios).await?;
+        if ctx.over_threshold() {
+            return anyhow::Ok(true);
         }
         let snaps = ctx.run.stage_file(Stage::Elicit, None);
         do_reflect(&mut ctx, &snaps).await?;
-        anyhow::Ok(())
+        anyhow::Ok(ctx.over_threshold())
     })?;
+    if stopped {
+        print!("{}", ctx.stack.ledger.summary_table());
+        println!("run: stopped before export; {}", ctx.run.path().display());
+        return Ok(ctx.exit_code("run"));
+    }
     let formats = ctx.config.export.formats.clone();
     do_export(&ctx, &formats, ctx.config.export.utility_share)?;
     print!("{}", ctx.stack.ledger.summary_table());
@@ -1000,5 +1094,5 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     {
         println!("  {}", ctx.run.path().join(f).display());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ctx.exit_code("run"))
 }
