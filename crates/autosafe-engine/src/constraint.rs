@@ -82,12 +82,23 @@ pub fn reply_schema(
         ));
     }
     if !forced.is_empty() {
+        let one = forced.len() == 1;
         let alternatives: Vec<Value> = forced
             .iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(i, t)| {
+                // The parameters sit under `arguments` of the wrapper (inside `anyOf[i]` when
+                // several): their local `$ref`s (`#/$defs/…`, `#`) are rebased to point there.
+                let base = if one {
+                    "/properties/arguments".to_string()
+                } else {
+                    format!("/anyOf/{i}/properties/arguments")
+                };
+                let mut arguments = t.parameters.clone();
+                rebase_refs(&mut arguments, &base);
                 json!({
                     "type": "object",
-                    "properties": {"name": {"const": t.name}, "arguments": t.parameters},
+                    "properties": {"name": {"const": t.name}, "arguments": arguments},
                     "required": ["name", "arguments"],
                     "additionalProperties": false
                 })
@@ -105,6 +116,30 @@ pub fn reply_schema(
         Some(ResponseFormat::JsonSchema(f)) => Some(f.schema.clone()),
         Some(ResponseFormat::Text) | None => None,
     })
+}
+
+/// Prefixes every local `$ref` (`#…`, a JSON pointer from the schema's root) with `base`, the
+/// pointer of that root inside a larger schema. A tool schema with `$defs` was refused once
+/// wrapped (`Pointer '/$defs/…' does not exist`) though it worked as a `response_format`.
+fn rebase_refs(schema: &mut Value, base: &str) {
+    match schema {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                // Values that are data, not schemas.
+                if matches!(key.as_str(), "const" | "enum" | "default" | "examples") {
+                    continue;
+                }
+                match value {
+                    Value::String(r) if key == "$ref" && r.starts_with('#') => {
+                        *r = format!("#{base}{}", &r[1..]);
+                    }
+                    _ => rebase_refs(value, base),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rebase_refs(v, base)),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

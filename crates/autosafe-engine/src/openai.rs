@@ -8,6 +8,12 @@ use autosafe_llm::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// Most choices (`n`) one request may ask for: `n = 1000` once held the engine for over 300 s.
+pub const MAX_N: u32 = 16;
+
+/// Most tokens one request may ask to generate over all its choices (`n` × `max_tokens`).
+pub const MAX_TOTAL_TOKENS: u64 = 65_536;
+
 /// A request that cannot be served, with the parameter at fault (OpenAI's `param`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadRequest {
@@ -270,6 +276,29 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
     if wire.n == Some(0) {
         return Err(bad("n", "n must be at least 1"));
     }
+    let n = wire.n.unwrap_or(1);
+    if n > MAX_N {
+        return Err(bad(
+            "n",
+            format!("n = {n} is above this server's limit of {MAX_N} choices a request"),
+        ));
+    }
+    let max_tokens = wire.max_completion_tokens.or(wire.max_tokens);
+    if let Some(m) = max_tokens {
+        let total = u64::from(n) * u64::from(m);
+        if total > MAX_TOTAL_TOKENS {
+            let param = match wire.max_completion_tokens {
+                Some(_) => "max_completion_tokens",
+                None => "max_tokens",
+            };
+            return Err(bad(
+                param,
+                format!(
+                    "n × {param} = {total} tokens is above this server's limit of {MAX_TOTAL_TOKENS} generated tokens a request"
+                ),
+            ));
+        }
+    }
     Ok(ChatRequest {
         messages,
         tools,
@@ -277,7 +306,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
         response_format,
         temperature: wire.temperature,
         top_p: wire.top_p,
-        max_tokens: wire.max_completion_tokens.or(wire.max_tokens),
+        max_tokens,
         stop,
         seed: wire.seed,
         n: wire.n,
@@ -364,6 +393,27 @@ mod tests {
         ));
         assert_eq!(req.stop, vec!["END".to_string()]);
         assert_eq!(req.max_tokens, Some(9));
+    }
+
+    #[test]
+    fn n_and_total_tokens_are_capped_naming_the_limit() {
+        let req = |extra: Value| {
+            let mut body = json!({"messages": [{"role": "user", "content": "x"}]});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            parse_request(body.to_string().as_bytes())
+        };
+        let e = req(json!({"n": 1000})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("n"));
+        assert!(e.message.contains("limit of 16"), "{}", e.message);
+        let e = req(json!({"n": 16, "max_tokens": 5000})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("max_tokens"));
+        assert!(e.message.contains("80000"), "{}", e.message);
+        assert!(e.message.contains("limit of 65536"), "{}", e.message);
+        let e = req(json!({"max_completion_tokens": 100000})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("max_completion_tokens"));
+        assert!(req(json!({"n": 16, "max_tokens": 4096})).is_ok());
     }
 
     #[test]

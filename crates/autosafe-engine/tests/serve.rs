@@ -167,3 +167,106 @@ async fn bad_requests_get_openai_error_bodies() {
         "{body}"
     );
 }
+
+/// A tool whose parameters use `$defs` / `$ref` (valid JSON Schema, and accepted as a
+/// `response_format`) is served under `tool_choice: required` (it was refused with
+/// "Pointer '/$defs/…' does not exist" once wrapped in the tool-call schema).
+#[tokio::test]
+async fn a_tool_schema_with_defs_and_refs_is_served() {
+    let base = start().await;
+    let parameters = json!({
+        "type": "object",
+        "$defs": {"unit": {"enum": ["celsius", "fahrenheit"]}},
+        "properties": {"city": {"type": "string", "maxLength": 24}, "unit": {"$ref": "#/$defs/unit"}},
+        "required": ["city", "unit"], "additionalProperties": false});
+    for tools in [
+        json!([{"type": "function", "function": {"name": "get_weather", "parameters": parameters}}]),
+        json!([{"type": "function", "function": {"name": "get_weather", "parameters": parameters}},
+               {"type": "function", "function": {"name": "get_time", "parameters": parameters}}]),
+    ] {
+        let (status, body) = post(
+            &base,
+            json!({"messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+                   "tools": tools, "tool_choice": "required", "max_tokens": 60, "temperature": 0}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let call = &body["choices"][0]["message"]["tool_calls"][0];
+        let args: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert!(
+            ["celsius", "fahrenheit"].contains(&args["unit"].as_str().unwrap()),
+            "{args}"
+        );
+    }
+}
+
+/// Every error status has an OpenAI-style JSON body: a body over the limit (413), a wrong method
+/// (405, with `Allow`), an unknown path (404).
+#[tokio::test]
+async fn every_error_status_has_an_openai_error_body() {
+    let base = start().await;
+    let client = reqwest::Client::new();
+    let check = |resp: reqwest::Response, status: u16, code: &'static str| async move {
+        assert_eq!(resp.status().as_u16(), status);
+        let allow = resp.headers().get("allow").cloned();
+        let body: Value = resp.json().await.expect("a JSON error body");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+        assert!(
+            !body["error"]["message"].as_str().unwrap().is_empty(),
+            "{body}"
+        );
+        allow
+    };
+    let big = format!(
+        "{{\"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}",
+        "x".repeat(8 << 20)
+    );
+    let resp = client
+        .post(format!("{base}/chat/completions"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    check(resp, 413, "request_too_large").await;
+    let resp = client
+        .get(format!("{base}/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    let allow = check(resp, 405, "method_not_allowed").await;
+    assert_eq!(allow.unwrap(), "POST");
+    let resp = client.get(format!("{base}/nowhere")).send().await.unwrap();
+    check(resp, 404, "unknown_url").await;
+}
+
+/// `n` and `n` × `max_tokens` are capped: a 400 naming the limit, nothing generated.
+#[tokio::test]
+async fn n_and_total_tokens_are_capped() {
+    let base = start().await;
+    let started = std::time::Instant::now();
+    let (status, body) = post(
+        &base,
+        json!({"messages": [{"role": "user", "content": "x"}], "n": 1000}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "n");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 16"),
+        "{body}"
+    );
+    let (status, body) = post(
+        &base,
+        json!({"messages": [{"role": "user", "content": "x"}], "n": 8, "max_tokens": 10000}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "max_tokens");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

@@ -24,6 +24,7 @@ pub enum ProviderKind {
 
 /// Prices in US dollars per million tokens, for cost accounting.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Price {
     /// Dollars per million prompt tokens.
     #[serde(default)]
@@ -218,8 +219,28 @@ impl ModelSpec {
         if self.max_attempts == 0 {
             return bad("max_attempts", "must be at least 1");
         }
-        if !(self.connect_timeout_s > 0.0 && self.request_timeout_s > 0.0) {
-            return bad("connect_timeout_s/request_timeout_s", "must be positive");
+        // Finite as well: an infinite timeout panics where it becomes a `Duration`.
+        let seconds = |t: f64| t.is_finite() && t > 0.0;
+        if !seconds(self.connect_timeout_s) {
+            return bad(
+                "connect_timeout_s",
+                "must be a finite number of seconds above 0",
+            );
+        }
+        if !seconds(self.request_timeout_s) {
+            return bad(
+                "request_timeout_s",
+                "must be a finite number of seconds above 0",
+            );
+        }
+        if let Some(p) = self.price {
+            let dollars = |d: f64| d.is_finite() && d >= 0.0;
+            if !(dollars(p.prompt_per_mtok) && dollars(p.completion_per_mtok)) {
+                return bad(
+                    "price",
+                    "must be finite, 0 or more dollars per million tokens",
+                );
+            }
         }
         if self.rpm == Some(0) || self.tpm == Some(0) {
             return bad("rpm/tpm", "must be positive when set");

@@ -131,10 +131,12 @@ pub fn read_labelled_steps(
 ) -> Result<Vec<LabelledStep>, Problems> {
     let (records, mut errors) = json_lines(file, text);
     let mut out = Vec::new();
+    let mut ids = crate::read::DuplicateIds::default();
     for el in &records {
         match el.origin.deserialize::<LabelledStep>(&el.value, &el.path) {
             Ok(s) => {
                 require_text(el, &el.path.key("id"), &s.id, &mut errors);
+                ids.check(el, &el.path.key("id"), &s.id, &mut errors);
                 check_scenario(el, &el.path.key("scenario"), &s.scenario, cx, &mut errors);
                 match (&s.label, &s.unlabelled) {
                     (None, None) => errors.push(el.origin.error(

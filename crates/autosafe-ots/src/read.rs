@@ -1,5 +1,8 @@
 //! Shared reading helpers: JSON array files and JSON Lines files, with located errors.
 
+use std::collections::{HashMap, HashSet};
+
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::error::FormatError;
@@ -33,6 +36,9 @@ pub fn json_array<'a>(file: &'a str, text: &'a str) -> Result<Vec<Element<'a>>, 
         text,
         line_offset: 0,
     };
+    if let Some(path) = duplicate_key(text) {
+        return Err(duplicate_key_error(&origin, &path));
+    }
     Ok(items
         .into_iter()
         .enumerate()
@@ -53,20 +59,124 @@ pub fn json_lines<'a>(file: &'a str, text: &'a str) -> (Vec<Element<'a>>, Vec<Fo
         if line.trim().is_empty() {
             continue;
         }
+        let origin = Origin {
+            file,
+            text: line,
+            line_offset: n,
+        };
         match serde_json::from_str::<Value>(line) {
-            Ok(value) => out.push(Element {
-                value,
-                origin: Origin {
-                    file,
-                    text: line,
-                    line_offset: n,
-                },
-                path: JsonPath::root(),
-            }),
+            Ok(value) => match duplicate_key(line) {
+                Some(path) => errors.push(duplicate_key_error(&origin, &path)),
+                None => out.push(Element {
+                    value,
+                    origin,
+                    path: JsonPath::root(),
+                }),
+            },
             Err(e) => errors.push(syntax_error(file, n, &e)),
         }
     }
     (out, errors)
+}
+
+/// Reports every repeated `id` among records: the second and later ones name the first's line
+/// (a repeated record would otherwise be counted, and played or exported, twice).
+#[derive(Debug, Default)]
+pub struct DuplicateIds {
+    first_line: HashMap<String, usize>,
+}
+
+impl DuplicateIds {
+    /// Notes the id at `path` of `el`; an error when it was seen before.
+    pub fn check(
+        &mut self,
+        el: &Element<'_>,
+        path: &JsonPath,
+        id: &str,
+        errors: &mut Vec<FormatError>,
+    ) {
+        match self.first_line.get(id) {
+            Some(first) => errors.push(
+                el.origin
+                    .error(path, format!("duplicate id `{id}` (first at line {first})")),
+            ),
+            None => {
+                let line = el.origin.error(path, "").line;
+                self.first_line.insert(id.to_string(), line);
+            }
+        }
+    }
+}
+
+fn duplicate_key_error(origin: &Origin<'_>, path: &JsonPath) -> FormatError {
+    origin.error(
+        path,
+        "duplicate key (a JSON reader keeps only one of them, silently)",
+    )
+}
+
+/// The path of the first key repeated within one JSON object of `text` (valid JSON), if any:
+/// serde_json keeps the last value of a repeated key without a word.
+fn duplicate_key(text: &str) -> Option<JsonPath> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    Keys(JsonPath::root()).deserialize(&mut de).ok().flatten()
+}
+
+/// Walks a JSON value looking for a repeated key; yields its path.
+struct Keys(JsonPath);
+
+impl<'de> DeserializeSeed<'de> for Keys {
+    type Value = Option<JsonPath>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Keys {
+    type Value = Option<JsonPath>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        let mut i = 0;
+        while let Some(dup) = seq.next_element_seed(Keys(self.0.index(i)))? {
+            found = found.or(dup);
+            i += 1;
+        }
+        Ok(found)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = HashSet::new();
+        let mut found = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let path = self.0.key(&key);
+            if found.is_none() && !seen.insert(key) {
+                found = Some(path.clone());
+            }
+            found = found.or(map.next_value_seed(Keys(path))?);
+        }
+        Ok(found)
+    }
 }
 
 fn syntax_error(file: &str, line_offset: usize, e: &serde_json::Error) -> FormatError {

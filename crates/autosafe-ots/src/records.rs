@@ -3,7 +3,7 @@
 use crate::error::{FormatError, Problems};
 use crate::library::ToolLibrary;
 use crate::locate::JsonPath;
-use crate::read::{Element, json_lines, require_text};
+use crate::read::{DuplicateIds, Element, json_lines, require_text};
 use crate::scenario::Scenario;
 use crate::taxonomy::Taxonomy;
 use crate::trajectory::{Snapshot, Step};
@@ -76,10 +76,12 @@ fn check_steps(
 pub fn read_scenarios(file: &str, text: &str, cx: Context<'_>) -> Result<Vec<Scenario>, Problems> {
     let (records, mut errors) = json_lines(file, text);
     let mut out = Vec::new();
+    let mut ids = DuplicateIds::default();
     for el in &records {
         match el.origin.deserialize::<Scenario>(&el.value, &el.path) {
             Ok(s) => {
                 check_scenario(el, &el.path, &s, cx, &mut errors);
+                ids.check(el, &el.path.key("id"), &s.id, &mut errors);
                 out.push(s);
             }
             Err(e) => errors.push(e),
@@ -92,10 +94,12 @@ pub fn read_scenarios(file: &str, text: &str, cx: Context<'_>) -> Result<Vec<Sce
 pub fn read_snapshots(file: &str, text: &str, cx: Context<'_>) -> Result<Vec<Snapshot>, Problems> {
     let (records, mut errors) = json_lines(file, text);
     let mut out = Vec::new();
+    let mut ids = DuplicateIds::default();
     for el in &records {
         match el.origin.deserialize::<Snapshot>(&el.value, &el.path) {
             Ok(s) => {
                 require_text(el, &el.path.key("id"), &s.id, &mut errors);
+                ids.check(el, &el.path.key("id"), &s.id, &mut errors);
                 check_scenario(el, &el.path.key("scenario"), &s.scenario, cx, &mut errors);
                 let known = |tool: &str| match &s.scenario.tools {
                     Some(subset) => subset.iter().any(|t| t == tool),

@@ -109,6 +109,7 @@ fn every_problem_in_a_scenario_record_is_listed() {
         observation: Some("{}".into()),
     });
     s.source = RiskSource::Action;
+    s.id = s.compute_id();
     let good = serde_json::to_string(&toolemu::case_to_scenario(&cases[0], &taxonomy)).unwrap();
     let bad = serde_json::to_string(&s).unwrap();
     let text = format!("{good}\n\n{bad}\n");
@@ -137,5 +138,59 @@ fn assebench_label_must_be_zero_or_one() {
     assert_eq!(
         err,
         "a.json:5: [1].label: expected 0 (safe) or 1 (unsafe), found 7\na.json:4: [1].contents[0][0].role: unknown role `robot` (expected user, agent or environment)"
+    );
+}
+
+/// A scenario repeated (a concatenated or hand-edited file) and a JSON key given twice are
+/// problems at their lines, not silently counted twice or kept last.
+#[test]
+fn duplicate_ids_and_duplicate_keys_are_reported_at_their_lines() {
+    let library = ToolLibrary::shipped();
+    let taxonomy = Taxonomy::default_taxonomy();
+    let cx = Context {
+        library: &library,
+        taxonomy: &taxonomy,
+    };
+    let cases: Vec<autosafe_ots::Case> =
+        serde_json::from_str(&fixture("unknown_toolkit_cases.json").1).unwrap();
+    let line = serde_json::to_string(&toolemu::case_to_scenario(&cases[0], &taxonomy)).unwrap();
+    let text = format!("{line}\n{line}\n");
+    let err = records::read_scenarios("s.jsonl", &text, cx)
+        .unwrap_err()
+        .to_string();
+    let id = toolemu::case_to_scenario(&cases[0], &taxonomy).id;
+    assert_eq!(
+        err,
+        format!("s.jsonl:2: id: duplicate id `{id}` (first at line 1)")
+    );
+
+    // `"categories"` twice in the second record: the reader would keep the last one.
+    let twice = line.replacen(
+        "\"categories\":",
+        "\"categories\":[\"data_loss\"],\"categories\":",
+        1,
+    );
+    assert_ne!(twice, line);
+    let other = line.replace(&id, "sc_other");
+    let text = format!("{other}\n{twice}\n");
+    let err = records::read_scenarios("s.jsonl", &text, cx)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("s.jsonl:2: categories: duplicate key"),
+        "{err}"
+    );
+
+    // In a JSON array file, the line of the repeated key.
+    let err = toolemu::read_cases(
+        "c.json",
+        "[\n {\"name\": \"a\",\n  \"name\": \"b\"}\n]",
+        &library,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("c.json:2: [0].name: duplicate key"),
+        "{err}"
     );
 }

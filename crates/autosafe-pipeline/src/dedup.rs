@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 /// Settings of the near-duplicate filter.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DedupConfig {
     /// Jaccard similarity (of word-shingle sets) at or above which two texts are near duplicates.
     pub threshold: f64,

@@ -93,9 +93,7 @@ pub fn recover(path: &Path) -> Result<Resume> {
     let mut line_no: u64 = 0;
     loop {
         line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| PipelineError::io(path, e))?;
+        let n = read_line_capped(&mut reader, &mut line, path, line_no + 1)?;
         if n == 0 {
             break;
         }
@@ -137,6 +135,32 @@ pub fn to_line<T: Serialize>(record: &T) -> std::result::Result<Vec<u8>, serde_j
     Ok(buf)
 }
 
+/// The longest record line read (64 MiB, far above any record): an endless or binary input
+/// (`--scenarios /dev/zero`) is an error naming file and line instead of filling memory.
+pub const MAX_LINE_BYTES: u64 = 64 << 20;
+
+/// Reads one line of at most [`MAX_LINE_BYTES`] (newline included when there is one) into `buf`.
+fn read_line_capped(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    path: &Path,
+    line: u64,
+) -> Result<usize> {
+    let n = reader
+        .take(MAX_LINE_BYTES + 1)
+        .read_until(b'\n', buf)
+        .map_err(|e| PipelineError::io(path, e))?;
+    if n as u64 > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
+        return Err(PipelineError::BadRecord {
+            path: path.to_path_buf(),
+            line,
+            field: "record".into(),
+            message: format!("line longer than {MAX_LINE_BYTES} bytes (not a record file?)"),
+        });
+    }
+    Ok(n)
+}
+
 /// Streams the records of a finished JSONL file, one at a time (memory stays flat). Errors name
 /// the file, line and field. An incomplete last line is reported as an error too: run
 /// [`recover`] on a store before reading it if it may have been interrupted.
@@ -168,10 +192,10 @@ impl<T: DeserializeOwned> Iterator for RecordReader<T> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             self.buf.clear();
-            match self.reader.read_until(b'\n', &mut self.buf) {
+            match read_line_capped(&mut self.reader, &mut self.buf, &self.path, self.line + 1) {
                 Ok(0) => return None,
                 Ok(_) => {}
-                Err(e) => return Some(Err(PipelineError::io(&self.path, e))),
+                Err(e) => return Some(Err(e)),
             }
             self.line += 1;
             if self.buf.last() != Some(&b'\n') {
@@ -440,6 +464,21 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\"id\":\"a\",\"n\":1}\n"
+        );
+    }
+
+    #[test]
+    fn an_endless_line_is_an_error_naming_file_and_line() {
+        let path = Path::new("/dev/zero");
+        let err = RecordReader::<R>::open(path)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/dev/zero:1: record: line longer than"),
+            "{err}"
         );
     }
 

@@ -29,6 +29,10 @@ pub struct Launcher {
     pub bwrap: PathBuf,
     /// How it is launched.
     pub mode: LaunchMode,
+    /// Whether the sandbox gets `--unshare-user --disable-userns` (bwrap 0.8 and later, in a
+    /// user namespace): no nested user namespaces inside, so no namespace of its own in which
+    /// the command would hold capabilities (mount, …).
+    pub disable_userns: bool,
 }
 
 impl Launcher {
@@ -52,6 +56,9 @@ impl Launcher {
         v.push(self.bwrap.display().to_string());
         if self.mode == LaunchMode::Root {
             v.extend(["--cap-drop", "ALL"].map(String::from));
+        }
+        if self.disable_userns {
+            v.extend(["--unshare-user", "--disable-userns"].map(String::from));
         }
         v
     }
@@ -92,6 +99,15 @@ fn find_bwrap(explicit: Option<&Path>) -> Option<PathBuf> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
+}
+
+/// Whether `bwrap --help` lists `--disable-userns`.
+fn supports_disable_userns(bwrap: &Path) -> bool {
+    Command::new(bwrap)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--disable-userns"))
 }
 
 fn read_sysctl(path: &str) -> Option<String> {
@@ -178,14 +194,25 @@ pub fn check(explicit_bwrap: Option<&Path>) -> Readiness {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let root = nix::unistd::geteuid().is_root();
-    let first = Launcher {
+    let mut first = Launcher {
         bwrap: bwrap.clone(),
         mode: if root {
             LaunchMode::DropRoot
         } else {
             LaunchMode::User
         },
+        disable_userns: supports_disable_userns(&bwrap),
     };
+    if first.disable_userns && try_launch(&first).is_err() {
+        first.disable_userns = false;
+    }
+    if !first.disable_userns {
+        r.notes.push(
+            "this bwrap cannot disable user namespaces (--disable-userns, bwrap 0.8): commands \
+             may create nested user namespaces inside the sandbox"
+                .into(),
+        );
+    }
     if root && !Path::new("/usr/bin/setpriv").is_file() {
         r.problems
             .push("running as root but /usr/bin/setpriv (util-linux) is missing".into());
@@ -225,6 +252,7 @@ pub fn check(explicit_bwrap: Option<&Path>) -> Readiness {
         let fallback = Launcher {
             bwrap,
             mode: LaunchMode::Root,
+            disable_userns: false,
         };
         match try_launch(&fallback) {
             Ok(()) => {

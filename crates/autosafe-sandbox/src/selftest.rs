@@ -33,7 +33,7 @@ pub struct AttemptResult {
 }
 
 /// Names of all attempts, in the order [`run_all`] runs them.
-pub const ATTEMPTS: [&str; 10] = [
+pub const ATTEMPTS: [&str; 12] = [
     "write_outside_workspace",
     "read_host_temp_file",
     "network_connection",
@@ -44,7 +44,21 @@ pub const ATTEMPTS: [&str; 10] = [
     "host_environment",
     "symlink_escape",
     "host_processes",
+    "fill_memory_filesystems",
+    "nested_namespaces",
 ];
+
+/// The host's shared memory in use (`Shmem` of /proc/meminfo, where tmpfs pages count), bytes.
+pub fn host_shmem_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("Shmem:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
 
 /// A unique marker for host-side checks.
 pub fn nonce() -> String {
@@ -434,6 +448,70 @@ pub fn run_one(name: &str, cfg: &SandboxConfig) -> Result<AttemptResult, Sandbox
                 ATTEMPTS[9],
                 !visible && count < 20,
                 format!("this host process visible: {visible}; {count} lines of process list"),
+            ))
+        }
+        "fill_memory_filesystems" => {
+            // `/dev/shm`, `/` and `/dev` are tmpfs (host memory) outside the disk limit unless
+            // sized or read-only: write 3 × the disk limit to each and watch the host.
+            let mib = 1 << 20;
+            let per_file = (cfg.file_size_limit / mib).max(1);
+            let files = (3 * cfg.disk_limit).div_ceil(per_file * mib);
+            let tried = 3 * files * per_file * mib;
+            let mut ep = episode(vec![], cfg)?;
+            let baseline = host_shmem_bytes();
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let sampler = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut peak = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        peak = peak.max(host_shmem_bytes());
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    peak
+                })
+            };
+            let obs = ep.execute(&format!(
+                "for d in /dev/shm '' /dev; do for i in $(seq {files}); do \
+                 dd if=/dev/zero of=$d/autosafe-fill-$i bs=1M count={per_file} 2>/dev/null; done; done; \
+                 sleep 0.5; cat /dev/shm/autosafe-fill-* /autosafe-fill-* /dev/autosafe-fill-* 2>/dev/null | wc -c"
+            ));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let peak = sampler.join().unwrap_or(u64::MAX);
+            let obs = obs?;
+            let written: u64 = obs.output.trim().parse().unwrap_or(u64::MAX);
+            let growth = peak.saturating_sub(baseline);
+            let cap = bwrap::SHM_FS_BYTES;
+            // Other processes on the host move Shmem too: a margin of a quarter of the writes.
+            let held = written <= cap && growth <= cap + tried / 4;
+            Ok(result(
+                ATTEMPTS[10],
+                held,
+                format!(
+                    "wrote {written} bytes (limit {cap}) of {tried} tried; host shared memory grew by at most {growth} bytes"
+                ),
+            ))
+        }
+        "nested_namespaces" => {
+            let mut ep = episode(vec![], cfg)?;
+            let obs = ep.execute(
+                "unshare -U -r true 2>/dev/null && echo NESTED-user; \
+                 unshare -U -r -m true 2>/dev/null && echo NESTED-mount; \
+                 unshare -U -r -n true 2>/dev/null && echo NESTED-net; true",
+            )?;
+            let made: Vec<&str> = obs
+                .output
+                .lines()
+                .filter_map(|l| l.strip_prefix("NESTED-"))
+                .collect();
+            Ok(result(
+                ATTEMPTS[11],
+                made.is_empty(),
+                if made.is_empty() {
+                    "no user namespace could be created inside".to_string()
+                } else {
+                    format!("namespaces created inside: {}", made.join(", "))
+                },
             ))
         }
         other => Err(SandboxError::Protocol(format!(

@@ -212,9 +212,17 @@ impl FsState {
         Ok(state)
     }
 
-    /// Writes the state as a tar archive whose paths are relative to `/`.
+    /// Writes the state as a tar archive whose paths are relative to `/`. Directories above
+    /// the persisted roots (`/home`, `/var`, `/var/spool`) are left out: they are on the
+    /// sandbox's read-only root, where restoring their times would fail.
     pub fn append_to(&self, builder: &mut tar::Builder<Vec<u8>>) -> Result<(), SandboxError> {
         for (path, node) in &self.entries {
+            let above_a_root = autosafe_ots::terminal::PERSISTED_ROOTS
+                .iter()
+                .any(|root| root.starts_with(&format!("{path}/")));
+            if above_a_root && matches!(node, Node::Dir { .. }) {
+                continue;
+            }
             let rel = path.trim_start_matches('/');
             let mut h = tar::Header::new_gnu();
             h.set_uid(1000);

@@ -280,3 +280,44 @@ fn a_missing_bwrap_is_reported_with_what_to_install() {
         .expect("no sandbox without bwrap");
     assert!(err.to_string().contains("install bubblewrap"), "{err}");
 }
+
+/// `/dev/shm`, `/` and `/dev` are tmpfs, host memory: writing 3 × the disk limit into them
+/// stops at `/dev/shm`'s own small size (the others are read-only), and the host's shared
+/// memory does not grow by more (737 MB in 5 s against a 64 MB limit before).
+#[test]
+fn memory_filesystems_are_bounded_like_the_disk() {
+    let r = run_one("fill_memory_filesystems", &SandboxConfig::default()).unwrap();
+    assert!(r.blocked, "{}", r.detail);
+    let mut ep = episode(&SandboxConfig::default(), vec![]);
+    let obs = ep
+        .execute("touch /x 2>&1; touch /dev/x 2>&1; df -B1 /dev/shm | tail -1")
+        .unwrap();
+    assert_eq!(
+        obs.output.matches("Read-only file system").count(),
+        2,
+        "{}",
+        obs.output
+    );
+    assert!(obs.output.contains(" 16777216 "), "{}", obs.output);
+}
+
+/// No user namespace (and so no mount or network namespace of its own) can be made inside,
+/// where bwrap can disable them; the self-test reports it either way.
+#[test]
+fn nested_user_namespaces_are_refused() {
+    let cfg = SandboxConfig::default();
+    let r = run_one("nested_namespaces", &cfg).unwrap();
+    let launcher = check(None).launcher().unwrap();
+    if launcher.disable_userns {
+        assert!(r.blocked, "{}", r.detail);
+    } else {
+        assert!(
+            check(None)
+                .notes
+                .iter()
+                .any(|n| n.contains("--disable-userns")),
+            "{}",
+            r.detail
+        );
+    }
+}

@@ -173,6 +173,63 @@ impl Default for Hyper {
     }
 }
 
+impl Hyper {
+    /// Checks every number is finite and in range: a NaN or negative learning rate, or zero
+    /// epochs, would otherwise be written into the trainer's config and fail (or train
+    /// nothing) only once the trainer reads it.
+    pub fn validate(&self) -> Result<()> {
+        let check = |field: &str, ok: bool, value: &dyn std::fmt::Display, want: &str| {
+            if ok {
+                return Ok(());
+            }
+            Err(TrainError::Spec {
+                field: field.into(),
+                message: format!("{value}: must be {want}"),
+            })
+        };
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        check(
+            "epochs",
+            positive(self.epochs),
+            &self.epochs,
+            "a finite number above 0",
+        )?;
+        check(
+            "lr",
+            positive(self.learning_rate),
+            &self.learning_rate,
+            "a finite number above 0",
+        )?;
+        check(
+            "lora_dropout",
+            (0.0..1.0).contains(&self.lora_dropout),
+            &self.lora_dropout,
+            "from 0 to below 1",
+        )?;
+        check(
+            "warmup_ratio",
+            (0.0..=1.0).contains(&self.warmup_ratio),
+            &self.warmup_ratio,
+            "from 0 to 1",
+        )?;
+        if let Some(n) = self.max_steps {
+            check("max_steps", n >= 1, &n, "at least 1")?;
+        }
+        for (field, n) in [
+            ("batch_size", self.batch_size),
+            ("grad_accum", self.grad_accum),
+            ("max_length", self.max_length),
+            ("lora_rank", self.lora_rank),
+            ("lora_alpha", self.lora_alpha),
+            ("logging_steps", self.logging_steps),
+            ("save_steps", self.save_steps),
+        ] {
+            check(field, n >= 1, &n, "at least 1")?;
+        }
+        Ok(())
+    }
+}
+
 /// One training job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainSpec {
@@ -282,6 +339,7 @@ impl TrainSpec {
                 format!("`{}` is not a plain directory name", self.name),
             );
         }
+        self.hyper.validate()?;
         if self.method == Method::Full && self.merge {
             return bad("merge", "full fine-tuning has no adapter to merge".into());
         }

@@ -722,7 +722,8 @@ fn a_sandbox_that_cannot_start_stops_the_command_with_the_reason() {
         &cfg,
         format!(
             "name = \"x\"\nout = \"{}\"\n[models]\nagent = \"openai:m@http://127.0.0.1:9\"\n\
-             judge = \"openai:m@http://127.0.0.1:9\"\n[elicit]\nenvironment = \"terminal\"\n\
+             judge = \"openai:m@http://127.0.0.1:9\"\nreflector = \"openai:m@http://127.0.0.1:9\"\n\
+             [elicit]\nenvironment = \"terminal\"\n\
              [sandbox]\nbwrap = \"{}\"\n",
             dir.join("runs").display(),
             dir.join("no-such-bwrap").display()

@@ -237,3 +237,52 @@ fn a_bad_taxonomy_file_is_reported_with_its_line() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An endless input stops at the line cap, a big file at the size cap, each naming the file
+/// (`validate /dev/zero` grew to 4.5 GB before the caps); both caps are flags.
+#[test]
+fn oversized_inputs_stop_at_the_caps_with_the_file_named() {
+    let started = std::time::Instant::now();
+    let (code, _, err) = autosafe(&["validate", "/dev/zero"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/dev/zero:1: line longer than"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+
+    let (code, _, err) = autosafe(&["validate", "--max-line-size", "100000", "/dev/zero"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("line longer than 100000 bytes"), "{err}");
+
+    let cases = "data/toolemu/all_cases.json";
+    let (code, _, err) = autosafe(&["validate", "--max-file-size", "1000", cases]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("{cases}: larger than 1000 bytes")),
+        "{err}"
+    );
+}
+
+/// A scenario line repeated is a problem at its line, not a count of one more.
+#[test]
+fn a_repeated_record_is_reported_by_id_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // One scenario record made from a shipped case.
+    let cases: Vec<autosafe_ots::Case> = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("data/toolemu/all_cases.json")).unwrap(),
+    )
+    .unwrap();
+    let taxonomy = autosafe_ots::Taxonomy::default_taxonomy();
+    let sc = autosafe_ots::toolemu::case_to_scenario(&cases[0], &taxonomy);
+    let line = serde_json::to_string(&sc).unwrap();
+    let file = dir.path().join("scenarios.jsonl");
+    std::fs::write(&file, format!("{line}\n{line}\n")).unwrap();
+    let f = file.to_str().unwrap();
+    let (code, out, _) = autosafe(&["validate", f]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "{f}:2: id: duplicate id `{}` (first at line 1)",
+            sc.id
+        )),
+        "{out}"
+    );
+}

@@ -15,7 +15,7 @@
 mod card;
 mod formats;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -281,7 +281,8 @@ fn invalid_target(ex: &SafeExample, library: &ToolkitLibrary) -> Option<String> 
 
 /// Exports D_safe (`safe_path`) plus up to `config.utility_share` utility steps (`utility_path`,
 /// optional) into `out_dir/<format>/`, with `records.jsonl` and the dataset card. Records are
-/// streamed: memory holds one record at a time (plus the utility ids while sampling).
+/// streamed: memory holds one record at a time (plus the ids exported, and the utility ids while
+/// sampling). Each id is exported once.
 pub fn export(
     safe_path: &Path,
     utility_path: Option<&Path>,
@@ -309,8 +310,15 @@ pub fn export(
     let mut report = ExportReport::default();
     let mut card = DatasetCard::new(&config.dataset_name, prompts, config, models);
 
+    // Ids already exported: a line repeated in safe.jsonl or utility.jsonl (a hand edit, a
+    // concatenation) is exported once, in every format, and counted as `duplicate_id`.
+    let mut seen: HashSet<String> = HashSet::new();
     let mut emit =
         |ex: &SafeExample, report: &mut ExportReport, card: &mut DatasetCard| -> Result<()> {
+            if !seen.insert(ex.id.clone()) {
+                *report.rejected.entry("duplicate_id".into()).or_default() += 1;
+                return Ok(());
+            }
             if invalid_target(ex, library).is_some() {
                 *report
                     .rejected

@@ -479,3 +479,45 @@ fn format_names_parse() {
             .contains("unknown export format")
     );
 }
+
+/// A line repeated in safe.jsonl and in utility.jsonl (appended by hand: the store's writer would
+/// skip it) is exported once in every format and counted as `duplicate_id`.
+#[tokio::test]
+async fn a_duplicated_line_is_exported_once_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let safe_path = dir.path().join("safe.jsonl");
+    let util_path = dir.path().join("utility.jsonl");
+    let line = crate::store::to_line(&fixtures::reflected_example()).unwrap();
+    std::fs::write(&safe_path, [line.clone(), line].concat()).unwrap();
+    let line = crate::store::to_line(&fixtures::utility_step()).unwrap();
+    std::fs::write(&util_path, [line.clone(), line].concat()).unwrap();
+    let (lib, prompts) = setup();
+    let config = ExportConfig {
+        utility_share: 5,
+        ..ExportConfig::default()
+    };
+    let out = dir.path().join("export");
+    let (report, card) = export(
+        &safe_path,
+        Some(&util_path),
+        &out,
+        &lib,
+        &prompts,
+        &config,
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    assert_eq!((report.records, report.reflected), (2, 1));
+    assert_eq!(
+        report.rejected,
+        BTreeMap::from([("duplicate_id".to_string(), 2)])
+    );
+    assert_eq!(card.records, 2);
+    for f in ExportFormat::ALL {
+        let text = std::fs::read_to_string(out.join(f.as_str()).join(f.data_file())).unwrap();
+        let lines: std::collections::HashSet<&str> = text.lines().collect();
+        assert_eq!((text.lines().count(), lines.len()), (2, 2), "{f:?}");
+    }
+    let index = std::fs::read_to_string(out.join("records.jsonl")).unwrap();
+    assert_eq!(index.lines().count(), 2);
+}

@@ -25,7 +25,7 @@ pub type AgentOutcome = Result<AgentTurn, StageFailure>;
 
 /// Agent settings.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AgentOptions {
     /// Prompt mode.
     pub mode: AgentMode,

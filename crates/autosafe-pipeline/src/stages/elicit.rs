@@ -52,7 +52,7 @@ use crate::store::{Record, RecordReader, RecordWriter};
 
 /// Elicitation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ElicitConfig {
     /// Episodes per scenario.
     pub samples: u32,

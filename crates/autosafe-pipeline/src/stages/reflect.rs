@@ -42,7 +42,7 @@ use crate::store::{Record, RecordReader, RecordWriter};
 
 /// Reflection settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReflectConfig {
     /// Most reflection rounds per snapshot (paper: 5).
     pub max_rounds: u32,

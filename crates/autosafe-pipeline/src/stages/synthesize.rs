@@ -39,7 +39,7 @@ use crate::tools::toolkit_views;
 
 /// Synthesis settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SynthConfig {
     /// Toolkit names (empty: every toolkit of the library).
     pub toolkits: Vec<String>,

@@ -92,10 +92,10 @@ pub struct AgentOpts {
     #[arg(long, value_enum, default_value_t = LayoutArg::Agent)]
     layout: LayoutArg,
     /// Sampling temperature of the agent.
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = 0.7, value_parser = super::config_file::temperature_arg)]
     temperature: f32,
     /// Token budget of one agent turn.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     max_tokens: u32,
 }
 

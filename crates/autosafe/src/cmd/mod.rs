@@ -1,6 +1,7 @@
 //! One module per subcommand.
 pub mod bench;
 pub mod compare;
+pub(crate) mod config_file;
 pub mod environment;
 pub mod eval;
 pub mod model;

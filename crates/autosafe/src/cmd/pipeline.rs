@@ -26,11 +26,11 @@ use autosafe_pipeline::{Manifest, RunDir, ShardSpec, Stage, StageStats, Stats};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::environment;
+use super::{config_file, environment};
 
 /// A model in the config: the compact CLI form (`openai:MODEL@URL`, `local:smollm2`) or a full
 /// `autosafe_llm::ModelSpec` table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum ModelEntry {
     /// `openai:MODEL[@URL,...]` or `local:ALIAS|PATH`.
@@ -41,45 +41,92 @@ pub enum ModelEntry {
 
 impl ModelEntry {
     fn spec(&self) -> anyhow::Result<ModelSpec> {
-        match self {
-            ModelEntry::Compact(s) => Ok(ModelSpec::parse(s)?),
-            ModelEntry::Full(s) => Ok((**s).clone()),
+        let spec = match self {
+            ModelEntry::Compact(s) => ModelSpec::parse(s)?,
+            ModelEntry::Full(s) => (**s).clone(),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+/// By hand rather than `#[serde(untagged)]`: a string is the compact form and a table a full
+/// spec, so an error inside the table names its field (untagged said only "data did not match
+/// any variant of untagged enum ModelEntry").
+impl<'de> Deserialize<'de> for ModelEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = ModelEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a model: \"openai:MODEL@URL\", \"local:ALIAS\" or a table with `model`, `base_urls`, …",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ModelEntry, E> {
+                Ok(ModelEntry::Compact(s.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ModelEntry, A::Error> {
+                let de = serde::de::value::MapAccessDeserializer::new(map);
+                Ok(ModelEntry::Full(Box::new(ModelSpec::deserialize(de)?)))
+            }
         }
+        de.deserialize_any(Entry)
     }
 }
 
 /// The embedded default of every role (fetched by `scripts/setup.sh`).
 pub const DEFAULT_LOCAL_MODEL: &str = "local:qwen2.5-coder-1.5b";
 
-fn local_default() -> ModelEntry {
-    ModelEntry::Compact(DEFAULT_LOCAL_MODEL.into())
-}
-
-/// The models of each role.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The models of each role. A config file must name them: a role left out takes `default`, and
+/// without `default` it is an error when the role is used (a forgotten `[models]` once ran the
+/// whole pipeline on the embedded model without a word). `default = "local:qwen2.5-coder-1.5b"`
+/// asks for the embedded model by name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelsConfig {
+    /// The model of every role not named below.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<ModelEntry>,
     /// Writes scenarios.
-    pub generator: ModelEntry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator: Option<ModelEntry>,
     /// Acts in episodes and regenerates under reflection.
-    pub agent: ModelEntry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<ModelEntry>,
     /// The step judge (elicitation and verification).
-    pub judge: ModelEntry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<ModelEntry>,
     /// The reflector.
-    pub reflector: ModelEntry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reflector: Option<ModelEntry>,
     /// The tool emulator.
-    pub emulator: ModelEntry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emulator: Option<ModelEntry>,
 }
 
-impl Default for ModelsConfig {
-    fn default() -> Self {
+impl ModelsConfig {
+    /// Every role on the embedded default (the no-argument run).
+    fn embedded() -> Self {
         ModelsConfig {
-            generator: local_default(),
-            agent: local_default(),
-            judge: local_default(),
-            reflector: local_default(),
-            emulator: local_default(),
+            default: Some(ModelEntry::Compact(DEFAULT_LOCAL_MODEL.into())),
+            ..Default::default()
         }
+    }
+
+    /// The entry of `role`: its own, else `default`.
+    fn entry(&self, role: &str) -> Option<&ModelEntry> {
+        let own = match role {
+            "generator" => &self.generator,
+            "agent" => &self.agent,
+            "judge" => &self.judge,
+            "reflector" => &self.reflector,
+            _ => &self.emulator,
+        };
+        own.as_ref().or(self.default.as_ref())
     }
 }
 
@@ -164,7 +211,8 @@ pub struct RunConfig {
     pub cache: bool,
     /// Where the reply cache lives (default: `<run>/cache/replies.sqlite`); `--cache PATH`.
     pub cache_path: Option<PathBuf>,
-    /// Models by role.
+    /// Models by role. Not the no-argument run's: a file without `[models]` names none.
+    #[serde(default)]
     pub models: ModelsConfig,
     /// Agent options. A config file that omits `[agent]` or `[synthesize]` gets the library
     /// defaults, not the no-argument run's shaping for the tiny embedded model.
@@ -185,6 +233,9 @@ pub struct RunConfig {
     /// failing, reply cache unreadable) and still succeed; above it, `run` stops after the stage
     /// and every command exits with status 3. Default 0: any such item.
     pub max_pending: u64,
+    /// The file this config was read from (for errors); `None` for the no-argument run.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for RunConfig {
@@ -196,7 +247,7 @@ impl Default for RunConfig {
             prompts_dir: None,
             cache: true,
             cache_path: None,
-            models: ModelsConfig::default(),
+            models: ModelsConfig::embedded(),
             agent: AgentOptions {
                 // Native tool calls, one required every turn: constrained decoding then always
                 // yields a well-formed call from the tiny model (ReAct text it rarely gets right).
@@ -238,26 +289,71 @@ impl Default for RunConfig {
             },
             sandbox: Default::default(),
             max_pending: 0,
+            source: None,
         }
     }
 }
 
+/// The model roles, in pipeline order.
+const ROLES: [&str; 5] = ["generator", "agent", "judge", "reflector", "emulator"];
+
 impl RunConfig {
-    /// The model roles this run uses, with their entries: the terminal environment plays shipped
-    /// scenarios on real commands, so it has no generator and no emulator.
-    fn roles_used(&self) -> Vec<(&'static str, &ModelEntry)> {
-        let m = &self.models;
+    /// The model roles this run uses: the terminal environment plays shipped scenarios on real
+    /// commands, so it has no generator and no emulator.
+    fn roles_used(&self) -> Vec<&'static str> {
         let terminal = self.elicit.environment == EnvChoice::Terminal;
-        [
-            ("generator", &m.generator),
-            ("agent", &m.agent),
-            ("judge", &m.judge),
-            ("reflector", &m.reflector),
-            ("emulator", &m.emulator),
-        ]
-        .into_iter()
-        .filter(|(role, _)| !(terminal && matches!(*role, "generator" | "emulator")))
-        .collect()
+        ROLES
+            .into_iter()
+            .filter(|role| !(terminal && matches!(*role, "generator" | "emulator")))
+            .collect()
+    }
+
+    /// The model of `role`; an error naming the file and the key when the config names none.
+    fn entry(&self, role: &str) -> anyhow::Result<&ModelEntry> {
+        self.models.entry(role).ok_or_else(|| {
+            let file = self
+                .source
+                .as_ref()
+                .map_or("the config".into(), |p| p.display().to_string());
+            anyhow::anyhow!(
+                "{file}: models.{role}: no model for this role. Name one under [models] \
+                 (`{role} = \"openai:MODEL@URL\"`), or ask for the embedded model by name for \
+                 every role not named: `[models] default = \"{DEFAULT_LOCAL_MODEL}\"`"
+            )
+        })
+    }
+
+    /// Checks every number a model or stage reads is finite and in range (a `nan` temperature
+    /// was sent as `null`, `max_tokens = 0` as 0).
+    fn check_numbers(&self) -> Result<(), config_file::OutOfRange> {
+        use config_file::{at_least_1, temperature};
+        temperature("agent.temperature", self.agent.temperature)?;
+        at_least_1("agent.max_tokens", self.agent.max_tokens.into())?;
+        let s = &self.synthesize;
+        temperature("synthesize.temperature", s.temperature)?;
+        at_least_1("synthesize.max_tokens", s.max_tokens.into())?;
+        at_least_1("synthesize.per_cell", s.per_cell.into())?;
+        at_least_1("synthesize.concurrency", s.concurrency as u64)?;
+        let t = s.dedup.threshold;
+        config_file::in_range(
+            "synthesize.dedup.threshold",
+            (0.0..=1.0).contains(&t),
+            t,
+            "a Jaccard similarity from 0 to 1",
+        )?;
+        at_least_1("elicit.samples", self.elicit.samples.into())?;
+        at_least_1("elicit.max_steps", self.elicit.max_steps.into())?;
+        at_least_1("elicit.concurrency", self.elicit.concurrency as u64)?;
+        at_least_1("reflect.max_rounds", self.reflect.max_rounds.into())?;
+        at_least_1("reflect.concurrency", self.reflect.concurrency as u64)?;
+        let t = self.sandbox.timeout_s;
+        config_file::in_range(
+            "sandbox.timeout_s",
+            t.is_finite() && t > 0.0,
+            t,
+            "a finite number of seconds above 0",
+        )?;
+        Ok(())
     }
 
     /// Applies `--env` over `[elicit] environment`; with the terminal, `--scenarios` becomes
@@ -284,11 +380,47 @@ impl RunConfig {
         }
     }
 
-    /// Reads a TOML config; errors name the file and the field.
+    /// Reads a TOML config; errors name the file, the line and the key. A file without
+    /// `[models]` is refused: asking for the embedded model takes `[models] default = …`.
     pub fn load(path: &Path) -> anyhow::Result<RunConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        let mut config: RunConfig = config_file::from_toml(path, &text)?;
+        config.source = Some(path.to_path_buf());
+        config.check_numbers().map_err(|e| e.at(path, &text))?;
+        let m = &config.models;
+        let named = [
+            ("default", &m.default),
+            ("generator", &m.generator),
+            ("agent", &m.agent),
+            ("judge", &m.judge),
+            ("reflector", &m.reflector),
+            ("emulator", &m.emulator),
+        ];
+        if named.iter().all(|(_, e)| e.is_none()) {
+            bail!(
+                "{}: no [models]: name the model of each role (e.g. `judge = \"openai:MODEL@URL\"`), \
+                 or ask for the embedded model by name: `[models] default = \"{DEFAULT_LOCAL_MODEL}\"`",
+                path.display()
+            );
+        }
+        for (role, entry) in named {
+            if let Some(e) = entry {
+                e.spec().map_err(|err| {
+                    let at = config_file::locate(path, &text, "models", role);
+                    anyhow::anyhow!("{at}: models.{role}: {err:#}")
+                })?;
+            }
+        }
+        Ok(config)
+    }
+
+    /// Checks every role this run uses has a model, before any work is done.
+    fn check_roles(&self) -> anyhow::Result<()> {
+        for role in self.roles_used() {
+            self.entry(role)?;
+        }
+        Ok(())
     }
 }
 
@@ -468,13 +600,7 @@ impl Ctx {
 
     /// Builds (once per distinct spec) the model of a role.
     fn model(&mut self, role: &str) -> anyhow::Result<Arc<dyn ChatModel>> {
-        let entry = match role {
-            "generator" => &self.config.models.generator,
-            "agent" => &self.config.models.agent,
-            "judge" => &self.config.models.judge,
-            "reflector" => &self.config.models.reflector,
-            _ => &self.config.models.emulator,
-        };
+        let entry = self.config.entry(role)?;
         let spec = entry.spec().with_context(|| format!("models.{role}"))?;
         let key = serde_json::to_string(&spec)?;
         if let Some(m) = self.built.get(&key) {
@@ -504,7 +630,11 @@ impl Ctx {
         m.config = autosafe_pipeline::rundir::redact_secrets(serde_json::to_value(&self.config)?);
         m.prompt_hashes = self.prompts.hashes();
         m.shard = self.shard;
-        for (role, entry) in self.config.roles_used() {
+        for role in self.config.roles_used() {
+            // A role the config leaves unnamed is reported when a stage uses it.
+            let Some(entry) = self.config.models.entry(role) else {
+                continue;
+            };
             let spec = entry.spec()?;
             let provider = match spec.provider {
                 ProviderKind::Openai => "openai-compatible",
@@ -829,10 +959,9 @@ fn do_export(ctx: &Ctx, formats: &[ExportFormat], utility_share: usize) -> anyho
         .config
         .roles_used()
         .into_iter()
-        .filter_map(|(r, e)| {
-            e.spec()
-                .ok()
-                .map(|s| (r.to_string(), s.display_name().to_string()))
+        .filter_map(|r| {
+            let spec = ctx.config.models.entry(r)?.spec().ok()?;
+            Some((r.to_string(), spec.display_name().to_string()))
         })
         .collect();
     let lib = ToolkitLibrary::new(ToolLibrary::shipped().toolkits().cloned());
@@ -1039,6 +1168,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let terminal = config.elicit.environment == EnvChoice::Terminal;
     let started = std::time::Instant::now();
+    config.check_roles()?;
     let mut ctx = Ctx::new(config, None, None)?;
     ctx.write_manifest()?;
     println!("run: {}", ctx.run.path().display());

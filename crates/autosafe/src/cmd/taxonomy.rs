@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::validate::{check_file, libraries, load, load_taxonomy};
+use super::validate::{Limits, check_file, libraries, load, load_taxonomy};
 
 /// Arguments of `autosafe taxonomy`.
 #[derive(clap::Args, Debug)]
@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let inputs = args
         .files
         .iter()
-        .map(|p| load(p))
+        .map(|p| load(p, Limits::default()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let refs: Vec<_> = inputs.iter().collect();
     let libs = libraries(&refs, &mut Vec::new());

@@ -27,9 +27,69 @@ pub struct Args {
     /// Also print the report as one JSON object on the last line.
     #[arg(long)]
     pub json: bool,
+    /// Largest file read, in bytes (a larger one is an error naming it).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().file_bytes)]
+    pub max_file_size: u64,
+    /// Longest line read, in bytes (a longer one is an error naming file and line).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().line_bytes)]
+    pub max_line_size: u64,
     /// Files to check; the format of each is detected from its content.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+}
+
+/// Caps on what is read, so a huge or endless input (`validate /dev/zero` once grew to 4.5 GB)
+/// fails at once with the file named instead of filling memory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Largest file, in bytes.
+    pub file_bytes: u64,
+    /// Longest line, in bytes.
+    pub line_bytes: u64,
+}
+
+impl Default for Limits {
+    /// 512 MiB files, 16 MiB lines: far above any benchmark file or record.
+    fn default() -> Self {
+        Limits {
+            file_bytes: 512 << 20,
+            line_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Reads `path` as UTF-8 text within `limits`: never more than a line over the cap is held.
+fn read_capped(path: &Path, limits: Limits) -> anyhow::Result<String> {
+    use std::io::{BufRead, Read};
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut buf = Vec::new();
+    for line in 1.. {
+        let n = (&mut reader)
+            .take(limits.line_bytes.saturating_add(1))
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        let content = n - usize::from(buf.last() == Some(&b'\n'));
+        if content as u64 > limits.line_bytes {
+            anyhow::bail!(
+                "{}:{line}: line longer than {} bytes (the cap; --max-line-size raises it)",
+                path.display(),
+                limits.line_bytes
+            );
+        }
+        if buf.len() as u64 > limits.file_bytes {
+            anyhow::bail!(
+                "{}: larger than {} bytes (the cap; --max-file-size raises it)",
+                path.display(),
+                limits.file_bytes
+            );
+        }
+    }
+    String::from_utf8(buf).with_context(|| format!("{}: not UTF-8 text", path.display()))
 }
 
 /// One input file, read and recognised.
@@ -40,10 +100,9 @@ pub(crate) struct Input {
     pub format: Result<Format, String>,
 }
 
-/// Reads a file and detects its format.
-pub(crate) fn load(path: &Path) -> anyhow::Result<Input> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+/// Reads a file (within `limits`) and detects its format.
+pub(crate) fn load(path: &Path, limits: Limits) -> anyhow::Result<Input> {
+    let text = read_capped(path, limits)?;
     let format = detect(&text).map_err(|e| e.to_string());
     Ok(Input {
         name: path.display().to_string(),
@@ -130,7 +189,7 @@ pub(crate) fn sibling_environments(
         .collect();
     paths.sort();
     for p in paths {
-        let input = load(&p)?;
+        let input = load(&p, Limits::default())?;
         match asb::read_environment(&input.name, &input.text, &env_name(&p)) {
             Ok(tk) => lib.extend([tk]),
             Err(e) => problems.extend(e.0),
@@ -365,15 +424,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    let limits = Limits {
+        file_bytes: args.max_file_size,
+        line_bytes: args.max_line_size,
+    };
     let toolkit_inputs: Vec<Input> = args
         .toolkits
         .iter()
-        .map(|p| load(p))
+        .map(|p| load(p, limits))
         .collect::<anyhow::Result<_>>()?;
     let inputs: Vec<Input> = args
         .files
         .iter()
-        .map(|p| load(p))
+        .map(|p| load(p, limits))
         .collect::<anyhow::Result<_>>()?;
     let mut lib_problems = Vec::new();
     for t in &toolkit_inputs {
