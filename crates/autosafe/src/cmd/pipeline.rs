@@ -1226,3 +1226,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ctx.exit_code("run"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped example config loads under the strict parser (unknown keys, numbers in
+    /// range, models named) and names a model for every role its run uses.
+    #[test]
+    fn every_shipped_config_loads_and_names_its_roles() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let config = RunConfig::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+                config
+                    .check_roles()
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "{n} configs");
+    }
+}
