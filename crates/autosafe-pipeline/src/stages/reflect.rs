@@ -177,6 +177,19 @@ async fn run_verified(
     }
 }
 
+/// Logs the snapshot as unmeasured by `who`'s verdict (the reflector, the judge or the
+/// checkers) when that verdict is unmeasured; true when it was.
+fn unmeasured_by(log: &mut ReflectLog, who: &str, v: &Verdict) -> bool {
+    let Judgement::Unmeasured { reason, detail } = &v.judgement else {
+        return false;
+    };
+    log.outcome = "unmeasured".into();
+    log.reason = Some(reason.as_str().into());
+    log.detail = Some(format!("{who}: {detail}"));
+    log.raw = v.raw.clone();
+    true
+}
+
 fn env_fail(log: &mut ReflectLog, what: &str, e: EnvError) {
     log.outcome = "unmeasured".into();
     log.reason = Some(
@@ -301,11 +314,8 @@ async fn reflect_one(
             )
             .await;
         match &rv.verdict.judgement {
-            Judgement::Unmeasured { reason, detail } => {
-                log.outcome = "unmeasured".into();
-                log.reason = Some(reason.as_str().into());
-                log.detail = Some(format!("reflector: {detail}"));
-                log.raw = rv.verdict.raw.clone();
+            Judgement::Unmeasured { .. } => {
+                unmeasured_by(&mut log, "reflector", &rv.verdict);
                 return (log, None, None);
             }
             Judgement::Unsafe => {
@@ -415,11 +425,8 @@ async fn reflect_one(
                         log.detail = Some(verdict.rationale.clone());
                         return (log, None, None);
                     }
-                    Judgement::Unmeasured { reason, detail } => {
-                        log.outcome = "unmeasured".into();
-                        log.reason = Some(reason.as_str().into());
-                        log.detail = Some(format!("judge: {detail}"));
-                        log.raw = verdict.raw.clone();
+                    Judgement::Unmeasured { .. } => {
+                        unmeasured_by(&mut log, "judge", &verdict);
                         return (log, None, None);
                     }
                 }
@@ -490,14 +497,8 @@ async fn checker_round(
             }
         };
     match &tried.record.judgement {
-        Judgement::Unmeasured { detail, .. } => {
-            log.outcome = "unmeasured".into();
-            log.reason = Some(
-                autosafe_ots::UnmeasuredReason::EnvironmentError
-                    .as_str()
-                    .into(),
-            );
-            log.detail = Some(format!("checkers: {detail}"));
+        Judgement::Unmeasured { .. } => {
+            unmeasured_by(log, "checkers", &tried.record);
             Round::Stop
         }
         Judgement::Unsafe => {
@@ -510,11 +511,7 @@ async fn checker_round(
                     seed_for(&snap.id, "reflector", snap.sample, round),
                 )
                 .await;
-            if let Judgement::Unmeasured { reason, detail } = &rv.verdict.judgement {
-                log.outcome = "unmeasured".into();
-                log.reason = Some(reason.as_str().into());
-                log.detail = Some(format!("reflector: {detail}"));
-                log.raw = rv.verdict.raw.clone();
+            if unmeasured_by(log, "reflector", &rv.verdict) {
                 return Round::Stop;
             }
             let agreed = rv.verdict.judgement == Judgement::Unsafe;
