@@ -4,6 +4,9 @@
 //! `local:` specs through the embedded engine), loads the input files, calls the runner and
 //! prints its figures; with `--json` the last line is one JSON object.
 
+use autosafe_run::PendingStatus;
+
+use super::console::{Console, exit};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -92,7 +95,7 @@ pub struct AgentOpts {
     #[arg(long, value_enum, default_value_t = LayoutArg::Agent)]
     layout: LayoutArg,
     /// Sampling temperature of the agent.
-    #[arg(long, default_value_t = 0.7, value_parser = super::config_file::temperature_arg)]
+    #[arg(long, default_value_t = 0.7, value_parser = autosafe_run::temperature_arg)]
     temperature: f32,
     /// Token budget of one agent turn.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
@@ -278,7 +281,7 @@ impl Ctx {
                 .cache
                 .clone()
                 .unwrap_or_else(|| run.path().join("cache").join("replies.sqlite"));
-            Some(super::pipeline::open_cache(&path)?)
+            Some(autosafe_run::session::open_cache(&path, &Console)?)
         };
         Ok(Ctx {
             run,
@@ -314,7 +317,8 @@ impl Ctx {
         if let Some(m) = self.built.get(&key) {
             return Ok(m.clone());
         }
-        let model = super::models::build(&spec, &self.stack, role, &format!("--{role} {compact}"))?;
+        let what = format!("--{role} {compact}");
+        let model = autosafe_run::models::build(&spec, &self.stack, role, &what, &Console)?;
         self.built.insert(key, model.clone());
         Ok(model)
     }
@@ -444,7 +448,9 @@ fn json_line(runner: &str, run: &EvalRun, stats: &StageStats, summary: Value) ->
 
 fn finish(ctx: &Ctx, json: bool, runner: &str, stats: &StageStats, summary: Value) -> ExitCode {
     print!("{}", ctx.stack.ledger.summary_table());
-    super::models::print_engine_summaries();
+    for l in autosafe_run::models::engine_summaries() {
+        println!("{l}");
+    }
     println!(
         "{runner}: results in {}",
         ctx.run.path().join("eval").display()
@@ -452,10 +458,9 @@ fn finish(ctx: &Ctx, json: bool, runner: &str, stats: &StageStats, summary: Valu
     if json {
         println!("{}", json_line(runner, &ctx.run, stats, summary));
     }
-    super::pipeline::pending_exit(
+    exit(
         &format!("eval {runner}"),
-        &[(runner, stats)],
-        ctx.max_pending,
+        &PendingStatus::of(&[(runner, stats)], ctx.max_pending),
     )
 }
 

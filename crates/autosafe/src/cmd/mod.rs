@@ -1,11 +1,9 @@
 //! One module per subcommand.
 pub mod bench;
 pub mod compare;
-pub(crate) mod config_file;
-pub mod environment;
+pub(crate) mod console;
 pub mod eval;
 pub mod model;
-pub mod models;
 pub mod pipeline;
 pub mod progress;
 pub mod report;

@@ -21,12 +21,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use autosafe_llm::UsageLedger;
-use autosafe_pipeline::stages::SynthConfig;
-use autosafe_pipeline::stages::common::stage_path;
-use autosafe_pipeline::stages::elicit::episode_id;
-use autosafe_pipeline::stages::synthesize::{SynthInputs, planned_attempts};
-use autosafe_pipeline::store::{IdOnly, RecordReader};
-use autosafe_pipeline::{RunDir, ShardSpec};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Counts the newlines of a growing file incrementally (re-counting if it was truncated).
@@ -268,90 +262,6 @@ impl Drop for StageProgress {
             let _ = t.join();
         }
     }
-}
-
-/// The progress of synthesis: planned attempts, counted in `synthesize_log.jsonl`.
-pub fn for_synthesize(
-    run: &RunDir,
-    shard: Option<ShardSpec>,
-    config: &SynthConfig,
-    inputs: &SynthInputs,
-    ledger: Arc<UsageLedger>,
-) -> StageProgress {
-    let total = planned_attempts(config, &inputs.library, &inputs.taxonomy, shard).ok();
-    StageProgress::start(
-        "synthesize",
-        &stage_path(run, "synthesize_log", shard),
-        total,
-        ledger,
-    )
-}
-
-/// The progress of elicitation: episodes, counted in `elicit_log.jsonl`.
-pub fn for_elicit(
-    run: &RunDir,
-    shard: Option<ShardSpec>,
-    scenarios: &Path,
-    samples: u32,
-    ledger: Arc<UsageLedger>,
-) -> StageProgress {
-    StageProgress::start(
-        "elicit",
-        &stage_path(run, "elicit_log", shard),
-        count_episodes(scenarios, samples, shard),
-        ledger,
-    )
-}
-
-/// The progress of reflection: snapshots, counted in `reflect_log.jsonl`.
-pub fn for_reflect(
-    run: &RunDir,
-    shard: Option<ShardSpec>,
-    snapshots: &Path,
-    ledger: Arc<UsageLedger>,
-) -> StageProgress {
-    StageProgress::start(
-        "reflect",
-        &stage_path(run, "reflect_log", shard),
-        count_snapshots(snapshots, shard),
-        ledger,
-    )
-}
-
-/// Episodes to play: scenarios in `path` whose episodes this shard owns, × `samples`.
-pub fn count_episodes(path: &Path, samples: u32, shard: Option<ShardSpec>) -> Option<u64> {
-    let spec = shard.unwrap_or_default();
-    let mut n = 0;
-    for sc in RecordReader::<IdOnly>::open(path).ok()? {
-        let sc = sc.ok()?;
-        n += (0..samples)
-            .filter(|&s| spec.owns(&episode_id(&sc.id, s)))
-            .count() as u64;
-    }
-    Some(n)
-}
-
-/// Snapshots to repair: those in `path` whose episodes this shard owns (distinct ids).
-pub fn count_snapshots(path: &Path, shard: Option<ShardSpec>) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    struct ScenarioId {
-        id: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct SnapshotKey {
-        id: String,
-        scenario: ScenarioId,
-        sample: u32,
-    }
-    let spec = shard.unwrap_or_default();
-    let mut ids = std::collections::HashSet::new();
-    for s in RecordReader::<SnapshotKey>::open(path).ok()? {
-        let s = s.ok()?;
-        if spec.owns(&episode_id(&s.scenario.id, s.sample)) {
-            ids.insert(s.id);
-        }
-    }
-    Some(ids.len() as u64)
 }
 
 #[cfg(test)]

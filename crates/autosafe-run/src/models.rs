@@ -4,6 +4,8 @@ use anyhow::Context;
 use autosafe_llm::{ChatModel, ModelSpec, ProviderKind, StackOptions};
 use std::sync::Arc;
 
+use crate::observe::Observer;
+
 /// The model for `spec` behind the shared client stack (cache, retries, ledger): a remote
 /// OpenAI-compatible endpoint, or the embedded engine (loaded once per process; its CPU threads
 /// from `AUTOSAFE_ENGINE_THREADS`, default all cores). `what` names the setting in errors.
@@ -12,6 +14,7 @@ pub fn build(
     stack: &StackOptions,
     role: &str,
     what: &str,
+    obs: &dyn Observer,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
     Ok(match spec.provider {
         ProviderKind::Openai => {
@@ -19,7 +22,7 @@ pub fn build(
         }
         ProviderKind::Local => {
             let name = format!("local:{}", spec.model.trim_start_matches("local:"));
-            eprintln!("loading the embedded model {name} for {role} …");
+            obs.stderr(&format!("loading the embedded model {name} for {role} …\n"));
             let options = autosafe_engine::EngineOptions::from_env()?;
             let engine = autosafe_engine::Engine::shared(&name, options)
                 .with_context(|| format!("{what}: {name}"))?;
@@ -28,15 +31,17 @@ pub fn build(
     })
 }
 
-/// Prints what each embedded engine did (prompt tokens reused, KV cache size) and the process's
-/// peak resident memory, after a run.
-pub fn print_engine_summaries() {
-    for engine in autosafe_engine::Engine::loaded() {
-        println!("{}", engine.summary());
-    }
+/// What each embedded engine did (prompt tokens reused, KV cache size) and the process's peak
+/// resident memory, as lines for after a run.
+pub fn engine_summaries() -> Vec<String> {
+    let mut lines: Vec<String> = autosafe_engine::Engine::loaded()
+        .iter()
+        .map(|e| e.summary())
+        .collect();
     if let Some(kb) = peak_rss_kb() {
-        println!("peak memory (RSS): {:.0} MB", kb as f64 / 1024.0);
+        lines.push(format!("peak memory (RSS): {:.0} MB", kb as f64 / 1024.0));
     }
+    lines
 }
 
 /// The process's peak resident set size (`VmHWM` in `/proc/self/status`), where Linux tells it.

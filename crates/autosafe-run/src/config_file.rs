@@ -72,7 +72,7 @@ pub(crate) fn temperature(key: &'static str, t: f32) -> Result<(), OutOfRange> {
 }
 
 /// `--temperature`: parsed, then held to the same range as in a config file.
-pub(crate) fn temperature_arg(s: &str) -> Result<f32, String> {
+pub fn temperature_arg(s: &str) -> Result<f32, String> {
     let t: f32 = s.parse().map_err(|e| format!("{s}: {e}"))?;
     temperature("temperature", t).map_err(|e| format!("{} must be {}", e.value, e.want))?;
     Ok(t)

@@ -1,0 +1,630 @@
+//! The pipeline commands: `synthesize`, `elicit`, `reflect`, `export`, `merge`, and `run`, which
+//! chains synthesize → elicit → reflect → export (or, in the terminal, the shipped scenarios →
+//! elicit → reflect → export) from one config. Each stage's counts go to the stats file and its
+//! account to the [`Observer`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use autosafe_env::{EmulatorOptions, EnvChoice, EnvOptions};
+use autosafe_eval::quality::{Cost, QUALITY_FILE, Quality};
+use autosafe_ots::{Taxonomy, ToolLibrary};
+use autosafe_pipeline::export::{ExportConfig, ExportFormat, ToolkitLibrary};
+use autosafe_pipeline::stages::common::stage_path;
+use autosafe_pipeline::stages::elicit::ElicitParts;
+use autosafe_pipeline::stages::reflect::ReflectParts;
+use autosafe_pipeline::stages::synthesize::{SynthInputs, coverage_table, planned_attempts};
+use autosafe_pipeline::stages::{Agent, ElicitConfig, StepJudge};
+use autosafe_pipeline::{RunDir, ShardSpec, Stage, StageStats, Stats};
+
+use crate::config::{Role, RunConfig};
+use crate::environment;
+use crate::observe::{Observer, StagePlan, count_episodes, count_snapshots};
+use crate::pending::PendingStatus;
+use crate::session::Session;
+
+/// Where a stage command works: the config file (none: the embedded-model demo config), the
+/// run directory, the shard and the reply cache flags.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// TOML config.
+    pub config: Option<PathBuf>,
+    /// Run directory (default: `<out>/<name>` from the config).
+    pub run: Option<PathBuf>,
+    /// `I/N`: work on shard I of N (else from SLURM_ARRAY_TASK_ID / JOB_COMPLETION_INDEX).
+    pub shard: Option<String>,
+    /// Shard count for JOB_COMPLETION_INDEX.
+    pub shard_count: Option<u32>,
+    /// No reply cache.
+    pub no_cache: bool,
+    /// Reply cache database.
+    pub cache: Option<PathBuf>,
+}
+
+impl Target {
+    /// The config with the flags applied, and the shard.
+    fn resolve(&self) -> anyhow::Result<(RunConfig, Option<ShardSpec>)> {
+        let mut config = match &self.config {
+            Some(p) => RunConfig::load(p)?,
+            None => RunConfig::default(),
+        };
+        config.apply_cache_flags(self.no_cache, self.cache.clone());
+        let shard = match &self.shard {
+            Some(s) => Some(s.parse::<ShardSpec>()?),
+            None => ShardSpec::from_env(self.shard_count)?,
+        };
+        Ok((config, shard))
+    }
+
+    fn open(&self, obs: &dyn Observer) -> anyhow::Result<Session> {
+        let (config, shard) = self.resolve()?;
+        Session::open(config, self.run.clone(), shard, obs)
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the async runtime")
+}
+
+fn line(obs: &dyn Observer, name: &str, s: &StageStats) {
+    obs.line(&s.summary_line(name));
+}
+
+fn synth_inputs() -> anyhow::Result<SynthInputs> {
+    let risks: BTreeMap<String, Vec<String>> =
+        serde_json::from_str(include_str!("../../../data/toolemu/toolkit_risks.json"))
+            .context("data/toolemu/toolkit_risks.json")?;
+    let examples: Vec<serde_json::Value> = serde_json::from_str(include_str!(
+        "../../../data/toolemu/format_example_cases.json"
+    ))
+    .context("data/toolemu/format_example_cases.json")?;
+    Ok(SynthInputs {
+        library: ToolLibrary::shipped(),
+        taxonomy: Taxonomy::default_taxonomy(),
+        toolkit_risks: risks,
+        examples,
+    })
+}
+
+async fn synthesize_stage(s: &mut Session, obs: &dyn Observer) -> anyhow::Result<PathBuf> {
+    let generator = s.model(Role::Generator, obs)?;
+    obs.line(&format!(
+        "synthesize: generator {} → {}",
+        generator.name(),
+        s.run.path().display()
+    ));
+    let inputs = synth_inputs()?;
+    let watch = obs.stage(StagePlan {
+        stage: "synthesize".into(),
+        log: stage_path(&s.run, "synthesize_log", s.shard),
+        total: planned_attempts(
+            &s.config.synthesize,
+            &inputs.library,
+            &inputs.taxonomy,
+            s.shard,
+        )
+        .ok(),
+        ledger: s.stack.ledger.clone(),
+    });
+    let rep = autosafe_pipeline::stages::synthesize(
+        &s.run,
+        s.shard,
+        generator,
+        s.prompts.clone(),
+        &inputs,
+        &s.config.synthesize,
+    )
+    .await?;
+    watch.finish();
+    obs.stdout(&coverage_table(&rep.coverage));
+    line(obs, "synthesize", &rep.stats);
+    s.record_stats(Stage::Synthesize, &rep.stats)?;
+    s.note_pending("synthesize", &rep.stats);
+    Ok(rep.scenarios)
+}
+
+/// Elicitation in the configured environment. `scenarios`: the scenario records to play
+/// (emulator; default: the run's scenarios.jsonl); the terminal brings its own (written to
+/// `terminal_scenarios.jsonl`).
+async fn elicit_stage(
+    s: &mut Session,
+    scenarios: Option<PathBuf>,
+    obs: &dyn Observer,
+) -> anyhow::Result<()> {
+    let agent = Agent::new(
+        s.model(Role::Agent, obs)?,
+        s.prompts.clone(),
+        s.config.agent.clone(),
+    );
+    let judge = StepJudge::new(s.model(Role::Judge, obs)?, s.prompts.clone());
+    let library = ToolLibrary::shipped();
+    let options = EnvOptions {
+        emulator_mode: s.config.elicit.emulator_mode,
+        emulator: EmulatorOptions::default(),
+        library: Arc::new(library.clone()),
+        sandbox: s.config.sandbox.config(),
+        scenarios: s.config.elicit.terminal_scenarios.clone(),
+    };
+    let choice = s.config.elicit.environment;
+    let sel = environment::build(choice, options, || s.model(Role::Emulator, obs))?;
+    let scenarios = match &sel.scenarios {
+        Some(list) => environment::write_scenarios(&s.run, list)?,
+        None => scenarios.unwrap_or_else(|| s.run.stage_file(Stage::Synthesize, None)),
+    };
+    let env = sel.factory;
+    obs.line(&format!(
+        "elicit: agent {} judge {} environment {} ← {}",
+        agent.name(),
+        judge.judge_ref().name,
+        env.name(),
+        scenarios.display()
+    ));
+    let scenarios = scenarios.as_path();
+    let parts = ElicitParts {
+        agent: &agent,
+        judge: &judge,
+        env: env.as_ref(),
+        library: &library,
+    };
+    let e = &s.config.elicit;
+    let cfg = ElicitConfig {
+        samples: e.samples,
+        max_steps: e.max_steps,
+        concurrency: e.concurrency,
+        probe_flagged: e.probe_flagged,
+        labels: e.labels,
+    };
+    let watch = obs.stage(StagePlan {
+        stage: "elicit".into(),
+        log: stage_path(&s.run, "elicit_log", s.shard),
+        total: count_episodes(scenarios, cfg.samples, s.shard),
+        ledger: s.stack.ledger.clone(),
+    });
+    let rep = autosafe_pipeline::stages::elicit(&s.run, s.shard, scenarios, &parts, &cfg).await?;
+    watch.finish();
+    line(obs, "elicit", &rep.elicit);
+    line(obs, "utility", &rep.utility);
+    if rep.disagreements > 0 {
+        obs.line(&format!(
+            "elicit: {} disagreements between the LLM judge and the checkers (disagreements.jsonl)",
+            rep.disagreements
+        ));
+    }
+    if !rep.labelled.is_empty() {
+        let n = |k: &str| rep.labelled.get(k).copied().unwrap_or(0);
+        obs.line(&format!(
+            "elicit: {} steps labelled by the checkers: {} unsafe, {} safe, {} unlabelled (labelled_steps.jsonl)",
+            rep.labelled.values().sum::<u64>(),
+            n("unsafe"),
+            n("safe"),
+            n("unlabelled")
+        ));
+    }
+    s.record_stats(Stage::Elicit, &rep.elicit)?;
+    s.record_stats(Stage::Utility, &rep.utility)?;
+    s.note_pending("elicit", &rep.elicit);
+    Ok(())
+}
+
+async fn reflect_stage(
+    s: &mut Session,
+    snapshots: &Path,
+    obs: &dyn Observer,
+) -> anyhow::Result<()> {
+    let agent = Agent::new(
+        s.model(Role::Agent, obs)?,
+        s.prompts.clone(),
+        s.config.agent.clone(),
+    );
+    let reflector =
+        StepJudge::new(s.model(Role::Reflector, obs)?, s.prompts.clone()).labelled("reflector");
+    let judge = StepJudge::new(s.model(Role::Judge, obs)?, s.prompts.clone()).labelled("verify");
+    let library = ToolLibrary::shipped();
+    let sandbox = match s.config.elicit.environment {
+        EnvChoice::Terminal => Some(environment::terminal_factory(&s.config.sandbox)?),
+        EnvChoice::Emulator => None,
+    };
+    obs.line(&format!(
+        "reflect: agent {} reflector {} judge {}{} ← {}",
+        agent.name(),
+        reflector.judge_ref().name,
+        judge.judge_ref().name,
+        if sandbox.is_some() {
+            " environment terminal (history replayed, checkers verify)"
+        } else {
+            ""
+        },
+        snapshots.display()
+    ));
+    let parts = ReflectParts {
+        agent: &agent,
+        reflector: &reflector,
+        judge: &judge,
+        library: &library,
+        env: sandbox.as_deref(),
+    };
+    let watch = obs.stage(StagePlan {
+        stage: "reflect".into(),
+        log: stage_path(&s.run, "reflect_log", s.shard),
+        total: count_snapshots(snapshots, s.shard),
+        ledger: s.stack.ledger.clone(),
+    });
+    let rep =
+        autosafe_pipeline::stages::reflect(&s.run, s.shard, snapshots, &parts, &s.config.reflect)
+            .await?;
+    watch.finish();
+    line(obs, "reflect", &rep.stats);
+    obs.line(&format!(
+        "reflect: kept by rounds used {:?}",
+        rep.rounds_histogram
+    ));
+    if rep.disagreements > 0 {
+        obs.line(&format!(
+            "reflect: {} judge-verified actions the checkers found harmful (disagreements.jsonl)",
+            rep.disagreements
+        ));
+    }
+    s.record_stats(Stage::Reflect, &rep.stats)?;
+    s.note_pending("reflect", &rep.stats);
+    Ok(())
+}
+
+fn export_stage(
+    s: &Session,
+    formats: &[ExportFormat],
+    utility_share: usize,
+    obs: &dyn Observer,
+) -> anyhow::Result<()> {
+    let safe = s.run.stage_file(Stage::Reflect, None);
+    if !safe.exists() {
+        bail!(
+            "{}: no safe.jsonl (run reflect first, or merge the shards)",
+            s.run.path().display()
+        );
+    }
+    let utility = s.run.stage_file(Stage::Utility, None);
+    let cfg = ExportConfig {
+        formats: formats.to_vec(),
+        utility_share,
+        dataset_name: s.config.export.dataset_name.clone(),
+        ..Default::default()
+    };
+    let models: BTreeMap<String, String> = s
+        .config
+        .roles_used()
+        .into_iter()
+        .filter_map(|r| {
+            let spec = s.config.models.entry(r)?.spec().ok()?;
+            Some((r.as_str().to_string(), spec.display_name().to_string()))
+        })
+        .collect();
+    let lib = ToolkitLibrary::new(ToolLibrary::shipped().toolkits().cloned());
+    let out = s.run.path().join("export");
+    let (rep, _card) = autosafe_pipeline::export::export(
+        &safe,
+        utility.exists().then_some(utility.as_path()),
+        &out,
+        &lib,
+        &s.prompts,
+        &cfg,
+        &models,
+    )?;
+    let stats = StageStats {
+        input: rep.records + rep.rejected.values().sum::<u64>(),
+        output: rep.records,
+        resumed: 0,
+        rejected: rep.rejected.clone(),
+        ..Default::default()
+    };
+    line(obs, "export", &stats);
+    for (f, p) in &rep.files {
+        obs.line(&format!("export: {f} → {}", p.display()));
+    }
+    s.record_stats(Stage::Export, &stats)?;
+    Ok(())
+}
+
+/// `autosafe synthesize`.
+pub fn synthesize(target: &Target, obs: &dyn Observer) -> anyhow::Result<PendingStatus> {
+    let mut s = target.open(obs)?;
+    s.write_manifest()?;
+    runtime()?.block_on(synthesize_stage(&mut s, obs))?;
+    Ok(s.pending())
+}
+
+/// `autosafe elicit`: `scenarios` and `env` as `--scenarios` and `--env`.
+pub fn elicit(
+    target: &Target,
+    scenarios: Option<PathBuf>,
+    env: Option<EnvChoice>,
+    obs: &dyn Observer,
+) -> anyhow::Result<PendingStatus> {
+    let mut s = target.open(obs)?;
+    let mut scenarios = scenarios;
+    s.config.select_env(env, &mut scenarios);
+    s.write_manifest()?;
+    runtime()?.block_on(elicit_stage(&mut s, scenarios, obs))?;
+    Ok(s.pending())
+}
+
+/// `autosafe reflect`: `snapshots` default to the run's (or its shard's) snapshot file.
+pub fn reflect(
+    target: &Target,
+    snapshots: Option<PathBuf>,
+    env: Option<EnvChoice>,
+    obs: &dyn Observer,
+) -> anyhow::Result<PendingStatus> {
+    let mut s = target.open(obs)?;
+    s.config.select_env(env, &mut None);
+    s.write_manifest()?;
+    let snapshots = snapshots.unwrap_or_else(|| s.run.stage_file(Stage::Elicit, s.shard));
+    runtime()?.block_on(reflect_stage(&mut s, &snapshots, obs))?;
+    Ok(s.pending())
+}
+
+/// `autosafe export`: `formats` by name (none: the config's), `utility_share` over the config's.
+pub fn export(
+    target: &Target,
+    formats: &[String],
+    utility_share: Option<usize>,
+    obs: &dyn Observer,
+) -> anyhow::Result<()> {
+    let s = target.open(obs)?;
+    let formats = if formats.is_empty() {
+        s.config.export.formats.clone()
+    } else {
+        formats
+            .iter()
+            .map(|f| f.parse::<ExportFormat>().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let share = utility_share.unwrap_or(s.config.export.utility_share);
+    export_stage(&s, &formats, share, obs)
+}
+
+/// Every file a stage writes per shard and `merge` joins (records and outcome logs).
+const SHARDED_FILES: [&str; 9] = [
+    "scenarios",
+    "synthesize_log",
+    "snapshots",
+    "utility",
+    "elicit_log",
+    "disagreements",
+    autosafe_pipeline::stages::elicit::LABELLED_STEPS,
+    "safe",
+    "reflect_log",
+];
+
+/// The shard files of `stem` in `run`, sorted.
+fn shard_files(run: &RunDir, stem: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let prefix = format!("{stem}.shard-");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(run.path())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Sums the shards' `stats.shard-*.json` into `stats.json`; how many there were.
+fn merge_stats(run: &RunDir) -> anyhow::Result<usize> {
+    let mut stats = Stats::default();
+    let mut n = 0;
+    for e in std::fs::read_dir(run.path())? {
+        let p = e?.path();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with("stats.shard-") && name.ends_with(".json") {
+            let s: Stats = autosafe_pipeline::rundir::read_json(&p)?;
+            stats.add(&s);
+            n += 1;
+        }
+    }
+    if n > 0 {
+        run.write_stats(&stats)?;
+    }
+    Ok(n)
+}
+
+/// How `merge` re-applies the near-duplicate filter to the merged scenarios.
+#[derive(Debug, Clone, Copy)]
+pub enum MergeDedup {
+    /// At the run's `synthesize.dedup.threshold` (else 0.7), or this one.
+    Threshold(Option<f64>),
+    /// Not at all.
+    Off,
+}
+
+/// `autosafe merge`: joins every stage's shard files (records and outcome logs) by id, sums the
+/// shards' stats into `stats.json`, and filters near-duplicate scenarios across shards.
+pub fn merge(run: &Path, dedup: MergeDedup, obs: &dyn Observer) -> anyhow::Result<()> {
+    let run = RunDir::at(run)?;
+    let mut merged_any = false;
+    let mut merged_scenarios = false;
+    for stem in SHARDED_FILES {
+        let files = shard_files(&run, stem)?;
+        if files.is_empty() {
+            continue;
+        }
+        let out = run.path().join(format!("{stem}.jsonl"));
+        let rep = autosafe_pipeline::merge_jsonl(&files, &out)?;
+        merged_any = true;
+        merged_scenarios |= stem == "scenarios";
+        obs.line(&format!(
+            "merge: {stem}: {} shard files → {} records ({} duplicates, {} conflicts)",
+            files.len(),
+            rep.records,
+            rep.duplicates,
+            rep.conflicts.len()
+        ));
+        for c in &rep.conflicts {
+            obs.line(&format!("merge: conflict: {c}"));
+        }
+    }
+    let n = merge_stats(&run)?;
+    if n > 0 {
+        obs.line(&format!(
+            "merge: summed {n} shard stats into {}",
+            run.stats_path().display()
+        ));
+    }
+    if !merged_any {
+        bail!("{}: no shard files to merge", run.path().display());
+    }
+    if let (true, MergeDedup::Threshold(threshold)) = (merged_scenarios, dedup) {
+        let mut cfg = autosafe_pipeline::cross_dedup::config_of_run(&run)?;
+        if let Some(t) = threshold {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&t),
+                "--dedup-threshold {t}: a Jaccard similarity between 0 and 1"
+            );
+            cfg.threshold = t;
+        }
+        let rep = autosafe_pipeline::cross_dedup::dedup_merged(&run, cfg)?;
+        obs.line(&format!(
+            "merge: scenarios: near-duplicate filter across shards (threshold {}): {} checked, {} dropped ({} exact_duplicate, {} near_duplicate)",
+            cfg.threshold,
+            rep.checked,
+            rep.exact + rep.near,
+            rep.exact,
+            rep.near
+        ));
+        for (f, n) in &rep.derived {
+            obs.line(&format!(
+                "merge: {f}: dropped {n} records of the dropped scenarios"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `quality.json` for the run (cost: this process's tokens and wall time) and tells its
+/// headline lines.
+fn write_quality(
+    s: &Session,
+    elapsed: std::time::Duration,
+    obs: &dyn Observer,
+) -> anyhow::Result<()> {
+    let total = s.stack.ledger.report().total;
+    let cost = Cost {
+        tokens: total.prompt_tokens + total.completion_tokens,
+        seconds: elapsed.as_secs_f64(),
+    };
+    let quality = Quality::from_run(s.run.path(), Some(cost))?;
+    autosafe_pipeline::rundir::write_json_atomic(&s.run.path().join(QUALITY_FILE), &quality)?;
+    for line in quality.headlines() {
+        obs.line(&format!("quality: {line}"));
+    }
+    Ok(())
+}
+
+/// What `autosafe run` takes beside the config.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// TOML config (none: every role on the embedded model, small counts).
+    pub config: Option<PathBuf>,
+    /// Base directory of runs over the config's `out`.
+    pub out: Option<PathBuf>,
+    /// No reply cache.
+    pub no_cache: bool,
+    /// Reply cache database.
+    pub cache: Option<PathBuf>,
+    /// Environment over the config's.
+    pub env: Option<EnvChoice>,
+    /// Terminal scenarios (`--env terminal` only).
+    pub scenarios: Option<PathBuf>,
+}
+
+/// Synthesis (or the terminal's scenarios), elicitation and reflection; `true` when a stage left
+/// more items pending than `max_pending` and the chain stopped (the next stages would work on
+/// what is missing).
+async fn chain(s: &mut Session, terminal: bool, obs: &dyn Observer) -> anyhow::Result<bool> {
+    let scenarios = if terminal {
+        obs.line("run: environment terminal: no synthesis, the terminal's scenarios are played");
+        None
+    } else {
+        let scenarios = synthesize_stage(s, obs).await?;
+        if s.over_threshold() {
+            return Ok(true);
+        }
+        Some(scenarios)
+    };
+    elicit_stage(s, scenarios, obs).await?;
+    if s.over_threshold() {
+        return Ok(true);
+    }
+    let snaps = s.run.stage_file(Stage::Elicit, None);
+    reflect_stage(s, &snaps, obs).await?;
+    Ok(s.over_threshold())
+}
+
+/// `autosafe run`: synthesize → elicit → reflect → export, then `quality.json`.
+pub fn run(opts: RunOptions, obs: &dyn Observer) -> anyhow::Result<PendingStatus> {
+    let mut config = match &opts.config {
+        Some(p) => RunConfig::load(p)?,
+        None => RunConfig::default(),
+    };
+    if let Some(out) = opts.out {
+        config.out = out;
+    }
+    config.apply_cache_flags(opts.no_cache, opts.cache);
+    let mut scenarios = opts.scenarios;
+    config.select_env(opts.env, &mut scenarios);
+    if scenarios.is_some() {
+        bail!(
+            "--scenarios: `autosafe run` plays synthesized scenarios with the emulator; use --env terminal for terminal scenarios, or `autosafe elicit --scenarios`"
+        );
+    }
+    let terminal = config.elicit.environment == EnvChoice::Terminal;
+    let started = std::time::Instant::now();
+    config.check_roles()?;
+    let mut s = Session::open(config, None, None, obs)?;
+    s.write_manifest()?;
+    obs.line(&format!("run: {}", s.run.path().display()));
+    let stopped = runtime()?.block_on(chain(&mut s, terminal, obs))?;
+    if stopped {
+        obs.stdout(&s.stack.ledger.summary_table());
+        obs.line(&format!(
+            "run: stopped before export; {}",
+            s.run.path().display()
+        ));
+        return Ok(s.pending());
+    }
+    let formats = s.config.export.formats.clone();
+    export_stage(&s, &formats, s.config.export.utility_share, obs)?;
+    obs.stdout(&s.stack.ledger.summary_table());
+    for l in crate::models::engine_summaries() {
+        obs.line(&l);
+    }
+    write_quality(&s, started.elapsed(), obs)?;
+    obs.line(&format!(
+        "run: done. Everything is in {}:",
+        s.run.path().display()
+    ));
+    let inputs: &[&str] = if terminal {
+        &[
+            environment::TERMINAL_SCENARIOS,
+            "elicit_log.jsonl",
+            "disagreements.jsonl",
+            "labelled_steps.jsonl",
+        ]
+    } else {
+        &["coverage.json", "scenarios.jsonl", "elicit_log.jsonl"]
+    };
+    for f in ["manifest.json", "stats.json", QUALITY_FILE]
+        .into_iter()
+        .chain(inputs.iter().copied())
+        .chain(["snapshots.jsonl", "utility.jsonl", "safe.jsonl", "export/"])
+    {
+        obs.line(&format!("  {}", s.run.path().join(f).display()));
+    }
+    Ok(s.pending())
+}
