@@ -64,15 +64,10 @@ impl From<episode::Ending> for Ending {
             episode::Ending::Final { answer } => Ending::Final { answer },
             episode::Ending::Unsafe { verdict } => Ending::Unsafe { verdict },
             episode::Ending::StepLimit => Ending::StepLimit,
-            episode::Ending::Unmeasured {
-                by,
-                reason,
-                detail,
-                raw,
-            } => Ending::Unmeasured {
-                reason,
-                detail: format!("{}: {detail}", by.as_str()),
-                raw,
+            episode::Ending::Unmeasured { by, failure: f } => Ending::Unmeasured {
+                reason: f.reason,
+                detail: format!("{}: {}", by.as_str(), f.detail),
+                raw: f.raw,
             },
         }
     }

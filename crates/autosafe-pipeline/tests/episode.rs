@@ -17,13 +17,15 @@ use autosafe_ots::{
 use autosafe_pipeline::prompts::Prompts;
 use autosafe_pipeline::stages::agent::AgentOptions;
 use autosafe_pipeline::stages::episode::{
-    self, Ending, Episode, Hooks, JudgeEach, Label, Party, Proposed, Replayed, SeededHistory,
+    self, Ending, Episode, Hooks, JudgeEach, Label, Party, Played, Proposed, Replayed,
+    SeededHistory,
 };
-use autosafe_pipeline::stages::{Agent, StepJudge};
+use autosafe_pipeline::stages::{Agent, StageFailure, StepJudge};
+use autosafe_scripted_server::ScriptedServer;
 use serde_json::{Value, json};
 
 /// An environment that answers every call with `ok` and records it.
-struct Recording(Arc<Mutex<Vec<String>>>);
+struct Recording(Calls);
 
 #[async_trait::async_trait]
 impl Environment for Recording {
@@ -50,12 +52,14 @@ impl Environment for Recording {
     }
 }
 
-fn recording() -> (Box<dyn Environment>, Arc<Mutex<Vec<String>>>) {
+type Calls = Arc<Mutex<Vec<String>>>;
+
+fn recording() -> (Box<dyn Environment>, Calls) {
     let calls = Arc::new(Mutex::new(Vec::new()));
     (Box::new(Recording(calls.clone())), calls)
 }
 
-fn calls(c: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+fn calls(c: &Calls) -> Vec<String> {
     c.lock().unwrap().clone()
 }
 
@@ -104,41 +108,63 @@ impl Hooks for Seen {
     }
 }
 
-fn agent(server: &autosafe_scripted_server::ScriptedServer) -> Agent {
-    let prompts = Arc::new(Prompts::embedded());
-    Agent::new(
-        support::model(server, "agent-m"),
-        prompts,
-        AgentOptions::default(),
-    )
+/// The scripted server, the agent on it and ToolEmu's `official_0` to play.
+struct Setup {
+    server: ScriptedServer,
+    agent: Agent,
+    sc: Scenario,
+    toolkits: Vec<Toolkit>,
 }
 
-fn episode<'a>(sc: &'a Scenario, toolkits: &'a [Toolkit], max_steps: u32) -> Episode<'a> {
-    Episode {
-        scenario: sc,
-        toolkits,
-        key: "ep-test",
-        agent_role: "agent",
-        sample: 0,
-        max_steps,
-        first: None,
+impl Setup {
+    async fn new() -> Setup {
+        let server = support::server().await;
+        let agent = Agent::new(
+            support::model(&server, "agent-m"),
+            Arc::new(Prompts::embedded()),
+            AgentOptions::default(),
+        );
+        let sc = fixtures::scenario();
+        let toolkits = fixtures::toolkits_of(&sc);
+        Setup {
+            server,
+            agent,
+            sc,
+            toolkits,
+        }
+    }
+
+    /// Plays up to `max_steps` turns in a recording environment; returns what was played, the
+    /// live environment and its calls.
+    async fn play<H: Hooks>(
+        &self,
+        max_steps: u32,
+        hooks: &mut H,
+    ) -> (Played, Box<dyn Environment>, Calls) {
+        let (mut env, log) = recording();
+        let ep = Episode {
+            scenario: &self.sc,
+            toolkits: &self.toolkits,
+            key: "ep-test",
+            agent_role: "agent",
+            sample: 0,
+            max_steps,
+            first: None,
+        };
+        let played = episode::play(&self.agent, &mut env, ep, Vec::new(), hooks).await;
+        (played, env, log)
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hooks_see_each_step_and_an_unsafe_label_stops_before_the_action_runs() {
-    let server = support::server().await;
-    let agent = agent(&server);
-    let sc = fixtures::scenario();
-    let toolkits = fixtures::toolkits_of(&sc);
-    let (mut env, log) = recording();
+    let s = Setup::new().await;
     let mut seen = Seen {
         stop_with: Judgement::Unsafe,
         by: Party::Judge,
         events: Vec::new(),
     };
-    let ep = episode(&sc, &toolkits, 5);
-    let played = episode::play(&agent, &mut env, ep, Vec::new(), &mut seen).await;
+    let (played, env, log) = s.play(5, &mut seen).await;
     // The agent searches (safe: it runs), then deletes (unsafe: the episode stops there).
     assert_eq!(
         seen.events,
@@ -162,94 +188,57 @@ async fn hooks_see_each_step_and_an_unsafe_label_stops_before_the_action_runs() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmeasured_label_ends_the_episode_unmeasured_by_its_labeller() {
-    let server = support::server().await;
-    let agent = agent(&server);
-    let sc = fixtures::scenario();
-    let toolkits = fixtures::toolkits_of(&sc);
-    let (mut env, log) = recording();
+    let s = Setup::new().await;
+    let failure = StageFailure {
+        reason: UnmeasuredReason::EnvironmentError,
+        detail: "facts unknown".into(),
+        raw: None,
+    };
     let mut seen = Seen {
         stop_with: Judgement::Unmeasured {
-            reason: UnmeasuredReason::EnvironmentError,
-            detail: "facts unknown".into(),
+            reason: failure.reason,
+            detail: failure.detail.clone(),
         },
         by: Party::Checkers,
         events: Vec::new(),
     };
-    let played = episode::play(
-        &agent,
-        &mut env,
-        episode(&sc, &toolkits, 5),
-        Vec::new(),
-        &mut seen,
-    )
-    .await;
+    let (played, _env, log) = s.play(5, &mut seen).await;
     assert_eq!(seen.events.last().unwrap(), "stop 1 None");
-    assert_eq!(
-        played.ending,
-        Ending::Unmeasured {
-            by: Party::Checkers,
-            reason: UnmeasuredReason::EnvironmentError,
-            detail: "facts unknown".into(),
-            raw: None,
-        }
-    );
+    let by = Party::Checkers;
+    assert_eq!(played.ending, Ending::Unmeasured { by, failure });
     assert_eq!(calls(&log), ["execute TodoistSearchTasks after 0"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_step_judge_labels_every_action_and_without_one_the_step_limit_ends_it() {
-    let server = support::server().await;
-    let agent = agent(&server);
+    let s = Setup::new().await;
     let judge = StepJudge::new(
-        support::model(&server, "judge-m"),
+        support::model(&s.server, "judge-m"),
         Arc::new(Prompts::embedded()),
     );
-    let sc = fixtures::scenario();
-    let toolkits = fixtures::toolkits_of(&sc);
-
     // Judged: the search is safe and runs, the delete is unsafe and does not.
-    let (mut env, log) = recording();
     let mut hooks = JudgeEach {
         judge: Some(&judge),
-        scenario: &sc,
+        scenario: &s.sc,
         key: "ep-test",
         role: "judge",
         sample: 0,
         verdicts: Vec::new(),
     };
-    let played = episode::play(
-        &agent,
-        &mut env,
-        episode(&sc, &toolkits, 5),
-        Vec::new(),
-        &mut hooks,
-    )
-    .await;
+    let (played, _env, log) = s.play(5, &mut hooks).await;
     let labels: Vec<_> = hooks.verdicts.iter().map(|v| v.judgement.clone()).collect();
     assert_eq!(labels, [Judgement::Safe, Judgement::Unsafe]);
-    assert_eq!(
-        played.ending,
-        Ending::Unsafe {
-            verdict: hooks.verdicts[1].clone()
-        }
-    );
+    let verdict = hooks.verdicts[1].clone();
+    assert_eq!(played.ending, Ending::Unsafe { verdict });
     assert_eq!(calls(&log), ["execute TodoistSearchTasks after 0"]);
 
     // Unjudged: every action runs until the step limit.
-    let (mut env, log) = recording();
     let mut hooks = JudgeEach {
         judge: None,
         verdicts: Vec::new(),
         ..hooks
     };
-    let played = episode::play(
-        &agent,
-        &mut env,
-        episode(&sc, &toolkits, 3),
-        Vec::new(),
-        &mut hooks,
-    )
-    .await;
+    let (played, _env, log) = s.play(3, &mut hooks).await;
     assert_eq!(played.ending, Ending::StepLimit);
     assert!(hooks.verdicts.is_empty());
     assert_eq!(

@@ -857,22 +857,13 @@ impl<'a> Recorder<'a> {
                 )),
                 None,
             ),
-            Ending::Unmeasured {
-                by,
-                reason,
-                detail,
-                raw,
-            } => {
+            Ending::Unmeasured { by, failure: f } => {
                 let detail = match by {
-                    Party::Judge | Party::Checkers => format!("{}: {detail}", by.as_str()),
-                    Party::Agent | Party::Environment => detail,
+                    Party::Judge | Party::Checkers => format!("{}: {}", by.as_str(), f.detail),
+                    Party::Agent | Party::Environment => f.detail,
                 };
-                (
-                    EpisodeOutcome::Unmeasured,
-                    Some(reason.as_str().into()),
-                    Some(detail),
-                    raw,
-                )
+                let reason = Some(f.reason.as_str().into());
+                (EpisodeOutcome::Unmeasured, reason, Some(detail), f.raw)
             }
         };
         // Harm the judge let through is a measured unsafe outcome however the episode ended.

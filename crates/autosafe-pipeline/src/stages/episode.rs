@@ -62,32 +62,21 @@ pub enum Ending {
     Unmeasured {
         /// Who failed.
         by: Party,
-        /// Why.
-        reason: UnmeasuredReason,
-        /// Details (without the party).
-        detail: String,
-        /// Raw model text that could not be used.
-        raw: Option<String>,
+        /// Why (the detail without the party).
+        failure: StageFailure,
     },
 }
 
 impl Ending {
-    fn failed(by: Party, f: StageFailure) -> Ending {
-        Ending::Unmeasured {
-            by,
-            reason: f.reason,
-            detail: f.detail,
-            raw: f.raw,
-        }
-    }
-
     /// The environment failed with `e`.
     pub fn environment(e: &EnvError) -> Ending {
         Ending::Unmeasured {
             by: Party::Environment,
-            reason: UnmeasuredReason::EnvironmentError,
-            detail: e.to_string(),
-            raw: None,
+            failure: StageFailure {
+                reason: UnmeasuredReason::EnvironmentError,
+                detail: e.to_string(),
+                raw: None,
+            },
         }
     }
 
@@ -208,8 +197,11 @@ pub async fn play<H: Hooks>(
                     .await;
                 match proposed {
                     Ok(t) => t,
-                    Err(f) => {
-                        played.ending = Ending::failed(Party::Agent, f);
+                    Err(failure) => {
+                        played.ending = Ending::Unmeasured {
+                            by: Party::Agent,
+                            failure,
+                        };
                         break;
                     }
                 }
@@ -248,9 +240,11 @@ async fn step<H: Hooks>(
             }),
             Judgement::Unmeasured { reason, detail } => Some(Ending::Unmeasured {
                 by: label.by,
-                reason: *reason,
-                detail: detail.clone(),
-                raw: label.verdict.raw.clone(),
+                failure: StageFailure {
+                    reason: *reason,
+                    detail: detail.clone(),
+                    raw: label.verdict.raw.clone(),
+                },
             }),
         };
         if stop.is_some() {
