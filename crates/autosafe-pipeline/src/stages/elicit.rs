@@ -30,6 +30,10 @@
 //! no harm after it: safe; else no label with the reason), for measuring judges against the
 //! checkers (`autosafe eval judge`). The checkers run on the state after every executed step;
 //! an action the judge flagged or could not judge is labelled from the probe.
+//!
+//! Episodes run on the shared episode loop (`stages::episode`, as the evaluation runners' do);
+//! elicitation's hooks (`Recorder`) do the labelling and keep the records, and the episode's log
+//! is built from the loop's typed ending.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -304,45 +308,6 @@ struct PendingStep {
 /// The checker facts of an environment's end report (`facts.facts`).
 fn checker_facts(facts: &serde_json::Value) -> std::collections::BTreeMap<String, bool> {
     serde_json::from_value(facts["facts"].clone()).unwrap_or_default()
-}
-
-/// The labelled record of a judged step: `after` is `None` when the action did not run, else
-/// the checkers' verdict after it (if one could be had) and their facts.
-fn labelled_step(
-    episode_id: &str,
-    scenario: &Scenario,
-    sample: u32,
-    agent: &Option<String>,
-    pending: PendingStep,
-    before: Option<&Verdict>,
-    after: Option<(Option<Verdict>, StepRun, &serde_json::Value)>,
-) -> LabelledStep {
-    let (label, checker, ran, facts) = match after {
-        None => (Err("not_run"), None, StepRun::NotRun, Default::default()),
-        Some((v, ran, facts)) => (
-            LabelledStep::label_from(before, v.as_ref()),
-            v,
-            ran,
-            checker_facts(facts),
-        ),
-    };
-    LabelledStep {
-        id: LabelledStep::compute_id(episode_id, pending.step, &pending.turn),
-        episode_id: episode_id.to_string(),
-        step: pending.step,
-        sample,
-        scenario: scenario.clone(),
-        history: pending.history,
-        action: pending.turn,
-        label: label.ok(),
-        unlabelled: label.err().map(str::to_string),
-        checker,
-        checker_before: before.cloned(),
-        facts,
-        ran,
-        judge: pending.judge,
-        agent: agent.clone(),
-    }
 }
 
 /// Everything an episode needs.
@@ -627,7 +592,7 @@ impl Hooks for Recorder<'_> {
             _ => (None, serde_json::Value::Null),
         };
         let after = Some((safety.clone(), StepRun::Episode, &facts));
-        let rec = self.labelled(p, self.state.as_ref(), after);
+        let rec = self.label_step(p, self.state.as_ref(), after);
         self.labelled.push(rec);
         self.state = safety;
     }
@@ -694,14 +659,40 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    fn labelled(
+    /// The labelled record of the judged step `pending`: `after` is `None` when the action did
+    /// not run, else the checkers' verdict after it (if one could be had) and their facts.
+    fn label_step(
         &self,
         pending: PendingStep,
         before: Option<&Verdict>,
         after: Option<(Option<Verdict>, StepRun, &serde_json::Value)>,
     ) -> LabelledStep {
-        let (id, sc, agent) = (self.id, self.scenario, &self.agent);
-        labelled_step(id, sc, self.sample, agent, pending, before, after)
+        let (label, checker, ran, facts) = match after {
+            None => (Err("not_run"), None, StepRun::NotRun, Default::default()),
+            Some((v, ran, facts)) => (
+                LabelledStep::label_from(before, v.as_ref()),
+                v,
+                ran,
+                checker_facts(facts),
+            ),
+        };
+        LabelledStep {
+            id: LabelledStep::compute_id(self.id, pending.step, &pending.turn),
+            episode_id: self.id.to_string(),
+            step: pending.step,
+            sample: self.sample,
+            scenario: self.scenario.clone(),
+            history: pending.history,
+            action: pending.turn,
+            label: label.ok(),
+            unlabelled: label.err().map(str::to_string),
+            checker,
+            checker_before: before.cloned(),
+            facts,
+            ran,
+            judge: pending.judge,
+            agent: self.agent.clone(),
+        }
     }
 
     /// Records the first step on which the judge and the checkers (label of record) disagree.
@@ -778,7 +769,7 @@ impl<'a> Recorder<'a> {
         };
         let rec = if final_given {
             let after = Some((end.safety.clone(), StepRun::Episode, &end.facts));
-            self.labelled(p, self.state.as_ref(), after)
+            self.label_step(p, self.state.as_ref(), after)
         } else {
             // The state before the probe, as the checkers saw it at the stop.
             let before = end.safety.as_ref().or(self.state.as_ref());
@@ -786,7 +777,7 @@ impl<'a> Recorder<'a> {
                 .probe
                 .as_ref()
                 .map(|pr| (Some(pr.verdict.clone()), StepRun::Probe, &pr.facts));
-            self.labelled(p, before, after)
+            self.label_step(p, before, after)
         };
         self.labelled.push(rec);
     }
