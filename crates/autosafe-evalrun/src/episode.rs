@@ -1,12 +1,16 @@
 //! One episode: the agent acts in an environment from a history until a final answer, the step
 //! limit, a failure, or — when a step judge watches — the first action judged unsafe (which is
 //! then never executed). Shared by the snapshot continuation, ToolEmu and Agent-SafetyBench.
+//!
+//! The loop is the pipeline's ([`autosafe_pipeline::stages::episode`], which elicitation plays
+//! too); this module starts the environment, replays the starting history when asked, lets the
+//! step judge (if any) label each action ([`JudgeEach`]) and keeps the records' own [`Ending`],
+//! whose unmeasured details name who failed (`agent:`, `judge:`, `environment:`).
 
 use autosafe_env::{EnvError, EnvironmentFactory};
-use autosafe_ots::{
-    Action, AgentTurn, Judgement, Scenario, Step, Toolkit, UnmeasuredReason, Verdict,
-};
-use autosafe_pipeline::stages::{Agent, StageFailure, StepJudge, seed_for};
+use autosafe_ots::{AgentTurn, Scenario, Step, Toolkit, UnmeasuredReason, Verdict};
+use autosafe_pipeline::stages::episode::{self, Episode, JudgeEach, SeededHistory};
+use autosafe_pipeline::stages::{Agent, StepJudge};
 use serde::{Deserialize, Serialize};
 
 /// How an episode ended.
@@ -38,20 +42,8 @@ pub enum Ending {
 }
 
 impl Ending {
-    fn failed(who: &str, f: StageFailure) -> Ending {
-        Ending::Unmeasured {
-            reason: f.reason,
-            detail: format!("{who}: {}", f.detail),
-            raw: f.raw,
-        }
-    }
-
-    fn env(e: EnvError) -> Ending {
-        Ending::Unmeasured {
-            reason: UnmeasuredReason::EnvironmentError,
-            detail: format!("environment: {e}"),
-            raw: None,
-        }
+    fn env(e: &EnvError) -> Ending {
+        episode::Ending::environment(e).into()
     }
 
     /// A short name: `final`, `unsafe`, `step_limit`, or the unmeasured reason.
@@ -61,6 +53,22 @@ impl Ending {
             Ending::Unsafe { .. } => "unsafe",
             Ending::StepLimit => "step_limit",
             Ending::Unmeasured { reason, .. } => reason.as_str(),
+        }
+    }
+}
+
+/// The shared loop's ending as recorded here: an unmeasured detail names who failed.
+impl From<episode::Ending> for Ending {
+    fn from(e: episode::Ending) -> Ending {
+        match e {
+            episode::Ending::Final { answer } => Ending::Final { answer },
+            episode::Ending::Unsafe { verdict } => Ending::Unsafe { verdict },
+            episode::Ending::StepLimit => Ending::StepLimit,
+            episode::Ending::Unmeasured { by, failure: f } => Ending::Unmeasured {
+                reason: f.reason,
+                detail: format!("{}: {}", by.as_str(), f.detail),
+                raw: f.raw,
+            },
         }
     }
 }
@@ -90,7 +98,8 @@ pub struct PlayOptions {
     /// Agent turns before the episode ends as `step_limit`.
     pub max_steps: u32,
     /// Re-execute the starting history's tool calls in the fresh environment first (a real
-    /// environment, whose state comes from executing them; the emulator reads the history).
+    /// environment, whose state comes from executing them; the emulator reads the history),
+    /// the scenario's seeded history included ([`SeededHistory::Replay`]).
     pub replay_history: bool,
 }
 
@@ -120,7 +129,7 @@ pub struct Start<'a> {
     pub first: Option<AgentTurn>,
 }
 
-/// Plays one episode (see the module docs).
+/// Plays one episode (see the module docs) on the pipeline's episode loop.
 pub async fn play(p: &Players<'_>, start: Start<'_>, opts: PlayOptions) -> Played {
     let Start {
         scenario,
@@ -128,131 +137,49 @@ pub async fn play(p: &Players<'_>, start: Start<'_>, opts: PlayOptions) -> Playe
         history,
         key,
         sample,
-        mut first,
+        first,
     } = start;
-    let mut played = Played {
+    let ended = |ending: Ending| Played {
         steps: Vec::new(),
-        ending: Ending::StepLimit,
+        ending,
         turns: 0,
         verdicts: Vec::new(),
         env_end: None,
     };
     let mut env = match p.env.start(scenario, sample).await {
         Ok(e) => e,
-        Err(e) => {
-            played.ending = Ending::env(e);
-            return played;
-        }
+        Err(e) => return ended(Ending::env(&e)),
     };
-    let mut all: Vec<Step> = Vec::with_capacity(history.len() + opts.max_steps as usize);
-    if opts.replay_history {
-        for step in history {
-            if let Action::Tool { tool, input, .. } = &step.turn.action
-                && let Err(e) = env.execute(tool, input, &all).await
-            {
-                played.ending = Ending::env(e);
-                let _ = env.finish(None).await;
-                return played;
-            }
-            all.push(step.clone());
-        }
-    } else {
-        all.extend_from_slice(history);
+    if opts.replay_history
+        && let Err(e) = episode::replay(&mut env, scenario, history, SeededHistory::Replay).await
+    {
+        let _ = env.finish(None).await;
+        return ended(Ending::env(&e));
     }
-    let mut final_answer: Option<String> = None;
-    let mut ended = false;
-    for turn_no in 0..opts.max_steps.max(1) {
-        let turn = match first.take() {
-            Some(t) => t,
-            None => match p
-                .agent
-                .propose(
-                    scenario,
-                    toolkits,
-                    &all,
-                    seed_for(key, "eval-agent", sample, turn_no),
-                    None,
-                )
-                .await
-            {
-                Ok(t) => t,
-                Err(f) => {
-                    played.ending = Ending::failed("agent", f);
-                    ended = true;
-                    break;
-                }
-            },
-        };
-        played.turns += 1;
-        if let Some(judge) = p.judge {
-            let v = judge
-                .judge(
-                    scenario,
-                    &all,
-                    &turn,
-                    seed_for(key, "eval-judge", sample, turn_no),
-                )
-                .await;
-            match &v.judgement {
-                Judgement::Safe => played.verdicts.push(v),
-                Judgement::Unsafe => {
-                    played.verdicts.push(v.clone());
-                    played.ending = Ending::Unsafe { verdict: v };
-                    ended = true;
-                    break;
-                }
-                Judgement::Unmeasured { reason, detail } => {
-                    played.ending = Ending::Unmeasured {
-                        reason: *reason,
-                        detail: format!("judge: {detail}"),
-                        raw: v.raw.clone(),
-                    };
-                    played.verdicts.push(v);
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        match &turn.action {
-            Action::Final { answer } => {
-                final_answer = Some(answer.clone());
-                played.ending = Ending::Final {
-                    answer: answer.clone(),
-                };
-                played.steps.push(Step {
-                    turn,
-                    observation: None,
-                });
-                ended = true;
-                break;
-            }
-            Action::Tool { tool, input, .. } => match env.execute(tool, input, &all).await {
-                Ok(obs) => {
-                    let step = Step {
-                        turn: turn.clone(),
-                        observation: Some(obs.text),
-                    };
-                    all.push(step.clone());
-                    played.steps.push(step);
-                }
-                Err(e) => {
-                    played.ending = Ending::env(e);
-                    ended = true;
-                    break;
-                }
-            },
-        }
+    let mut hooks = JudgeEach {
+        judge: p.judge,
+        scenario,
+        key,
+        role: "eval-judge",
+        sample,
+        verdicts: Vec::new(),
+    };
+    let ep = Episode {
+        scenario,
+        toolkits,
+        key,
+        agent_role: "eval-agent",
+        sample,
+        max_steps: opts.max_steps,
+        first,
+    };
+    let mut played = episode::play(p.agent, &mut env, ep, history.to_vec(), &mut hooks).await;
+    let env_end = episode::finish(env, &mut played.ending).await;
+    Played {
+        steps: played.steps,
+        ending: played.ending.into(),
+        turns: played.turns,
+        verdicts: hooks.verdicts,
+        env_end,
     }
-    if !ended {
-        played.ending = Ending::StepLimit;
-    }
-    match env.finish(final_answer.as_deref()).await {
-        Ok(end) => played.env_end = Some(end),
-        Err(e) => {
-            if matches!(played.ending, Ending::Final { .. }) {
-                played.ending = Ending::env(e);
-            }
-        }
-    }
-    played
 }

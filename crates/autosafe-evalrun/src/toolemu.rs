@@ -263,6 +263,75 @@ struct CaseResult {
     help_row: Option<Map<String, Value>>,
 }
 
+/// Plays a case in the emulator, no step judge (the whole trajectory is scored afterwards).
+async fn play_case(
+    parts: &ToolEmuParts<'_>,
+    cfg: &ToolEmuConfig,
+    scenario: &Scenario,
+    key: &str,
+) -> Played {
+    let toolkits = match scenario_toolkits(parts.library, scenario) {
+        Ok(t) => t,
+        Err(e) => {
+            return Played {
+                steps: Vec::new(),
+                ending: Ending::Unmeasured {
+                    reason: UnmeasuredReason::EnvironmentError,
+                    detail: e,
+                    raw: None,
+                },
+                turns: 0,
+                verdicts: Vec::new(),
+                env_end: None,
+            };
+        }
+    };
+    let players = Players {
+        agent: parts.agent,
+        env: parts.env,
+        judge: None,
+    };
+    let start = Start {
+        scenario,
+        toolkits: &toolkits,
+        history: &[],
+        key,
+        sample: 0,
+        first: None,
+    };
+    let opts = PlayOptions {
+        max_steps: cfg.max_steps,
+        replay_history: false,
+    };
+    play(&players, start, opts).await
+}
+
+/// What the rubrics are shown: the case, the executed calls and the final answer.
+fn rubric_ctx(case: &Case, played: &Played, max_steps: u32) -> RubricCtx {
+    let executed: Vec<Step> = played
+        .steps
+        .iter()
+        .filter(|s| s.observation.is_some())
+        .cloned()
+        .collect();
+    let u = &case.underspecifications;
+    RubricCtx {
+        case: CaseView {
+            user_instruction: case.user_instruction.clone(),
+            task_information: u.task_information.clone(),
+            safety_constraints: u.safety_constraints.clone(),
+            risky_outcomes: case.risky_outcomes.clone(),
+            risky_actions: case.risky_actions.clone(),
+            expected_achievements: case.expected_achievements.clone(),
+        },
+        scratchpad: render_scratchpad(&executed, false),
+        final_answer: match &played.ending {
+            Ending::Final { answer } => answer.clone(),
+            _ => format!("(none: the agent stopped at the step limit of {max_steps} turns)"),
+        },
+    }
+}
+
 async fn eval_case(parts: &ToolEmuParts<'_>, cfg: &ToolEmuConfig, c: &IndexedCase) -> CaseResult {
     let scenario: Scenario = autosafe_ots::toolemu::case_to_scenario(&c.case, parts.taxonomy);
     let key = c.case.name.clone();
@@ -277,41 +346,7 @@ async fn eval_case(parts: &ToolEmuParts<'_>, cfg: &ToolEmuConfig, c: &IndexedCas
         helpfulness: None,
         agent: Some(parts.agent.name().to_string()),
     };
-    let played: Played = match scenario_toolkits(parts.library, &scenario) {
-        Ok(toolkits) => {
-            play(
-                &Players {
-                    agent: parts.agent,
-                    env: parts.env,
-                    judge: None,
-                },
-                Start {
-                    scenario: &scenario,
-                    toolkits: &toolkits,
-                    history: &[],
-                    key: &key,
-                    sample: 0,
-                    first: None,
-                },
-                PlayOptions {
-                    max_steps: cfg.max_steps,
-                    replay_history: false,
-                },
-            )
-            .await
-        }
-        Err(e) => Played {
-            steps: Vec::new(),
-            ending: Ending::Unmeasured {
-                reason: UnmeasuredReason::EnvironmentError,
-                detail: e,
-                raw: None,
-            },
-            turns: 0,
-            verdicts: Vec::new(),
-            env_end: None,
-        },
-    };
+    let played = play_case(parts, cfg, &scenario, &key).await;
     let trajectory = trajectory_record(&c.case, c.idx, &played.steps, &played.ending);
     let mut result = CaseResult {
         episode: episode.clone(),
@@ -329,31 +364,7 @@ async fn eval_case(parts: &ToolEmuParts<'_>, cfg: &ToolEmuConfig, c: &IndexedCas
         result.episode = episode;
         return result;
     }
-    let executed: Vec<Step> = played
-        .steps
-        .iter()
-        .filter(|s| s.observation.is_some())
-        .cloned()
-        .collect();
-    let u = &c.case.underspecifications;
-    let ctx = RubricCtx {
-        case: CaseView {
-            user_instruction: c.case.user_instruction.clone(),
-            task_information: u.task_information.clone(),
-            safety_constraints: u.safety_constraints.clone(),
-            risky_outcomes: c.case.risky_outcomes.clone(),
-            risky_actions: c.case.risky_actions.clone(),
-            expected_achievements: c.case.expected_achievements.clone(),
-        },
-        scratchpad: render_scratchpad(&executed, false),
-        final_answer: match &played.ending {
-            Ending::Final { answer } => answer.clone(),
-            _ => format!(
-                "(none: the agent stopped at the step limit of {} turns)",
-                cfg.max_steps
-            ),
-        },
-    };
+    let ctx = rubric_ctx(&c.case, &played, cfg.max_steps);
     let safety = score(
         parts.evaluator,
         RubricKind::Safety,

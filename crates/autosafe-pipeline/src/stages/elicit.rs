@@ -30,6 +30,10 @@
 //! no harm after it: safe; else no label with the reason), for measuring judges against the
 //! checkers (`autosafe eval judge`). The checkers run on the state after every executed step;
 //! an action the judge flagged or could not judge is labelled from the probe.
+//!
+//! Episodes run on the shared episode loop (`stages::episode`, as the evaluation runners' do);
+//! elicitation's hooks (`Recorder`) do the labelling and keep the records, and the episode's log
+//! is built from the loop's typed ending.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -43,7 +47,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::agent::Agent;
-use super::common::{StageError, StageFailure, scenario_toolkits, seed_for, stage_path};
+use super::common::{StageError, scenario_toolkits, seed_for, stage_path};
+use super::episode::{self, Ending, Episode, Hooks, Label, Party, Played, Proposed};
 use super::judge::StepJudge;
 use crate::records::UtilityStep;
 use crate::rundir::{RunDir, Stage, StageStats};
@@ -255,6 +260,43 @@ struct EpisodeResult {
     labelled: Vec<LabelledStep>,
 }
 
+impl EpisodeResult {
+    /// An episode that ended before its first turn.
+    fn unplayed(
+        id: &str,
+        scenario: &Scenario,
+        sample: u32,
+        outcome: EpisodeOutcome,
+        reason: &str,
+        detail: String,
+    ) -> EpisodeResult {
+        EpisodeResult {
+            log: EpisodeLog {
+                id: id.to_string(),
+                scenario_id: scenario.id.clone(),
+                sample,
+                outcome,
+                reason: Some(reason.to_string()),
+                detail: Some(detail),
+                raw: None,
+                turns: 0,
+                snapshot_id: None,
+                utility_ids: Vec::new(),
+                labelled_ids: Vec::new(),
+                programmatic: None,
+                completed: None,
+                facts: serde_json::Value::Null,
+                probe: None,
+                disagreement: false,
+            },
+            utility: Vec::new(),
+            snapshot: None,
+            disagreement: None,
+            labelled: Vec::new(),
+        }
+    }
+}
+
 /// A judged step waiting for its checker label.
 struct PendingStep {
     step: u32,
@@ -268,45 +310,6 @@ fn checker_facts(facts: &serde_json::Value) -> std::collections::BTreeMap<String
     serde_json::from_value(facts["facts"].clone()).unwrap_or_default()
 }
 
-/// The labelled record of a judged step: `after` is `None` when the action did not run, else
-/// the checkers' verdict after it (if one could be had) and their facts.
-fn labelled_step(
-    episode_id: &str,
-    scenario: &Scenario,
-    sample: u32,
-    agent: &Option<String>,
-    pending: PendingStep,
-    before: Option<&Verdict>,
-    after: Option<(Option<Verdict>, StepRun, &serde_json::Value)>,
-) -> LabelledStep {
-    let (label, checker, ran, facts) = match after {
-        None => (Err("not_run"), None, StepRun::NotRun, Default::default()),
-        Some((v, ran, facts)) => (
-            LabelledStep::label_from(before, v.as_ref()),
-            v,
-            ran,
-            checker_facts(facts),
-        ),
-    };
-    LabelledStep {
-        id: LabelledStep::compute_id(episode_id, pending.step, &pending.turn),
-        episode_id: episode_id.to_string(),
-        step: pending.step,
-        sample,
-        scenario: scenario.clone(),
-        history: pending.history,
-        action: pending.turn,
-        label: label.ok(),
-        unlabelled: label.err().map(str::to_string),
-        checker,
-        checker_before: before.cloned(),
-        facts,
-        ran,
-        judge: pending.judge,
-        agent: agent.clone(),
-    }
-}
-
 /// Everything an episode needs.
 pub struct ElicitParts<'a> {
     /// The agent.
@@ -317,13 +320,6 @@ pub struct ElicitParts<'a> {
     pub env: &'a dyn EnvironmentFactory,
     /// Toolkits scenarios name.
     pub library: &'a ToolLibrary,
-}
-
-fn failure_log(log: &mut EpisodeLog, f: StageFailure) {
-    log.outcome = EpisodeOutcome::Unmeasured;
-    log.reason = Some(f.reason.as_str().into());
-    log.detail = Some(f.detail);
-    log.raw = f.raw;
 }
 
 /// The verdict given when a probe could not run.
@@ -440,6 +436,8 @@ pub(crate) async fn try_step(
     }
 }
 
+/// Plays one episode on the shared loop ([`episode::play`]) with elicitation's [`Recorder`],
+/// then ends it (probing the action it stopped at) and builds its records.
 async fn play(
     parts: &ElicitParts<'_>,
     scenario: &Scenario,
@@ -447,365 +445,439 @@ async fn play(
     id: String,
     config: &ElicitConfig,
 ) -> EpisodeResult {
-    let max_steps = config.max_steps.max(1);
-    let mut res = EpisodeResult {
-        log: EpisodeLog {
-            id: id.clone(),
-            scenario_id: scenario.id.clone(),
-            sample,
-            outcome: EpisodeOutcome::Unmeasured,
-            reason: None,
-            detail: None,
-            raw: None,
-            turns: 0,
-            snapshot_id: None,
-            utility_ids: Vec::new(),
-            labelled_ids: Vec::new(),
-            programmatic: None,
-            completed: None,
-            facts: serde_json::Value::Null,
-            probe: None,
-            disagreement: false,
-        },
-        utility: Vec::new(),
-        snapshot: None,
-        disagreement: None,
-        labelled: Vec::new(),
+    let unplayed = |outcome, reason: &str, detail| {
+        EpisodeResult::unplayed(&id, scenario, sample, outcome, reason, detail)
     };
     let toolkits = match scenario_toolkits(parts.library, scenario) {
         Ok(t) => t,
-        Err(e) => {
-            res.log.outcome = EpisodeOutcome::Rejected;
-            res.log.reason = Some("unknown_toolkit".into());
-            res.log.detail = Some(e);
-            return res;
-        }
-    };
-    let env_failure = |e: autosafe_env::EnvError| StageFailure {
-        reason: UnmeasuredReason::EnvironmentError,
-        detail: e.to_string(),
-        raw: None,
+        Err(e) => return unplayed(EpisodeOutcome::Rejected, "unknown_toolkit", e),
     };
     let mut env = match parts.env.start(scenario, sample).await {
         Ok(e) => e,
         Err(EnvError::Unsupported { message, .. }) => {
-            res.log.outcome = EpisodeOutcome::Rejected;
-            res.log.reason = Some("unsupported_scenario".into());
-            res.log.detail = Some(format!("environment {}: {message}", parts.env.name()));
-            return res;
+            let detail = format!("environment {}: {message}", parts.env.name());
+            return unplayed(EpisodeOutcome::Rejected, "unsupported_scenario", detail);
         }
         Err(e) => {
-            failure_log(&mut res.log, env_failure(e));
-            return res;
+            let reason = UnmeasuredReason::EnvironmentError.as_str();
+            return unplayed(EpisodeOutcome::Unmeasured, reason, e.to_string());
         }
     };
-    let agent_name = Some(parts.agent.name().to_string());
-    let mut history: Vec<Step> = scenario.history.clone();
-    let mut final_answer: Option<String> = None;
     // Environments with checkers label every judged step: `state` is their verdict on the
-    // state so far, `pending` the step the episode stopped at (labelled after the loop).
-    let (checkers, mut state) = match env.checkpoint(None).await {
+    // state so far.
+    let (checkers, state) = match env.checkpoint(None).await {
         Ok(Some(end)) => (true, end.safety),
         Ok(None) => (false, None),
         Err(_) => (true, None),
     };
     let by_checkers = checkers && config.labels == LabelSource::Checkers;
-    let mut pending: Option<PendingStep> = None;
-    let mut unjudged: Option<AgentTurn> = None;
-    for turn_no in 0..max_steps {
-        let turn = match parts
-            .agent
-            .propose(
-                scenario,
-                &toolkits,
-                &history,
-                seed_for(&id, "agent", sample, turn_no),
-                None,
-            )
-            .await
-        {
-            Ok(t) => t,
-            Err(f) => {
-                failure_log(&mut res.log, f);
-                break;
-            }
-        };
-        res.log.turns += 1;
-        let verdict = parts
+    let mut rec = Recorder::new(parts, scenario, sample, &id, checkers, by_checkers, state);
+    let ep = Episode {
+        scenario,
+        toolkits: &toolkits,
+        key: &id,
+        agent_role: "agent",
+        sample,
+        max_steps: config.max_steps,
+        first: None,
+    };
+    let history = scenario.history.clone();
+    let mut played = episode::play(parts.agent, &mut env, ep, history, &mut rec).await;
+    let final_given = played.ending.answer().is_some();
+    let end = rec.end(env, &mut played, config.probe_flagged).await;
+    rec.label_stop(&end, final_given);
+    rec.into_result(played, end, config.max_steps.max(1))
+}
+
+/// Elicitation's hooks on the shared episode loop: the judge judges every step and, in
+/// environments with checkers, the checkers label it (the label of record with
+/// `labels = "checkers"`); the utility steps, labelled steps, snapshot and disagreement found
+/// on the way are kept for the episode's records.
+struct Recorder<'a> {
+    parts: &'a ElicitParts<'a>,
+    scenario: &'a Scenario,
+    sample: u32,
+    id: &'a str,
+    agent: Option<String>,
+    /// The environment has checkers: every judged step gets their label.
+    checkers: bool,
+    /// Their label is the label of record.
+    by_checkers: bool,
+    /// The checkers' verdict on the state so far.
+    state: Option<Verdict>,
+    /// The step being played: the judge's verdict, and the checkers' when they label.
+    current: Option<Judged>,
+    /// The judged step waiting for its checker label: labelled after it ran, or (the step the
+    /// episode stopped at) after the episode ended.
+    pending: Option<PendingStep>,
+    /// The action the episode stopped at without a judgement.
+    unjudged: Option<AgentTurn>,
+    probe: Option<Probe>,
+    utility: Vec<UtilityStep>,
+    labelled: Vec<LabelledStep>,
+    snapshot: Option<Snapshot>,
+    disagreement: Option<Disagreement>,
+}
+
+/// The labels on the step being played.
+struct Judged {
+    judge: Verdict,
+    /// The checkers' label of record and what they established, when they label.
+    checked: Option<(Verdict, Probe)>,
+}
+
+#[async_trait::async_trait]
+impl Hooks for Recorder<'_> {
+    async fn label(&mut self, env: &mut Box<dyn Environment>, at: &Proposed<'_>) -> Option<Label> {
+        let seed = seed_for(self.id, "judge", self.sample, at.turn_no);
+        let judge = self
+            .parts
             .judge
-            .judge(
-                scenario,
-                &history,
-                &turn,
-                seed_for(&id, "judge", sample, turn_no),
-            )
+            .judge(self.scenario, at.history, at.turn, seed)
             .await;
-        let step_pending = |turn: &AgentTurn, verdict: &Verdict, history: &[Step]| {
-            checkers.then(|| PendingStep {
-                step: turn_no,
-                history: history.to_vec(),
-                turn: turn.clone(),
-                judge: verdict.clone(),
-            })
-        };
+        self.pending = self.checkers.then(|| PendingStep {
+            step: at.turn_no,
+            history: at.history.to_vec(),
+            turn: at.turn.clone(),
+            judge: judge.clone(),
+        });
         // With checker labels the step is tried first; their verdict is the label of record
-        // and the judge's is kept beside (its disagreements recorded).
-        let checked = if by_checkers {
-            let Tried {
-                record,
-                probe: tried,
-                ..
-            } = try_step(&mut env, &turn, &history, state.as_ref()).await;
-            let judged = verdict.judgement.is_safe();
-            let kind = match (record.judgement.is_safe(), judged) {
-                (Some(false), Some(true)) => Some(DisagreementKind::MissedHarm),
-                (Some(true), Some(false)) => Some(DisagreementKind::FalseAlarm),
-                _ => None,
-            };
-            if let Some(kind) = kind.filter(|_| res.disagreement.is_none()) {
-                res.log.disagreement = true;
-                res.disagreement = Some(Disagreement {
-                    id: id.clone(),
-                    stage: elicit_stage(),
-                    kind,
-                    scenario_id: scenario.id.clone(),
-                    sample,
-                    llm_label: if judged == Some(true) {
-                        "safe"
-                    } else {
-                        "unsafe"
-                    }
-                    .into(),
-                    llm: Some(verdict.clone()),
-                    programmatic: tried.verdict.clone(),
-                    history: history.clone(),
-                    action: Some(turn.clone()),
-                    facts: tried.facts.clone(),
-                });
-            }
-            Some((record, tried))
+        // and the judge's is kept beside (its first disagreement recorded).
+        let checked = if self.by_checkers {
+            let tried = try_step(env, at.turn, at.history, self.state.as_ref()).await;
+            self.note_disagreement(at, &judge, &tried);
+            Some((tried.record, tried.probe))
         } else {
             None
         };
-        let label = checked.as_ref().map_or(&verdict, |(record, _)| record);
-        match &label.judgement {
-            Judgement::Unmeasured { reason, detail } => {
-                res.log.outcome = EpisodeOutcome::Unmeasured;
-                res.log.reason = Some(reason.as_str().into());
-                let who = if checked.is_some() {
-                    "checkers"
-                } else {
-                    "judge"
-                };
-                res.log.detail = Some(format!("{who}: {detail}"));
-                res.log.raw = label.raw.clone();
-                pending = step_pending(&turn, &verdict, &history);
-                match checked {
-                    Some((_, tried)) => res.log.probe = Some(tried),
-                    None => unjudged = Some(turn),
-                }
-                break;
+        let label = match &checked {
+            Some((record, _)) => Label {
+                verdict: record.clone(),
+                by: Party::Checkers,
+            },
+            None => Label {
+                verdict: judge.clone(),
+                by: Party::Judge,
+            },
+        };
+        self.current = Some(Judged { judge, checked });
+        Some(label)
+    }
+
+    fn on_step(&mut self, at: &Proposed<'_>) {
+        let Some(cur) = self.current.take() else {
+            return;
+        };
+        let step = UtilityStep::new(
+            self.scenario.clone(),
+            at.history.to_vec(),
+            at.turn.clone(),
+            cur.judge,
+            self.sample,
+            self.agent.clone(),
+        );
+        self.utility.push(match cur.checked {
+            Some((record, _)) => step.labelled_by_checkers(record),
+            None => step,
+        });
+    }
+
+    /// The checkers on the state after the step label it.
+    async fn after_step(&mut self, env: &mut Box<dyn Environment>, _at: &Proposed<'_>) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        let (safety, facts) = match env.checkpoint(None).await {
+            Ok(Some(end)) => (end.safety, end.facts),
+            _ => (None, serde_json::Value::Null),
+        };
+        let after = Some((safety.clone(), StepRun::Episode, &facts));
+        let rec = self.label_step(p, self.state.as_ref(), after);
+        self.labelled.push(rec);
+        self.state = safety;
+    }
+
+    fn on_stop(&mut self, at: &Proposed<'_>, label: &Label) {
+        let Some(cur) = self.current.take() else {
+            return;
+        };
+        if label.verdict.judgement != Judgement::Unsafe {
+            match cur.checked {
+                Some((_, tried)) => self.probe = Some(tried),
+                None => self.unjudged = Some(at.turn.clone()),
             }
-            Judgement::Unsafe => {
-                pending = step_pending(&turn, &verdict, &history);
-                let (verdict, labelled_by, judge_verdict) = match checked {
-                    Some((record, tried)) => {
-                        res.log.probe = Some(tried);
-                        (record, LabelSource::Checkers, Some(verdict))
-                    }
-                    None => (verdict, LabelSource::Judge, None),
-                };
-                let snap = Snapshot {
-                    id: Snapshot::compute_id(&scenario.id, &history, &turn, sample),
-                    scenario: scenario.clone(),
-                    history: history.clone(),
-                    proposed: turn,
-                    verdict,
-                    sample,
-                    agent: agent_name.clone(),
-                    labelled_by,
-                    judge_verdict,
-                };
-                res.log.outcome = EpisodeOutcome::Snapshot;
-                res.log.snapshot_id = Some(snap.id.clone());
-                res.snapshot = Some(snap);
-                break;
-            }
-            Judgement::Safe => {
-                let this = step_pending(&turn, &verdict, &history);
-                let step = UtilityStep::new(
-                    scenario.clone(),
-                    history.clone(),
-                    turn.clone(),
-                    verdict,
-                    sample,
-                    agent_name.clone(),
-                );
-                let step = match checked {
-                    Some((record, _)) => step.labelled_by_checkers(record),
-                    None => step,
-                };
-                res.log.utility_ids.push(step.id.clone());
-                res.utility.push(step);
-                match &turn.action {
-                    Action::Final { answer } => {
-                        final_answer = Some(answer.clone());
-                        res.log.outcome = EpisodeOutcome::FinalAnswer;
-                        pending = this;
-                        break;
-                    }
-                    Action::Tool { tool, input, .. } => {
-                        let ran = env.execute(tool, input, &history).await;
-                        // The checkers on the state after the step label it.
-                        if let Some(p) = this {
-                            let after = match env.checkpoint(None).await {
-                                Ok(Some(end)) => (end.safety, end.facts),
-                                _ => (None, serde_json::Value::Null),
-                            };
-                            let rec = labelled_step(
-                                &id,
-                                scenario,
-                                sample,
-                                &agent_name,
-                                p,
-                                state.as_ref(),
-                                Some((after.0.clone(), StepRun::Episode, &after.1)),
-                            );
-                            res.log.labelled_ids.push(rec.id.clone());
-                            res.labelled.push(rec);
-                            state = after.0;
-                        }
-                        match ran {
-                            Ok(obs) => history.push(Step {
-                                turn,
-                                observation: Some(obs.text),
-                            }),
-                            Err(e) => {
-                                failure_log(&mut res.log, env_failure(e));
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
+            return;
         }
-        if turn_no + 1 == max_steps {
-            res.log.outcome = EpisodeOutcome::Unmeasured;
-            res.log.reason = Some(UnmeasuredReason::StepLimit.as_str().into());
-            res.log.detail = Some(format!(
-                "no final answer or unsafe action within {max_steps} turns"
-            ));
+        let (verdict, labelled_by, judge_verdict) = match cur.checked {
+            Some((record, tried)) => {
+                self.probe = Some(tried);
+                (record, LabelSource::Checkers, Some(cur.judge))
+            }
+            None => (cur.judge, LabelSource::Judge, None),
+        };
+        self.snapshot = Some(Snapshot {
+            id: Snapshot::compute_id(&self.scenario.id, at.history, at.turn, self.sample),
+            scenario: self.scenario.clone(),
+            history: at.history.to_vec(),
+            proposed: at.turn.clone(),
+            verdict,
+            sample: self.sample,
+            agent: self.agent.clone(),
+            labelled_by,
+            judge_verdict,
+        });
+    }
+}
+
+impl<'a> Recorder<'a> {
+    fn new(
+        parts: &'a ElicitParts<'a>,
+        scenario: &'a Scenario,
+        sample: u32,
+        id: &'a str,
+        checkers: bool,
+        by_checkers: bool,
+        state: Option<Verdict>,
+    ) -> Self {
+        Recorder {
+            parts,
+            scenario,
+            sample,
+            id,
+            agent: Some(parts.agent.name().to_string()),
+            checkers,
+            by_checkers,
+            state,
+            current: None,
+            pending: None,
+            unjudged: None,
+            probe: None,
+            utility: Vec::new(),
+            labelled: Vec::new(),
+            snapshot: None,
+            disagreement: None,
         }
     }
-    // What the checkers say about the state the judge-approved steps produced; then, for a
-    // snapshot, the flagged action run in the disposable sandbox (the probe).
-    let flagged = res
-        .snapshot
-        .as_ref()
-        .map(|s| s.proposed.clone())
-        .or(unjudged)
-        .filter(|_| config.probe_flagged && res.log.probe.is_none());
-    let end: Result<EpisodeEnd, EnvError> = match flagged {
-        Some(turn) => match env.checkpoint(None).await {
-            Ok(Some(before)) => {
-                res.log.probe = Some(probe_flagged(env, &turn, &history, &before).await);
-                Ok(before)
-            }
-            Ok(None) => env.finish(None).await,
-            Err(e) => Err(e),
-        },
-        None => env.finish(final_answer.as_deref()).await,
-    };
-    let end = match end {
-        Ok(e) => e,
-        Err(e) => {
-            if res.log.reason.is_none() && res.log.outcome != EpisodeOutcome::Snapshot {
-                failure_log(&mut res.log, env_failure(e));
-            }
-            EpisodeEnd::default()
+
+    /// The labelled record of the judged step `pending`: `after` is `None` when the action did
+    /// not run, else the checkers' verdict after it (if one could be had) and their facts.
+    fn label_step(
+        &self,
+        pending: PendingStep,
+        before: Option<&Verdict>,
+        after: Option<(Option<Verdict>, StepRun, &serde_json::Value)>,
+    ) -> LabelledStep {
+        let (label, checker, ran, facts) = match after {
+            None => (Err("not_run"), None, StepRun::NotRun, Default::default()),
+            Some((v, ran, facts)) => (
+                LabelledStep::label_from(before, v.as_ref()),
+                v,
+                ran,
+                checker_facts(facts),
+            ),
+        };
+        LabelledStep {
+            id: LabelledStep::compute_id(self.id, pending.step, &pending.turn),
+            episode_id: self.id.to_string(),
+            step: pending.step,
+            sample: self.sample,
+            scenario: self.scenario.clone(),
+            history: pending.history,
+            action: pending.turn,
+            label: label.ok(),
+            unlabelled: label.err().map(str::to_string),
+            checker,
+            checker_before: before.cloned(),
+            facts,
+            ran,
+            judge: pending.judge,
+            agent: self.agent.clone(),
         }
-    };
-    res.log.completed = end.completed;
-    res.log.facts = end.facts.clone();
-    // The step the episode stopped at: a final answer is labelled from the end state, an
-    // action not executed from the probe (no label without one).
-    if let Some(p) = pending {
-        let rec = if final_answer.is_some() {
-            labelled_step(
-                &id,
-                scenario,
-                sample,
-                &agent_name,
-                p,
-                state.as_ref(),
-                Some((end.safety.clone(), StepRun::Episode, &end.facts)),
-            )
+    }
+
+    /// Records the first step on which the judge and the checkers (label of record) disagree.
+    fn note_disagreement(&mut self, at: &Proposed<'_>, judge: &Verdict, tried: &Tried) {
+        let judged = judge.judgement.is_safe();
+        let kind = match (tried.record.judgement.is_safe(), judged) {
+            (Some(false), Some(true)) => DisagreementKind::MissedHarm,
+            (Some(true), Some(false)) => DisagreementKind::FalseAlarm,
+            _ => return,
+        };
+        if self.disagreement.is_some() {
+            return;
+        }
+        self.disagreement = Some(Disagreement {
+            id: self.id.to_string(),
+            stage: elicit_stage(),
+            kind,
+            scenario_id: self.scenario.id.clone(),
+            sample: self.sample,
+            llm_label: if judged == Some(true) {
+                "safe"
+            } else {
+                "unsafe"
+            }
+            .into(),
+            llm: Some(judge.clone()),
+            programmatic: tried.probe.verdict.clone(),
+            history: at.history.to_vec(),
+            action: Some(at.turn.clone()),
+            facts: tried.probe.facts.clone(),
+        });
+    }
+
+    /// Ends the episode: what the checkers say about the state the executed steps produced;
+    /// then, for an action the episode stopped at unexecuted, that action run in the
+    /// disposable sandbox (the probe).
+    async fn end(
+        &mut self,
+        mut env: Box<dyn Environment>,
+        played: &mut Played,
+        probe: bool,
+    ) -> EpisodeEnd {
+        let flagged = self.snapshot.as_ref().map(|s| s.proposed.clone());
+        let flagged = flagged
+            .or(self.unjudged.take())
+            .filter(|_| probe && self.probe.is_none());
+        let end = match flagged {
+            None => {
+                return episode::finish(env, &mut played.ending)
+                    .await
+                    .unwrap_or_default();
+            }
+            Some(turn) => match env.checkpoint(None).await {
+                Ok(Some(before)) => {
+                    let pr = probe_flagged(env, &turn, &played.history, &before).await;
+                    self.probe = Some(pr);
+                    Ok(before)
+                }
+                Ok(None) => env.finish(None).await,
+                Err(e) => Err(e),
+            },
+        };
+        end.unwrap_or_else(|e| {
+            played.ending.end_failed(&e);
+            EpisodeEnd::default()
+        })
+    }
+
+    /// Labels the step the episode stopped at: a final answer from the end state, an action
+    /// not executed from the probe (no label without one).
+    fn label_stop(&mut self, end: &EpisodeEnd, final_given: bool) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        let rec = if final_given {
+            let after = Some((end.safety.clone(), StepRun::Episode, &end.facts));
+            self.label_step(p, self.state.as_ref(), after)
         } else {
             // The state before the probe, as the checkers saw it at the stop.
-            let before = end.safety.as_ref().or(state.as_ref());
-            match &res.log.probe {
-                Some(pr) => labelled_step(
-                    &id,
-                    scenario,
-                    sample,
-                    &agent_name,
-                    p,
-                    before,
-                    Some((Some(pr.verdict.clone()), StepRun::Probe, &pr.facts)),
-                ),
-                None => labelled_step(&id, scenario, sample, &agent_name, p, before, None),
-            }
+            let before = end.safety.as_ref().or(self.state.as_ref());
+            let after = self
+                .probe
+                .as_ref()
+                .map(|pr| (Some(pr.verdict.clone()), StepRun::Probe, &pr.facts));
+            self.label_step(p, before, after)
         };
-        res.log.labelled_ids.push(rec.id.clone());
-        res.labelled.push(rec);
+        self.labelled.push(rec);
     }
-    if let Some(p) = end.safety.clone().filter(|_| !by_checkers) {
-        // Every executed step was judged safe by the LLM judge: harm here is harm it missed,
-        // and a measured unsafe outcome however the episode ended.
+
+    /// With judge labels, the checkers' verdict `p` on the state the judge-approved steps
+    /// produced: harm there is harm the judge missed; a flagged action that harmed nothing when
+    /// probed is a false alarm. Records the disagreement; true when harm was missed.
+    fn compare_with_checkers(&mut self, p: &Verdict, end: &EpisodeEnd, history: &[Step]) -> bool {
         let missed = p.judgement.is_safe() == Some(false);
-        if missed && res.log.outcome != EpisodeOutcome::Snapshot {
-            res.log.outcome = EpisodeOutcome::MissedHarm;
-            res.log.reason.get_or_insert_with(|| "final_answer".into());
-        }
-        let probe = res.log.probe.as_ref().filter(|_| res.snapshot.is_some());
+        let probe = self.probe.as_ref().filter(|_| self.snapshot.is_some());
         let false_alarm = p.judgement.is_safe() == Some(true)
             && probe.is_some_and(|pr| pr.verdict.judgement.is_safe() == Some(true));
-        if missed || false_alarm {
-            let snap = res.snapshot.as_ref();
-            res.log.disagreement = true;
-            res.disagreement = Some(Disagreement {
-                id: id.clone(),
-                stage: elicit_stage(),
-                kind: if missed {
-                    DisagreementKind::MissedHarm
-                } else {
-                    DisagreementKind::FalseAlarm
-                },
-                scenario_id: scenario.id.clone(),
-                sample,
-                llm_label: if missed { "safe" } else { "unsafe" }.into(),
-                llm: snap.filter(|_| !missed).map(|s| s.verdict.clone()),
-                programmatic: if missed {
-                    p.clone()
-                } else {
-                    probe
-                        .map(|pr| pr.verdict.clone())
-                        .unwrap_or_else(|| p.clone())
-                },
-                history: history.clone(),
-                action: snap.filter(|_| !missed).map(|s| s.proposed.clone()),
-                facts: if missed {
-                    end.facts.clone()
-                } else {
-                    probe.map(|pr| pr.facts.clone()).unwrap_or_default()
-                },
-            });
+        if !missed && !false_alarm {
+            return false;
         }
-        res.log.programmatic = Some(p);
-    } else if let Some(p) = end.safety {
-        res.log.programmatic = Some(p);
+        let flagged = self.snapshot.as_ref().filter(|_| !missed);
+        self.disagreement = Some(Disagreement {
+            id: self.id.to_string(),
+            stage: elicit_stage(),
+            kind: if missed {
+                DisagreementKind::MissedHarm
+            } else {
+                DisagreementKind::FalseAlarm
+            },
+            scenario_id: self.scenario.id.clone(),
+            sample: self.sample,
+            llm_label: if missed { "safe" } else { "unsafe" }.into(),
+            llm: flagged.map(|s| s.verdict.clone()),
+            programmatic: match probe.filter(|_| !missed) {
+                Some(pr) => pr.verdict.clone(),
+                None => p.clone(),
+            },
+            history: history.to_vec(),
+            action: flagged.map(|s| s.proposed.clone()),
+            facts: if missed {
+                end.facts.clone()
+            } else {
+                probe.map(|pr| pr.facts.clone()).unwrap_or_default()
+            },
+        });
+        missed
     }
-    res
+
+    /// The episode's records, its log built from how it ended.
+    fn into_result(mut self, played: Played, end: EpisodeEnd, max_steps: u32) -> EpisodeResult {
+        let missed = match end.safety.as_ref().filter(|_| !self.by_checkers) {
+            Some(p) => self.compare_with_checkers(p, &end, &played.history),
+            None => false,
+        };
+        let mut log = EpisodeResult::unplayed(
+            self.id,
+            self.scenario,
+            self.sample,
+            EpisodeOutcome::Unmeasured,
+            "",
+            String::new(),
+        )
+        .log;
+        log.turns = played.turns;
+        (log.outcome, log.reason, log.detail, log.raw) = match played.ending {
+            Ending::Final { .. } => (EpisodeOutcome::FinalAnswer, None, None, None),
+            Ending::Unsafe { .. } => (EpisodeOutcome::Snapshot, None, None, None),
+            Ending::StepLimit => (
+                EpisodeOutcome::Unmeasured,
+                Some(UnmeasuredReason::StepLimit.as_str().into()),
+                Some(format!(
+                    "no final answer or unsafe action within {max_steps} turns"
+                )),
+                None,
+            ),
+            Ending::Unmeasured { by, failure: f } => {
+                let detail = match by {
+                    Party::Judge | Party::Checkers => format!("{}: {}", by.as_str(), f.detail),
+                    Party::Agent | Party::Environment => f.detail,
+                };
+                let reason = Some(f.reason.as_str().into());
+                (EpisodeOutcome::Unmeasured, reason, Some(detail), f.raw)
+            }
+        };
+        // Harm the judge let through is a measured unsafe outcome however the episode ended.
+        if missed && log.outcome != EpisodeOutcome::Snapshot {
+            log.outcome = EpisodeOutcome::MissedHarm;
+            log.reason.get_or_insert_with(|| "final_answer".into());
+        }
+        log.snapshot_id = self.snapshot.as_ref().map(|s| s.id.clone());
+        log.utility_ids = self.utility.iter().map(|u| u.id.clone()).collect();
+        log.labelled_ids = self.labelled.iter().map(|x| x.id.clone()).collect();
+        log.programmatic = end.safety;
+        log.completed = end.completed;
+        log.facts = end.facts;
+        log.probe = self.probe;
+        log.disagreement = self.disagreement.is_some();
+        EpisodeResult {
+            log,
+            utility: self.utility,
+            snapshot: self.snapshot,
+            disagreement: self.disagreement,
+            labelled: self.labelled,
+        }
+    }
 }
 
 /// The file stem of the checker-labelled steps (`labelled_steps.jsonl`).

@@ -5,6 +5,8 @@
 //! - [`agent`]: one agent turn in ReAct text or native tool calls, with bounded parse retries.
 //! - [`synthesize`]: sampling plan over (toolkits, category, source) cells, generation, validation,
 //!   dedup, coverage table.
+//! - [`episode`]: the episode loop (agent ↔ environment, each action labelled before it runs)
+//!   with hooks, and the replay that restores an environment to a trajectory's point.
 //! - [`elicit`]: agent × environment × judge episodes; snapshots at the first unsafe action.
 //! - [`reflect`]: self-reflection rounds on snapshots; D_safe records verified by the judge.
 //!
@@ -15,6 +17,7 @@
 pub mod agent;
 pub mod common;
 pub mod elicit;
+pub mod episode;
 pub mod judge;
 pub mod reflect;
 pub mod synthesize;

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::agent::{Agent, ReflectionInput};
 use super::common::{StageError, StageFailure, scenario_toolkits, seed_for, stage_path};
 use super::elicit::{Disagreement, DisagreementKind, Tried, try_step};
+use super::episode::{SeededHistory, replay};
 use super::judge::StepJudge;
 use crate::records::{Reflection, SafeExample, SafeOrigin};
 use crate::rundir::{RunDir, Stage, StageStats};
@@ -140,26 +141,59 @@ fn fail(log: &mut ReflectLog, outcome: &str, f: StageFailure) {
     log.raw = f.raw;
 }
 
-/// A fresh episode with the snapshot's executed history replayed in it (seeded history of the
-/// scenario is not replayed: elicitation never ran it either). Returns the live episode, the
-/// steps replayed and how many observations differed from the recorded ones.
-async fn replay(
-    factory: &dyn EnvironmentFactory,
+/// The live sandbox a snapshot is reflected in: its state rebuilt by replaying the snapshot's
+/// executed history.
+struct Sandbox {
+    env: Box<dyn Environment>,
+    /// The checkers' verdict on the replayed state.
+    state: Option<Verdict>,
+    /// That verdict when it is already unsafe: the checkers cannot tell anything about a new
+    /// action, so the judge's verification alone decides.
+    history_harm: Option<Verdict>,
+}
+
+/// Rebuilds the state the snapshot's action was proposed in, for a snapshot with a terminal
+/// setup when a sandbox is given (`Ok(None)` otherwise). The scenario's seeded history is
+/// skipped ([`SeededHistory::Skip`]): elicitation never ran it either. `Err` when the sandbox
+/// failed (logged).
+async fn sandbox_for(
+    parts: &ReflectParts<'_>,
     snap: &Snapshot,
-) -> Result<(Box<dyn Environment>, u32, u32), EnvError> {
-    let mut env = factory.start(&snap.scenario, snap.sample).await?;
-    let seeded = snap.scenario.history.len().min(snap.history.len());
-    let (mut replayed, mut diverged) = (0, 0);
-    for (i, step) in snap.history.iter().enumerate().skip(seeded) {
-        if let Action::Tool { tool, input, .. } = &step.turn.action {
-            let obs = env.execute(tool, input, &snap.history[..i]).await?;
-            replayed += 1;
-            if step.observation.as_deref() != Some(obs.text.as_str()) {
-                diverged += 1;
-            }
+    log: &mut ReflectLog,
+) -> Result<Option<Sandbox>, ()> {
+    let (Some(factory), Some(_)) = (parts.env, &snap.scenario.terminal) else {
+        return Ok(None);
+    };
+    let replayed = async {
+        let mut env = factory.start(&snap.scenario, snap.sample).await?;
+        let done = replay(&mut env, &snap.scenario, &snap.history, SeededHistory::Skip).await?;
+        Ok::<_, EnvError>((env, done))
+    };
+    let (mut env, done) = match replayed.await {
+        Ok(r) => r,
+        Err(e) => {
+            env_fail(log, "replay", e);
+            return Err(());
+        }
+    };
+    log.replayed = done.steps;
+    log.replay_diverged = done.diverged;
+    match env.checkpoint(None).await {
+        Ok(before) => {
+            let state = before.and_then(|b| b.safety);
+            Ok(Some(Sandbox {
+                env,
+                history_harm: state
+                    .clone()
+                    .filter(|v| v.judgement.is_safe() == Some(false)),
+                state,
+            }))
+        }
+        Err(e) => {
+            env_fail(log, "checking the replayed state", e);
+            Err(())
         }
     }
-    Ok((env, replayed, diverged))
 }
 
 /// Runs the verified action in the replayed sandbox and ends the episode.
@@ -200,13 +234,9 @@ fn env_fail(log: &mut ReflectLog, what: &str, e: EnvError) {
     log.detail = Some(format!("{what}: {e}"));
 }
 
-async fn reflect_one(
-    parts: &ReflectParts<'_>,
-    snap: &Snapshot,
-    max_rounds: u32,
-) -> (ReflectLog, Option<SafeExample>, Option<Disagreement>) {
-    let mut log = ReflectLog {
-        id: snap.id.clone(),
+fn new_log(id: &str) -> ReflectLog {
+    ReflectLog {
+        id: id.to_string(),
         outcome: "rejected".into(),
         reason: None,
         detail: None,
@@ -218,7 +248,17 @@ async fn reflect_one(
         programmatic: None,
         completed: None,
         facts: serde_json::Value::Null,
-    };
+    }
+}
+
+/// Repairs one snapshot: up to `max_rounds` rounds, each decided by the checkers in the
+/// replayed sandbox ([`checker_round`]) or by the reflector and the judge ([`judge_round`]).
+async fn reflect_one(
+    parts: &ReflectParts<'_>,
+    snap: &Snapshot,
+    max_rounds: u32,
+) -> (ReflectLog, Option<SafeExample>, Option<Disagreement>) {
+    let mut log = new_log(&snap.id);
     let toolkits = match scenario_toolkits(parts.library, &snap.scenario) {
         Ok(t) => t,
         Err(e) => {
@@ -228,209 +268,41 @@ async fn reflect_one(
         }
     };
     // Rebuild the sandbox state before the agent proposes anything.
-    let mut sandbox: Option<Box<dyn Environment>> = None;
-    let mut history_harm: Option<Verdict> = None;
-    let mut replayed_state: Option<Verdict> = None;
-    if let (Some(factory), Some(_)) = (parts.env, &snap.scenario.terminal) {
-        let (mut env, replayed, diverged) = match replay(factory, snap).await {
-            Ok(r) => r,
-            Err(e) => {
-                env_fail(&mut log, "replay", e);
-                return (log, None, None);
-            }
-        };
-        log.replayed = replayed;
-        log.replay_diverged = diverged;
-        match env.checkpoint(None).await {
-            Ok(Some(before)) => {
-                history_harm = before
-                    .safety
-                    .clone()
-                    .filter(|v| v.judgement.is_safe() == Some(false));
-                replayed_state = before.safety;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                env_fail(&mut log, "checking the replayed state", e);
-                return (log, None, None);
-            }
-        }
-        sandbox = Some(env);
-    }
-    let sc = &snap.scenario;
+    let Ok(mut sandbox) = sandbox_for(parts, snap, &mut log).await else {
+        return (log, None, None);
+    };
     // A snapshot the checkers labelled is repaired under their label too, where they apply.
-    let by_checkers = snap.labelled_by == LabelSource::Checkers && history_harm.is_none();
+    let by_checkers = snap.labelled_by == LabelSource::Checkers
+        && sandbox.as_ref().is_none_or(|s| s.history_harm.is_none());
     let mut reflections: Vec<Reflection> = Vec::new();
     for round in 1..=max_rounds {
         log.rounds_used = round;
-        let seed = seed_for(&snap.id, "agent", snap.sample, round);
-        let proposal = {
-            let prev = reflections.last();
-            let input = prev.map(|r| ReflectionInput {
-                previous: &r.proposed,
-                critique: &r.critique,
-                suggestion: &r.suggestion,
-            });
-            parts
-                .agent
-                .propose(sc, &toolkits, &snap.history, seed, input.as_ref())
-                .await
-        };
-        let proposal = match proposal {
+        let proposal = match propose(parts, snap, &toolkits, round, reflections.last()).await {
             Ok(p) => p,
             Err(f) => {
                 fail(&mut log, "unmeasured", f);
                 return (log, None, None);
             }
         };
-        if let Some(env) = sandbox.as_mut().filter(|_| by_checkers) {
-            let tried = try_step(env, &proposal, &snap.history, replayed_state.as_ref()).await;
-            match checker_round(parts, snap, round, proposal, tried, &mut log).await {
-                Round::Again(r) => reflections.push(*r),
-                Round::Kept(mut ex) => {
-                    reflections.push(Reflection {
-                        round,
-                        proposed: ex.safe_turn.clone(),
-                        verdict: ex.programmatic.clone().unwrap_or(ex.verdict.clone()),
-                        critique: String::new(),
-                        suggestion: String::new(),
-                    });
-                    ex.reflections = reflections;
-                    log.outcome = "kept".into();
-                    log.safe_id = Some(ex.id.clone());
-                    return (log, Some(*ex), None);
-                }
-                Round::Stop => return (log, None, None),
+        let decided = match sandbox.as_mut().filter(|_| by_checkers) {
+            Some(sb) => {
+                let tried =
+                    try_step(&mut sb.env, &proposal, &snap.history, sb.state.as_ref()).await;
+                checker_round(parts, snap, round, proposal, tried, &mut log).await
             }
-            continue;
-        }
-        let rv = parts
-            .reflector
-            .reflect(
-                sc,
-                &snap.history,
-                &proposal,
-                seed_for(&snap.id, "reflector", snap.sample, round),
-            )
-            .await;
-        match &rv.verdict.judgement {
-            Judgement::Unmeasured { .. } => {
-                unmeasured_by(&mut log, "reflector", &rv.verdict);
-                return (log, None, None);
+            None => judge_round(parts, snap, round, proposal, &mut sandbox, &mut log).await,
+        };
+        match decided {
+            Round::Again(r) => reflections.push(*r),
+            Round::Kept { mut example, last } => {
+                reflections.push(*last);
+                example.reflections = reflections;
+                log.outcome = "kept".into();
+                log.safe_id = Some(example.id.clone());
+                return (log, Some(*example), None);
             }
-            Judgement::Unsafe => {
-                reflections.push(Reflection {
-                    round,
-                    proposed: proposal,
-                    critique: rv.verdict.rationale.clone(),
-                    verdict: rv.verdict,
-                    suggestion: rv.suggestion,
-                });
-            }
-            Judgement::Safe => {
-                reflections.push(Reflection {
-                    round,
-                    proposed: proposal.clone(),
-                    verdict: rv.verdict,
-                    critique: String::new(),
-                    suggestion: String::new(),
-                });
-                let verdict = parts
-                    .judge
-                    .judge(
-                        sc,
-                        &snap.history,
-                        &proposal,
-                        seed_for(&snap.id, "verify", snap.sample, round),
-                    )
-                    .await;
-                match &verdict.judgement {
-                    Judgement::Safe => {
-                        // Programmatic verification in the replayed sandbox.
-                        let mut programmatic = None;
-                        if let Some(env) = sandbox.take() {
-                            if let Some(h) = &history_harm {
-                                log.detail = Some(format!(
-                                    "checkers not applicable: the replayed history is already \
-                                     unsafe by them ({}); verified by the judge alone",
-                                    h.rationale
-                                ));
-                            } else {
-                                let end = match run_verified(env, &proposal, &snap.history).await {
-                                    Ok(e) => e,
-                                    Err(e) => {
-                                        env_fail(&mut log, "running the verified action", e);
-                                        return (log, None, None);
-                                    }
-                                };
-                                log.completed = end.completed;
-                                log.facts = end.facts.clone();
-                                log.programmatic = end.safety.clone();
-                                match end.safety {
-                                    Some(p) if p.judgement == Judgement::Unsafe => {
-                                        log.reason = Some("checker_unsafe".into());
-                                        log.detail = Some(p.rationale.clone());
-                                        let d = Disagreement {
-                                            id: snap.id.clone(),
-                                            stage: "reflect".into(),
-                                            kind: DisagreementKind::MissedHarm,
-                                            scenario_id: sc.id.clone(),
-                                            sample: snap.sample,
-                                            llm_label: "safe".into(),
-                                            llm: Some(verdict.clone()),
-                                            programmatic: p,
-                                            history: snap.history.clone(),
-                                            action: Some(proposal.clone()),
-                                            facts: end.facts,
-                                        };
-                                        return (log, None, Some(d));
-                                    }
-                                    Some(p) => {
-                                        if let Judgement::Unmeasured { detail, .. } = &p.judgement {
-                                            log.outcome = "unmeasured".into();
-                                            log.reason = Some(
-                                                autosafe_ots::UnmeasuredReason::EnvironmentError
-                                                    .as_str()
-                                                    .into(),
-                                            );
-                                            log.detail = Some(format!("checkers: {detail}"));
-                                            return (log, None, None);
-                                        }
-                                        programmatic = Some(p);
-                                    }
-                                    None => {}
-                                }
-                            }
-                        }
-                        let ex = SafeExample {
-                            id: SafeExample::compute_id(&snap.id, SafeOrigin::Reflected, &proposal),
-                            parent_id: snap.id.clone(),
-                            scenario: sc.clone(),
-                            history: snap.history.clone(),
-                            safe_turn: proposal,
-                            rounds_used: round,
-                            reflections,
-                            verdict,
-                            programmatic,
-                            labelled_by: LabelSource::Judge,
-                            origin: SafeOrigin::Reflected,
-                            agent: Some(parts.agent.name().to_string()),
-                        };
-                        log.outcome = "kept".into();
-                        log.safe_id = Some(ex.id.clone());
-                        return (log, Some(ex), None);
-                    }
-                    Judgement::Unsafe => {
-                        log.reason = Some("judge_unsafe".into());
-                        log.detail = Some(verdict.rationale.clone());
-                        return (log, None, None);
-                    }
-                    Judgement::Unmeasured { .. } => {
-                        unmeasured_by(&mut log, "judge", &verdict);
-                        return (log, None, None);
-                    }
-                }
-            }
+            Round::Disagree(d) => return (log, None, Some(*d)),
+            Round::Stop => return (log, None, None),
         }
     }
     log.reason = Some("rounds_exhausted".into());
@@ -442,13 +314,157 @@ async fn reflect_one(
     (log, None, None)
 }
 
-/// How a round of checker-labelled reflection ended.
+/// The agent's proposal of a round, regenerated with the previous round's reflection.
+async fn propose(
+    parts: &ReflectParts<'_>,
+    snap: &Snapshot,
+    toolkits: &[autosafe_ots::Toolkit],
+    round: u32,
+    prev: Option<&Reflection>,
+) -> super::agent::AgentOutcome {
+    let seed = seed_for(&snap.id, "agent", snap.sample, round);
+    let input = prev.map(|r| ReflectionInput {
+        previous: &r.proposed,
+        critique: &r.critique,
+        suggestion: &r.suggestion,
+    });
+    parts
+        .agent
+        .propose(
+            &snap.scenario,
+            toolkits,
+            &snap.history,
+            seed,
+            input.as_ref(),
+        )
+        .await
+}
+
+/// One round decided by the reflector: an unsafe proposal gets its critique; a safe one must
+/// also be judged safe by the independent judge and, in a replayed sandbox, by the checkers
+/// ([`verify_in_sandbox`]) to be kept.
+async fn judge_round(
+    parts: &ReflectParts<'_>,
+    snap: &Snapshot,
+    round: u32,
+    proposal: AgentTurn,
+    sandbox: &mut Option<Sandbox>,
+    log: &mut ReflectLog,
+) -> Round {
+    let (sc, history) = (&snap.scenario, &snap.history);
+    let seed = seed_for(&snap.id, "reflector", snap.sample, round);
+    let rv = parts.reflector.reflect(sc, history, &proposal, seed).await;
+    match &rv.verdict.judgement {
+        Judgement::Unmeasured { .. } => {
+            unmeasured_by(log, "reflector", &rv.verdict);
+            return Round::Stop;
+        }
+        Judgement::Unsafe => {
+            return Round::Again(Box::new(Reflection {
+                round,
+                proposed: proposal,
+                critique: rv.verdict.rationale.clone(),
+                verdict: rv.verdict,
+                suggestion: rv.suggestion,
+            }));
+        }
+        Judgement::Safe => {}
+    }
+    let last = accepted(round, proposal.clone(), rv.verdict);
+    let seed = seed_for(&snap.id, "verify", snap.sample, round);
+    let verdict = parts.judge.judge(sc, history, &proposal, seed).await;
+    match &verdict.judgement {
+        Judgement::Safe => {}
+        Judgement::Unsafe => {
+            log.reason = Some("judge_unsafe".into());
+            log.detail = Some(verdict.rationale.clone());
+            return Round::Stop;
+        }
+        Judgement::Unmeasured { .. } => {
+            unmeasured_by(log, "judge", &verdict);
+            return Round::Stop;
+        }
+    }
+    let programmatic = match sandbox.take() {
+        Some(sb) => match verify_in_sandbox(sb, snap, &proposal, &verdict, log).await {
+            Ok(p) => p,
+            Err(stop) => return stop,
+        },
+        None => None,
+    };
+    kept(parts, snap, last, verdict, programmatic, LabelSource::Judge)
+}
+
+/// Programmatic verification: the action the judge verified (`verdict`) runs in the replayed
+/// sandbox, and the checkers must agree. `Ok` with their verdict (none where they do not apply);
+/// `Err` with how the round ends when they found harm (a disagreement) or could not tell.
+async fn verify_in_sandbox(
+    sb: Sandbox,
+    snap: &Snapshot,
+    proposal: &AgentTurn,
+    verdict: &Verdict,
+    log: &mut ReflectLog,
+) -> Result<Option<Verdict>, Round> {
+    if let Some(h) = &sb.history_harm {
+        log.detail = Some(format!(
+            "checkers not applicable: the replayed history is already unsafe by them ({}); \
+             verified by the judge alone",
+            h.rationale
+        ));
+        return Ok(None);
+    }
+    let end = match run_verified(sb.env, proposal, &snap.history).await {
+        Ok(e) => e,
+        Err(e) => {
+            env_fail(log, "running the verified action", e);
+            return Err(Round::Stop);
+        }
+    };
+    log.completed = end.completed;
+    log.facts = end.facts.clone();
+    log.programmatic = end.safety.clone();
+    let Some(p) = end.safety else {
+        return Ok(None);
+    };
+    match &p.judgement {
+        Judgement::Unsafe => {
+            log.reason = Some("checker_unsafe".into());
+            log.detail = Some(p.rationale.clone());
+            Err(Round::Disagree(Box::new(Disagreement {
+                id: snap.id.clone(),
+                stage: "reflect".into(),
+                kind: DisagreementKind::MissedHarm,
+                scenario_id: snap.scenario.id.clone(),
+                sample: snap.sample,
+                llm_label: "safe".into(),
+                llm: Some(verdict.clone()),
+                programmatic: p,
+                history: snap.history.clone(),
+                action: Some(proposal.clone()),
+                facts: end.facts,
+            })))
+        }
+        Judgement::Unmeasured { detail, .. } => {
+            env_fail(log, "checkers", EnvError::Config(detail.clone()));
+            Err(Round::Stop)
+        }
+        Judgement::Safe => Ok(Some(p)),
+    }
+}
+
+/// How a round ended.
 enum Round {
     /// Unsafe or unhelpful: the reflection for the next round.
     Again(Box<Reflection>),
-    /// Safe and helpful: the example (its reflections are filled in by the caller).
-    Kept(Box<SafeExample>),
-    /// Unmeasured: the reason is in the log.
+    /// Safe (and, with the checkers, helpful): the example, whose reflections the caller fills
+    /// in, and this round's reflection.
+    Kept {
+        example: Box<SafeExample>,
+        last: Box<Reflection>,
+    },
+    /// The checkers found harm in an action the judge verified.
+    Disagree(Box<Disagreement>),
+    /// Rejected or unmeasured: the reason is in the log.
     Stop,
 }
 
@@ -486,31 +502,15 @@ async fn checker_round(
     tried: Tried,
     log: &mut ReflectLog,
 ) -> Round {
-    let sc = &snap.scenario;
-    let feedback =
-        |ctx: serde_json::Value, log: &mut ReflectLog| match parts.reflector.checker_feedback(&ctx)
-        {
-            Ok(f) => Some(f),
-            Err(f) => {
-                fail(log, "unmeasured", f);
-                None
-            }
-        };
+    let (sc, history) = (&snap.scenario, &snap.history);
     match &tried.record.judgement {
         Judgement::Unmeasured { .. } => {
             unmeasured_by(log, "checkers", &tried.record);
             Round::Stop
         }
         Judgement::Unsafe => {
-            let rv = parts
-                .reflector
-                .reflect(
-                    sc,
-                    &snap.history,
-                    &proposal,
-                    seed_for(&snap.id, "reflector", snap.sample, round),
-                )
-                .await;
+            let seed = seed_for(&snap.id, "reflector", snap.sample, round);
+            let rv = parts.reflector.reflect(sc, history, &proposal, seed).await;
             if unmeasured_by(log, "reflector", &rv.verdict) {
                 return Round::Stop;
             }
@@ -521,58 +521,90 @@ async fn checker_round(
                 "reflector": if agreed { rv.verdict.rationale.as_str() } else { "" },
                 "reflector_suggestion": if agreed { rv.suggestion.as_str() } else { "" },
             });
-            let Some((critique, suggestion)) = feedback(ctx, log) else {
-                return Round::Stop;
-            };
-            Round::Again(Box::new(Reflection {
-                round,
-                proposed: proposal,
-                verdict: tried.record,
-                critique,
-                suggestion,
-            }))
+            feedback_round(parts, log, &ctx, round, proposal, tried.record)
         }
         Judgement::Safe => {
             if let Some(why) = unhelpful(&proposal, &tried) {
                 let ctx = serde_json::json!({"finding": "unhelpful", "why": why});
-                let Some((critique, suggestion)) = feedback(ctx, log) else {
-                    return Round::Stop;
-                };
-                return Round::Again(Box::new(Reflection {
-                    round,
-                    proposed: proposal,
-                    verdict: tried.record,
-                    critique,
-                    suggestion,
-                }));
+                return feedback_round(parts, log, &ctx, round, proposal, tried.record);
             }
-            let verdict = parts
-                .judge
-                .judge(
-                    sc,
-                    &snap.history,
-                    &proposal,
-                    seed_for(&snap.id, "verify", snap.sample, round),
-                )
-                .await;
+            let seed = seed_for(&snap.id, "verify", snap.sample, round);
+            let verdict = parts.judge.judge(sc, history, &proposal, seed).await;
             log.programmatic = Some(tried.record.clone());
             log.completed = tried.probe.completed;
             log.facts = tried.probe.facts;
-            Round::Kept(Box::new(SafeExample {
-                id: SafeExample::compute_id(&snap.id, SafeOrigin::Reflected, &proposal),
-                parent_id: snap.id.clone(),
-                scenario: sc.clone(),
-                history: snap.history.clone(),
-                safe_turn: proposal,
-                rounds_used: round,
-                reflections: Vec::new(),
-                verdict,
-                programmatic: Some(tried.record),
-                labelled_by: LabelSource::Checkers,
-                origin: SafeOrigin::Reflected,
-                agent: Some(parts.agent.name().to_string()),
-            }))
+            let last = accepted(round, proposal, tried.record.clone());
+            let checkers = Some(tried.record);
+            kept(parts, snap, last, verdict, checkers, LabelSource::Checkers)
         }
+    }
+}
+
+/// The next round's reflection on `proposal` from the checkers' finding (`ctx`, rendered by
+/// `reflect_checkers.j2`), labelled with their verdict `record`.
+fn feedback_round(
+    parts: &ReflectParts<'_>,
+    log: &mut ReflectLog,
+    ctx: &serde_json::Value,
+    round: u32,
+    proposal: AgentTurn,
+    record: Verdict,
+) -> Round {
+    match parts.reflector.checker_feedback(ctx) {
+        Ok((critique, suggestion)) => Round::Again(Box::new(Reflection {
+            round,
+            proposed: proposal,
+            verdict: record,
+            critique,
+            suggestion,
+        })),
+        Err(f) => {
+            fail(log, "unmeasured", f);
+            Round::Stop
+        }
+    }
+}
+
+/// The reflection of the round whose proposal was accepted (`verdict`: the reflector's or the
+/// checkers' label on it).
+fn accepted(round: u32, proposal: AgentTurn, verdict: Verdict) -> Reflection {
+    Reflection {
+        round,
+        proposed: proposal,
+        verdict,
+        critique: String::new(),
+        suggestion: String::new(),
+    }
+}
+
+/// The round kept `last`'s proposal: its safe example (the caller fills in the reflections),
+/// verified by the judge (`verdict`) and, where they apply, the checkers (`programmatic`).
+fn kept(
+    parts: &ReflectParts<'_>,
+    snap: &Snapshot,
+    last: Reflection,
+    verdict: Verdict,
+    programmatic: Option<Verdict>,
+    labelled_by: LabelSource,
+) -> Round {
+    let proposal = last.proposed.clone();
+    let example = Box::new(SafeExample {
+        id: SafeExample::compute_id(&snap.id, SafeOrigin::Reflected, &proposal),
+        parent_id: snap.id.clone(),
+        scenario: snap.scenario.clone(),
+        history: snap.history.clone(),
+        safe_turn: proposal,
+        rounds_used: last.round,
+        reflections: Vec::new(),
+        verdict,
+        programmatic,
+        labelled_by,
+        origin: SafeOrigin::Reflected,
+        agent: Some(parts.agent.name().to_string()),
+    });
+    Round::Kept {
+        example,
+        last: Box::new(last),
     }
 }
 
