@@ -39,7 +39,6 @@ use autosafe_ots::{
     Action, AgentTurn, JudgeKind, JudgeRef, Judgement, LabelSource, LabelledStep, Scenario,
     Snapshot, Step, StepRun, ToolLibrary, UnmeasuredReason, Verdict, content_id,
 };
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::agent::Agent;
@@ -49,6 +48,7 @@ use crate::records::UtilityStep;
 use crate::rundir::{RunDir, Stage, StageStats};
 use crate::shard::ShardSpec;
 use crate::store::{Record, RecordReader, RecordWriter};
+use crate::task_loop::run_items;
 
 /// Elicitation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -875,36 +875,29 @@ pub async fn elicit(
             resumed += u64::from(done);
             !done
         });
-    let mut stream = futures_util::stream::iter(todo)
-        .map(|(sc, s, id)| {
-            super::common::attempt(async move { play(parts, &sc, s, id, config).await })
-        })
-        .buffered(config.concurrency.max(1));
     // Episodes that met a transient failure: nothing of them is written (they stay pending).
-    let mut left = StageStats::default();
-    while let Some(r) = stream.next().await {
-        let r = match r {
-            Ok(r) => r,
-            Err(failure) => {
-                left.pending(&failure);
-                continue;
+    let left = run_items(
+        todo,
+        config.concurrency,
+        |(sc, s, id)| async move { play(parts, &sc, s, id, config).await },
+        async |r: EpisodeResult| -> Result<(), StageError> {
+            for u in r.utility {
+                util_w.write(u).await?;
             }
-        };
-        for u in r.utility {
-            util_w.write(u).await?;
-        }
-        if let Some(s) = r.snapshot {
-            snap_w.write(s).await?;
-        }
-        if let Some(d) = r.disagreement {
-            dis_w.write(d).await?;
-        }
-        for x in r.labelled {
-            lab_w.write(x).await?;
-        }
-        log_w.write(r.log).await?;
-    }
-    drop(stream);
+            if let Some(s) = r.snapshot {
+                snap_w.write(s).await?;
+            }
+            if let Some(d) = r.disagreement {
+                dis_w.write(d).await?;
+            }
+            for x in r.labelled {
+                lab_w.write(x).await?;
+            }
+            log_w.write(r.log).await?;
+            Ok(())
+        },
+    )
+    .await?;
     if let Some(e) = read_error {
         return Err(e.into());
     }

@@ -28,7 +28,6 @@ use std::collections::{BTreeMap, HashSet};
 
 use autosafe_env::{EnvError, Environment, EnvironmentFactory, EpisodeEnd};
 use autosafe_ots::{Action, AgentTurn, Judgement, LabelSource, Snapshot, ToolLibrary, Verdict};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::agent::{Agent, ReflectionInput};
@@ -39,6 +38,7 @@ use crate::records::{Reflection, SafeExample, SafeOrigin};
 use crate::rundir::{RunDir, Stage, StageStats};
 use crate::shard::ShardSpec;
 use crate::store::{Record, RecordReader, RecordWriter};
+use crate::task_loop::run_items;
 
 /// Reflection settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -622,28 +622,23 @@ pub async fn reflect(
             !done
         });
     let max_rounds = config.max_rounds.max(1);
-    let mut stream = futures_util::stream::iter(todo)
-        .map(|s| super::common::attempt(async move { reflect_one(parts, &s, max_rounds).await }))
-        .buffered(config.concurrency.max(1));
     // Snapshots that met a transient failure: nothing of them is written (they stay pending).
-    let mut left = StageStats::default();
-    while let Some(r) = stream.next().await {
-        let (log, ex, dis) = match r {
-            Ok(r) => r,
-            Err(failure) => {
-                left.pending(&failure);
-                continue;
+    let left = run_items(
+        todo,
+        config.concurrency,
+        |s| async move { reflect_one(parts, &s, max_rounds).await },
+        async |(log, ex, dis)| -> Result<(), StageError> {
+            if let Some(ex) = ex {
+                safe_w.write(ex).await?;
             }
-        };
-        if let Some(ex) = ex {
-            safe_w.write(ex).await?;
-        }
-        if let Some(d) = dis {
-            dis_w.write(d).await?;
-        }
-        log_w.write(log).await?;
-    }
-    drop(stream);
+            if let Some(d) = dis {
+                dis_w.write(d).await?;
+            }
+            log_w.write(log).await?;
+            Ok(())
+        },
+    )
+    .await?;
     if let Some(e) = read_error {
         return Err(e.into());
     }

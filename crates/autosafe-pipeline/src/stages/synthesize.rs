@@ -21,7 +21,6 @@ use autosafe_ots::{
     Case, Provenance, RiskSource, Scenario, Taxonomy, ToolLibrary, Toolkit, Underspecifications,
     content_id,
 };
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -32,9 +31,11 @@ use super::common::{
 use crate::dedup::{DedupConfig, Deduper};
 use crate::gates::{Gates, body_text};
 use crate::prompts::{CategoryView, GeneratorCtx, Prompts, names};
+use crate::records::Failure;
 use crate::rundir::{RunDir, Stage, StageStats, write_json_atomic};
 use crate::shard::{ShardSpec, stable_hash};
 use crate::store::{Record, RecordReader, RecordWriter};
+use crate::task_loop::run_items;
 use crate::tools::toolkit_views;
 
 /// Synthesis settings.
@@ -125,6 +126,16 @@ impl Cell {
     }
 }
 
+/// How a generation attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SynthOutcome {
+    /// The case was valid and new: its scenario was written.
+    Accepted,
+    /// The attempt produced no scenario (see its failure).
+    Rejected,
+}
+
 /// The outcome of one generation attempt (`synthesize_log.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SynthLog {
@@ -134,20 +145,21 @@ pub struct SynthLog {
     pub cell: String,
     /// Index within the cell.
     pub index: u32,
-    /// `accepted` or `rejected`.
-    pub outcome: String,
-    /// Rejection reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Details of the rejection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    /// Accepted or rejected.
+    pub outcome: SynthOutcome,
+    /// Why it was rejected, and the raw generator output of a rejected attempt.
+    #[serde(flatten)]
+    pub failure: Option<Failure>,
     /// The accepted scenario's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scenario_id: Option<String>,
-    /// The raw generator output of a rejected attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raw: Option<String>,
+}
+
+impl SynthLog {
+    /// The rejection reason, `None` when accepted.
+    pub fn reason(&self) -> Option<&str> {
+        self.failure.as_ref().map(|f| f.reason.as_str())
+    }
 }
 
 impl Record for SynthLog {
@@ -428,6 +440,71 @@ enum Checked {
     Reject(String, String),
 }
 
+/// One generation attempt as the model answered it: id, cell, index, the object or the failure.
+type Generated = (
+    String,
+    Cell,
+    u32,
+    Result<serde_json::Map<String, Value>, StageFailure>,
+);
+
+/// Settles one attempt: its log line, and its scenario when the case is valid, passes the gates
+/// and is no duplicate of one kept before (`existing`: on file before this run).
+fn settle(
+    (id, cell, index, result): Generated,
+    provenance: &Provenance,
+    inputs: &SynthInputs,
+    gates: Option<&GateInputs>,
+    existing: &HashSet<String>,
+    deduper: &mut Deduper,
+) -> (SynthLog, Option<Scenario>) {
+    let log = |outcome, failure, scenario_id| SynthLog {
+        id: id.clone(),
+        cell: cell.key(),
+        index,
+        outcome,
+        failure,
+        scenario_id,
+    };
+    let reject = |reason: &str, detail: String, raw: String| -> (SynthLog, Option<Scenario>) {
+        let f = Failure {
+            raw: Some(raw),
+            ..Failure::new(reason, detail)
+        };
+        (log(SynthOutcome::Rejected, Some(f), None), None)
+    };
+    let obj = match result {
+        Ok(obj) => obj,
+        Err(f) => {
+            let mut f = Failure::from(f);
+            if f.detail.starts_with("schema_invalid") {
+                f.reason = "schema_invalid".into();
+            }
+            return (log(SynthOutcome::Rejected, Some(f), None), None);
+        }
+    };
+    let provenance = Provenance {
+        reference: Some(cell.key()),
+        ..provenance.clone()
+    };
+    let sc = match check_case(&obj, &cell, &id, inputs, gates, provenance) {
+        Checked::Accept(sc) => sc,
+        Checked::Reject(r, d) => return reject(&r, d, Value::Object(obj).to_string()),
+    };
+    let dup = if existing.contains(&sc.id) {
+        None
+    } else {
+        deduper.check(&sc.id, &sc.case.user_instruction)
+    };
+    match dup {
+        Some(d) => reject(d.reason(), d.detail(), sc.case.user_instruction.clone()),
+        None => (
+            log(SynthOutcome::Accepted, None, Some(sc.id.clone())),
+            Some(*sc),
+        ),
+    }
+}
+
 /// Validates one generator object for `cell` and builds the scenario.
 fn check_case(
     obj: &serde_json::Map<String, Value>,
@@ -651,7 +728,13 @@ pub async fn synthesize(
         gates: Gates::shipped(),
         examples: inputs.examples.iter().map(body_text).collect(),
     });
-    let prompt_hash = prompts.hash(names::SCENARIO_GENERATOR)?;
+    let provenance = Provenance {
+        origin: "synthesized".into(),
+        reference: None,
+        generator: Some(generator.name().to_string()),
+        prompt_hash: Some(prompts.hash(names::SCENARIO_GENERATOR)?),
+        extra: Default::default(),
+    };
     let schema = prompts.schema(names::SCHEMA_GENERATOR)?;
     let examples: Vec<String> = inputs
         .examples
@@ -741,79 +824,28 @@ pub async fn synthesize(
         }
     };
 
-    let mut stream = futures_util::stream::iter(todo)
-        .map(|item| super::common::attempt(gen_one(item)))
-        .buffered(config.concurrency.max(1));
-    // Attempts that met a transient failure: not logged (they stay pending).
-    let mut left = StageStats::default();
-    while let Some(r) = stream.next().await {
-        let (id, cell, index, result) = match r {
-            Ok(r) => r,
-            Err(failure) => {
-                left.pending(&failure);
-                continue;
+    // Attempts that met a transient failure are not logged (they stay pending).
+    let left = run_items(
+        todo,
+        config.concurrency,
+        gen_one,
+        async |attempt| -> Result<(), StageError> {
+            let (log, scenario) = settle(
+                attempt,
+                &provenance,
+                inputs,
+                gates.as_ref(),
+                &existing,
+                &mut deduper,
+            );
+            if let Some(sc) = scenario {
+                scen_writer.write(sc).await?;
             }
-        };
-        let mut log = SynthLog {
-            id: id.clone(),
-            cell: cell.key(),
-            index,
-            outcome: "rejected".into(),
-            reason: None,
-            detail: None,
-            scenario_id: None,
-            raw: None,
-        };
-        match result {
-            Err(f) => {
-                let reason = if f.detail.starts_with("schema_invalid") {
-                    "schema_invalid"
-                } else {
-                    f.reason.as_str()
-                };
-                log.reason = Some(reason.into());
-                log.detail = Some(f.detail);
-                log.raw = f.raw;
-            }
-            Ok(obj) => {
-                let provenance = Provenance {
-                    origin: "synthesized".into(),
-                    reference: Some(cell.key()),
-                    generator: Some(generator.name().to_string()),
-                    prompt_hash: Some(prompt_hash.clone()),
-                    extra: Default::default(),
-                };
-                match check_case(&obj, &cell, &id, inputs, gates.as_ref(), provenance) {
-                    Checked::Reject(r, d) => {
-                        log.reason = Some(r);
-                        log.detail = Some(d);
-                        log.raw = Some(Value::Object(obj).to_string());
-                    }
-                    Checked::Accept(sc) => {
-                        let dup = if existing.contains(&sc.id) {
-                            None
-                        } else {
-                            deduper.check(&sc.id, &sc.case.user_instruction)
-                        };
-                        match dup {
-                            Some(d) => {
-                                log.reason = Some(d.reason().into());
-                                log.detail = Some(format!("{d:?}"));
-                                log.raw = Some(sc.case.user_instruction.clone());
-                            }
-                            None => {
-                                log.outcome = "accepted".into();
-                                log.scenario_id = Some(sc.id.clone());
-                                scen_writer.write(*sc).await?;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        log_writer.write(log).await?;
-    }
-    drop(stream);
+            log_writer.write(log).await?;
+            Ok(())
+        },
+    )
+    .await?;
     scen_writer.finish().await?;
     log_writer.finish().await?;
 
@@ -838,14 +870,14 @@ pub async fn synthesize(
             continue;
         }
         let cov = report.coverage.entry(l.cell.clone()).or_default();
-        match l.reason {
+        match l.reason() {
             None => {
                 cov.produced += 1;
                 report.stats.output += 1;
             }
             Some(r) => {
-                *cov.rejected.entry(r.clone()).or_default() += 1;
-                report.stats.reject(&r);
+                *cov.rejected.entry(r.to_string()).or_default() += 1;
+                report.stats.reject(r);
             }
         }
     }
