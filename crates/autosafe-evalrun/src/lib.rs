@@ -20,6 +20,7 @@ pub mod episode;
 pub mod error;
 pub mod labelled;
 pub mod rundir;
+mod runner;
 pub mod snapshots;
 pub mod store;
 pub mod toolemu;
