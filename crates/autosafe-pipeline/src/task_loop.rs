@@ -77,7 +77,7 @@ mod tests {
         peak.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(u64::from(20 - n))).await;
         live.fetch_sub(1, Ordering::SeqCst);
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             let model = Structured::new(Down, 0, None);
             let req = ChatRequest::new(vec![Message::user(format!("item {n}"))]);
             let _ = model.chat(&req, &CallContext::stage("test")).await;
@@ -100,7 +100,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let expect: Vec<u32> = (0..20).filter(|n| n % 4 != 0).collect();
+        let expect: Vec<u32> = (0..20u32).filter(|n| !n.is_multiple_of(4)).collect();
         assert_eq!(written, expect, "input order, failed items not written");
         assert_eq!(left.pending_total(), 5);
         assert!(
