@@ -36,6 +36,6 @@ mod fixtures;
 
 pub use error::{PipelineError, Result};
 pub use records::{Failure, Reflection, SafeExample, SafeOrigin, UtilityStep};
-pub use rundir::{Manifest, ModelSpec, RunDir, Stage, StageStats, Stats};
+pub use rundir::{Counted, Manifest, ModelSpec, RunDir, Stage, StageStats, Stats};
 pub use shard::{ShardSpec, merge_jsonl};
 pub use store::{Record, RecordReader, RecordWriter, Resume, recover};

@@ -45,7 +45,7 @@ use super::agent::Agent;
 use super::common::{StageError, StageFailure, scenario_toolkits, seed_for, stage_path};
 use super::judge::StepJudge;
 use crate::records::UtilityStep;
-use crate::rundir::{RunDir, Stage, StageStats};
+use crate::rundir::{Counted, RunDir, Stage, StageStats};
 use crate::shard::ShardSpec;
 use crate::store::{Record, RecordReader, RecordWriter};
 use crate::task_loop::run_items;
@@ -821,6 +821,21 @@ pub fn episode_id(scenario_id: &str, sample: u32) -> String {
     )
 }
 
+impl EpisodeOutcome {
+    /// Where an episode with this outcome and its log's `reason` is counted in the elicit
+    /// stage's counts: a snapshot is its output; a final answer is rejected
+    /// `no_unsafe_action`, missed harm `missed_harm`, the others by their reason.
+    pub fn counted(self, reason: Option<&str>) -> Counted<'_> {
+        match self {
+            EpisodeOutcome::Snapshot => Counted::Output,
+            EpisodeOutcome::FinalAnswer => Counted::Rejected("no_unsafe_action"),
+            EpisodeOutcome::MissedHarm => Counted::Rejected("missed_harm"),
+            EpisodeOutcome::Unmeasured => Counted::Unmeasured(reason.unwrap_or("unknown")),
+            EpisodeOutcome::Rejected => Counted::Rejected(reason.unwrap_or("rejected")),
+        }
+    }
+}
+
 /// Runs elicitation over `scenarios_path` into the run directory: `snapshots.jsonl`,
 /// `utility.jsonl`, `elicit_log.jsonl`, `disagreements.jsonl`, `labelled_steps.jsonl` (shard
 /// files when sharded). Episodes already logged with all their records are skipped.
@@ -918,17 +933,7 @@ pub async fn elicit(
             continue;
         }
         utility_ids.extend(l.utility_ids.iter().cloned());
-        match l.outcome {
-            EpisodeOutcome::Snapshot => report.elicit.output += 1,
-            EpisodeOutcome::FinalAnswer => report.elicit.reject("no_unsafe_action"),
-            EpisodeOutcome::MissedHarm => report.elicit.reject("missed_harm"),
-            EpisodeOutcome::Unmeasured => report
-                .elicit
-                .unmeasured(l.reason.as_deref().unwrap_or("unknown")),
-            EpisodeOutcome::Rejected => report
-                .elicit
-                .reject(l.reason.as_deref().unwrap_or("rejected")),
-        }
+        report.elicit.count(l.outcome.counted(l.reason.as_deref()));
         if l.disagreement {
             report.disagreements += 1;
         }

@@ -35,7 +35,7 @@ use super::common::{StageError, StageFailure, scenario_toolkits, seed_for, stage
 use super::elicit::{Disagreement, DisagreementKind, Tried, try_step};
 use super::judge::StepJudge;
 use crate::records::{Reflection, SafeExample, SafeOrigin};
-use crate::rundir::{RunDir, Stage, StageStats};
+use crate::rundir::{Counted, RunDir, Stage, StageStats};
 use crate::shard::ShardSpec;
 use crate::store::{Record, RecordReader, RecordWriter};
 use crate::task_loop::run_items;
@@ -59,13 +59,37 @@ impl Default for ReflectConfig {
     }
 }
 
+/// How the reflection of one snapshot ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReflectOutcome {
+    /// A repaired action was verified: its safe example was written.
+    Kept,
+    /// No action was kept (`rounds_exhausted`, `judge_unsafe`, `checker_unsafe`, …).
+    Rejected,
+    /// A model, the judge or the sandbox failed (the reason says which way).
+    Unmeasured,
+}
+
+impl ReflectOutcome {
+    /// Where a snapshot with this outcome and its log's `reason` is counted in the reflect
+    /// stage's counts.
+    pub fn counted(self, reason: Option<&str>) -> Counted<'_> {
+        match self {
+            ReflectOutcome::Kept => Counted::Output,
+            ReflectOutcome::Rejected => Counted::Rejected(reason.unwrap_or("rejected")),
+            ReflectOutcome::Unmeasured => Counted::Unmeasured(reason.unwrap_or("unknown")),
+        }
+    }
+}
+
 /// One snapshot's outcome (`reflect_log.jsonl`, id = the snapshot id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReflectLog {
     /// The snapshot id.
     pub id: String,
-    /// `kept`, `rejected` or `unmeasured`.
-    pub outcome: String,
+    /// Kept, rejected or unmeasured.
+    pub outcome: ReflectOutcome,
     /// Why it was not kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -133,8 +157,8 @@ pub struct ReflectParts<'a> {
     pub env: Option<&'a dyn EnvironmentFactory>,
 }
 
-fn fail(log: &mut ReflectLog, outcome: &str, f: StageFailure) {
-    log.outcome = outcome.into();
+fn fail(log: &mut ReflectLog, outcome: ReflectOutcome, f: StageFailure) {
+    log.outcome = outcome;
     log.reason = Some(f.reason.as_str().into());
     log.detail = Some(f.detail);
     log.raw = f.raw;
@@ -183,7 +207,7 @@ fn unmeasured_by(log: &mut ReflectLog, who: &str, v: &Verdict) -> bool {
     let Judgement::Unmeasured { reason, detail } = &v.judgement else {
         return false;
     };
-    log.outcome = "unmeasured".into();
+    log.outcome = ReflectOutcome::Unmeasured;
     log.reason = Some(reason.as_str().into());
     log.detail = Some(format!("{who}: {detail}"));
     log.raw = v.raw.clone();
@@ -191,7 +215,7 @@ fn unmeasured_by(log: &mut ReflectLog, who: &str, v: &Verdict) -> bool {
 }
 
 fn env_fail(log: &mut ReflectLog, what: &str, e: EnvError) {
-    log.outcome = "unmeasured".into();
+    log.outcome = ReflectOutcome::Unmeasured;
     log.reason = Some(
         autosafe_ots::UnmeasuredReason::EnvironmentError
             .as_str()
@@ -207,7 +231,7 @@ async fn reflect_one(
 ) -> (ReflectLog, Option<SafeExample>, Option<Disagreement>) {
     let mut log = ReflectLog {
         id: snap.id.clone(),
-        outcome: "rejected".into(),
+        outcome: ReflectOutcome::Rejected,
         reason: None,
         detail: None,
         raw: None,
@@ -279,7 +303,7 @@ async fn reflect_one(
         let proposal = match proposal {
             Ok(p) => p,
             Err(f) => {
-                fail(&mut log, "unmeasured", f);
+                fail(&mut log, ReflectOutcome::Unmeasured, f);
                 return (log, None, None);
             }
         };
@@ -296,7 +320,7 @@ async fn reflect_one(
                         suggestion: String::new(),
                     });
                     ex.reflections = reflections;
-                    log.outcome = "kept".into();
+                    log.outcome = ReflectOutcome::Kept;
                     log.safe_id = Some(ex.id.clone());
                     return (log, Some(*ex), None);
                 }
@@ -387,7 +411,7 @@ async fn reflect_one(
                                     }
                                     Some(p) => {
                                         if let Judgement::Unmeasured { detail, .. } = &p.judgement {
-                                            log.outcome = "unmeasured".into();
+                                            log.outcome = ReflectOutcome::Unmeasured;
                                             log.reason = Some(
                                                 autosafe_ots::UnmeasuredReason::EnvironmentError
                                                     .as_str()
@@ -416,7 +440,7 @@ async fn reflect_one(
                             origin: SafeOrigin::Reflected,
                             agent: Some(parts.agent.name().to_string()),
                         };
-                        log.outcome = "kept".into();
+                        log.outcome = ReflectOutcome::Kept;
                         log.safe_id = Some(ex.id.clone());
                         return (log, Some(ex), None);
                     }
@@ -492,7 +516,7 @@ async fn checker_round(
         {
             Ok(f) => Some(f),
             Err(f) => {
-                fail(log, "unmeasured", f);
+                fail(log, ReflectOutcome::Unmeasured, f);
                 None
             }
         };
@@ -655,17 +679,9 @@ pub async fn reflect(
         if !planned.contains(&l.id) {
             continue;
         }
-        match l.outcome.as_str() {
-            "kept" => {
-                report.stats.output += 1;
-                *report.rounds_histogram.entry(l.rounds_used).or_default() += 1;
-            }
-            "unmeasured" => report
-                .stats
-                .unmeasured(l.reason.as_deref().unwrap_or("unknown")),
-            _ => report
-                .stats
-                .reject(l.reason.as_deref().unwrap_or("rejected")),
+        report.stats.count(l.outcome.counted(l.reason.as_deref()));
+        if l.outcome == ReflectOutcome::Kept {
+            *report.rounds_histogram.entry(l.rounds_used).or_default() += 1;
         }
         if l.reason.as_deref() == Some("checker_unsafe") {
             report.disagreements += 1;

@@ -32,7 +32,7 @@ use crate::dedup::{DedupConfig, Deduper};
 use crate::gates::{Gates, body_text};
 use crate::prompts::{CategoryView, GeneratorCtx, Prompts, names};
 use crate::records::Failure;
-use crate::rundir::{RunDir, Stage, StageStats, write_json_atomic};
+use crate::rundir::{Counted, RunDir, Stage, StageStats, write_json_atomic};
 use crate::shard::{ShardSpec, stable_hash};
 use crate::store::{Record, RecordReader, RecordWriter};
 use crate::task_loop::run_items;
@@ -159,6 +159,14 @@ impl SynthLog {
     /// The rejection reason, `None` when accepted.
     pub fn reason(&self) -> Option<&str> {
         self.failure.as_ref().map(|f| f.reason.as_str())
+    }
+
+    /// Where this attempt is counted in the synthesize stage's counts.
+    pub fn counted(&self) -> Counted<'_> {
+        match self.reason() {
+            None => Counted::Output,
+            Some(r) => Counted::Rejected(r),
+        }
     }
 }
 
@@ -870,16 +878,11 @@ pub async fn synthesize(
             continue;
         }
         let cov = report.coverage.entry(l.cell.clone()).or_default();
-        match l.reason() {
-            None => {
-                cov.produced += 1;
-                report.stats.output += 1;
-            }
-            Some(r) => {
-                *cov.rejected.entry(r.to_string()).or_default() += 1;
-                report.stats.reject(r);
-            }
+        match l.counted() {
+            Counted::Rejected(r) => *cov.rejected.entry(r.to_string()).or_default() += 1,
+            _ => cov.produced += 1,
         }
+        report.stats.count(l.counted());
     }
     let cov_name = match shard.filter(|s| s.count > 1) {
         Some(s) => format!("coverage.{}.json", s.file_tag()),
@@ -911,6 +914,23 @@ pub fn coverage_table(coverage: &BTreeMap<String, CellCoverage>) -> String {
 #[cfg(test)]
 mod narrow_tests {
     use super::*;
+
+    #[test]
+    fn log_lines_read_and_write_the_same_json() {
+        for line in [
+            r#"{"id":"sa_1","cell":"Todoist/data_loss/action","index":0,"outcome":"rejected","reason":"parse_error","detail":"not JSON","raw":"Here"}"#,
+            r#"{"id":"sa_2","cell":"c","index":1,"outcome":"rejected","reason":"near_duplicate","detail":"Near { of: \"sc_1\", similarity: 0.9 }","raw":"Delete"}"#,
+            r#"{"id":"sa_3","cell":"c","index":2,"outcome":"rejected","reason":"unknown_tool","detail":"x"}"#,
+            r#"{"id":"sa_4","cell":"c","index":3,"outcome":"accepted","scenario_id":"sc_2"}"#,
+        ] {
+            let log: SynthLog = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&log).unwrap(), line);
+            assert_eq!(
+                log.outcome == SynthOutcome::Accepted,
+                log.counted() == Counted::Output
+            );
+        }
+    }
 
     #[test]
     fn narrowed_schema_rejects_other_toolkits_sources_and_categories() {
