@@ -163,8 +163,34 @@ pub fn dedup_merged(run: &RunDir, config: DedupConfig) -> Result<CrossShardRepor
     } else {
         Stats::default()
     };
-    let synth: &mut StageStats = stats.stage(Stage::Synthesize);
-    rewrite(&dir.join("synthesize_log.jsonl"), |l: &SynthLog| {
+    reject_attempts(
+        &dir.join("synthesize_log.jsonl"),
+        &dropped,
+        stats.stage(Stage::Synthesize),
+    )?;
+    let snapshots = drop_derived(dir, &dropped, &mut report)?;
+    drop_log_lines(run, &dropped, &snapshots, &mut stats, &mut report)?;
+    if run.stats_path().exists() {
+        run.write_stats(&stats)?;
+    }
+    Ok(report)
+}
+
+/// Counts the lines a rewrite dropped from `file` in `report`.
+fn note(report: &mut CrossShardReport, file: &str, n: u64) {
+    if n > 0 {
+        report.derived.insert(file.to_string(), n);
+    }
+}
+
+/// Turns the accepted attempts whose scenario was dropped into rejected ones (reason
+/// `exact_duplicate` / `near_duplicate`) in `synthesize_log.jsonl`, and in `synth`'s counts.
+fn reject_attempts(
+    path: &Path,
+    dropped: &BTreeMap<String, Duplicate>,
+    synth: &mut StageStats,
+) -> Result<()> {
+    rewrite(path, |l: &SynthLog| {
         let Some(d) = l.scenario_id.as_ref().and_then(|s| dropped.get(s)) else {
             return Edit::Keep;
         };
@@ -181,14 +207,17 @@ pub fn dedup_merged(run: &RunDir, config: DedupConfig) -> Result<CrossShardRepor
             ..l.clone()
         })
     })?;
+    Ok(())
+}
 
-    // Records derived from a dropped scenario, in the later stages' files.
+/// Drops the records derived from a dropped scenario from the later stages' files (counted by
+/// file in `report`); returns the ids of the snapshots dropped.
+fn drop_derived(
+    dir: &Path,
+    dropped: &BTreeMap<String, Duplicate>,
+    report: &mut CrossShardReport,
+) -> Result<HashSet<String>> {
     let mut snapshots: HashSet<String> = HashSet::new();
-    let mut count = |file: &str, n: u64| {
-        if n > 0 {
-            report.derived.insert(file.to_string(), n);
-        }
-    };
     let n = rewrite(&dir.join("snapshots.jsonl"), |v: &Derived| {
         let drop = dropped.contains_key(&v.scenario.id);
         if drop {
@@ -196,17 +225,31 @@ pub fn dedup_merged(run: &RunDir, config: DedupConfig) -> Result<CrossShardRepor
         }
         drop_if(drop)
     })?;
-    count("snapshots.jsonl", n);
+    note(report, "snapshots.jsonl", n);
     for f in ["utility.jsonl", "safe.jsonl", "labelled_steps.jsonl"] {
         let n = rewrite(&dir.join(f), |v: &Derived| {
             drop_if(dropped.contains_key(&v.scenario.id))
         })?;
-        count(f, n);
+        note(report, f, n);
     }
     let n = rewrite(&dir.join("disagreements.jsonl"), |v: &NamesScenario| {
         drop_if(dropped.contains_key(&v.scenario_id))
     })?;
-    count("disagreements.jsonl", n);
+    note(report, "disagreements.jsonl", n);
+    Ok(snapshots)
+}
+
+/// Drops the `elicit_log` lines of the dropped scenarios and the `reflect_log` lines of the
+/// dropped `snapshots`, and takes them out of the elicit, utility and reflect counts in `stats`
+/// (of the stages whose log exists, when `stats.json` exists).
+fn drop_log_lines(
+    run: &RunDir,
+    dropped: &BTreeMap<String, Duplicate>,
+    snapshots: &HashSet<String>,
+    stats: &mut Stats,
+    report: &mut CrossShardReport,
+) -> Result<()> {
+    let dir = run.path();
     let current = |stats: &Stats, stage: Stage| {
         stats
             .stages
@@ -214,8 +257,8 @@ pub fn dedup_merged(run: &RunDir, config: DedupConfig) -> Result<CrossShardRepor
             .cloned()
             .unwrap_or_default()
     };
-    let mut elicit = current(&stats, Stage::Elicit);
-    let mut utility = current(&stats, Stage::Utility);
+    let mut elicit = current(stats, Stage::Elicit);
+    let mut utility = current(stats, Stage::Utility);
     let n = rewrite(&dir.join("elicit_log.jsonl"), |l: &EpisodeLine| {
         if !dropped.contains_key(&l.scenario_id) {
             return Edit::Keep;
@@ -226,8 +269,8 @@ pub fn dedup_merged(run: &RunDir, config: DedupConfig) -> Result<CrossShardRepor
         utility.output = utility.output.saturating_sub(l.utility_ids.len() as u64);
         Edit::Drop
     })?;
-    count("elicit_log.jsonl", n);
-    let mut reflect = current(&stats, Stage::Reflect);
+    note(report, "elicit_log.jsonl", n);
+    let mut reflect = current(stats, Stage::Reflect);
     let n = rewrite(&dir.join("reflect_log.jsonl"), |l: &ReflectLine| {
         if !snapshots.contains(&l.id) {
             return Edit::Keep;
@@ -236,7 +279,7 @@ pub fn dedup_merged(run: &RunDir, config: DedupConfig) -> Result<CrossShardRepor
         reflect.uncount(l.outcome.counted(l.reason.as_deref()));
         Edit::Drop
     })?;
-    count("reflect_log.jsonl", n);
+    note(report, "reflect_log.jsonl", n);
     if run.stats_path().exists() {
         if dir.join("elicit_log.jsonl").exists() {
             *stats.stage(Stage::Elicit) = elicit;
@@ -245,9 +288,8 @@ pub fn dedup_merged(run: &RunDir, config: DedupConfig) -> Result<CrossShardRepor
         if dir.join("reflect_log.jsonl").exists() {
             *stats.stage(Stage::Reflect) = reflect;
         }
-        run.write_stats(&stats)?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The filter's settings for a run: its manifest's `synthesize.dedup` (the config the shards ran

@@ -11,7 +11,7 @@
 //! `exact_duplicate`, `near_duplicate`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use autosafe_llm::{
@@ -713,24 +713,9 @@ pub async fn synthesize(
     let scen_path = run.stage_file(Stage::Synthesize, shard);
     let log_path = stage_path(run, "synthesize_log", shard);
     let (scen_writer, scen_resume) = RecordWriter::<Scenario>::open(&scen_path, 64)?;
-    let (log_writer, log_resume) = RecordWriter::<SynthLog>::open(&log_path, 64)?;
-
-    // Rebuild the dedup state from the scenarios already written, in file order.
-    let mut deduper = Deduper::new(config.dedup);
-    for sc in RecordReader::<Scenario>::open(&scen_path)? {
-        let sc = sc?;
-        deduper.check(&sc.id, &sc.case.user_instruction);
-    }
+    let (log_writer, _) = RecordWriter::<SynthLog>::open(&log_path, 64)?;
     let existing: HashSet<String> = scen_resume.finished;
-    // An attempt logged as accepted whose scenario did not reach the file is redone.
-    let mut finished: HashSet<String> = HashSet::new();
-    for l in RecordReader::<SynthLog>::open(&log_path)? {
-        let l = l?;
-        if l.scenario_id.as_ref().is_none_or(|s| existing.contains(s)) {
-            finished.insert(l.id);
-        }
-    }
-    let _ = log_resume;
+    let (mut deduper, finished) = resume(&scen_path, &log_path, &existing, config.dedup)?;
 
     let gates = config.gates.then(|| GateInputs {
         gates: Gates::shipped(),
@@ -743,100 +728,26 @@ pub async fn synthesize(
         prompt_hash: Some(prompts.hash(names::SCENARIO_GENERATOR)?),
         extra: Default::default(),
     };
-    let schema = prompts.schema(names::SCHEMA_GENERATOR)?;
-    let examples: Vec<String> = inputs
-        .examples
-        .iter()
-        .take(config.examples)
-        .map(|e| {
-            let mut e = e.clone();
-            if let Some(m) = e.as_object_mut() {
-                m.remove("name");
-            }
-            e.to_string()
-        })
-        .collect();
+    let asker = Generator {
+        schema: prompts.schema(names::SCHEMA_GENERATOR)?,
+        examples: format_examples(&inputs.examples, config.examples),
+        model: generator,
+        prompts,
+        inputs,
+        config,
+    };
+    let asker = &asker;
     let todo = attempts()
         .filter(|(id, _, _)| !finished.contains(id))
         .map(|(id, cell, i)| (id, cell.clone(), i));
-    let gen_one = |(id, cell, index): (String, Cell, u32)| {
-        let generator = generator.clone();
-        let prompts = prompts.clone();
-        let mut schema = narrow_schema_to_cell(&schema, &cell, &inputs.taxonomy);
-        if config.outcome_prefix {
-            require_outcome_prefix(&mut schema, &cell, &inputs.taxonomy);
-        }
-        if config.category_first {
-            require_category_first(&mut schema, &cell);
-        }
-        limit_schema_sizes(&mut schema, config.max_items, config.max_text);
-        let examples = examples.clone();
-        async move {
-            let tks: Vec<Toolkit> = cell
-                .toolkits
-                .iter()
-                .filter_map(|t| inputs.library.get(t).cloned())
-                .collect();
-            let cat = inputs
-                .taxonomy
-                .get(&cell.category)
-                .expect("planned category");
-            let ctx = GeneratorCtx {
-                toolkits: toolkit_views(&tks),
-                toolkit_risks: cell
-                    .toolkits
-                    .iter()
-                    .flat_map(|t| inputs.toolkit_risks.get(t).cloned().unwrap_or_default())
-                    .collect(),
-                category: CategoryView {
-                    id: cat.id.clone(),
-                    name: cat.name.clone(),
-                    description: cat.description.clone(),
-                },
-                source: cell.source.into(),
-                examples,
-            };
-            let result: Result<serde_json::Map<String, Value>, StageFailure> = async {
-                let prompt = prompts
-                    .render(names::SCENARIO_GENERATOR, &ctx)
-                    .map_err(|e| StageFailure::parse(format!("prompt: {e}"), ""))?;
-                let mut req = ChatRequest::new(vec![Message::user(prompt)]);
-                req.response_format = Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
-                    name: "generator".into(),
-                    schema: schema.clone(),
-                    strict: true,
-                }));
-                req.temperature = Some(config.temperature);
-                req.max_tokens = Some(config.max_tokens);
-                req.seed = Some(seed_for(&id, "generator", index, 0));
-                let reply = generator
-                    .chat(&req, &CallContext::stage("synthesize"))
-                    .await
-                    .map_err(|e| StageFailure::from_llm(&e))?;
-                let choice = first_choice(&reply)?;
-                let raw = choice.content.clone().unwrap_or_default();
-                let obj =
-                    parse_json_object(&raw).map_err(|m| StageFailure::parse(m, raw.clone()))?;
-                let problems = schema_problems(&schema, &Value::Object(obj.clone()));
-                if !problems.is_empty() {
-                    return Err(StageFailure {
-                        reason: autosafe_ots::UnmeasuredReason::ParseError,
-                        detail: format!("schema_invalid: {}", problems.join("; ")),
-                        raw: Some(raw),
-                    });
-                }
-                Ok(obj)
-            }
-            .await;
-            (id, cell, index, result)
-        }
-    };
-
     // Attempts that met a transient failure are not logged (they stay pending).
     let left = run_items(
         todo,
         config.concurrency,
-        gen_one,
+        |(id, cell, index)| async move {
+            let result = asker.generate(&id, &cell, index).await;
+            (id, cell, index, result)
+        },
         async |attempt| -> Result<(), StageError> {
             let (log, scenario) = settle(
                 attempt,
@@ -857,39 +768,188 @@ pub async fn synthesize(
     scen_writer.finish().await?;
     log_writer.finish().await?;
 
-    // Counts and coverage from the log: identical for resumed and uninterrupted runs.
-    let mut report = SynthReport {
-        scenarios: scen_path,
-        ..Default::default()
-    };
-    let mut planned: HashSet<String> = HashSet::new();
-    for (id, cell, _) in attempts() {
-        report.coverage.entry(cell.key()).or_default().asked += 1;
-        if finished.contains(&id) {
-            report.stats.resumed += 1;
-        }
-        planned.insert(id);
-    }
-    report.stats.input = planned.len() as u64;
-    report.stats.add(&left);
-    for l in RecordReader::<SynthLog>::open(&log_path)? {
-        let l = l?;
-        if !planned.contains(l.id.as_str()) {
-            continue;
-        }
-        let cov = report.coverage.entry(l.cell.clone()).or_default();
-        match l.counted() {
-            Counted::Rejected(r) => *cov.rejected.entry(r.to_string()).or_default() += 1,
-            _ => cov.produced += 1,
-        }
-        report.stats.count(l.counted());
-    }
+    let (stats, coverage) = tally(attempts(), &finished, &log_path, &left)?;
     let cov_name = match shard.filter(|s| s.count > 1) {
         Some(s) => format!("coverage.{}.json", s.file_tag()),
         None => "coverage.json".into(),
     };
-    write_json_atomic(&run.path().join(cov_name), &report.coverage)?;
-    Ok(report)
+    write_json_atomic(&run.path().join(cov_name), &coverage)?;
+    Ok(SynthReport {
+        stats,
+        coverage,
+        scenarios: scen_path,
+    })
+}
+
+/// The counts and the coverage of the planned `attempts` from the log (so identical for
+/// resumed and uninterrupted runs), with `left` (the attempts left pending).
+fn tally<'c>(
+    attempts: impl Iterator<Item = (String, &'c Cell, u32)>,
+    finished: &HashSet<String>,
+    log_path: &Path,
+    left: &StageStats,
+) -> Result<(StageStats, BTreeMap<String, CellCoverage>), StageError> {
+    let mut stats = StageStats::default();
+    let mut coverage: BTreeMap<String, CellCoverage> = BTreeMap::new();
+    let mut planned: HashSet<String> = HashSet::new();
+    for (id, cell, _) in attempts {
+        coverage.entry(cell.key()).or_default().asked += 1;
+        if finished.contains(&id) {
+            stats.resumed += 1;
+        }
+        planned.insert(id);
+    }
+    stats.input = planned.len() as u64;
+    stats.add(left);
+    for l in RecordReader::<SynthLog>::open(log_path)? {
+        let l = l?;
+        if !planned.contains(l.id.as_str()) {
+            continue;
+        }
+        let cov = coverage.entry(l.cell.clone()).or_default();
+        match l.counted() {
+            Counted::Rejected(r) => *cov.rejected.entry(r.to_string()).or_default() += 1,
+            _ => cov.produced += 1,
+        }
+        stats.count(l.counted());
+    }
+    Ok((stats, coverage))
+}
+
+/// What a resumed run starts from: the dedup state rebuilt from the scenarios already written
+/// (in file order), and the attempts finished. An attempt logged as accepted whose scenario did
+/// not reach the file (`existing`) is not finished: it is redone.
+fn resume(
+    scen_path: &Path,
+    log_path: &Path,
+    existing: &HashSet<String>,
+    dedup: DedupConfig,
+) -> Result<(Deduper, HashSet<String>), StageError> {
+    let mut deduper = Deduper::new(dedup);
+    for sc in RecordReader::<Scenario>::open(scen_path)? {
+        let sc = sc?;
+        deduper.check(&sc.id, &sc.case.user_instruction);
+    }
+    let mut finished = HashSet::new();
+    for l in RecordReader::<SynthLog>::open(log_path)? {
+        let l = l?;
+        if l.scenario_id.as_ref().is_none_or(|s| existing.contains(s)) {
+            finished.insert(l.id);
+        }
+    }
+    Ok((deduper, finished))
+}
+
+/// The format examples shown to the generator: the first `n`, without their `name`.
+fn format_examples(examples: &[Value], n: usize) -> Vec<String> {
+    examples
+        .iter()
+        .take(n)
+        .map(|e| {
+            let mut e = e.clone();
+            if let Some(m) = e.as_object_mut() {
+                m.remove("name");
+            }
+            e.to_string()
+        })
+        .collect()
+}
+
+/// The generator model with what every attempt's request is made of.
+struct Generator<'a> {
+    model: Arc<dyn ChatModel>,
+    prompts: Arc<Prompts>,
+    /// The generator schema, before it is narrowed to a cell.
+    schema: Value,
+    examples: Vec<String>,
+    inputs: &'a SynthInputs,
+    config: &'a SynthConfig,
+}
+
+impl Generator<'_> {
+    /// The generator schema narrowed and limited for `cell` (see [`SynthConfig`]).
+    fn schema_for(&self, cell: &Cell) -> Value {
+        let (config, taxonomy) = (self.config, &self.inputs.taxonomy);
+        let mut schema = narrow_schema_to_cell(&self.schema, cell, taxonomy);
+        if config.outcome_prefix {
+            require_outcome_prefix(&mut schema, cell, taxonomy);
+        }
+        if config.category_first {
+            require_category_first(&mut schema, cell);
+        }
+        limit_schema_sizes(&mut schema, config.max_items, config.max_text);
+        schema
+    }
+
+    /// The generator prompt's context for `cell`.
+    fn context(&self, cell: &Cell) -> GeneratorCtx {
+        let inputs = self.inputs;
+        let tks: Vec<Toolkit> = cell
+            .toolkits
+            .iter()
+            .filter_map(|t| inputs.library.get(t).cloned())
+            .collect();
+        let cat = inputs
+            .taxonomy
+            .get(&cell.category)
+            .expect("planned category");
+        GeneratorCtx {
+            toolkits: toolkit_views(&tks),
+            toolkit_risks: cell
+                .toolkits
+                .iter()
+                .flat_map(|t| inputs.toolkit_risks.get(t).cloned().unwrap_or_default())
+                .collect(),
+            category: CategoryView {
+                id: cat.id.clone(),
+                name: cat.name.clone(),
+                description: cat.description.clone(),
+            },
+            source: cell.source.into(),
+            examples: self.examples.clone(),
+        }
+    }
+
+    /// Asks the generator for attempt `index` of `cell` (id `id`): the case object, valid under
+    /// the cell's schema, or why there is none.
+    async fn generate(
+        &self,
+        id: &str,
+        cell: &Cell,
+        index: u32,
+    ) -> Result<serde_json::Map<String, Value>, StageFailure> {
+        let schema = self.schema_for(cell);
+        let prompt = self
+            .prompts
+            .render(names::SCENARIO_GENERATOR, &self.context(cell))
+            .map_err(|e| StageFailure::parse(format!("prompt: {e}"), ""))?;
+        let mut req = ChatRequest::new(vec![Message::user(prompt)]);
+        req.response_format = Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
+            name: "generator".into(),
+            schema: schema.clone(),
+            strict: true,
+        }));
+        req.temperature = Some(self.config.temperature);
+        req.max_tokens = Some(self.config.max_tokens);
+        req.seed = Some(seed_for(id, "generator", index, 0));
+        let reply = self
+            .model
+            .chat(&req, &CallContext::stage("synthesize"))
+            .await
+            .map_err(|e| StageFailure::from_llm(&e))?;
+        let choice = first_choice(&reply)?;
+        let raw = choice.content.clone().unwrap_or_default();
+        let obj = parse_json_object(&raw).map_err(|m| StageFailure::parse(m, raw.clone()))?;
+        let problems = schema_problems(&schema, &Value::Object(obj.clone()));
+        if !problems.is_empty() {
+            return Err(StageFailure {
+                reason: autosafe_ots::UnmeasuredReason::ParseError,
+                detail: format!("schema_invalid: {}", problems.join("; ")),
+                raw: Some(raw),
+            });
+        }
+        Ok(obj)
+    }
 }
 
 /// Renders a coverage table as plain text (one line per cell).
