@@ -8,9 +8,11 @@
 //! - [`elicit`]: agent × environment × judge episodes; snapshots at the first unsafe action.
 //! - [`reflect`]: self-reflection rounds on snapshots; D_safe records verified by the judge.
 //!
-//! Every stage writes its records through [`crate::store::RecordWriter`] (resumable, no
-//! duplicates) and a per-item outcome log (`*_log.jsonl`), from which its counts are recomputed,
-//! so a resumed run reports exactly the counts of an uninterrupted one.
+//! Every stage runs its items through [`crate::task_loop::run_items`], writes its records
+//! through [`crate::store::RecordWriter`] (resumable, no duplicates) and a per-item outcome log
+//! (`*_log.jsonl`), from which its counts are recomputed (each outcome says where it counts:
+//! [`crate::rundir::Counted`]), so a resumed run reports exactly the counts of an uninterrupted
+//! one.
 
 pub mod agent;
 pub mod common;
