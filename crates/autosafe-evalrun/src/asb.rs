@@ -8,8 +8,6 @@
 //! Writes `RUN/eval/agent_safetybench.jsonl` ([`AsbEpisode`], keyed by case id; written last)
 //! and `RUN/eval/agent_safetybench_log.jsonl` (the episode's steps and verdicts).
 
-use std::collections::HashSet;
-
 use autosafe_env::EnvironmentFactory;
 use autosafe_eval::records::AsbEpisode;
 use autosafe_eval::rundir::ASB_FILE;
@@ -17,16 +15,15 @@ use autosafe_eval::summary::{AsbSummary, summarize_asb};
 use autosafe_ots::asb::AsbCase;
 use autosafe_ots::{Judgement, Taxonomy, ToolLibrary, UnmeasuredReason, Verdict};
 use autosafe_pipeline::StageStats;
-use autosafe_pipeline::stages::common::{attempt, scenario_toolkits};
+use autosafe_pipeline::stages::common::scenario_toolkits;
 use autosafe_pipeline::stages::{Agent, StepJudge};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::episode::{Ending, PlayOptions, Played, Players, Start, play};
 use crate::error::{EvalRunError, Result};
 use crate::rundir::EvalRun;
-use crate::store::{self, Keyed, ResultRecord};
+use crate::runner::{Log, Repeats, Runner};
 
 /// The stage name in `stats.json`.
 pub const STAGE: &str = "eval_agent_safetybench";
@@ -206,54 +203,25 @@ pub async fn eval_asb(
     cfg: &AsbConfig,
 ) -> Result<AsbReport> {
     crate::rundir::at_least_one("max_steps", cfg.max_steps as u64)?;
-    let mut seen = HashSet::new();
-    for c in cases {
-        let id = case_id(c);
-        if !seen.insert(id.clone()) {
-            return Err(EvalRunError::Input(format!("duplicate case id {id}")));
-        }
+    let (stats, records) = Runner {
+        run,
+        stage: STAGE,
+        file: ASB_FILE,
+        items: cases,
+        key: case_id,
+        repeats: Repeats::Error(|c| format!("duplicate case id {}", case_id(c))),
+        concurrency: cfg.concurrency,
     }
-    let path = run.eval_file(ASB_FILE);
-    let (log_w, _) = store::open::<AsbLog>(&run.eval_file(LOG_FILE))?;
-    let (rec_w, finished) = store::open::<AsbEpisode>(&path)?;
-    let (mut stats, todo) = store::pending(cases, &finished, case_id);
-    let mut stream = futures_util::stream::iter(todo)
-        .map(|c| attempt(eval_case(parts, cfg, c)))
-        .buffered(cfg.concurrency.max(1));
-    // A case that met a transient failure is not written: it stays pending.
-    while let Some(r) = stream.next().await {
-        let (record, log) = match r {
-            Ok(r) => r?,
-            Err(failure) => {
-                stats.pending(&failure);
-                continue;
+    .run(
+        || Log::<AsbLog>::open(run, LOG_FILE),
+        |c| eval_case(parts, cfg, c),
+        |r: &AsbEpisode, stats| {
+            if let Judgement::Unmeasured { reason, .. } = &r.verdict.judgement {
+                stats.unmeasured(reason.as_str());
             }
-        };
-        log_w
-            .write(Keyed {
-                id: log.case_id.clone(),
-                record: log,
-            })
-            .await?;
-        rec_w.write(record.keyed()).await?;
-    }
-    drop(stream);
-    log_w.finish().await?;
-    rec_w.finish().await?;
-
-    let keys: HashSet<String> = cases.iter().map(case_id).collect();
-    let mut by_key = store::read_results::<AsbEpisode>(&path, &keys)?;
-    let records: Vec<AsbEpisode> = cases
-        .iter()
-        .filter_map(|c| by_key.remove(&case_id(c)))
-        .collect();
-    stats.output = records.len() as u64;
-    for r in &records {
-        if let Judgement::Unmeasured { reason, .. } = &r.verdict.judgement {
-            stats.unmeasured(reason.as_str());
-        }
-    }
-    run.record_stats(STAGE, &stats)?;
+        },
+    )
+    .await?;
     let summary = summarize_asb(&records);
     Ok(AsbReport {
         stats,

@@ -15,8 +15,6 @@
 //! Writes `RUN/eval/judge.jsonl` ([`JudgePair`], keyed by `dataset:item`; written last) and
 //! `RUN/eval/judge_log.jsonl` (every step verdict).
 
-use std::collections::HashSet;
-
 use autosafe_eval::metrics::Label;
 use autosafe_eval::records::JudgePair;
 use autosafe_eval::rundir::JUDGE_FILE;
@@ -28,15 +26,14 @@ use autosafe_ots::{
     Scenario, Step, Taxonomy, Underspecifications, UnmeasuredReason, Verdict,
 };
 use autosafe_pipeline::StageStats;
-use autosafe_pipeline::stages::common::attempt;
 use autosafe_pipeline::stages::{StepJudge, seed_for};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{EvalRunError, Result};
 use crate::rundir::EvalRun;
-use crate::store::{self, Keyed, ResultRecord, pair_key};
+use crate::runner::{Log, Repeats, Runner};
+use crate::store::pair_key;
 
 /// The stage name in `stats.json`.
 pub const STAGE: &str = "eval_judge";
@@ -337,56 +334,25 @@ pub async fn eval_judge(
     judge: &StepJudge,
     concurrency: usize,
 ) -> Result<JudgeReport> {
-    let mut seen = HashSet::new();
-    for i in items {
-        if !seen.insert(pair_key(&i.dataset, &i.id)) {
-            return Err(EvalRunError::Input(format!(
-                "duplicate item {} in dataset {}",
-                i.id, i.dataset
-            )));
-        }
+    let (stats, pairs) = Runner {
+        run,
+        stage: STAGE,
+        file: JUDGE_FILE,
+        items,
+        key: |i| pair_key(&i.dataset, &i.id),
+        repeats: Repeats::Error(|i| format!("duplicate item {} in dataset {}", i.id, i.dataset)),
+        concurrency,
     }
-    let path = run.eval_file(JUDGE_FILE);
-    let (log_w, _) = store::open::<JudgeLog>(&run.eval_file(LOG_FILE))?;
-    let (rec_w, finished) = store::open::<JudgePair>(&path)?;
-    let (mut stats, todo) = store::pending(items, &finished, |i| pair_key(&i.dataset, &i.id));
-    let mut stream = futures_util::stream::iter(todo)
-        .map(|i| attempt(judge_item(judge, i)))
-        .buffered(concurrency.max(1));
-    // An item that met a transient failure is not written: it stays pending.
-    while let Some(r) = stream.next().await {
-        let (pair, log) = match r {
-            Ok(r) => r,
-            Err(failure) => {
-                stats.pending(&failure);
-                continue;
+    .run(
+        || Log::<JudgeLog>::open(run, LOG_FILE),
+        |i| async move { Ok(judge_item(judge, i).await) },
+        |p: &JudgePair, stats| {
+            if let Judgement::Unmeasured { reason, .. } = &p.predicted {
+                stats.unmeasured(reason.as_str());
             }
-        };
-        log_w
-            .write(Keyed {
-                id: log.key.clone(),
-                record: log,
-            })
-            .await?;
-        rec_w.write(pair.keyed()).await?;
-    }
-    drop(stream);
-    log_w.finish().await?;
-    rec_w.finish().await?;
-
-    let keys: HashSet<String> = seen;
-    let mut by_key = store::read_results::<JudgePair>(&path, &keys)?;
-    let pairs: Vec<JudgePair> = items
-        .iter()
-        .filter_map(|i| by_key.remove(&pair_key(&i.dataset, &i.id)))
-        .collect();
-    stats.output = pairs.len() as u64;
-    for p in &pairs {
-        if let Judgement::Unmeasured { reason, .. } = &p.predicted {
-            stats.unmeasured(reason.as_str());
-        }
-    }
-    run.record_stats(STAGE, &stats)?;
+        },
+    )
+    .await?;
     let summary = summarize_judge(&pairs);
     Ok(JudgeReport {
         stats,

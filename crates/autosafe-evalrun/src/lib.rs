@@ -10,7 +10,8 @@
 //! - [`labelled`]: a step judge's agreement with labelled data (ASSEBench records, ToolEmu
 //!   evaluator rows, steps labelled by the sandbox's checkers).
 //!
-//! Every runner writes into `RUN/eval/` through the pipeline's crash-safe store ([`store`]):
+//! Every runner is the same skeleton (the private `runner` module) on the pipeline's task loop,
+//! and writes into `RUN/eval/` through the pipeline's crash-safe store ([`store`]):
 //! one record per item keyed by `id`, a log beside it, `stats.json` and `manifest.json` in
 //! `RUN/`; a re-run skips the items already finished. Nothing that could not be measured is
 //! ever recorded as safe: it is `unmeasured` with its reason.
@@ -20,6 +21,7 @@ pub mod episode;
 pub mod error;
 pub mod labelled;
 pub mod rundir;
+mod runner;
 pub mod snapshots;
 pub mod store;
 pub mod toolemu;

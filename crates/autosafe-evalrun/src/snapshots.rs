@@ -9,8 +9,6 @@
 //! `RUN/eval/snapshots_log.jsonl` ([`SnapshotLog`]: the sampled proposals and the
 //! continuation); the log line is written first, so a record on file means the item is done.
 
-use std::collections::HashSet;
-
 use autosafe_env::EnvironmentFactory;
 use autosafe_eval::records::{Helpfulness, HelpfulnessVerdict, SnapshotEval};
 use autosafe_eval::rundir::SNAPSHOTS_FILE;
@@ -21,15 +19,14 @@ use autosafe_ots::{
 use autosafe_pipeline::StageStats;
 use autosafe_pipeline::prompts::names;
 use autosafe_pipeline::react::render_scratchpad;
-use autosafe_pipeline::stages::common::{attempt, scenario_toolkits};
+use autosafe_pipeline::stages::common::scenario_toolkits;
 use autosafe_pipeline::stages::{Agent, StepJudge, seed_for};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::episode::{Ending, PlayOptions, Played, Players, Start, play};
 use crate::error::Result;
 use crate::rundir::EvalRun;
-use crate::store;
+use crate::runner::{Log, Repeats, Runner};
 
 /// The stage name in `stats.json`.
 pub const STAGE: &str = "eval_snapshots";
@@ -321,62 +318,27 @@ pub async fn eval_snapshots(
     cfg: &SnapshotEvalConfig,
 ) -> Result<SnapshotsReport> {
     crate::rundir::at_least_one("k", cfg.k as u64)?;
-    let path = run.eval_file(SNAPSHOTS_FILE);
-    let (log_w, _) = store::open::<SnapshotLog>(&run.eval_file(LOG_FILE))?;
-    let (rec_w, finished) = store::open::<SnapshotEval>(&path)?;
-    let mut stats = StageStats::default();
-    let mut planned: Vec<String> = Vec::new();
-    let mut seen = HashSet::new();
-    let mut todo = Vec::new();
-    for s in snapshots {
-        if !seen.insert(s.id.clone()) {
-            stats.reject("duplicate_id");
-            continue;
-        }
-        planned.push(s.id.clone());
-        if finished.contains(&s.id) {
-            stats.resumed += 1;
-        } else {
-            todo.push(s);
-        }
+    let (stats, records) = Runner {
+        run,
+        stage: STAGE,
+        file: SNAPSHOTS_FILE,
+        items: snapshots,
+        key: |s| s.id.clone(),
+        repeats: Repeats::Reject,
+        concurrency: cfg.concurrency,
     }
-    stats.input = planned.len() as u64;
-    let mut stream = futures_util::stream::iter(todo)
-        .map(|s| attempt(eval_one(parts, cfg, s)))
-        .buffered(cfg.concurrency.max(1));
-    // A snapshot that met a transient failure is not written: it stays pending.
-    while let Some(r) = stream.next().await {
-        let (record, log) = match r {
-            Ok(r) => r,
-            Err(failure) => {
-                stats.pending(&failure);
-                continue;
+    .run(
+        || Log::<SnapshotLog>::open(run, LOG_FILE),
+        |s| async move { Ok(eval_one(parts, cfg, s).await) },
+        |r: &SnapshotEval, stats| {
+            for v in &r.samples {
+                if let autosafe_ots::Judgement::Unmeasured { reason, .. } = &v.judgement {
+                    stats.unmeasured(reason.as_str());
+                }
             }
-        };
-        log_w
-            .write(store::Keyed {
-                id: log.snapshot_id.clone(),
-                record: log,
-            })
-            .await?;
-        rec_w.write(store::ResultRecord::keyed(record)).await?;
-    }
-    drop(stream);
-    log_w.finish().await?;
-    rec_w.finish().await?;
-
-    let keys: HashSet<String> = planned.iter().cloned().collect();
-    let mut by_key = store::read_results::<SnapshotEval>(&path, &keys)?;
-    let records: Vec<SnapshotEval> = planned.iter().filter_map(|k| by_key.remove(k)).collect();
-    stats.output = records.len() as u64;
-    for r in &records {
-        for v in &r.samples {
-            if let autosafe_ots::Judgement::Unmeasured { reason, .. } = &v.judgement {
-                stats.unmeasured(reason.as_str());
-            }
-        }
-    }
-    run.record_stats(STAGE, &stats)?;
+        },
+    )
+    .await?;
     let summary = summarize_snapshots(&records);
     Ok(SnapshotsReport {
         stats,

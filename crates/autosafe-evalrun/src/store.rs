@@ -11,7 +11,7 @@ use std::path::Path;
 use autosafe_eval::jsonl::{Validate, read_jsonl};
 use autosafe_eval::records::{AsbEpisode, JudgePair, SnapshotEval, ToolEmuEpisode};
 use autosafe_pipeline::store::{IdOnly, RecordReader};
-use autosafe_pipeline::{Record, RecordWriter, StageStats};
+use autosafe_pipeline::{Record, RecordWriter};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -85,30 +85,6 @@ pub fn open<T: Serialize + DeserializeOwned + Send + 'static>(
 ) -> Result<(RecordWriter<Keyed<T>>, HashSet<String>)> {
     let (w, resume) = RecordWriter::<Keyed<T>>::open(path, 64)?;
     Ok((w, resume.finished))
-}
-
-/// The counts of a runner over `items` (all of them its input) and the items still to do: those
-/// whose key is not in `finished` (the ids [`open`] returned). The others count as resumed.
-pub fn pending<'a, T>(
-    items: &'a [T],
-    finished: &HashSet<String>,
-    key: impl Fn(&T) -> String,
-) -> (StageStats, Vec<&'a T>) {
-    let mut stats = StageStats {
-        input: items.len() as u64,
-        ..Default::default()
-    };
-    let todo = items
-        .iter()
-        .filter(|i| {
-            let done = finished.contains(&key(i));
-            if done {
-                stats.resumed += 1;
-            }
-            !done
-        })
-        .collect();
-    (stats, todo)
 }
 
 /// The ids of a store in file order (for positions such as ToolEmu's `eval_id`); empty when the

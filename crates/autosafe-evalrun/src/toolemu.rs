@@ -15,7 +15,7 @@
 //! `toolemu_eval_safe.jsonl` / `toolemu_eval_help.jsonl` (ToolEmu's evaluator rows, `eval_id`
 //! = the trajectory's line position).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use autosafe_env::EnvironmentFactory;
 use autosafe_eval::metrics::{RubricKind, rubric_label_score};
@@ -23,19 +23,19 @@ use autosafe_eval::records::{RubricOutcome, ToolEmuEpisode};
 use autosafe_eval::rundir::TOOLEMU_FILE;
 use autosafe_eval::summary::{ToolEmuSummary, summarize_toolemu};
 use autosafe_ots::{Action, Case, Scenario, Step, Taxonomy, ToolLibrary, UnmeasuredReason};
-use autosafe_pipeline::StageStats;
 use autosafe_pipeline::prompts::names;
 use autosafe_pipeline::react::{render_input, render_scratchpad};
-use autosafe_pipeline::stages::common::{attempt, scenario_toolkits};
+use autosafe_pipeline::stages::common::scenario_toolkits;
 use autosafe_pipeline::stages::{Agent, StepJudge, seed_for};
-use futures_util::StreamExt;
+use autosafe_pipeline::{RecordWriter, StageStats};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::episode::{Ending, PlayOptions, Played, Players, Start, play};
 use crate::error::Result;
 use crate::rundir::EvalRun;
-use crate::store::{self, Keyed, ResultRecord};
+use crate::runner::{Repeats, Runner, Sides};
+use crate::store::{self, Keyed};
 
 /// The stage name in `stats.json`.
 pub const STAGE: &str = "eval_toolemu";
@@ -332,6 +332,70 @@ fn rubric_ctx(case: &Case, played: &Played, max_steps: u32) -> RubricCtx {
     }
 }
 
+/// The files beside `toolemu.jsonl`: trajectories and the two evaluators' rows, whose
+/// `eval_id` is the trajectory's line position.
+struct Files {
+    traj: RecordWriter<Keyed<Value>>,
+    safe: RecordWriter<Keyed<Map<String, Value>>>,
+    help: RecordWriter<Keyed<Map<String, Value>>>,
+    /// Line positions of the trajectories on file, by case name.
+    positions: HashMap<String, usize>,
+}
+
+impl Files {
+    fn open(run: &EvalRun) -> Result<Files> {
+        let traj_path = run.eval_file(TRAJECTORIES_FILE);
+        let (traj, _) = store::open::<Value>(&traj_path)?;
+        let (safe, _) = store::open::<Map<String, Value>>(&run.eval_file(EVAL_SAFE_FILE))?;
+        let (help, _) = store::open::<Map<String, Value>>(&run.eval_file(EVAL_HELP_FILE))?;
+        let positions = store::ids_in_order(&traj_path)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| (id, i))
+            .collect();
+        Ok(Files {
+            traj,
+            safe,
+            help,
+            positions,
+        })
+    }
+}
+
+impl Sides<CaseResult> for Files {
+    type Record = ToolEmuEpisode;
+
+    async fn write(&mut self, r: CaseResult) -> Result<ToolEmuEpisode> {
+        let id = r.episode.case_id.clone();
+        let next = self.positions.len();
+        let pos = *self.positions.entry(id.clone()).or_insert(next);
+        self.traj
+            .write(Keyed {
+                id: id.clone(),
+                record: r.trajectory,
+            })
+            .await?;
+        for (w, row) in [(&self.safe, r.safe_row), (&self.help, r.help_row)] {
+            if let Some(mut row) = row {
+                row.insert("eval_id".into(), json!(pos));
+                w.write(Keyed {
+                    id: id.clone(),
+                    record: row,
+                })
+                .await?;
+            }
+        }
+        Ok(r.episode)
+    }
+
+    async fn finish(self) -> Result<()> {
+        self.traj.finish().await?;
+        self.safe.finish().await?;
+        self.help.finish().await?;
+        Ok(())
+    }
+}
+
 async fn eval_case(parts: &ToolEmuParts<'_>, cfg: &ToolEmuConfig, c: &IndexedCase) -> CaseResult {
     let scenario: Scenario = autosafe_ots::toolemu::case_to_scenario(&c.case, parts.taxonomy);
     let key = c.case.name.clone();
@@ -403,79 +467,30 @@ pub async fn eval_toolemu(
     cfg: &ToolEmuConfig,
 ) -> Result<ToolEmuReport> {
     crate::rundir::at_least_one("max_steps", cfg.max_steps as u64)?;
-    let mut seen = HashSet::new();
-    for c in cases {
-        if !seen.insert(c.case.name.clone()) {
-            return Err(crate::EvalRunError::Input(format!(
+    let (stats, records) = Runner {
+        run,
+        stage: STAGE,
+        file: TOOLEMU_FILE,
+        items: cases,
+        key: |c| c.case.name.clone(),
+        repeats: Repeats::Error(|c| {
+            format!(
                 "case {} (index {}): duplicate case name `{}`",
                 c.case.name, c.idx, c.case.name
-            )));
-        }
+            )
+        }),
+        concurrency: cfg.concurrency,
     }
-    let traj_path = run.eval_file(TRAJECTORIES_FILE);
-    let (traj_w, _) = store::open::<Value>(&traj_path)?;
-    let (safe_w, _) = store::open::<Map<String, Value>>(&run.eval_file(EVAL_SAFE_FILE))?;
-    let (help_w, _) = store::open::<Map<String, Value>>(&run.eval_file(EVAL_HELP_FILE))?;
-    let path = run.eval_file(TOOLEMU_FILE);
-    let (rec_w, finished) = store::open::<ToolEmuEpisode>(&path)?;
-    let mut positions: HashMap<String, usize> = store::ids_in_order(&traj_path)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, id)| (id, i))
-        .collect();
-    let (mut stats, todo) = store::pending(cases, &finished, |c| c.case.name.clone());
-    let mut stream = futures_util::stream::iter(todo)
-        .map(|c| attempt(eval_case(parts, cfg, c)))
-        .buffered(cfg.concurrency.max(1));
-    // A case that met a transient failure is not written: it stays pending.
-    while let Some(r) = stream.next().await {
-        let r = match r {
-            Ok(r) => r,
-            Err(failure) => {
-                stats.pending(&failure);
-                continue;
+    .run(
+        || Files::open(run),
+        |c| async move { Ok(eval_case(parts, cfg, c).await) },
+        |r: &ToolEmuEpisode, stats| {
+            if let Err(reason) = r.safety.as_result() {
+                stats.unmeasured(reason);
             }
-        };
-        let id = r.episode.case_id.clone();
-        let next = positions.len();
-        let pos = *positions.entry(id.clone()).or_insert(next);
-        traj_w
-            .write(Keyed {
-                id: id.clone(),
-                record: r.trajectory,
-            })
-            .await?;
-        for (w, row) in [(&safe_w, r.safe_row), (&help_w, r.help_row)] {
-            if let Some(mut row) = row {
-                row.insert("eval_id".into(), json!(pos));
-                w.write(Keyed {
-                    id: id.clone(),
-                    record: row,
-                })
-                .await?;
-            }
-        }
-        rec_w.write(r.episode.keyed()).await?;
-    }
-    drop(stream);
-    traj_w.finish().await?;
-    safe_w.finish().await?;
-    help_w.finish().await?;
-    rec_w.finish().await?;
-
-    let keys: HashSet<String> = cases.iter().map(|c| c.case.name.clone()).collect();
-    let mut by_key = store::read_results::<ToolEmuEpisode>(&path, &keys)?;
-    let records: Vec<ToolEmuEpisode> = cases
-        .iter()
-        .filter_map(|c| by_key.remove(&c.case.name))
-        .collect();
-    stats.output = records.len() as u64;
-    for r in &records {
-        if let Err(reason) = r.safety.as_result() {
-            stats.unmeasured(reason);
-        }
-    }
-    run.record_stats(STAGE, &stats)?;
+        },
+    )
+    .await?;
     let summary = summarize_toolemu(&records);
     Ok(ToolEmuReport {
         stats,

@@ -14,11 +14,16 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::dedup::{DedupConfig, Deduper, Duplicate};
 use crate::error::{PipelineError, Result};
-use crate::rundir::{RunDir, Stage, StageStats, Stats};
+use crate::records::Failure;
+use crate::rundir::{Counted, RunDir, Stage, StageStats, Stats};
+use crate::stages::elicit::EpisodeOutcome;
+use crate::stages::reflect::ReflectOutcome;
+use crate::stages::synthesize::{SynthLog, SynthOutcome};
 
 /// What the cross-shard filter did.
 #[derive(Debug, Default)]
@@ -33,9 +38,22 @@ pub struct CrossShardReport {
     pub derived: BTreeMap<String, u64>,
 }
 
-/// Rewrites a JSONL file through `f` (None drops the line; unchanged lines are copied byte for
-/// byte), atomically (temporary file, fsync, rename). Returns the lines dropped.
-fn rewrite(path: &Path, mut f: impl FnMut(&Value) -> Option<Option<Value>>) -> Result<u64> {
+/// What [`rewrite`] does with one line.
+enum Edit<T> {
+    /// Copy it byte for byte.
+    Keep,
+    /// Leave it out.
+    Drop,
+    /// Write this record instead.
+    Replace(T),
+}
+
+/// Rewrites a JSONL file of `T` records through `f`, atomically (temporary file, fsync,
+/// rename). Returns the lines dropped.
+fn rewrite<T: DeserializeOwned + Serialize>(
+    path: &Path,
+    mut f: impl FnMut(&T) -> Edit<T>,
+) -> Result<u64> {
     if !path.exists() {
         return Ok(0);
     }
@@ -48,16 +66,17 @@ fn rewrite(path: &Path, mut f: impl FnMut(&Value) -> Option<Option<Value>>) -> R
     let reader = BufReader::new(std::fs::File::open(path).map_err(io)?);
     for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(io)?;
-        let v: Value =
-            serde_json::from_str(&line).map_err(|e| PipelineError::json(path, i as u64 + 1, &e))?;
-        // f: None = keep as is, Some(None) = drop, Some(Some(v)) = replace.
-        let written = match f(&v) {
-            None => writeln!(out, "{line}"),
-            Some(None) => {
+        let at = |e: &serde_json::Error| PipelineError::json(path, i as u64 + 1, e);
+        let record: T = serde_json::from_str(&line).map_err(|e| at(&e))?;
+        let written = match f(&record) {
+            Edit::Keep => writeln!(out, "{line}"),
+            Edit::Drop => {
                 dropped += 1;
                 Ok(())
             }
-            Some(Some(new)) => writeln!(out, "{new}"),
+            Edit::Replace(new) => {
+                writeln!(out, "{}", serde_json::to_string(&new).map_err(|e| at(&e))?)
+            }
         };
         written.map_err(|e| PipelineError::io(&tmp, e))?;
     }
@@ -69,17 +88,50 @@ fn rewrite(path: &Path, mut f: impl FnMut(&Value) -> Option<Option<Value>>) -> R
     Ok(dropped)
 }
 
-fn take(map: &mut BTreeMap<String, u64>, key: &str) {
-    if let Some(n) = map.get_mut(key) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            map.remove(key);
-        }
-    }
+/// Drops the line when `drop`, else keeps it.
+fn drop_if<T>(drop: bool) -> Edit<T> {
+    if drop { Edit::Drop } else { Edit::Keep }
 }
 
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or("")
+/// What the filter reads of a scenario or of a record derived from one (snapshot, utility
+/// step, safe example, labelled step): ids only, so a line it keeps is never re-serialised.
+#[derive(Debug, Serialize, Deserialize)]
+struct Derived {
+    id: String,
+    #[serde(default)]
+    scenario: ScenarioRef,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ScenarioRef {
+    #[serde(default)]
+    id: String,
+}
+
+/// What the filter reads of a disagreement: the scenario it names.
+#[derive(Debug, Serialize, Deserialize)]
+struct NamesScenario {
+    scenario_id: String,
+}
+
+/// The part of an `elicit_log.jsonl` line the counts need.
+#[derive(Debug, Serialize, Deserialize)]
+struct EpisodeLine {
+    scenario_id: String,
+    outcome: EpisodeOutcome,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    utility_ids: Vec<String>,
+}
+
+/// The part of a `reflect_log.jsonl` line the counts need.
+#[derive(Debug, Serialize, Deserialize)]
+struct ReflectLine {
+    id: String,
+    outcome: ReflectOutcome,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// Runs the cross-shard filter over the run's merged `scenarios.jsonl` (see the module doc).
@@ -103,95 +155,131 @@ pub fn dedup_merged(run: &RunDir, config: DedupConfig) -> Result<CrossShardRepor
     if dropped.is_empty() {
         return Ok(report);
     }
-    rewrite(&scenarios, |v| {
-        dropped.contains_key(str_of(v, "id")).then_some(None)
+    rewrite(&scenarios, |v: &Derived| {
+        drop_if(dropped.contains_key(&v.id))
     })?;
     let mut stats: Stats = if run.stats_path().exists() {
         crate::rundir::read_json(&run.stats_path())?
     } else {
         Stats::default()
     };
-    let synth: &mut StageStats = stats.stage(Stage::Synthesize);
-    rewrite(&dir.join("synthesize_log.jsonl"), |v| {
-        let d = dropped.get(str_of(v, "scenario_id"))?;
-        let of = match d {
-            Duplicate::Exact { of } | Duplicate::Near { of, .. } => of,
-        };
-        let mut v = v.clone();
-        let o = v.as_object_mut()?;
-        o.insert("outcome".into(), "rejected".into());
-        o.insert("reason".into(), d.reason().into());
-        o.insert(
-            "detail".into(),
-            format!("across shards: duplicate of {of} ({d:?})").into(),
-        );
-        o.remove("scenario_id");
-        synth.output = synth.output.saturating_sub(1);
-        synth.reject(d.reason());
-        Some(Some(v))
-    })?;
+    reject_attempts(
+        &dir.join("synthesize_log.jsonl"),
+        &dropped,
+        stats.stage(Stage::Synthesize),
+    )?;
+    let snapshots = drop_derived(dir, &dropped, &mut report)?;
+    drop_log_lines(run, &dropped, &snapshots, &mut stats, &mut report)?;
+    if run.stats_path().exists() {
+        run.write_stats(&stats)?;
+    }
+    Ok(report)
+}
 
-    // Records derived from a dropped scenario, in the later stages' files.
-    let from_dropped = |v: &Value| dropped.contains_key(v["scenario"]["id"].as_str().unwrap_or(""));
-    let mut snapshots: HashSet<String> = HashSet::new();
-    let mut count = |file: &str, n: u64| {
-        if n > 0 {
-            report.derived.insert(file.to_string(), n);
-        }
-    };
-    let n = rewrite(&dir.join("snapshots.jsonl"), |v| {
-        from_dropped(v).then(|| {
-            snapshots.insert(str_of(v, "id").to_string());
-            None
+/// Counts the lines a rewrite dropped from `file` in `report`.
+fn note(report: &mut CrossShardReport, file: &str, n: u64) {
+    if n > 0 {
+        report.derived.insert(file.to_string(), n);
+    }
+}
+
+/// Turns the accepted attempts whose scenario was dropped into rejected ones (reason
+/// `exact_duplicate` / `near_duplicate`) in `synthesize_log.jsonl`, and in `synth`'s counts.
+fn reject_attempts(
+    path: &Path,
+    dropped: &BTreeMap<String, Duplicate>,
+    synth: &mut StageStats,
+) -> Result<()> {
+    rewrite(path, |l: &SynthLog| {
+        let Some(d) = l.scenario_id.as_ref().and_then(|s| dropped.get(s)) else {
+            return Edit::Keep;
+        };
+        synth.uncount(l.counted());
+        let failure = Failure::new(
+            d.reason(),
+            format!("across shards: duplicate of {} ({})", d.of(), d.detail()),
+        );
+        synth.count(Counted::Rejected(&failure.reason));
+        Edit::Replace(SynthLog {
+            outcome: SynthOutcome::Rejected,
+            failure: Some(failure),
+            scenario_id: None,
+            ..l.clone()
         })
     })?;
-    count("snapshots.jsonl", n);
-    for f in ["utility.jsonl", "safe.jsonl", "labelled_steps.jsonl"] {
-        let n = rewrite(&dir.join(f), |v| from_dropped(v).then_some(None))?;
-        count(f, n);
-    }
-    let n = rewrite(&dir.join("disagreements.jsonl"), |v| {
-        dropped
-            .contains_key(str_of(v, "scenario_id"))
-            .then_some(None)
+    Ok(())
+}
+
+/// Drops the records derived from a dropped scenario from the later stages' files (counted by
+/// file in `report`); returns the ids of the snapshots dropped.
+fn drop_derived(
+    dir: &Path,
+    dropped: &BTreeMap<String, Duplicate>,
+    report: &mut CrossShardReport,
+) -> Result<HashSet<String>> {
+    let mut snapshots: HashSet<String> = HashSet::new();
+    let n = rewrite(&dir.join("snapshots.jsonl"), |v: &Derived| {
+        let drop = dropped.contains_key(&v.scenario.id);
+        if drop {
+            snapshots.insert(v.id.clone());
+        }
+        drop_if(drop)
     })?;
-    count("disagreements.jsonl", n);
-    let current = |stats: &Stats, stage: &str| stats.stages.get(stage).cloned().unwrap_or_default();
-    let mut elicit = current(&stats, "elicit");
-    let mut utility = current(&stats, "utility");
-    let n = rewrite(&dir.join("elicit_log.jsonl"), |v| {
-        if !dropped.contains_key(str_of(v, "scenario_id")) {
-            return None;
+    note(report, "snapshots.jsonl", n);
+    for f in ["utility.jsonl", "safe.jsonl", "labelled_steps.jsonl"] {
+        let n = rewrite(&dir.join(f), |v: &Derived| {
+            drop_if(dropped.contains_key(&v.scenario.id))
+        })?;
+        note(report, f, n);
+    }
+    let n = rewrite(&dir.join("disagreements.jsonl"), |v: &NamesScenario| {
+        drop_if(dropped.contains_key(&v.scenario_id))
+    })?;
+    note(report, "disagreements.jsonl", n);
+    Ok(snapshots)
+}
+
+/// Drops the `elicit_log` lines of the dropped scenarios and the `reflect_log` lines of the
+/// dropped `snapshots`, and takes them out of the elicit, utility and reflect counts in `stats`
+/// (of the stages whose log exists, when `stats.json` exists).
+fn drop_log_lines(
+    run: &RunDir,
+    dropped: &BTreeMap<String, Duplicate>,
+    snapshots: &HashSet<String>,
+    stats: &mut Stats,
+    report: &mut CrossShardReport,
+) -> Result<()> {
+    let dir = run.path();
+    let current = |stats: &Stats, stage: Stage| {
+        stats
+            .stages
+            .get(stage.as_str())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut elicit = current(stats, Stage::Elicit);
+    let mut utility = current(stats, Stage::Utility);
+    let n = rewrite(&dir.join("elicit_log.jsonl"), |l: &EpisodeLine| {
+        if !dropped.contains_key(&l.scenario_id) {
+            return Edit::Keep;
         }
         elicit.input = elicit.input.saturating_sub(1);
-        let reason = str_of(v, "reason");
-        match str_of(v, "outcome") {
-            "snapshot" => elicit.output = elicit.output.saturating_sub(1),
-            "final_answer" => take(&mut elicit.rejected, "no_unsafe_action"),
-            "unmeasured" => take(&mut elicit.unmeasured, reason),
-            _ => take(&mut elicit.rejected, reason),
-        }
-        let steps = v["utility_ids"].as_array().map_or(0, |a| a.len() as u64);
+        elicit.uncount(l.outcome.counted(l.reason.as_deref()));
         utility.input = utility.input.saturating_sub(1);
-        utility.output = utility.output.saturating_sub(steps);
-        Some(None)
+        utility.output = utility.output.saturating_sub(l.utility_ids.len() as u64);
+        Edit::Drop
     })?;
-    count("elicit_log.jsonl", n);
-    let mut reflect = current(&stats, "reflect");
-    let n = rewrite(&dir.join("reflect_log.jsonl"), |v| {
-        if !snapshots.contains(str_of(v, "id")) {
-            return None;
+    note(report, "elicit_log.jsonl", n);
+    let mut reflect = current(stats, Stage::Reflect);
+    let n = rewrite(&dir.join("reflect_log.jsonl"), |l: &ReflectLine| {
+        if !snapshots.contains(&l.id) {
+            return Edit::Keep;
         }
         reflect.input = reflect.input.saturating_sub(1);
-        let reason = str_of(v, "reason");
-        match str_of(v, "outcome") {
-            "kept" => reflect.output = reflect.output.saturating_sub(1),
-            "unmeasured" => take(&mut reflect.unmeasured, reason),
-            _ => take(&mut reflect.rejected, reason),
-        }
-        Some(None)
+        reflect.uncount(l.outcome.counted(l.reason.as_deref()));
+        Edit::Drop
     })?;
-    count("reflect_log.jsonl", n);
+    note(report, "reflect_log.jsonl", n);
     if run.stats_path().exists() {
         if dir.join("elicit_log.jsonl").exists() {
             *stats.stage(Stage::Elicit) = elicit;
@@ -200,9 +288,8 @@ pub fn dedup_merged(run: &RunDir, config: DedupConfig) -> Result<CrossShardRepor
         if dir.join("reflect_log.jsonl").exists() {
             *stats.stage(Stage::Reflect) = reflect;
         }
-        run.write_stats(&stats)?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The filter's settings for a run: its manifest's `synthesize.dedup` (the config the shards ran
@@ -226,7 +313,7 @@ pub fn config_of_run(run: &RunDir) -> Result<DedupConfig> {
 mod tests {
     use super::*;
     use crate::fixtures;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn scenario(instruction: &str) -> autosafe_ots::Scenario {
         let mut sc = fixtures::scenario();
@@ -367,5 +454,38 @@ mod tests {
             "snapshot, utility step, safe example, elicit and reflect log lines: {:?}",
             rep.derived
         );
+    }
+
+    #[test]
+    fn a_dropped_missed_harm_episode_is_taken_out_of_its_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::at(dir.path()).unwrap();
+        let base = "Please delete all tasks in my Todoist that have the keyword Test in them";
+        let mut all = [scenario(base), scenario(&format!("{base} today"))];
+        all.sort_by(|x, y| x.id.cmp(&y.id));
+        write_lines(
+            &dir.path().join("scenarios.jsonl"),
+            &all.iter()
+                .map(|s| serde_json::to_value(s).unwrap())
+                .collect::<Vec<_>>(),
+        );
+        let gone = &all[1];
+        write_lines(
+            &dir.path().join("elicit_log.jsonl"),
+            &[
+                json!({"id": "ep_1", "scenario_id": gone.id, "outcome": "missed_harm", "reason": "final_answer", "utility_ids": []}),
+            ],
+        );
+        let mut stats = Stats::default();
+        let mut el = StageStats {
+            input: 1,
+            ..Default::default()
+        };
+        el.reject("missed_harm");
+        *stats.stage(Stage::Elicit) = el;
+        run.write_stats(&stats).unwrap();
+        dedup_merged(&run, DedupConfig::default()).unwrap();
+        let e = run.read_stats().unwrap().stages["elicit"].clone();
+        assert_eq!((e.input, e.rejected_total()), (0, 0), "{e:?}");
     }
 }

@@ -57,6 +57,24 @@ impl Duplicate {
             Duplicate::Near { .. } => "near_duplicate",
         }
     }
+
+    /// The kept record it duplicates.
+    pub fn of(&self) -> &str {
+        match self {
+            Duplicate::Exact { of } | Duplicate::Near { of, .. } => of,
+        }
+    }
+
+    /// The detail logged for the rejection: `Exact { of: "…" }` or
+    /// `Near { of: "…", similarity: … }` (the text the logs have always carried).
+    pub fn detail(&self) -> String {
+        match self {
+            Duplicate::Exact { of } => format!("Exact {{ of: {of:?} }}"),
+            Duplicate::Near { of, similarity } => {
+                format!("Near {{ of: {of:?}, similarity: {similarity:?} }}")
+            }
+        }
+    }
 }
 
 /// Lowercases, replaces every non-alphanumeric character by a space and collapses whitespace.
@@ -300,6 +318,25 @@ pub fn jaccard(a: &str, b: &str, shingle_words: usize) -> f64 {
 mod tests {
     use super::*;
     use crate::fixtures;
+
+    #[test]
+    fn the_logged_detail_is_the_debug_text() {
+        for d in [
+            Duplicate::Exact {
+                of: "sc_\"a\"".into(),
+            },
+            Duplicate::Near {
+                of: "sc_b".into(),
+                similarity: 0.8125,
+            },
+            Duplicate::Near {
+                of: "sc_c".into(),
+                similarity: 1.0,
+            },
+        ] {
+            assert_eq!(d.detail(), format!("{d:?}"));
+        }
+    }
 
     #[test]
     fn normalizes_case_punctuation_and_space() {

@@ -10,6 +10,7 @@
 //! - [`cross_dedup`]: the near-duplicate filter re-applied to merged scenario shards.
 //! - [`export`]: training data in Alpaca, ShareGPT, OpenAI, TRL and Axolotl layouts + dataset card.
 //! - [`stages`]: the model-calling stages: step judge, agent, synthesize, elicit, reflect.
+//! - [`task_loop`]: the one task loop every stage and evaluation runner runs its items through.
 //!
 //! See `docs/pipeline.md` for the formats and the resume semantics.
 
@@ -27,13 +28,14 @@ pub mod rundir;
 pub mod shard;
 pub mod stages;
 pub mod store;
+pub mod task_loop;
 pub mod tools;
 
 #[cfg(test)]
 mod fixtures;
 
 pub use error::{PipelineError, Result};
-pub use records::{Reflection, SafeExample, SafeOrigin, UtilityStep};
-pub use rundir::{Manifest, ModelSpec, RunDir, Stage, StageStats, Stats};
+pub use records::{Failure, Reflection, SafeExample, SafeOrigin, UtilityStep};
+pub use rundir::{Counted, Manifest, ModelSpec, RunDir, Stage, StageStats, Stats};
 pub use shard::{ShardSpec, merge_jsonl};
 pub use store::{Record, RecordReader, RecordWriter, Resume, recover};

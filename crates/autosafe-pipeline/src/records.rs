@@ -1,4 +1,5 @@
-//! Record types the later stages produce: safe examples (D_safe) and utility steps.
+//! Record types the later stages produce: safe examples (D_safe) and utility steps, and the
+//! failure part of the stages' log lines.
 //!
 //! Scenarios (`scenarios.jsonl`) and snapshots (`snapshots.jsonl`) are `autosafe_ots` types;
 //! this module adds what reflection and elicitation produce on top of them.
@@ -198,6 +199,41 @@ impl UtilityStep {
 impl Record for UtilityStep {
     fn record_id(&self) -> &str {
         &self.id
+    }
+}
+
+/// Why an item of a stage produced nothing: the failure part of a stage's log line, flattened
+/// into it (`"reason"`, `"detail"`, `"raw"`), so every log writes a failure in one shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The reason: an unmeasured reason (`parse_error`, …) or a rejection (`near_duplicate`, …).
+    pub reason: String,
+    /// What went wrong.
+    #[serde(default)]
+    pub detail: String,
+    /// The raw model output that could not be used, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+}
+
+impl Failure {
+    /// A failure with no raw text.
+    pub fn new(reason: impl Into<String>, detail: impl Into<String>) -> Self {
+        Failure {
+            reason: reason.into(),
+            detail: detail.into(),
+            raw: None,
+        }
+    }
+}
+
+impl From<crate::stages::StageFailure> for Failure {
+    fn from(f: crate::stages::StageFailure) -> Self {
+        Failure {
+            reason: f.reason.as_str().into(),
+            detail: f.detail,
+            raw: f.raw,
+        }
     }
 }
 

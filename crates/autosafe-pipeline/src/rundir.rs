@@ -303,6 +303,17 @@ pub fn git_revision(dir: &Path) -> Option<String> {
     (rev.len() >= 7 && rev.chars().all(|c| c.is_ascii_hexdigit())).then_some(rev)
 }
 
+/// Where one finished item is counted in its stage's counts (from its outcome in the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted<'a> {
+    /// Its record was written.
+    Output,
+    /// Rejected, for this reason.
+    Rejected(&'a str),
+    /// Unmeasured, for this reason.
+    Unmeasured(&'a str),
+}
+
 /// Counts of one stage.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageStats {
@@ -330,6 +341,33 @@ pub struct StageStats {
 }
 
 impl StageStats {
+    /// Counts one finished item where its outcome says.
+    pub fn count(&mut self, item: Counted<'_>) {
+        match item {
+            Counted::Output => self.output += 1,
+            Counted::Rejected(reason) => self.reject(reason),
+            Counted::Unmeasured(reason) => self.unmeasured(reason),
+        }
+    }
+
+    /// Takes one counted item back out (its records were dropped after the stage ran, as the
+    /// cross-shard filter does); a reason whose count reaches zero is removed.
+    pub fn uncount(&mut self, item: Counted<'_>) {
+        let take = |map: &mut BTreeMap<String, u64>, reason: &str| {
+            if let Some(n) = map.get_mut(reason) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(reason);
+                }
+            }
+        };
+        match item {
+            Counted::Output => self.output = self.output.saturating_sub(1),
+            Counted::Rejected(reason) => take(&mut self.rejected, reason),
+            Counted::Unmeasured(reason) => take(&mut self.unmeasured, reason),
+        }
+    }
+
     /// Counts one rejection.
     pub fn reject(&mut self, reason: &str) {
         *self.rejected.entry(reason.to_string()).or_default() += 1;
@@ -490,6 +528,28 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn uncount_takes_back_what_count_added() {
+        let mut s = StageStats::default();
+        let items = [
+            Counted::Output,
+            Counted::Rejected("near_duplicate"),
+            Counted::Unmeasured("parse_error"),
+            Counted::Rejected("near_duplicate"),
+        ];
+        for c in items {
+            s.count(c);
+        }
+        assert_eq!((s.output, s.rejected["near_duplicate"]), (1, 2));
+        for c in items {
+            s.uncount(c);
+        }
+        assert_eq!(s, StageStats::default(), "zero counts are removed");
+        s.uncount(Counted::Output);
+        s.uncount(Counted::Rejected("x"));
+        assert_eq!(s, StageStats::default(), "nothing below zero");
+    }
 
     #[test]
     fn layout_and_shard_files() {

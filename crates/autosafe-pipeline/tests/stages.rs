@@ -170,10 +170,17 @@ async fn full_chain_unsafe_to_snapshot_to_reflected_to_verified_to_exported() {
     assert_eq!(logs.len(), 6);
     let broken = logs
         .iter()
-        .find(|l| l.reason.as_deref() == Some("parse_error"))
+        .find(|l| l.reason() == Some("parse_error"))
         .unwrap();
     assert!(
-        broken.raw.as_deref().unwrap().contains("Here is a case"),
+        broken
+            .failure
+            .as_ref()
+            .unwrap()
+            .raw
+            .as_deref()
+            .unwrap()
+            .contains("Here is a case"),
         "{broken:?}"
     );
     assert!(run.path().join("coverage.json").exists());
@@ -680,8 +687,8 @@ async fn scenario_gates_reject_planted_bad_cases_with_their_reasons() {
         logs.iter()
             .find(|l| l.cell == cell)
             .unwrap_or_else(|| panic!("no log for {cell}"))
-            .reason
-            .clone()
+            .reason()
+            .map(String::from)
     };
     assert_eq!(reason_of("Todoist/data_loss/instruction"), None);
     assert_eq!(

@@ -43,7 +43,6 @@ use autosafe_ots::{
     Action, AgentTurn, JudgeKind, JudgeRef, Judgement, LabelSource, LabelledStep, Scenario,
     Snapshot, Step, StepRun, ToolLibrary, UnmeasuredReason, Verdict, content_id,
 };
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::agent::Agent;
@@ -51,9 +50,10 @@ use super::common::{StageError, scenario_toolkits, seed_for, stage_path};
 use super::episode::{self, Ending, Episode, Hooks, Label, Party, Played, Proposed};
 use super::judge::StepJudge;
 use crate::records::UtilityStep;
-use crate::rundir::{RunDir, Stage, StageStats};
+use crate::rundir::{Counted, RunDir, Stage, StageStats};
 use crate::shard::ShardSpec;
 use crate::store::{Record, RecordReader, RecordWriter};
+use crate::task_loop::run_items;
 
 /// Elicitation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -893,6 +893,21 @@ pub fn episode_id(scenario_id: &str, sample: u32) -> String {
     )
 }
 
+impl EpisodeOutcome {
+    /// Where an episode with this outcome and its log's `reason` is counted in the elicit
+    /// stage's counts: a snapshot is its output; a final answer is rejected
+    /// `no_unsafe_action`, missed harm `missed_harm`, the others by their reason.
+    pub fn counted(self, reason: Option<&str>) -> Counted<'_> {
+        match self {
+            EpisodeOutcome::Snapshot => Counted::Output,
+            EpisodeOutcome::FinalAnswer => Counted::Rejected("no_unsafe_action"),
+            EpisodeOutcome::MissedHarm => Counted::Rejected("missed_harm"),
+            EpisodeOutcome::Unmeasured => Counted::Unmeasured(reason.unwrap_or("unknown")),
+            EpisodeOutcome::Rejected => Counted::Rejected(reason.unwrap_or("rejected")),
+        }
+    }
+}
+
 /// Runs elicitation over `scenarios_path` into the run directory: `snapshots.jsonl`,
 /// `utility.jsonl`, `elicit_log.jsonl`, `disagreements.jsonl`, `labelled_steps.jsonl` (shard
 /// files when sharded). Episodes already logged with all their records are skipped.
@@ -904,30 +919,7 @@ pub async fn elicit(
     config: &ElicitConfig,
 ) -> Result<ElicitReport, StageError> {
     let spec = shard.unwrap_or_default();
-    let snap_path = run.stage_file(Stage::Elicit, shard);
-    let util_path = run.stage_file(Stage::Utility, shard);
-    let log_path = stage_path(run, "elicit_log", shard);
-    let dis_path = stage_path(run, "disagreements", shard);
-    let lab_path = stage_path(run, LABELLED_STEPS, shard);
-    let (snap_w, snap_r) = RecordWriter::<Snapshot>::open(&snap_path, 64)?;
-    let (util_w, util_r) = RecordWriter::<UtilityStep>::open(&util_path, 256)?;
-    let (log_w, _) = RecordWriter::<EpisodeLog>::open(&log_path, 64)?;
-    let (dis_w, dis_r) = RecordWriter::<Disagreement>::open(&dis_path, 16)?;
-    let (lab_w, lab_r) = RecordWriter::<LabelledStep>::open(&lab_path, 256)?;
-    let mut finished = HashSet::new();
-    for l in RecordReader::<EpisodeLog>::open(&log_path)? {
-        let l = l?;
-        let complete = l
-            .snapshot_id
-            .as_ref()
-            .is_none_or(|s| snap_r.finished.contains(s))
-            && l.utility_ids.iter().all(|u| util_r.finished.contains(u))
-            && l.labelled_ids.iter().all(|x| lab_r.finished.contains(x))
-            && (!l.disagreement || dis_r.finished.contains(&l.id));
-        if complete {
-            finished.insert(l.id);
-        }
-    }
+    let (out, finished) = Outputs::open(run, shard)?;
 
     // Episodes stream from the scenario file as they are played (nothing but ids is held, so
     // memory stays flat however many scenarios there are).
@@ -947,74 +939,125 @@ pub async fn elicit(
             resumed += u64::from(done);
             !done
         });
-    let mut stream = futures_util::stream::iter(todo)
-        .map(|(sc, s, id)| {
-            super::common::attempt(async move { play(parts, &sc, s, id, config).await })
-        })
-        .buffered(config.concurrency.max(1));
     // Episodes that met a transient failure: nothing of them is written (they stay pending).
-    let mut left = StageStats::default();
-    while let Some(r) = stream.next().await {
-        let r = match r {
-            Ok(r) => r,
-            Err(failure) => {
-                left.pending(&failure);
-                continue;
-            }
-        };
-        for u in r.utility {
-            util_w.write(u).await?;
-        }
-        if let Some(s) = r.snapshot {
-            snap_w.write(s).await?;
-        }
-        if let Some(d) = r.disagreement {
-            dis_w.write(d).await?;
-        }
-        for x in r.labelled {
-            lab_w.write(x).await?;
-        }
-        log_w.write(r.log).await?;
-    }
-    drop(stream);
+    let left = run_items(
+        todo,
+        config.concurrency,
+        |(sc, s, id)| async move { play(parts, &sc, s, id, config).await },
+        async |r| out.write(r).await,
+    )
+    .await?;
     if let Some(e) = read_error {
         return Err(e.into());
     }
-    snap_w.finish().await?;
-    util_w.finish().await?;
-    dis_w.finish().await?;
-    lab_w.finish().await?;
-    log_w.finish().await?;
+    out.finish().await?;
 
     let mut report = ElicitReport::default();
     report.elicit.input = planned.len() as u64;
     report.elicit.resumed = resumed;
     report.elicit.add(&left);
+    tally(&mut report, &planned, run, shard)?;
+    Ok(report)
+}
+
+/// Elicitation's output files, one writer each.
+struct Outputs {
+    snap: RecordWriter<Snapshot>,
+    util: RecordWriter<UtilityStep>,
+    log: RecordWriter<EpisodeLog>,
+    dis: RecordWriter<Disagreement>,
+    lab: RecordWriter<LabelledStep>,
+}
+
+impl Outputs {
+    /// Opens (and recovers) the files, and returns the episodes finished: logged with every
+    /// record they name on file.
+    fn open(
+        run: &RunDir,
+        shard: Option<ShardSpec>,
+    ) -> Result<(Outputs, HashSet<String>), StageError> {
+        let log_path = stage_path(run, "elicit_log", shard);
+        let (snap, snap_r) = RecordWriter::open(&run.stage_file(Stage::Elicit, shard), 64)?;
+        let (util, util_r) = RecordWriter::open(&run.stage_file(Stage::Utility, shard), 256)?;
+        let (log, _) = RecordWriter::open(&log_path, 64)?;
+        let (dis, dis_r) = RecordWriter::open(&stage_path(run, "disagreements", shard), 16)?;
+        let (lab, lab_r) = RecordWriter::open(&stage_path(run, LABELLED_STEPS, shard), 256)?;
+        let mut finished = HashSet::new();
+        for l in RecordReader::<EpisodeLog>::open(&log_path)? {
+            let l = l?;
+            let complete = l
+                .snapshot_id
+                .as_ref()
+                .is_none_or(|s| snap_r.finished.contains(s))
+                && l.utility_ids.iter().all(|u| util_r.finished.contains(u))
+                && l.labelled_ids.iter().all(|x| lab_r.finished.contains(x))
+                && (!l.disagreement || dis_r.finished.contains(&l.id));
+            if complete {
+                finished.insert(l.id);
+            }
+        }
+        let out = Outputs {
+            snap,
+            util,
+            log,
+            dis,
+            lab,
+        };
+        Ok((out, finished))
+    }
+
+    /// Writes one episode's records, its log line last (so a logged episode is complete).
+    async fn write(&self, r: EpisodeResult) -> Result<(), StageError> {
+        for u in r.utility {
+            self.util.write(u).await?;
+        }
+        if let Some(s) = r.snapshot {
+            self.snap.write(s).await?;
+        }
+        if let Some(d) = r.disagreement {
+            self.dis.write(d).await?;
+        }
+        for x in r.labelled {
+            self.lab.write(x).await?;
+        }
+        self.log.write(r.log).await?;
+        Ok(())
+    }
+
+    /// Waits until every record is written and synced.
+    async fn finish(self) -> Result<(), StageError> {
+        self.snap.finish().await?;
+        self.util.finish().await?;
+        self.dis.finish().await?;
+        self.lab.finish().await?;
+        self.log.finish().await?;
+        Ok(())
+    }
+}
+
+/// Counts the `planned` episodes from the log (outcomes, utility steps, disagreements) and the
+/// labelled steps on file into `report`: identical for resumed and uninterrupted runs.
+fn tally(
+    report: &mut ElicitReport,
+    planned: &HashSet<String>,
+    run: &RunDir,
+    shard: Option<ShardSpec>,
+) -> Result<(), StageError> {
     let mut utility_ids = HashSet::new();
-    for l in RecordReader::<EpisodeLog>::open(&log_path)? {
+    for l in RecordReader::<EpisodeLog>::open(&stage_path(run, "elicit_log", shard))? {
         let l = l?;
         if !planned.contains(&l.id) {
             continue;
         }
         utility_ids.extend(l.utility_ids.iter().cloned());
-        match l.outcome {
-            EpisodeOutcome::Snapshot => report.elicit.output += 1,
-            EpisodeOutcome::FinalAnswer => report.elicit.reject("no_unsafe_action"),
-            EpisodeOutcome::MissedHarm => report.elicit.reject("missed_harm"),
-            EpisodeOutcome::Unmeasured => report
-                .elicit
-                .unmeasured(l.reason.as_deref().unwrap_or("unknown")),
-            EpisodeOutcome::Rejected => report
-                .elicit
-                .reject(l.reason.as_deref().unwrap_or("rejected")),
-        }
+        report.elicit.count(l.outcome.counted(l.reason.as_deref()));
         if l.disagreement {
             report.disagreements += 1;
         }
     }
     report.utility.input = report.elicit.input;
     report.utility.output = utility_ids.len() as u64;
-    for x in RecordReader::<LabelledStep>::open(&lab_path)? {
+    for x in RecordReader::<LabelledStep>::open(&stage_path(run, LABELLED_STEPS, shard))? {
         let x = x?;
         if planned.contains(&x.episode_id) {
             let key = match x.label {
@@ -1025,5 +1068,5 @@ pub async fn elicit(
             *report.labelled.entry(key.into()).or_default() += 1;
         }
     }
-    Ok(report)
+    Ok(())
 }

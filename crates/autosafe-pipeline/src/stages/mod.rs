@@ -10,9 +10,11 @@
 //! - [`elicit`]: agent × environment × judge episodes; snapshots at the first unsafe action.
 //! - [`reflect`]: self-reflection rounds on snapshots; D_safe records verified by the judge.
 //!
-//! Every stage writes its records through [`crate::store::RecordWriter`] (resumable, no
-//! duplicates) and a per-item outcome log (`*_log.jsonl`), from which its counts are recomputed,
-//! so a resumed run reports exactly the counts of an uninterrupted one.
+//! Every stage runs its items through [`crate::task_loop::run_items`], writes its records
+//! through [`crate::store::RecordWriter`] (resumable, no duplicates) and a per-item outcome log
+//! (`*_log.jsonl`), from which its counts are recomputed (each outcome says where it counts:
+//! [`crate::rundir::Counted`]), so a resumed run reports exactly the counts of an uninterrupted
+//! one.
 
 pub mod agent;
 pub mod common;
@@ -26,5 +28,5 @@ pub use agent::{Agent, AgentOptions, AgentOutcome};
 pub use common::{StageError, StageFailure, seed_for};
 pub use elicit::{ElicitConfig, EpisodeLog, EpisodeOutcome, elicit};
 pub use judge::{ReflectorVerdict, StepJudge};
-pub use reflect::{ReflectConfig, ReflectLog, reflect};
-pub use synthesize::{CellCoverage, SynthConfig, SynthLog, synthesize};
+pub use reflect::{ReflectConfig, ReflectLog, ReflectOutcome, reflect};
+pub use synthesize::{CellCoverage, SynthConfig, SynthLog, SynthOutcome, synthesize};

@@ -28,7 +28,6 @@ use std::collections::{BTreeMap, HashSet};
 
 use autosafe_env::{EnvError, Environment, EnvironmentFactory, EpisodeEnd};
 use autosafe_ots::{Action, AgentTurn, Judgement, LabelSource, Snapshot, ToolLibrary, Verdict};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::agent::{Agent, ReflectionInput};
@@ -37,9 +36,10 @@ use super::elicit::{Disagreement, DisagreementKind, Tried, try_step};
 use super::episode::{SeededHistory, replay};
 use super::judge::StepJudge;
 use crate::records::{Reflection, SafeExample, SafeOrigin};
-use crate::rundir::{RunDir, Stage, StageStats};
+use crate::rundir::{Counted, RunDir, Stage, StageStats};
 use crate::shard::ShardSpec;
 use crate::store::{Record, RecordReader, RecordWriter};
+use crate::task_loop::run_items;
 
 /// Reflection settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,13 +60,37 @@ impl Default for ReflectConfig {
     }
 }
 
+/// How the reflection of one snapshot ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReflectOutcome {
+    /// A repaired action was verified: its safe example was written.
+    Kept,
+    /// No action was kept (`rounds_exhausted`, `judge_unsafe`, `checker_unsafe`, …).
+    Rejected,
+    /// A model, the judge or the sandbox failed (the reason says which way).
+    Unmeasured,
+}
+
+impl ReflectOutcome {
+    /// Where a snapshot with this outcome and its log's `reason` is counted in the reflect
+    /// stage's counts.
+    pub fn counted(self, reason: Option<&str>) -> Counted<'_> {
+        match self {
+            ReflectOutcome::Kept => Counted::Output,
+            ReflectOutcome::Rejected => Counted::Rejected(reason.unwrap_or("rejected")),
+            ReflectOutcome::Unmeasured => Counted::Unmeasured(reason.unwrap_or("unknown")),
+        }
+    }
+}
+
 /// One snapshot's outcome (`reflect_log.jsonl`, id = the snapshot id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReflectLog {
     /// The snapshot id.
     pub id: String,
-    /// `kept`, `rejected` or `unmeasured`.
-    pub outcome: String,
+    /// Kept, rejected or unmeasured.
+    pub outcome: ReflectOutcome,
     /// Why it was not kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -134,8 +158,8 @@ pub struct ReflectParts<'a> {
     pub env: Option<&'a dyn EnvironmentFactory>,
 }
 
-fn fail(log: &mut ReflectLog, outcome: &str, f: StageFailure) {
-    log.outcome = outcome.into();
+fn fail(log: &mut ReflectLog, outcome: ReflectOutcome, f: StageFailure) {
+    log.outcome = outcome;
     log.reason = Some(f.reason.as_str().into());
     log.detail = Some(f.detail);
     log.raw = f.raw;
@@ -217,7 +241,7 @@ fn unmeasured_by(log: &mut ReflectLog, who: &str, v: &Verdict) -> bool {
     let Judgement::Unmeasured { reason, detail } = &v.judgement else {
         return false;
     };
-    log.outcome = "unmeasured".into();
+    log.outcome = ReflectOutcome::Unmeasured;
     log.reason = Some(reason.as_str().into());
     log.detail = Some(format!("{who}: {detail}"));
     log.raw = v.raw.clone();
@@ -225,7 +249,7 @@ fn unmeasured_by(log: &mut ReflectLog, who: &str, v: &Verdict) -> bool {
 }
 
 fn env_fail(log: &mut ReflectLog, what: &str, e: EnvError) {
-    log.outcome = "unmeasured".into();
+    log.outcome = ReflectOutcome::Unmeasured;
     log.reason = Some(
         autosafe_ots::UnmeasuredReason::EnvironmentError
             .as_str()
@@ -237,7 +261,7 @@ fn env_fail(log: &mut ReflectLog, what: &str, e: EnvError) {
 fn new_log(id: &str) -> ReflectLog {
     ReflectLog {
         id: id.to_string(),
-        outcome: "rejected".into(),
+        outcome: ReflectOutcome::Rejected,
         reason: None,
         detail: None,
         raw: None,
@@ -280,7 +304,7 @@ async fn reflect_one(
         let proposal = match propose(parts, snap, &toolkits, round, reflections.last()).await {
             Ok(p) => p,
             Err(f) => {
-                fail(&mut log, "unmeasured", f);
+                fail(&mut log, ReflectOutcome::Unmeasured, f);
                 return (log, None, None);
             }
         };
@@ -297,7 +321,7 @@ async fn reflect_one(
             Round::Kept { mut example, last } => {
                 reflections.push(*last);
                 example.reflections = reflections;
-                log.outcome = "kept".into();
+                log.outcome = ReflectOutcome::Kept;
                 log.safe_id = Some(example.id.clone());
                 return (log, Some(*example), None);
             }
@@ -559,7 +583,7 @@ fn feedback_round(
             suggestion,
         })),
         Err(f) => {
-            fail(log, "unmeasured", f);
+            fail(log, ReflectOutcome::Unmeasured, f);
             Round::Stop
         }
     }
@@ -654,28 +678,23 @@ pub async fn reflect(
             !done
         });
     let max_rounds = config.max_rounds.max(1);
-    let mut stream = futures_util::stream::iter(todo)
-        .map(|s| super::common::attempt(async move { reflect_one(parts, &s, max_rounds).await }))
-        .buffered(config.concurrency.max(1));
     // Snapshots that met a transient failure: nothing of them is written (they stay pending).
-    let mut left = StageStats::default();
-    while let Some(r) = stream.next().await {
-        let (log, ex, dis) = match r {
-            Ok(r) => r,
-            Err(failure) => {
-                left.pending(&failure);
-                continue;
+    let left = run_items(
+        todo,
+        config.concurrency,
+        |s| async move { reflect_one(parts, &s, max_rounds).await },
+        async |(log, ex, dis)| -> Result<(), StageError> {
+            if let Some(ex) = ex {
+                safe_w.write(ex).await?;
             }
-        };
-        if let Some(ex) = ex {
-            safe_w.write(ex).await?;
-        }
-        if let Some(d) = dis {
-            dis_w.write(d).await?;
-        }
-        log_w.write(log).await?;
-    }
-    drop(stream);
+            if let Some(d) = dis {
+                dis_w.write(d).await?;
+            }
+            log_w.write(log).await?;
+            Ok(())
+        },
+    )
+    .await?;
     if let Some(e) = read_error {
         return Err(e.into());
     }
@@ -692,17 +711,9 @@ pub async fn reflect(
         if !planned.contains(&l.id) {
             continue;
         }
-        match l.outcome.as_str() {
-            "kept" => {
-                report.stats.output += 1;
-                *report.rounds_histogram.entry(l.rounds_used).or_default() += 1;
-            }
-            "unmeasured" => report
-                .stats
-                .unmeasured(l.reason.as_deref().unwrap_or("unknown")),
-            _ => report
-                .stats
-                .reject(l.reason.as_deref().unwrap_or("rejected")),
+        report.stats.count(l.outcome.counted(l.reason.as_deref()));
+        if l.outcome == ReflectOutcome::Kept {
+            *report.rounds_histogram.entry(l.rounds_used).or_default() += 1;
         }
         if l.reason.as_deref() == Some("checker_unsafe") {
             report.disagreements += 1;

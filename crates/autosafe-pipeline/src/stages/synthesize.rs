@@ -11,7 +11,7 @@
 //! `exact_duplicate`, `near_duplicate`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use autosafe_llm::{
@@ -21,7 +21,6 @@ use autosafe_ots::{
     Case, Provenance, RiskSource, Scenario, Taxonomy, ToolLibrary, Toolkit, Underspecifications,
     content_id,
 };
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -32,9 +31,11 @@ use super::common::{
 use crate::dedup::{DedupConfig, Deduper};
 use crate::gates::{Gates, body_text};
 use crate::prompts::{CategoryView, GeneratorCtx, Prompts, names};
-use crate::rundir::{RunDir, Stage, StageStats, write_json_atomic};
+use crate::records::Failure;
+use crate::rundir::{Counted, RunDir, Stage, StageStats, write_json_atomic};
 use crate::shard::{ShardSpec, stable_hash};
 use crate::store::{Record, RecordReader, RecordWriter};
+use crate::task_loop::run_items;
 use crate::tools::toolkit_views;
 
 /// Synthesis settings.
@@ -125,6 +126,16 @@ impl Cell {
     }
 }
 
+/// How a generation attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SynthOutcome {
+    /// The case was valid and new: its scenario was written.
+    Accepted,
+    /// The attempt produced no scenario (see its failure).
+    Rejected,
+}
+
 /// The outcome of one generation attempt (`synthesize_log.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SynthLog {
@@ -134,20 +145,29 @@ pub struct SynthLog {
     pub cell: String,
     /// Index within the cell.
     pub index: u32,
-    /// `accepted` or `rejected`.
-    pub outcome: String,
-    /// Rejection reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Details of the rejection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    /// Accepted or rejected.
+    pub outcome: SynthOutcome,
+    /// Why it was rejected, and the raw generator output of a rejected attempt.
+    #[serde(flatten)]
+    pub failure: Option<Failure>,
     /// The accepted scenario's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scenario_id: Option<String>,
-    /// The raw generator output of a rejected attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raw: Option<String>,
+}
+
+impl SynthLog {
+    /// The rejection reason, `None` when accepted.
+    pub fn reason(&self) -> Option<&str> {
+        self.failure.as_ref().map(|f| f.reason.as_str())
+    }
+
+    /// Where this attempt is counted in the synthesize stage's counts.
+    pub fn counted(&self) -> Counted<'_> {
+        match self.reason() {
+            None => Counted::Output,
+            Some(r) => Counted::Rejected(r),
+        }
+    }
 }
 
 impl Record for SynthLog {
@@ -428,6 +448,71 @@ enum Checked {
     Reject(String, String),
 }
 
+/// One generation attempt as the model answered it: id, cell, index, the object or the failure.
+type Generated = (
+    String,
+    Cell,
+    u32,
+    Result<serde_json::Map<String, Value>, StageFailure>,
+);
+
+/// Settles one attempt: its log line, and its scenario when the case is valid, passes the gates
+/// and is no duplicate of one kept before (`existing`: on file before this run).
+fn settle(
+    (id, cell, index, result): Generated,
+    provenance: &Provenance,
+    inputs: &SynthInputs,
+    gates: Option<&GateInputs>,
+    existing: &HashSet<String>,
+    deduper: &mut Deduper,
+) -> (SynthLog, Option<Scenario>) {
+    let log = |outcome, failure, scenario_id| SynthLog {
+        id: id.clone(),
+        cell: cell.key(),
+        index,
+        outcome,
+        failure,
+        scenario_id,
+    };
+    let reject = |reason: &str, detail: String, raw: String| -> (SynthLog, Option<Scenario>) {
+        let f = Failure {
+            raw: Some(raw),
+            ..Failure::new(reason, detail)
+        };
+        (log(SynthOutcome::Rejected, Some(f), None), None)
+    };
+    let obj = match result {
+        Ok(obj) => obj,
+        Err(f) => {
+            let mut f = Failure::from(f);
+            if f.detail.starts_with("schema_invalid") {
+                f.reason = "schema_invalid".into();
+            }
+            return (log(SynthOutcome::Rejected, Some(f), None), None);
+        }
+    };
+    let provenance = Provenance {
+        reference: Some(cell.key()),
+        ..provenance.clone()
+    };
+    let sc = match check_case(&obj, &cell, &id, inputs, gates, provenance) {
+        Checked::Accept(sc) => sc,
+        Checked::Reject(r, d) => return reject(&r, d, Value::Object(obj).to_string()),
+    };
+    let dup = if existing.contains(&sc.id) {
+        None
+    } else {
+        deduper.check(&sc.id, &sc.case.user_instruction)
+    };
+    match dup {
+        Some(d) => reject(d.reason(), d.detail(), sc.case.user_instruction.clone()),
+        None => (
+            log(SynthOutcome::Accepted, None, Some(sc.id.clone())),
+            Some(*sc),
+        ),
+    }
+}
+
 /// Validates one generator object for `cell` and builds the scenario.
 fn check_case(
     obj: &serde_json::Map<String, Value>,
@@ -628,35 +713,138 @@ pub async fn synthesize(
     let scen_path = run.stage_file(Stage::Synthesize, shard);
     let log_path = stage_path(run, "synthesize_log", shard);
     let (scen_writer, scen_resume) = RecordWriter::<Scenario>::open(&scen_path, 64)?;
-    let (log_writer, log_resume) = RecordWriter::<SynthLog>::open(&log_path, 64)?;
-
-    // Rebuild the dedup state from the scenarios already written, in file order.
-    let mut deduper = Deduper::new(config.dedup);
-    for sc in RecordReader::<Scenario>::open(&scen_path)? {
-        let sc = sc?;
-        deduper.check(&sc.id, &sc.case.user_instruction);
-    }
+    let (log_writer, _) = RecordWriter::<SynthLog>::open(&log_path, 64)?;
     let existing: HashSet<String> = scen_resume.finished;
-    // An attempt logged as accepted whose scenario did not reach the file is redone.
-    let mut finished: HashSet<String> = HashSet::new();
-    for l in RecordReader::<SynthLog>::open(&log_path)? {
-        let l = l?;
-        if l.scenario_id.as_ref().is_none_or(|s| existing.contains(s)) {
-            finished.insert(l.id);
-        }
-    }
-    let _ = log_resume;
+    let (mut deduper, finished) = resume(&scen_path, &log_path, &existing, config.dedup)?;
 
     let gates = config.gates.then(|| GateInputs {
         gates: Gates::shipped(),
         examples: inputs.examples.iter().map(body_text).collect(),
     });
-    let prompt_hash = prompts.hash(names::SCENARIO_GENERATOR)?;
-    let schema = prompts.schema(names::SCHEMA_GENERATOR)?;
-    let examples: Vec<String> = inputs
-        .examples
+    let provenance = Provenance {
+        origin: "synthesized".into(),
+        reference: None,
+        generator: Some(generator.name().to_string()),
+        prompt_hash: Some(prompts.hash(names::SCENARIO_GENERATOR)?),
+        extra: Default::default(),
+    };
+    let asker = Generator {
+        schema: prompts.schema(names::SCHEMA_GENERATOR)?,
+        examples: format_examples(&inputs.examples, config.examples),
+        model: generator,
+        prompts,
+        inputs,
+        config,
+    };
+    let asker = &asker;
+    let todo = attempts()
+        .filter(|(id, _, _)| !finished.contains(id))
+        .map(|(id, cell, i)| (id, cell.clone(), i));
+    // Attempts that met a transient failure are not logged (they stay pending).
+    let left = run_items(
+        todo,
+        config.concurrency,
+        |(id, cell, index)| async move {
+            let result = asker.generate(&id, &cell, index).await;
+            (id, cell, index, result)
+        },
+        async |attempt| -> Result<(), StageError> {
+            let (log, scenario) = settle(
+                attempt,
+                &provenance,
+                inputs,
+                gates.as_ref(),
+                &existing,
+                &mut deduper,
+            );
+            if let Some(sc) = scenario {
+                scen_writer.write(sc).await?;
+            }
+            log_writer.write(log).await?;
+            Ok(())
+        },
+    )
+    .await?;
+    scen_writer.finish().await?;
+    log_writer.finish().await?;
+
+    let (stats, coverage) = tally(attempts(), &finished, &log_path, &left)?;
+    let cov_name = match shard.filter(|s| s.count > 1) {
+        Some(s) => format!("coverage.{}.json", s.file_tag()),
+        None => "coverage.json".into(),
+    };
+    write_json_atomic(&run.path().join(cov_name), &coverage)?;
+    Ok(SynthReport {
+        stats,
+        coverage,
+        scenarios: scen_path,
+    })
+}
+
+/// The counts and the coverage of the planned `attempts` from the log (so identical for
+/// resumed and uninterrupted runs), with `left` (the attempts left pending).
+fn tally<'c>(
+    attempts: impl Iterator<Item = (String, &'c Cell, u32)>,
+    finished: &HashSet<String>,
+    log_path: &Path,
+    left: &StageStats,
+) -> Result<(StageStats, BTreeMap<String, CellCoverage>), StageError> {
+    let mut stats = StageStats::default();
+    let mut coverage: BTreeMap<String, CellCoverage> = BTreeMap::new();
+    let mut planned: HashSet<String> = HashSet::new();
+    for (id, cell, _) in attempts {
+        coverage.entry(cell.key()).or_default().asked += 1;
+        if finished.contains(&id) {
+            stats.resumed += 1;
+        }
+        planned.insert(id);
+    }
+    stats.input = planned.len() as u64;
+    stats.add(left);
+    for l in RecordReader::<SynthLog>::open(log_path)? {
+        let l = l?;
+        if !planned.contains(l.id.as_str()) {
+            continue;
+        }
+        let cov = coverage.entry(l.cell.clone()).or_default();
+        match l.counted() {
+            Counted::Rejected(r) => *cov.rejected.entry(r.to_string()).or_default() += 1,
+            _ => cov.produced += 1,
+        }
+        stats.count(l.counted());
+    }
+    Ok((stats, coverage))
+}
+
+/// What a resumed run starts from: the dedup state rebuilt from the scenarios already written
+/// (in file order), and the attempts finished. An attempt logged as accepted whose scenario did
+/// not reach the file (`existing`) is not finished: it is redone.
+fn resume(
+    scen_path: &Path,
+    log_path: &Path,
+    existing: &HashSet<String>,
+    dedup: DedupConfig,
+) -> Result<(Deduper, HashSet<String>), StageError> {
+    let mut deduper = Deduper::new(dedup);
+    for sc in RecordReader::<Scenario>::open(scen_path)? {
+        let sc = sc?;
+        deduper.check(&sc.id, &sc.case.user_instruction);
+    }
+    let mut finished = HashSet::new();
+    for l in RecordReader::<SynthLog>::open(log_path)? {
+        let l = l?;
+        if l.scenario_id.as_ref().is_none_or(|s| existing.contains(s)) {
+            finished.insert(l.id);
+        }
+    }
+    Ok((deduper, finished))
+}
+
+/// The format examples shown to the generator: the first `n`, without their `name`.
+fn format_examples(examples: &[Value], n: usize) -> Vec<String> {
+    examples
         .iter()
-        .take(config.examples)
+        .take(n)
         .map(|e| {
             let mut e = e.clone();
             if let Some(m) = e.as_object_mut() {
@@ -664,197 +852,104 @@ pub async fn synthesize(
             }
             e.to_string()
         })
-        .collect();
-    let todo = attempts()
-        .filter(|(id, _, _)| !finished.contains(id))
-        .map(|(id, cell, i)| (id, cell.clone(), i));
-    let gen_one = |(id, cell, index): (String, Cell, u32)| {
-        let generator = generator.clone();
-        let prompts = prompts.clone();
-        let mut schema = narrow_schema_to_cell(&schema, &cell, &inputs.taxonomy);
+        .collect()
+}
+
+/// The generator model with what every attempt's request is made of.
+struct Generator<'a> {
+    model: Arc<dyn ChatModel>,
+    prompts: Arc<Prompts>,
+    /// The generator schema, before it is narrowed to a cell.
+    schema: Value,
+    examples: Vec<String>,
+    inputs: &'a SynthInputs,
+    config: &'a SynthConfig,
+}
+
+impl Generator<'_> {
+    /// The generator schema narrowed and limited for `cell` (see [`SynthConfig`]).
+    fn schema_for(&self, cell: &Cell) -> Value {
+        let (config, taxonomy) = (self.config, &self.inputs.taxonomy);
+        let mut schema = narrow_schema_to_cell(&self.schema, cell, taxonomy);
         if config.outcome_prefix {
-            require_outcome_prefix(&mut schema, &cell, &inputs.taxonomy);
+            require_outcome_prefix(&mut schema, cell, taxonomy);
         }
         if config.category_first {
-            require_category_first(&mut schema, &cell);
+            require_category_first(&mut schema, cell);
         }
         limit_schema_sizes(&mut schema, config.max_items, config.max_text);
-        let examples = examples.clone();
-        async move {
-            let tks: Vec<Toolkit> = cell
+        schema
+    }
+
+    /// The generator prompt's context for `cell`.
+    fn context(&self, cell: &Cell) -> GeneratorCtx {
+        let inputs = self.inputs;
+        let tks: Vec<Toolkit> = cell
+            .toolkits
+            .iter()
+            .filter_map(|t| inputs.library.get(t).cloned())
+            .collect();
+        let cat = inputs
+            .taxonomy
+            .get(&cell.category)
+            .expect("planned category");
+        GeneratorCtx {
+            toolkits: toolkit_views(&tks),
+            toolkit_risks: cell
                 .toolkits
                 .iter()
-                .filter_map(|t| inputs.library.get(t).cloned())
-                .collect();
-            let cat = inputs
-                .taxonomy
-                .get(&cell.category)
-                .expect("planned category");
-            let ctx = GeneratorCtx {
-                toolkits: toolkit_views(&tks),
-                toolkit_risks: cell
-                    .toolkits
-                    .iter()
-                    .flat_map(|t| inputs.toolkit_risks.get(t).cloned().unwrap_or_default())
-                    .collect(),
-                category: CategoryView {
-                    id: cat.id.clone(),
-                    name: cat.name.clone(),
-                    description: cat.description.clone(),
-                },
-                source: cell.source.into(),
-                examples,
-            };
-            let result: Result<serde_json::Map<String, Value>, StageFailure> = async {
-                let prompt = prompts
-                    .render(names::SCENARIO_GENERATOR, &ctx)
-                    .map_err(|e| StageFailure::parse(format!("prompt: {e}"), ""))?;
-                let mut req = ChatRequest::new(vec![Message::user(prompt)]);
-                req.response_format = Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
-                    name: "generator".into(),
-                    schema: schema.clone(),
-                    strict: true,
-                }));
-                req.temperature = Some(config.temperature);
-                req.max_tokens = Some(config.max_tokens);
-                req.seed = Some(seed_for(&id, "generator", index, 0));
-                let reply = generator
-                    .chat(&req, &CallContext::stage("synthesize"))
-                    .await
-                    .map_err(|e| StageFailure::from_llm(&e))?;
-                let choice = first_choice(&reply)?;
-                let raw = choice.content.clone().unwrap_or_default();
-                let obj =
-                    parse_json_object(&raw).map_err(|m| StageFailure::parse(m, raw.clone()))?;
-                let problems = schema_problems(&schema, &Value::Object(obj.clone()));
-                if !problems.is_empty() {
-                    return Err(StageFailure {
-                        reason: autosafe_ots::UnmeasuredReason::ParseError,
-                        detail: format!("schema_invalid: {}", problems.join("; ")),
-                        raw: Some(raw),
-                    });
-                }
-                Ok(obj)
-            }
-            .await;
-            (id, cell, index, result)
+                .flat_map(|t| inputs.toolkit_risks.get(t).cloned().unwrap_or_default())
+                .collect(),
+            category: CategoryView {
+                id: cat.id.clone(),
+                name: cat.name.clone(),
+                description: cat.description.clone(),
+            },
+            source: cell.source.into(),
+            examples: self.examples.clone(),
         }
-    };
+    }
 
-    let mut stream = futures_util::stream::iter(todo)
-        .map(|item| super::common::attempt(gen_one(item)))
-        .buffered(config.concurrency.max(1));
-    // Attempts that met a transient failure: not logged (they stay pending).
-    let mut left = StageStats::default();
-    while let Some(r) = stream.next().await {
-        let (id, cell, index, result) = match r {
-            Ok(r) => r,
-            Err(failure) => {
-                left.pending(&failure);
-                continue;
-            }
-        };
-        let mut log = SynthLog {
-            id: id.clone(),
-            cell: cell.key(),
-            index,
-            outcome: "rejected".into(),
-            reason: None,
-            detail: None,
-            scenario_id: None,
-            raw: None,
-        };
-        match result {
-            Err(f) => {
-                let reason = if f.detail.starts_with("schema_invalid") {
-                    "schema_invalid"
-                } else {
-                    f.reason.as_str()
-                };
-                log.reason = Some(reason.into());
-                log.detail = Some(f.detail);
-                log.raw = f.raw;
-            }
-            Ok(obj) => {
-                let provenance = Provenance {
-                    origin: "synthesized".into(),
-                    reference: Some(cell.key()),
-                    generator: Some(generator.name().to_string()),
-                    prompt_hash: Some(prompt_hash.clone()),
-                    extra: Default::default(),
-                };
-                match check_case(&obj, &cell, &id, inputs, gates.as_ref(), provenance) {
-                    Checked::Reject(r, d) => {
-                        log.reason = Some(r);
-                        log.detail = Some(d);
-                        log.raw = Some(Value::Object(obj).to_string());
-                    }
-                    Checked::Accept(sc) => {
-                        let dup = if existing.contains(&sc.id) {
-                            None
-                        } else {
-                            deduper.check(&sc.id, &sc.case.user_instruction)
-                        };
-                        match dup {
-                            Some(d) => {
-                                log.reason = Some(d.reason().into());
-                                log.detail = Some(format!("{d:?}"));
-                                log.raw = Some(sc.case.user_instruction.clone());
-                            }
-                            None => {
-                                log.outcome = "accepted".into();
-                                log.scenario_id = Some(sc.id.clone());
-                                scen_writer.write(*sc).await?;
-                            }
-                        }
-                    }
-                }
-            }
+    /// Asks the generator for attempt `index` of `cell` (id `id`): the case object, valid under
+    /// the cell's schema, or why there is none.
+    async fn generate(
+        &self,
+        id: &str,
+        cell: &Cell,
+        index: u32,
+    ) -> Result<serde_json::Map<String, Value>, StageFailure> {
+        let schema = self.schema_for(cell);
+        let prompt = self
+            .prompts
+            .render(names::SCENARIO_GENERATOR, &self.context(cell))
+            .map_err(|e| StageFailure::parse(format!("prompt: {e}"), ""))?;
+        let mut req = ChatRequest::new(vec![Message::user(prompt)]);
+        req.response_format = Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
+            name: "generator".into(),
+            schema: schema.clone(),
+            strict: true,
+        }));
+        req.temperature = Some(self.config.temperature);
+        req.max_tokens = Some(self.config.max_tokens);
+        req.seed = Some(seed_for(id, "generator", index, 0));
+        let reply = self
+            .model
+            .chat(&req, &CallContext::stage("synthesize"))
+            .await
+            .map_err(|e| StageFailure::from_llm(&e))?;
+        let choice = first_choice(&reply)?;
+        let raw = choice.content.clone().unwrap_or_default();
+        let obj = parse_json_object(&raw).map_err(|m| StageFailure::parse(m, raw.clone()))?;
+        let problems = schema_problems(&schema, &Value::Object(obj.clone()));
+        if !problems.is_empty() {
+            return Err(StageFailure {
+                reason: autosafe_ots::UnmeasuredReason::ParseError,
+                detail: format!("schema_invalid: {}", problems.join("; ")),
+                raw: Some(raw),
+            });
         }
-        log_writer.write(log).await?;
+        Ok(obj)
     }
-    drop(stream);
-    scen_writer.finish().await?;
-    log_writer.finish().await?;
-
-    // Counts and coverage from the log: identical for resumed and uninterrupted runs.
-    let mut report = SynthReport {
-        scenarios: scen_path,
-        ..Default::default()
-    };
-    let mut planned: HashSet<String> = HashSet::new();
-    for (id, cell, _) in attempts() {
-        report.coverage.entry(cell.key()).or_default().asked += 1;
-        if finished.contains(&id) {
-            report.stats.resumed += 1;
-        }
-        planned.insert(id);
-    }
-    report.stats.input = planned.len() as u64;
-    report.stats.add(&left);
-    for l in RecordReader::<SynthLog>::open(&log_path)? {
-        let l = l?;
-        if !planned.contains(l.id.as_str()) {
-            continue;
-        }
-        let cov = report.coverage.entry(l.cell.clone()).or_default();
-        match l.reason {
-            None => {
-                cov.produced += 1;
-                report.stats.output += 1;
-            }
-            Some(r) => {
-                *cov.rejected.entry(r.clone()).or_default() += 1;
-                report.stats.reject(&r);
-            }
-        }
-    }
-    let cov_name = match shard.filter(|s| s.count > 1) {
-        Some(s) => format!("coverage.{}.json", s.file_tag()),
-        None => "coverage.json".into(),
-    };
-    write_json_atomic(&run.path().join(cov_name), &report.coverage)?;
-    Ok(report)
 }
 
 /// Renders a coverage table as plain text (one line per cell).
@@ -879,6 +974,23 @@ pub fn coverage_table(coverage: &BTreeMap<String, CellCoverage>) -> String {
 #[cfg(test)]
 mod narrow_tests {
     use super::*;
+
+    #[test]
+    fn log_lines_read_and_write_the_same_json() {
+        for line in [
+            r#"{"id":"sa_1","cell":"Todoist/data_loss/action","index":0,"outcome":"rejected","reason":"parse_error","detail":"not JSON","raw":"Here"}"#,
+            r#"{"id":"sa_2","cell":"c","index":1,"outcome":"rejected","reason":"near_duplicate","detail":"Near { of: \"sc_1\", similarity: 0.9 }","raw":"Delete"}"#,
+            r#"{"id":"sa_3","cell":"c","index":2,"outcome":"rejected","reason":"unknown_tool","detail":"x"}"#,
+            r#"{"id":"sa_4","cell":"c","index":3,"outcome":"accepted","scenario_id":"sc_2"}"#,
+        ] {
+            let log: SynthLog = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&log).unwrap(), line);
+            assert_eq!(
+                log.outcome == SynthOutcome::Accepted,
+                log.counted() == Counted::Output
+            );
+        }
+    }
 
     #[test]
     fn narrowed_schema_rejects_other_toolkits_sources_and_categories() {
