@@ -222,7 +222,7 @@ pub async fn eval_asb(
         .buffered(cfg.concurrency.max(1));
     // A case that met a transient failure is not written: it stays pending.
     while let Some(r) = stream.next().await {
-        let (record, log) = match r {
+        let (record, log) = match r? {
             Ok(r) => r?,
             Err(failure) => {
                 stats.pending(&failure);

@@ -355,7 +355,7 @@ pub async fn eval_judge(
         .buffered(concurrency.max(1));
     // An item that met a transient failure is not written: it stays pending.
     while let Some(r) = stream.next().await {
-        let (pair, log) = match r {
+        let (pair, log) = match r? {
             Ok(r) => r,
             Err(failure) => {
                 stats.pending(&failure);

@@ -418,7 +418,7 @@ pub async fn eval_toolemu(
         .buffered(cfg.concurrency.max(1));
     // A case that met a transient failure is not written: it stays pending.
     while let Some(r) = stream.next().await {
-        let r = match r {
+        let r = match r? {
             Ok(r) => r,
             Err(failure) => {
                 stats.pending(&failure);

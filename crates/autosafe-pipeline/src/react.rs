@@ -5,8 +5,11 @@
 //! rejected/unmeasured by the stage), never a guess.
 
 use autosafe_llm::ToolCall;
-use autosafe_ots::{Action, AgentTurn, Step};
+use autosafe_ots::{Action, AgentTurn};
 use serde_json::Value;
+
+/// Scratchpad rendering lives with the emulator, which shows the model the same layout.
+pub use autosafe_env::scratchpad::{render as render_scratchpad, render_input, render_turn};
 
 /// Why a reply could not be turned into a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -275,50 +278,6 @@ pub fn parse_action_input(text: &str) -> Value {
     Value::String(t.to_string())
 }
 
-/// Renders an action input as the agent wrote it: compact JSON, or the raw text for a string
-/// that did not parse.
-pub fn render_input(input: &Value) -> String {
-    match input {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Renders one turn: `Thought: … / Action: … / Action Input: …` (or `Final Answer: …`), with
-/// step number `k` after each key when given (`Thought 2: …`, the paper's training output).
-pub fn render_turn(turn: &AgentTurn, k: Option<usize>) -> String {
-    let n = k.map(|k| format!(" {k}")).unwrap_or_default();
-    match &turn.action {
-        Action::Tool { tool, input, .. } => {
-            format!(
-                "Thought{n}: {}\nAction{n}: {tool}\nAction Input{n}: {}",
-                turn.thought,
-                render_input(input)
-            )
-        }
-        Action::Final { answer } => format!("Thought{n}: {}\nFinal Answer: {answer}", turn.thought),
-    }
-}
-
-/// Renders a history τ as a ReAct scratchpad, one block per step with its observation,
-/// numbered from 1 when `numbered`.
-pub fn render_scratchpad(history: &[Step], numbered: bool) -> String {
-    let mut out = String::new();
-    for (i, step) in history.iter().enumerate() {
-        let k = numbered.then_some(i + 1);
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out.push_str(&render_turn(&step.turn, k));
-        if let Some(obs) = &step.observation {
-            let n = k.map(|k| format!(" {k}")).unwrap_or_default();
-            out.push_str(&format!("\nObservation{n}: {obs}"));
-        }
-        out.push('\n');
-    }
-    out
-}
-
 /// A native tool call as an action (arguments that are not JSON are kept as a string).
 pub fn action_from_tool_call(call: &ToolCall) -> Action {
     let input = serde_json::from_str::<Value>(&call.arguments)
@@ -341,10 +300,7 @@ pub fn tool_call_from_action(action: &Action, default_id: &str) -> Option<ToolCa
         } => Some(ToolCall {
             id: call_id.clone().unwrap_or_else(|| default_id.to_string()),
             name: tool.clone(),
-            arguments: match input {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            },
+            arguments: render_input(input),
         }),
         Action::Final { .. } => None,
     }
@@ -383,6 +339,7 @@ pub fn turn_from_native(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use autosafe_ots::Step;
     use proptest::prelude::*;
     use serde_json::json;
 

@@ -883,7 +883,7 @@ pub async fn elicit(
     // Episodes that met a transient failure: nothing of them is written (they stay pending).
     let mut left = StageStats::default();
     while let Some(r) = stream.next().await {
-        let r = match r {
+        let r = match r? {
             Ok(r) => r,
             Err(failure) => {
                 left.pending(&failure);

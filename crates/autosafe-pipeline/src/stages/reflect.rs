@@ -628,7 +628,7 @@ pub async fn reflect(
     // Snapshots that met a transient failure: nothing of them is written (they stay pending).
     let mut left = StageStats::default();
     while let Some(r) = stream.next().await {
-        let (log, ex, dis) = match r {
+        let (log, ex, dis) = match r? {
             Ok(r) => r,
             Err(failure) => {
                 left.pending(&failure);

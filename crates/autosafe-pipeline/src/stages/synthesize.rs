@@ -747,7 +747,7 @@ pub async fn synthesize(
     // Attempts that met a transient failure: not logged (they stay pending).
     let mut left = StageStats::default();
     while let Some(r) = stream.next().await {
-        let (id, cell, index, result) = match r {
+        let (id, cell, index, result) = match r? {
             Ok(r) => r,
             Err(failure) => {
                 left.pending(&failure);
