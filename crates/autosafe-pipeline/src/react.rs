@@ -124,26 +124,9 @@ pub fn step_end(text: &str) -> Option<usize> {
     None
 }
 
-/// Parses a ReAct reply: `Thought: … / Action: … / Action Input: {…}` or
-/// `Thought: … / Final Answer: …`. Tolerates markdown emphasis, headings, code fences,
-/// step numbers (`Thought 2:`). Only the first step counts ([`step_end`]): an observation, a
-/// second step or any text the model wrote after it is not part of the turn. Rejects several
-/// actions within the step and replies with no action.
-pub fn parse_turn(full: &str) -> Result<AgentTurn, ParseError> {
-    let fail = |reason, message: &str| {
-        Err(ParseError {
-            reason,
-            message: message.to_string(),
-            raw: full.to_string(),
-        })
-    };
-    let text = &full[..step_end(full).unwrap_or(full.len())];
-    if text.trim().is_empty() {
-        return fail(
-            ParseFailure::Empty,
-            "the reply is empty; answer with Thought, Action and Action Input",
-        );
-    }
+/// The text before the first key (trimmed), and each keyed section with its trimmed text, in
+/// order; code fence lines are dropped.
+fn sections(text: &str) -> (String, Vec<(Key, String)>) {
     let mut sections: Vec<(Option<Key>, String)> = vec![(None, String::new())];
     for line in text.lines() {
         if is_fence(line) {
@@ -165,6 +148,44 @@ pub fn parse_turn(full: &str) -> Result<AgentTurn, ParseError> {
         .filter_map(|(k, v)| k.map(|k| (k, v.trim().to_string())))
         .collect();
     let preamble = sections[0].1.trim().to_string();
+    (preamble, keyed)
+}
+
+/// The thought: every `Thought` section joined, else the text before the first key.
+fn thought(keyed: &[(Key, String)], preamble: String) -> String {
+    let parts: Vec<&str> = keyed
+        .iter()
+        .filter(|(k, _)| *k == Key::Thought)
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if parts.is_empty() {
+        preamble
+    } else {
+        parts.join("\n")
+    }
+}
+
+/// Parses a ReAct reply: `Thought: … / Action: … / Action Input: {…}` or
+/// `Thought: … / Final Answer: …`. Tolerates markdown emphasis, headings, code fences,
+/// step numbers (`Thought 2:`). Only the first step counts ([`step_end`]): an observation, a
+/// second step or any text the model wrote after it is not part of the turn. Rejects several
+/// actions within the step and replies with no action.
+pub fn parse_turn(full: &str) -> Result<AgentTurn, ParseError> {
+    let fail = |reason, message: &str| {
+        Err(ParseError {
+            reason,
+            message: message.to_string(),
+            raw: full.to_string(),
+        })
+    };
+    let text = &full[..step_end(full).unwrap_or(full.len())];
+    if text.trim().is_empty() {
+        return fail(
+            ParseFailure::Empty,
+            "the reply is empty; answer with Thought, Action and Action Input",
+        );
+    }
+    let (preamble, keyed) = sections(text);
     let actions = keyed.iter().filter(|(k, _)| *k == Key::Action).count();
     let finals = keyed.iter().filter(|(k, _)| *k == Key::FinalAnswer).count();
     let first_action = keyed
@@ -190,18 +211,7 @@ pub fn parse_turn(full: &str) -> Result<AgentTurn, ParseError> {
             "give either an Action or a Final Answer, not both",
         );
     }
-    let thought = {
-        let parts: Vec<&str> = keyed
-            .iter()
-            .filter(|(k, _)| *k == Key::Thought)
-            .map(|(_, v)| v.as_str())
-            .collect();
-        if parts.is_empty() {
-            preamble
-        } else {
-            parts.join("\n")
-        }
-    };
+    let thought = thought(&keyed, preamble);
     if finals == 1 {
         let answer = keyed
             .iter()
