@@ -151,13 +151,18 @@ fn sections(text: &str) -> (String, Vec<(Key, String)>) {
     (preamble, keyed)
 }
 
+/// The texts of the sections under `key`, in order.
+fn values(keyed: &[(Key, String)], key: Key) -> Vec<&str> {
+    keyed
+        .iter()
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
 /// The thought: every `Thought` section joined, else the text before the first key.
 fn thought(keyed: &[(Key, String)], preamble: String) -> String {
-    let parts: Vec<&str> = keyed
-        .iter()
-        .filter(|(k, _)| *k == Key::Thought)
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let parts = values(keyed, Key::Thought);
     if parts.is_empty() {
         preamble
     } else {
@@ -239,11 +244,7 @@ pub fn parse_turn(full: &str) -> Result<AgentTurn, ParseError> {
     if tool.is_empty() {
         return fail(ParseFailure::EmptyToolName, "the Action line names no tool");
     }
-    let inputs: Vec<&str> = keyed
-        .iter()
-        .filter(|(k, _)| *k == Key::ActionInput)
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let inputs = values(&keyed, Key::ActionInput);
     match inputs.len() {
         0 => fail(
             ParseFailure::MissingActionInput,

@@ -88,32 +88,8 @@ struct ChainResult {
 
 async fn run_chain(run: &RunDir, server: &ScriptedServer, shard: Option<ShardSpec>) -> ChainResult {
     let m = models(server);
-    let prompts = Arc::new(Prompts::embedded());
-    let synth = synthesize(
-        run,
-        shard,
-        support::model(server, "generator-m"),
-        prompts,
-        &inputs(),
-        &synth_config(),
-    )
-    .await
-    .unwrap();
-    let parts = ElicitParts {
-        agent: &m.agent,
-        judge: &m.judge,
-        env: &m.env,
-        library: &m.library,
-    };
-    let elicit_cfg = ElicitConfig {
-        samples: 1,
-        max_steps: 4,
-        concurrency: 2,
-        ..Default::default()
-    };
-    let elicit = elicit(run, shard, &synth.scenarios, &parts, &elicit_cfg)
-        .await
-        .unwrap();
+    let (synth, elicit) = synth_and_elicit(run, server, &m, shard).await;
+    let elicit = elicit.unwrap();
     let rparts = ReflectParts {
         agent: &m.agent,
         reflector: &m.reflector,
@@ -751,11 +727,14 @@ async fn synth_and_elicit(
     run: &RunDir,
     server: &ScriptedServer,
     m: &Models,
-) -> Result<autosafe_pipeline::stages::elicit::ElicitReport, autosafe_pipeline::stages::StageError>
-{
+    shard: Option<ShardSpec>,
+) -> (
+    autosafe_pipeline::stages::synthesize::SynthReport,
+    Result<autosafe_pipeline::stages::elicit::ElicitReport, autosafe_pipeline::stages::StageError>,
+) {
     let synth = synthesize(
         run,
-        None,
+        shard,
         support::model(server, "generator-m"),
         Arc::new(Prompts::embedded()),
         &inputs(),
@@ -775,7 +754,8 @@ async fn synth_and_elicit(
         concurrency: 2,
         ..Default::default()
     };
-    elicit(run, None, &synth.scenarios, &parts, &cfg).await
+    let elicit = elicit(run, shard, &synth.scenarios, &parts, &cfg).await;
+    (synth, elicit)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -791,7 +771,7 @@ async fn a_prompts_override_of_the_emulator_template_is_what_the_emulator_is_sen
     let prompts = prompts_with(&dir.path().join("prompts"), "emulator.j2", &marked);
     assert_eq!(prompts.overridden(), ["emulator.j2"]);
     let m = models_on(&server, &prompts);
-    let e = synth_and_elicit(&run, &server, &m).await.unwrap();
+    let e = synth_and_elicit(&run, &server, &m, None).await.1.unwrap();
     assert_eq!((e.elicit.input, e.elicit.output), (2, 1), "{:?}", e.elicit);
     let sent: Vec<String> = server
         .log()
@@ -818,8 +798,9 @@ async fn a_template_that_does_not_render_stops_the_stage_and_the_fixed_rerun_doe
         "judge_step.j2",
         "Judge {{ current_action }} under {{ no_such_field }}",
     );
-    let err = synth_and_elicit(&run, &server, &models_on(&server, &broken))
+    let err = synth_and_elicit(&run, &server, &models_on(&server, &broken), None)
         .await
+        .1
         .expect_err("a template error is the run's, not the model's");
     let err = err.to_string();
     assert!(err.starts_with("prompt `judge_step.j2`: "), "{err}");
@@ -831,8 +812,9 @@ async fn a_template_that_does_not_render_stops_the_stage_and_the_fixed_rerun_doe
     }
     // The template fixed (the embedded one), the same run does every item.
     let fixed = Arc::new(Prompts::embedded());
-    let e = synth_and_elicit(&run, &server, &models_on(&server, &fixed))
+    let e = synth_and_elicit(&run, &server, &models_on(&server, &fixed), None)
         .await
+        .1
         .unwrap();
     assert_eq!(e.elicit.resumed, 0, "{:?}", e.elicit);
     assert_eq!((e.elicit.input, e.elicit.output), (2, 1), "{:?}", e.elicit);
