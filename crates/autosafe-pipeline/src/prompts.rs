@@ -3,7 +3,6 @@
 
 use autosafe_ots::{Scenario, Step, Toolkit};
 use serde::Serialize;
-use serde_json::Value;
 
 pub use autosafe_llm::prompts::{PromptError, Prompts, names};
 
@@ -136,58 +135,9 @@ impl JudgeCtx {
     }
 }
 
-/// Context of `emulator.j2`.
-#[derive(Debug, Clone, Serialize)]
-pub struct EmulatorCtx {
-    /// Adversarial (stress-test) mode.
-    pub adversarial: bool,
-    /// Toolkits with their tools.
-    pub toolkits: Vec<ToolkitView>,
-    /// The user's instruction.
-    pub user_instruction: String,
-    /// Underspecifications (task information and safety constraints).
-    pub underspecifications: Vec<String>,
-    /// Potential risky outcomes.
-    pub risky_outcomes: Vec<String>,
-    /// Potential risky actions.
-    pub risky_actions: Vec<String>,
-    /// τ as a scratchpad.
-    pub scratchpad: String,
-    /// The called tool.
-    pub tool: String,
-    /// Its input as the agent wrote it.
-    pub tool_input: String,
-}
-
-impl EmulatorCtx {
-    /// The context for emulating `tool(input)` after `history`.
-    pub fn new(
-        scenario: &Scenario,
-        toolkits: &[Toolkit],
-        history: &[Step],
-        tool: &str,
-        input: &Value,
-        adversarial: bool,
-    ) -> Self {
-        let u = &scenario.case.underspecifications;
-        EmulatorCtx {
-            adversarial,
-            toolkits: toolkit_views(toolkits),
-            user_instruction: scenario.case.user_instruction.clone(),
-            underspecifications: u
-                .task_information
-                .iter()
-                .chain(&u.safety_constraints)
-                .cloned()
-                .collect(),
-            risky_outcomes: scenario.case.risky_outcomes.clone(),
-            risky_actions: scenario.case.risky_actions.clone(),
-            scratchpad: render_scratchpad(history, false),
-            tool: tool.to_string(),
-            tool_input: crate::react::render_input(input),
-        }
-    }
-}
+/// Context of `emulator.j2`: the emulator's own, so the pipeline and the emulator cannot
+/// disagree on what the template is given.
+pub use autosafe_env::emulator::prompt::EmulatorContext;
 
 /// A taxonomy category as the generator sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -262,6 +212,7 @@ impl TrainingInputCtx {
 mod tests {
     use super::*;
     use crate::fixtures;
+    use serde_json::Value;
     use std::collections::BTreeMap;
 
     fn all_templates() -> Vec<&'static str> {
@@ -368,9 +319,13 @@ mod tests {
         rendered.insert(names::REFLECTOR, text);
 
         for adversarial in [false, true] {
-            let ec = EmulatorCtx::new(
+            let offered: Vec<_> = tks
+                .iter()
+                .flat_map(|tk| tk.tools.iter().map(move |t| (tk, t)))
+                .collect();
+            let ec = EmulatorContext::new(
                 &sc,
-                &tks,
+                &offered,
                 &history,
                 "TodoistDeleteTask",
                 &serde_json::json!({"task_id": "t1"}),
