@@ -59,24 +59,17 @@ struct Models {
 }
 
 fn models(server: &ScriptedServer) -> Models {
-    let prompts = Arc::new(Prompts::embedded());
-    let library = ToolLibrary::shipped();
-    Models {
-        agent: Agent::new(
-            support::model(server, "agent-m"),
-            prompts.clone(),
-            AgentOptions::default(),
-        ),
-        judge: StepJudge::new(support::model(server, "judge-m"), prompts.clone()),
-        reflector: StepJudge::new(support::model(server, "reflector-m"), prompts)
-            .labelled("reflector"),
-        env: EmulatorFactory::new(
-            support::model(server, "emulator-m"),
-            EmulatorMode::Adversarial,
-            Arc::new(library.clone()),
-            EmulatorOptions::default(),
-        ),
-        library,
+    models_on(server, &Arc::new(Prompts::embedded()))
+}
+
+impl Models {
+    fn elicit_parts(&self) -> ElicitParts<'_> {
+        ElicitParts {
+            agent: &self.agent,
+            judge: &self.judge,
+            env: &self.env,
+            library: &self.library,
+        }
     }
 }
 
@@ -370,12 +363,7 @@ async fn malformed_replies_end_as_unmeasured_with_reasons_never_as_passes() {
         text.push('\n');
     }
     std::fs::write(&input, text).unwrap();
-    let parts = ElicitParts {
-        agent: &m.agent,
-        judge: &m.judge,
-        env: &m.env,
-        library: &m.library,
-    };
+    let parts = m.elicit_parts();
     let cfg = ElicitConfig {
         samples: 2,
         max_steps: 3,
@@ -504,12 +492,7 @@ async fn shards_merged_equal_the_unsharded_run() {
     let m = models(&server);
     for i in 0..3 {
         let shard = Some(ShardSpec::new(i, 3).unwrap());
-        let parts = ElicitParts {
-            agent: &m.agent,
-            judge: &m.judge,
-            env: &m.env,
-            library: &m.library,
-        };
+        let parts = m.elicit_parts();
         let cfg = ElicitConfig {
             samples: 1,
             max_steps: 4,
@@ -699,9 +682,9 @@ fn prompts_with(dir: &Path, file: &str, text: &str) -> Arc<Prompts> {
     Arc::new(Prompts::from_dir(dir).unwrap())
 }
 
-/// The stack of [`models`], every role (the emulator included) on `prompts`.
+/// The model stack of the tests, every role (the emulator included) on `prompts`.
 fn models_on(server: &ScriptedServer, prompts: &Arc<Prompts>) -> Models {
-    let m = models(server);
+    let library = ToolLibrary::shipped();
     Models {
         agent: Agent::new(
             support::model(server, "agent-m"),
@@ -709,16 +692,18 @@ fn models_on(server: &ScriptedServer, prompts: &Arc<Prompts>) -> Models {
             AgentOptions::default(),
         ),
         judge: StepJudge::new(support::model(server, "judge-m"), prompts.clone()),
+        reflector: StepJudge::new(support::model(server, "reflector-m"), prompts.clone())
+            .labelled("reflector"),
         env: EmulatorFactory::new(
             support::model(server, "emulator-m"),
             EmulatorMode::Adversarial,
-            Arc::new(m.library.clone()),
+            Arc::new(library.clone()),
             EmulatorOptions {
                 prompts: prompts.clone(),
                 ..Default::default()
             },
         ),
-        ..m
+        library,
     }
 }
 
@@ -742,12 +727,7 @@ async fn synth_and_elicit(
     )
     .await
     .unwrap();
-    let parts = ElicitParts {
-        agent: &m.agent,
-        judge: &m.judge,
-        env: &m.env,
-        library: &m.library,
-    };
+    let parts = m.elicit_parts();
     let cfg = ElicitConfig {
         samples: 1,
         max_steps: 4,
@@ -773,13 +753,7 @@ async fn a_prompts_override_of_the_emulator_template_is_what_the_emulator_is_sen
     let m = models_on(&server, &prompts);
     let e = synth_and_elicit(&run, &server, &m, None).await.1.unwrap();
     assert_eq!((e.elicit.input, e.elicit.output), (2, 1), "{:?}", e.elicit);
-    let sent: Vec<String> = server
-        .log()
-        .iter()
-        .filter_map(|l| l.body.as_ref())
-        .filter(|b| b["response_format"]["json_schema"]["name"] == "tool_emulation")
-        .map(support::all_text)
-        .collect();
+    let sent = support::sent_with_schema(&server, "tool_emulation");
     assert!(!sent.is_empty(), "the emulator was asked");
     assert!(
         sent.iter()

@@ -184,13 +184,7 @@ async fn a_prompts_override_of_the_emulator_template_reaches_the_emulator() {
     std::fs::write(&cfg, text).unwrap();
     let (ok, text) = run_cli(&cfg, &[]).await;
     assert!(ok, "{text}");
-    let sent: Vec<String> = server
-        .log()
-        .iter()
-        .filter_map(|l| l.body.as_ref())
-        .filter(|b| b["response_format"]["json_schema"]["name"] == "tool_emulation")
-        .map(support::all_text)
-        .collect();
+    let sent = support::sent_with_schema(&server, "tool_emulation");
     assert!(!sent.is_empty(), "the emulator was asked");
     assert!(
         sent.iter()
