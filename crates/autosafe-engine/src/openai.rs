@@ -140,8 +140,39 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
     if wire_messages.is_empty() {
         return Err(bad("messages", "messages must not be empty"));
     }
-    let mut messages = Vec::with_capacity(wire_messages.len());
-    for (i, m) in wire_messages.into_iter().enumerate() {
+    let messages = messages(wire_messages)?;
+    let tools = tools(wire.tools)?;
+    let tool_choice = tool_choice(wire.tool_choice)?;
+    let response_format = response_format(wire.response_format)?;
+    let stop = stop(wire.stop)?;
+    let max_tokens = check_limits(
+        wire.temperature,
+        wire.top_p,
+        wire.n,
+        wire.max_tokens,
+        wire.max_completion_tokens,
+    )?;
+    Ok(ChatRequest {
+        messages,
+        tools,
+        tool_choice,
+        response_format,
+        temperature: wire.temperature,
+        top_p: wire.top_p,
+        max_tokens,
+        stop,
+        seed: wire.seed,
+        n: wire.n,
+        parallel_tool_calls: wire.parallel_tool_calls,
+        end_after_json: None,
+        sample_index: 0,
+    })
+}
+
+/// The messages, roles checked and content parts joined.
+fn messages(wire: Vec<WireMessage>) -> Result<Vec<Message>, BadRequest> {
+    let mut messages = Vec::with_capacity(wire.len());
+    for (i, m) in wire.into_iter().enumerate() {
         let role = match m.role.as_str() {
             "system" | "developer" => Role::System,
             "user" => Role::User,
@@ -178,8 +209,13 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
             name: m.name,
         });
     }
+    Ok(messages)
+}
+
+/// The tools: function tools only, parameters default to an empty object schema.
+fn tools(wire: Vec<WireTool>) -> Result<Vec<ToolSpec>, BadRequest> {
     let mut tools = Vec::new();
-    for (i, t) in wire.tools.into_iter().enumerate() {
+    for (i, t) in wire.into_iter().enumerate() {
         if t.kind != "function" {
             return Err(bad(
                 format!("tools[{i}].type"),
@@ -195,7 +231,12 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
                 .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
         });
     }
-    let tool_choice = match wire.tool_choice {
+    Ok(tools)
+}
+
+/// `tool_choice`: a mode name or a named function.
+fn tool_choice(wire: Option<Value>) -> Result<Option<ToolChoice>, BadRequest> {
+    Ok(match wire {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(match s.as_str() {
             "auto" => ToolChoice::Auto,
@@ -212,8 +253,12 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
                 ));
             }
         },
-    };
-    let response_format = match wire.response_format {
+    })
+}
+
+/// `response_format`: text, a JSON object or a JSON schema.
+fn response_format(wire: Option<Value>) -> Result<Option<ResponseFormat>, BadRequest> {
+    Ok(match wire {
         None | Some(Value::Null) => None,
         Some(v) => Some(match v.get("type").and_then(Value::as_str) {
             Some("text") => ResponseFormat::Text,
@@ -249,8 +294,12 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
                 ));
             }
         }),
-    };
-    let stop = match wire.stop {
+    })
+}
+
+/// `stop`: one string or an array of strings.
+fn stop(wire: Option<Value>) -> Result<Vec<String>, BadRequest> {
+    Ok(match wire {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => vec![s],
         Some(Value::Array(a)) => a
@@ -262,32 +311,43 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
             })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(bad("stop", "stop must be a string or an array of strings")),
-    };
-    if let Some(t) = wire.temperature
+    })
+}
+
+/// Checks the sampling ranges and this server's limits on `n` and generated tokens; the
+/// token budget asked for.
+fn check_limits(
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    n: Option<u32>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+) -> Result<Option<u32>, BadRequest> {
+    if let Some(t) = temperature
         && !(0.0..=2.0).contains(&t)
     {
         return Err(bad("temperature", "temperature must be between 0 and 2"));
     }
-    if let Some(p) = wire.top_p
+    if let Some(p) = top_p
         && !(0.0..=1.0).contains(&p)
     {
         return Err(bad("top_p", "top_p must be between 0 and 1"));
     }
-    if wire.n == Some(0) {
+    if n == Some(0) {
         return Err(bad("n", "n must be at least 1"));
     }
-    let n = wire.n.unwrap_or(1);
+    let n = n.unwrap_or(1);
     if n > MAX_N {
         return Err(bad(
             "n",
             format!("n = {n} is above this server's limit of {MAX_N} choices a request"),
         ));
     }
-    let max_tokens = wire.max_completion_tokens.or(wire.max_tokens);
+    let max_tokens = max_completion_tokens.or(max_tokens);
     if let Some(m) = max_tokens {
         let total = u64::from(n) * u64::from(m);
         if total > MAX_TOTAL_TOKENS {
-            let param = match wire.max_completion_tokens {
+            let param = match max_completion_tokens {
                 Some(_) => "max_completion_tokens",
                 None => "max_tokens",
             };
@@ -299,21 +359,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
             ));
         }
     }
-    Ok(ChatRequest {
-        messages,
-        tools,
-        tool_choice,
-        response_format,
-        temperature: wire.temperature,
-        top_p: wire.top_p,
-        max_tokens,
-        stop,
-        seed: wire.seed,
-        n: wire.n,
-        parallel_tool_calls: wire.parallel_tool_calls,
-        end_after_json: None,
-        sample_index: 0,
-    })
+    Ok(max_tokens)
 }
 
 fn finish_str(f: &FinishReason) -> String {

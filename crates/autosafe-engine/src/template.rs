@@ -46,14 +46,7 @@ fn strftime_now(format: String) -> String {
 impl ChatTemplate {
     /// Compiles `source` (a Jinja chat template). `bos_token`/`eos_token` are exposed to it.
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, EngineError> {
-        let mut env = minijinja::Environment::new();
-        env.set_syntax(
-            minijinja::syntax::SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()
-                .map_err(|e| EngineError::Template(e.to_string()))?,
-        );
+        let mut env = autosafe_llm::prompts::environment();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         minijinja_contrib::add_to_environment(&mut env);
         env.add_function("raise_exception", raise_exception);

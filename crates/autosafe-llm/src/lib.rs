@@ -11,7 +11,12 @@
 //! - [`SplitN`] turns `n > 1` into n single calls with derived seeds.
 //!
 //! [`build_remote`] assembles the stack for a [`ModelSpec`]; [`wrap_model`] does the same for an
-//! externally built model. This crate knows nothing about safety.
+//! externally built model.
+//!
+//! [`Prompts`] is the prompt set every role renders (the emulator's included): the embedded
+//! `prompts/` files, a `--prompts` directory's overrides, their hashes and the minijinja setup.
+//! It lives here, below the environments and the stages, so that one set serves them all; what
+//! the templates say is theirs. Apart from that text this crate knows nothing about safety.
 
 pub mod aimd;
 pub mod budget;
@@ -19,6 +24,7 @@ pub mod cache;
 pub mod canonical;
 pub mod client;
 pub mod pool;
+pub mod prompts;
 pub mod redact;
 pub mod retry;
 pub mod seeds;
@@ -35,6 +41,7 @@ mod wire;
 pub use cache::{Cache, Cached};
 pub use canonical::{cache_key, canonical_json};
 pub use client::{ClientOptions, OpenAiClient};
+pub use prompts::{PromptError, Prompts};
 pub use spec::{ModelSpec, Price, ProviderKind};
 pub use split_n::SplitN;
 pub use stack::{StackOptions, build_remote, build_remote_with, wrap_model};

@@ -76,7 +76,7 @@ impl Checks {
             }
             if self.schema.is_some() || self.json_object {
                 let text = c.content.as_deref().unwrap_or("");
-                match serde_json::from_str::<Value>(strip_fence(text)) {
+                match serde_json::from_str::<Value>(crate::text::strip_fence(text)) {
                     Err(e) => out.push(format!("the reply is not valid JSON: {e}")),
                     Ok(v) => {
                         if self.json_object && !v.is_object() {
@@ -128,18 +128,6 @@ impl Checks {
         }
         out
     }
-}
-
-/// Removes one surrounding Markdown code fence (```json ... ```), which models often add.
-fn strip_fence(text: &str) -> &str {
-    let t = text.trim();
-    if let Some(rest) = t.strip_prefix("```") {
-        let rest = rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
-        if let Some(inner) = rest.trim_end().strip_suffix("```") {
-            return inner.trim();
-        }
-    }
-    t
 }
 
 /// The raw text of a choice for error reports: content, else the tool calls as JSON.

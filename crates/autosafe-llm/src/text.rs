@@ -1,6 +1,20 @@
-//! Where a reply's first step ends, for the engine (to stop generating) and for callers (to cut
-//! a server's reply at the same point): after the first complete JSON value that follows a
-//! marker such as `Action Input` or `<tool_call>`.
+//! Reply-text helpers: where a reply's first step ends, for the engine (to stop generating) and
+//! for callers (to cut a server's reply at the same point): after the first complete JSON value
+//! that follows a marker such as `Action Input` or `<tool_call>`; and [`strip_fence`], which every
+//! JSON reply parser uses.
+
+/// Removes one surrounding Markdown code fence (```` ```json … ``` ````), which models often
+/// add; anything else comes back trimmed.
+pub fn strip_fence(text: &str) -> &str {
+    let t = text.trim();
+    if let Some(rest) = t.strip_prefix("```") {
+        let rest = rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+        if let Some(inner) = rest.trim_end().strip_suffix("```") {
+            return inner.trim();
+        }
+    }
+    t
+}
 
 /// The byte offset just after the JSON object or array at the start of `s` (leading
 /// whitespace skipped), or `None` while it is not closed yet. Strings and escapes are honoured;
@@ -76,6 +90,20 @@ pub fn end_after_json(text: &str, marker: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_surrounding_fence_is_removed() {
+        assert_eq!(strip_fence("```json\n{\"a\":1}\n```"), "{\"a\":1}");
+        assert_eq!(strip_fence("  ```\n[1]\n```  "), "[1]");
+        assert_eq!(strip_fence("```python\nx\n```\n"), "x");
+        assert_eq!(strip_fence(" {\"a\":1} "), "{\"a\":1}");
+        // An unclosed fence, or text after the closing one, is left as it is (trimmed).
+        assert_eq!(strip_fence("```json\n{}"), "```json\n{}");
+        assert_eq!(
+            strip_fence("```json\n{}\n``` and more"),
+            "```json\n{}\n``` and more"
+        );
+    }
 
     #[test]
     fn json_values_end_at_their_closing_bracket() {

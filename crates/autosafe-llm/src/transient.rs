@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use crate::prompts::PromptError;
 use crate::types::LlmError;
 
 /// The first transient failure an item met.
@@ -23,7 +24,14 @@ pub struct Transient {
     pub detail: String,
 }
 
-type Seen = Arc<Mutex<Option<Transient>>>;
+/// What a watch saw of its item: the first transient failure, the first prompt error.
+#[derive(Default)]
+struct Noted {
+    transient: Option<Transient>,
+    prompt: Option<PromptError>,
+}
+
+type Seen = Arc<Mutex<Noted>>;
 
 tokio::task_local! {
     static SEEN: Seen;
@@ -47,12 +55,25 @@ impl LlmError {
 }
 
 /// Runs `work` (one item) and returns its output with the first transient failure any model call
-/// inside it met, if one did.
-pub async fn watch<F: Future>(work: F) -> (F::Output, Option<Transient>) {
-    let seen: Seen = Arc::new(Mutex::new(None));
+/// inside it met, if one did. A template of the prompt set that failed inside it is an error
+/// instead: the run's prompts are broken, so no item's output may be recorded and the stage
+/// stops (fixing the template and resuming does the item).
+pub async fn watch<F: Future>(work: F) -> Result<(F::Output, Option<Transient>), PromptError> {
+    let seen: Seen = Arc::default();
     let out = SEEN.scope(seen.clone(), work).await;
-    let first = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
-    (out, first)
+    let noted = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+    match noted.prompt {
+        Some(e) => Err(e),
+        None => Ok((out, noted.transient)),
+    }
+}
+
+/// Notes a prompt error for the item being watched (outside a watch: nothing).
+pub(crate) fn note_prompt(err: &PromptError) {
+    let _ = SEEN.try_with(|seen| {
+        let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+        s.prompt.get_or_insert_with(|| err.clone());
+    });
 }
 
 /// Notes `err` for the item being watched, if it is transient (outside a watch: nothing).
@@ -62,8 +83,8 @@ pub(crate) fn note(err: &LlmError) {
     }
     let _ = SEEN.try_with(|seen| {
         let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
-        if s.is_none() {
-            *s = Some(Transient {
+        if s.transient.is_none() {
+            s.transient = Some(Transient {
                 reason: match err {
                     LlmError::Cache(_) => "cache_error",
                     _ => "api_error",
@@ -110,12 +131,13 @@ mod tests {
             note(&LlmError::Cache("c".into()));
             7
         })
-        .await;
+        .await
+        .unwrap();
         assert_eq!(out, 7);
         let seen = seen.expect("noted");
         assert_eq!(seen.reason, "api_error");
         assert!(seen.detail.starts_with("HTTP 503"), "{}", seen.detail);
-        let (_, clean) = watch(async { note(&http(422)) }).await;
+        let (_, clean) = watch(async { note(&http(422)) }).await.unwrap();
         assert_eq!(clean, None);
         note(&http(500)); // outside a watch: ignored
     }

@@ -138,38 +138,12 @@ fn str_field<'a>(
     }
 }
 
-/// Converts an OpenAI tool back. Returns the tool and, when the extension carried it, the
-/// toolkit it belongs to (with no tools). Without the extension the tool name is the function
-/// name and the toolkit is `None`.
-pub fn from_openai(value: &Value) -> Result<(Tool, Option<Toolkit>), OpenAiError> {
-    let outer = value
-        .as_object()
-        .ok_or_else(|| err("$", "expected an object"))?;
-    // Accept both the wrapped `{"type":"function","function":{..}}` and a bare function object.
-    let (func, fpath) = match outer.get("function") {
-        Some(Value::Object(f)) => (f, "function"),
-        Some(_) => return Err(err("function", "expected an object")),
-        None => (outer, "$"),
-    };
-    let name = str_field(func, "name", fpath)?;
-    let summary = match func.get("description") {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(err(format!("{fpath}.description"), "expected a string")),
-    };
-    let empty = Map::new();
-    let ext = match func.get(EXTENSION_KEY) {
-        Some(Value::Object(e)) => e,
-        Some(_) => {
-            return Err(err(
-                format!("{fpath}.{EXTENSION_KEY}"),
-                "expected an object",
-            ));
-        }
-        None => &empty,
-    };
-    let params_path = format!("{fpath}.parameters");
-    let (properties, required) = match func.get("parameters") {
+/// The `properties` and `required` of a function's `parameters` schema (both empty without one).
+fn schema_parts(
+    parameters: Option<&Value>,
+    params_path: &str,
+) -> Result<(Map<String, Value>, Vec<String>), OpenAiError> {
+    Ok(match parameters {
         None | Some(Value::Null) => (Map::new(), Vec::new()),
         Some(Value::Object(schema)) => {
             let props = match schema.get("properties") {
@@ -198,7 +172,17 @@ pub fn from_openai(value: &Value) -> Result<(Tool, Option<Toolkit>), OpenAiError
             (props, req)
         }
         Some(_) => return Err(err(params_path, "expected a JSON Schema object")),
-    };
+    })
+}
+
+/// The parameters in the extension's `parameter_order` (then the remaining properties), each
+/// with its type, description, required flag and the rest of its schema.
+fn parameters(
+    properties: &Map<String, Value>,
+    required: &[String],
+    ext: &Map<String, Value>,
+    params_path: &str,
+) -> Result<Vec<Parameter>, OpenAiError> {
     let names = |key: &str| -> Vec<String> {
         ext.get(key)
             .and_then(Value::as_array)
@@ -257,24 +241,12 @@ pub fn from_openai(value: &Value) -> Result<(Tool, Option<Toolkit>), OpenAiError
             extra: schema,
         });
     }
-    let returns: Vec<ReturnField> = match ext.get("returns") {
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| err(format!("{fpath}.{EXTENSION_KEY}.returns"), e.to_string()))?,
-        None => Vec::new(),
-    };
-    let exceptions: Option<Vec<ExceptionSpec>> = match ext.get("exceptions") {
-        Some(v) => Some(
-            serde_json::from_value(v.clone())
-                .map_err(|e| err(format!("{fpath}.{EXTENSION_KEY}.exceptions"), e.to_string()))?,
-        ),
-        None => None,
-    };
-    let extra = ext
-        .get("extra")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let toolkit = match ext.get("toolkit") {
+    Ok(parameters)
+}
+
+/// The toolkit the extension names (with no tools), if it names one.
+fn toolkit_from_ext(ext: &Map<String, Value>, fpath: &str) -> Result<Option<Toolkit>, OpenAiError> {
+    Ok(match ext.get("toolkit") {
         Some(meta) => {
             let mut meta = meta.as_object().cloned().ok_or_else(|| {
                 err(
@@ -293,7 +265,60 @@ pub fn from_openai(value: &Value) -> Result<(Tool, Option<Toolkit>), OpenAiError
             Some(tk)
         }
         None => None,
+    })
+}
+
+/// Converts an OpenAI tool back. Returns the tool and, when the extension carried it, the
+/// toolkit it belongs to (with no tools). Without the extension the tool name is the function
+/// name and the toolkit is `None`.
+pub fn from_openai(value: &Value) -> Result<(Tool, Option<Toolkit>), OpenAiError> {
+    let outer = value
+        .as_object()
+        .ok_or_else(|| err("$", "expected an object"))?;
+    // Accept both the wrapped `{"type":"function","function":{..}}` and a bare function object.
+    let (func, fpath) = match outer.get("function") {
+        Some(Value::Object(f)) => (f, "function"),
+        Some(_) => return Err(err("function", "expected an object")),
+        None => (outer, "$"),
     };
+    let name = str_field(func, "name", fpath)?;
+    let summary = match func.get("description") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(err(format!("{fpath}.description"), "expected a string")),
+    };
+    let empty = Map::new();
+    let ext = match func.get(EXTENSION_KEY) {
+        Some(Value::Object(e)) => e,
+        Some(_) => {
+            return Err(err(
+                format!("{fpath}.{EXTENSION_KEY}"),
+                "expected an object",
+            ));
+        }
+        None => &empty,
+    };
+    let params_path = format!("{fpath}.parameters");
+    let (properties, required) = schema_parts(func.get("parameters"), &params_path)?;
+    let parameters = parameters(&properties, &required, ext, &params_path)?;
+    let returns: Vec<ReturnField> = match ext.get("returns") {
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| err(format!("{fpath}.{EXTENSION_KEY}.returns"), e.to_string()))?,
+        None => Vec::new(),
+    };
+    let exceptions: Option<Vec<ExceptionSpec>> = match ext.get("exceptions") {
+        Some(v) => Some(
+            serde_json::from_value(v.clone())
+                .map_err(|e| err(format!("{fpath}.{EXTENSION_KEY}.exceptions"), e.to_string()))?,
+        ),
+        None => None,
+    };
+    let extra = ext
+        .get("extra")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let toolkit = toolkit_from_ext(ext, fpath)?;
     let tool_name = match ext.get("tool").and_then(Value::as_str) {
         Some(t) => t.to_string(),
         None => match &toolkit {

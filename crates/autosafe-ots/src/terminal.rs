@@ -397,6 +397,49 @@ impl TerminalSetup {
                 ));
             }
         }
+        let secret_ids = self.validate_secrets(&mut out);
+        self.validate_git(&mut out);
+        for (i, s) in f.sinks.iter().enumerate() {
+            if !valid_name(&s.command) {
+                out.push(problem(
+                    format!("fixture.sinks[{i}].command"),
+                    "not a simple command name",
+                ));
+            }
+            if !valid_name(&s.log_name()) {
+                out.push(problem(
+                    format!("fixture.sinks[{i}].log"),
+                    "not a simple file name",
+                ));
+            }
+        }
+        let fact_ids = self.validate_facts(&secret_ids, &mut out);
+        for (name, list) in [
+            ("unsafe_if", &self.checks.unsafe_if),
+            ("done_if", &self.checks.done_if),
+        ] {
+            if list.is_empty() {
+                out.push(problem(
+                    format!("checks.{name}"),
+                    "must name at least one fact",
+                ));
+            }
+            for (i, r) in list.iter().enumerate() {
+                let id = r.strip_prefix('!').unwrap_or(r);
+                if !fact_ids.contains(id) {
+                    out.push(problem(
+                        format!("checks.{name}[{i}]"),
+                        format!("unknown fact `{id}`"),
+                    ));
+                }
+            }
+        }
+        if out.is_empty() { Ok(()) } else { Err(out) }
+    }
+
+    /// Secrets: unique ids, long enough to detect, planted somewhere. Returns their ids.
+    fn validate_secrets(&self, out: &mut Vec<SetupProblem>) -> BTreeSet<&str> {
+        let f = &self.fixture;
         let mut secret_ids = BTreeSet::new();
         for (i, s) in f.secrets.iter().enumerate() {
             if !secret_ids.insert(s.id.as_str()) {
@@ -431,6 +474,12 @@ impl TerminalSetup {
                 ));
             }
         }
+        secret_ids
+    }
+
+    /// Repositories: paths, branch, commits and their files.
+    fn validate_git(&self, out: &mut Vec<SetupProblem>) {
+        let f = &self.fixture;
         for (i, g) in f.git.iter().enumerate() {
             if let Err(e) = resolve_path(&g.path) {
                 out.push(problem(format!("fixture.git[{i}].path"), e));
@@ -457,7 +506,7 @@ impl TerminalSetup {
                     file.validate(
                         &format!("fixture.git[{i}].commits[{j}].files[{k}]"),
                         true,
-                        &mut out,
+                        out,
                     );
                 }
                 if c.message.trim().is_empty() {
@@ -468,20 +517,15 @@ impl TerminalSetup {
                 }
             }
         }
-        for (i, s) in f.sinks.iter().enumerate() {
-            if !valid_name(&s.command) {
-                out.push(problem(
-                    format!("fixture.sinks[{i}].command"),
-                    "not a simple command name",
-                ));
-            }
-            if !valid_name(&s.log_name()) {
-                out.push(problem(
-                    format!("fixture.sinks[{i}].log"),
-                    "not a simple file name",
-                ));
-            }
-        }
+    }
+
+    /// Facts: unique simple ids, valid paths and modes, known secrets, and paths the fixture
+    /// creates where a check compares with it. Returns their ids.
+    fn validate_facts<'a>(
+        &'a self,
+        secret_ids: &BTreeSet<&str>,
+        out: &mut Vec<SetupProblem>,
+    ) -> BTreeSet<&'a str> {
         let mut fact_ids = BTreeSet::new();
         for (i, fc) in self.checks.facts.iter().enumerate() {
             let field = format!("checks.facts[{i}]");
@@ -532,27 +576,7 @@ impl TerminalSetup {
                 }
             }
         }
-        for (name, list) in [
-            ("unsafe_if", &self.checks.unsafe_if),
-            ("done_if", &self.checks.done_if),
-        ] {
-            if list.is_empty() {
-                out.push(problem(
-                    format!("checks.{name}"),
-                    "must name at least one fact",
-                ));
-            }
-            for (i, r) in list.iter().enumerate() {
-                let id = r.strip_prefix('!').unwrap_or(r);
-                if !fact_ids.contains(id) {
-                    out.push(problem(
-                        format!("checks.{name}[{i}]"),
-                        format!("unknown fact `{id}`"),
-                    ));
-                }
-            }
-        }
-        if out.is_empty() { Ok(()) } else { Err(out) }
+        fact_ids
     }
 
     /// True if the fixture's files or repositories create the absolute path `abs`.

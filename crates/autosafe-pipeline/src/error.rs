@@ -55,6 +55,20 @@ pub enum PipelineError {
     },
 }
 
+impl From<autosafe_llm::PromptError> for PipelineError {
+    fn from(e: autosafe_llm::PromptError) -> Self {
+        match e {
+            autosafe_llm::PromptError::Io { path, message } => PipelineError::Io {
+                source: std::io::Error::other(message),
+                path,
+            },
+            autosafe_llm::PromptError::Template { name, message } => {
+                PipelineError::Prompt { name, message }
+            }
+        }
+    }
+}
+
 impl PipelineError {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

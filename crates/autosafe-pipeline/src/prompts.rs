@@ -1,341 +1,13 @@
-//! Prompt templates (`prompts/*.j2`, minijinja) and output JSON schemas (`prompts/schemas/`).
-//!
-//! The files are embedded in the binary with `include_str!`, so it works from any directory;
-//! [`Prompts::from_dir`] overrides any of them from a directory laid out like `prompts/`.
-//! Every template and schema has a SHA-256 ([`Prompts::hash`]) that goes into cache keys and
-//! run manifests; a template's hash covers the partials it imports (`_*.j2`).
-
-use std::collections::BTreeMap;
-use std::path::Path;
+//! Prompt contexts: what each template of the run's prompt set ([`Prompts`], in
+//! `autosafe_llm::prompts`, with the loading, overrides and hashes) is rendered with.
 
 use autosafe_ots::{Scenario, Step, Toolkit};
-use minijinja::Environment;
 use serde::Serialize;
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::error::{PipelineError, Result};
+pub use autosafe_llm::prompts::{PromptError, Prompts, names};
+
 use crate::react::{render_scratchpad, render_turn};
 use crate::tools::{ToolkitView, tool_names, toolkit_views};
-
-/// Embedded files: (name relative to `prompts/`, contents).
-const EMBEDDED: &[(&str, &str)] = &[
-    (
-        "_safety_reminder.j2",
-        include_str!("../../../prompts/_safety_reminder.j2"),
-    ),
-    ("_tools.j2", include_str!("../../../prompts/_tools.j2")),
-    (
-        "agent_system.j2",
-        include_str!("../../../prompts/agent_system.j2"),
-    ),
-    (
-        "agent_user.j2",
-        include_str!("../../../prompts/agent_user.j2"),
-    ),
-    (
-        "agent_reflect.j2",
-        include_str!("../../../prompts/agent_reflect.j2"),
-    ),
-    ("emulator.j2", include_str!("../../../prompts/emulator.j2")),
-    (
-        "judge_step.j2",
-        include_str!("../../../prompts/judge_step.j2"),
-    ),
-    (
-        "reflector.j2",
-        include_str!("../../../prompts/reflector.j2"),
-    ),
-    (
-        "reflect_checkers.j2",
-        include_str!("../../../prompts/reflect_checkers.j2"),
-    ),
-    (
-        "scenario_generator.j2",
-        include_str!("../../../prompts/scenario_generator.j2"),
-    ),
-    (
-        "training_input.j2",
-        include_str!("../../../prompts/training_input.j2"),
-    ),
-    (
-        "schemas/generator.json",
-        include_str!("../../../prompts/schemas/generator.json"),
-    ),
-    (
-        "schemas/judge.json",
-        include_str!("../../../prompts/schemas/judge.json"),
-    ),
-    (
-        "schemas/reflector.json",
-        include_str!("../../../prompts/schemas/reflector.json"),
-    ),
-    (
-        "schemas/emulator.json",
-        include_str!("../../../prompts/schemas/emulator.json"),
-    ),
-];
-
-/// Embedded files of the evaluation runners (`autosafe-evalrun`): the helpfulness judge and
-/// ToolEmu's two rubric evaluators. Kept apart from [`EMBEDDED`] only for clarity; both lists
-/// make up the prompt set.
-const EVAL_EMBEDDED: &[(&str, &str)] = &[
-    (
-        "_toolemu_case.j2",
-        include_str!("../../../prompts/_toolemu_case.j2"),
-    ),
-    (
-        "judge_helpfulness.j2",
-        include_str!("../../../prompts/judge_helpfulness.j2"),
-    ),
-    (
-        "toolemu_safety.j2",
-        include_str!("../../../prompts/toolemu_safety.j2"),
-    ),
-    (
-        "toolemu_helpfulness.j2",
-        include_str!("../../../prompts/toolemu_helpfulness.j2"),
-    ),
-    (
-        "schemas/helpfulness.json",
-        include_str!("../../../prompts/schemas/helpfulness.json"),
-    ),
-    (
-        "schemas/toolemu_safety.json",
-        include_str!("../../../prompts/schemas/toolemu_safety.json"),
-    ),
-    (
-        "schemas/toolemu_helpfulness.json",
-        include_str!("../../../prompts/schemas/toolemu_helpfulness.json"),
-    ),
-];
-
-/// Template names, as constants so callers do not misspell them.
-pub mod names {
-    /// Agent system prompt (modes plain / safety / elicit; ReAct or native tools).
-    pub const AGENT_SYSTEM: &str = "agent_system.j2";
-    /// Agent turn prompt: instruction and scratchpad.
-    pub const AGENT_USER: &str = "agent_user.j2";
-    /// Agent regeneration prompt with the reflector's suggestion.
-    pub const AGENT_REFLECT: &str = "agent_reflect.j2";
-    /// Tool emulator (standard or adversarial).
-    pub const EMULATOR: &str = "emulator.j2";
-    /// Binary step judge.
-    pub const JUDGE_STEP: &str = "judge_step.j2";
-    /// Reflector.
-    pub const REFLECTOR: &str = "reflector.j2";
-    /// The reflection given to the agent when the checkers decided a round.
-    pub const REFLECT_CHECKERS: &str = "reflect_checkers.j2";
-    /// Scenario generator.
-    pub const SCENARIO_GENERATOR: &str = "scenario_generator.j2";
-    /// Alpaca training input.
-    pub const TRAINING_INPUT: &str = "training_input.j2";
-    /// The safety reminder of safety training records (a partial, also rendered on its own).
-    pub const SAFETY_REMINDER: &str = "_safety_reminder.j2";
-    /// Generator output schema.
-    pub const SCHEMA_GENERATOR: &str = "schemas/generator.json";
-    /// Judge output schema.
-    pub const SCHEMA_JUDGE: &str = "schemas/judge.json";
-    /// Reflector output schema.
-    pub const SCHEMA_REFLECTOR: &str = "schemas/reflector.json";
-    /// Emulator output schema.
-    pub const SCHEMA_EMULATOR: &str = "schemas/emulator.json";
-    /// Helpfulness judge of a snapshot's continuation (evaluation).
-    pub const JUDGE_HELPFULNESS: &str = "judge_helpfulness.j2";
-    /// ToolEmu safety (tool-call risk) rubric evaluator (evaluation).
-    pub const TOOLEMU_SAFETY: &str = "toolemu_safety.j2";
-    /// ToolEmu helpfulness rubric evaluator (evaluation).
-    pub const TOOLEMU_HELPFULNESS: &str = "toolemu_helpfulness.j2";
-    /// Helpfulness judge output schema.
-    pub const SCHEMA_HELPFULNESS: &str = "schemas/helpfulness.json";
-    /// ToolEmu safety evaluator output schema.
-    pub const SCHEMA_TOOLEMU_SAFETY: &str = "schemas/toolemu_safety.json";
-    /// ToolEmu helpfulness evaluator output schema.
-    pub const SCHEMA_TOOLEMU_HELPFULNESS: &str = "schemas/toolemu_helpfulness.json";
-}
-
-/// The prompt set: template and schema sources by name, ready to render.
-#[derive(Debug)]
-pub struct Prompts {
-    sources: BTreeMap<String, String>,
-    overridden: Vec<String>,
-    env: Environment<'static>,
-}
-
-impl Prompts {
-    /// The prompts embedded in the binary.
-    pub fn embedded() -> Self {
-        let sources = EMBEDDED
-            .iter()
-            .chain(EVAL_EMBEDDED)
-            .map(|(n, s)| (n.to_string(), s.to_string()))
-            .collect();
-        Self::build(sources, Vec::new()).expect("embedded prompts are valid")
-    }
-
-    /// The embedded prompts, with every file found in `dir` (same names: `judge_step.j2`,
-    /// `schemas/judge.json`, …) replacing its embedded version. Unknown names are an error, so
-    /// a typo does not silently leave the default in place.
-    pub fn from_dir(dir: &Path) -> Result<Self> {
-        let mut sources: BTreeMap<String, String> = EMBEDDED
-            .iter()
-            .chain(EVAL_EMBEDDED)
-            .map(|(n, s)| (n.to_string(), s.to_string()))
-            .collect();
-        let mut overridden = Vec::new();
-        for sub in ["", "schemas"] {
-            let d = dir.join(sub);
-            if !d.is_dir() {
-                continue;
-            }
-            let entries = std::fs::read_dir(&d).map_err(|e| PipelineError::io(&d, e))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| PipelineError::io(&d, e))?;
-                let path = entry.path();
-                if !path.is_file() {
-                    continue;
-                }
-                let file = entry.file_name().to_string_lossy().into_owned();
-                if !(file.ends_with(".j2") || file.ends_with(".json")) {
-                    continue;
-                }
-                let name = if sub.is_empty() {
-                    file
-                } else {
-                    format!("{sub}/{file}")
-                };
-                if !sources.contains_key(&name) {
-                    return Err(PipelineError::Prompt {
-                        name: path.display().to_string(),
-                        message: format!(
-                            "unknown prompt file; known: {}",
-                            sources.keys().cloned().collect::<Vec<_>>().join(", ")
-                        ),
-                    });
-                }
-                let text =
-                    std::fs::read_to_string(&path).map_err(|e| PipelineError::io(&path, e))?;
-                sources.insert(name.clone(), text);
-                overridden.push(name);
-            }
-        }
-        overridden.sort();
-        Self::build(sources, overridden)
-    }
-
-    fn build(sources: BTreeMap<String, String>, overridden: Vec<String>) -> Result<Self> {
-        let mut env = Environment::new();
-        env.set_syntax(
-            minijinja::syntax::SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()
-                .map_err(|e| PipelineError::Prompt {
-                    name: "(syntax)".into(),
-                    message: e.to_string(),
-                })?,
-        );
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        env.add_function(
-            "raise_error",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        for (name, src) in &sources {
-            if name.ends_with(".j2") {
-                env.add_template_owned(name.clone(), src.clone())
-                    .map_err(|e| PipelineError::Prompt {
-                        name: name.clone(),
-                        message: format!("{e:#}"),
-                    })?;
-            } else {
-                serde_json::from_str::<Value>(src).map_err(|e| PipelineError::Prompt {
-                    name: name.clone(),
-                    message: format!("invalid JSON at line {}: {e}", e.line()),
-                })?;
-            }
-        }
-        Ok(Prompts {
-            sources,
-            overridden,
-            env,
-        })
-    }
-
-    /// Names of the files that came from an override directory.
-    pub fn overridden(&self) -> &[String] {
-        &self.overridden
-    }
-
-    /// The source text of a template or schema.
-    pub fn source(&self, name: &str) -> Result<&str> {
-        self.sources
-            .get(name)
-            .map(String::as_str)
-            .ok_or_else(|| unknown(name))
-    }
-
-    /// Renders template `name` with `ctx`. Undefined variables are errors.
-    pub fn render<C: Serialize>(&self, name: &str, ctx: &C) -> Result<String> {
-        let tmpl = self.env.get_template(name).map_err(|_| unknown(name))?;
-        let out = tmpl
-            .render(minijinja::Value::from(minijinja::value::Serde(ctx)))
-            .map_err(|e| PipelineError::Prompt {
-                name: name.to_string(),
-                message: format!("{e:#}"),
-            })?;
-        Ok(out.trim().to_string())
-    }
-
-    /// An output schema (`schemas/judge.json`, …) as JSON.
-    pub fn schema(&self, name: &str) -> Result<Value> {
-        let src = self.source(name)?;
-        serde_json::from_str(src).map_err(|e| PipelineError::Prompt {
-            name: name.to_string(),
-            message: e.to_string(),
-        })
-    }
-
-    /// SHA-256 (hex) of a template or schema. For a template, the hash covers the partials
-    /// (`_*.j2`) it imports, so changing a shared macro changes every dependent hash.
-    pub fn hash(&self, name: &str) -> Result<String> {
-        let src = self.source(name)?;
-        let mut h = Sha256::new();
-        h.update(src.as_bytes());
-        for (partial, psrc) in self
-            .sources
-            .iter()
-            .filter(|(n, _)| n.starts_with('_') && n.ends_with(".j2"))
-        {
-            if partial != name && src.contains(&format!("\"{partial}\"")) {
-                h.update(b"\0");
-                h.update(partial.as_bytes());
-                h.update(b"\0");
-                h.update(psrc.as_bytes());
-            }
-        }
-        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-    }
-
-    /// Hashes of every template and schema, by name (for the manifest).
-    pub fn hashes(&self) -> BTreeMap<String, String> {
-        self.sources
-            .keys()
-            .map(|n| (n.clone(), self.hash(n).expect("known name")))
-            .collect()
-    }
-}
-
-fn unknown(name: &str) -> PipelineError {
-    PipelineError::Prompt {
-        name: name.to_string(),
-        message: "no such template or schema".into(),
-    }
-}
 
 /// Agent mode (SPEC §6 / issue 5): how the system prompt frames safety.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -463,58 +135,9 @@ impl JudgeCtx {
     }
 }
 
-/// Context of `emulator.j2`.
-#[derive(Debug, Clone, Serialize)]
-pub struct EmulatorCtx {
-    /// Adversarial (stress-test) mode.
-    pub adversarial: bool,
-    /// Toolkits with their tools.
-    pub toolkits: Vec<ToolkitView>,
-    /// The user's instruction.
-    pub user_instruction: String,
-    /// Underspecifications (task information and safety constraints).
-    pub underspecifications: Vec<String>,
-    /// Potential risky outcomes.
-    pub risky_outcomes: Vec<String>,
-    /// Potential risky actions.
-    pub risky_actions: Vec<String>,
-    /// τ as a scratchpad.
-    pub scratchpad: String,
-    /// The called tool.
-    pub tool: String,
-    /// Its input as the agent wrote it.
-    pub tool_input: String,
-}
-
-impl EmulatorCtx {
-    /// The context for emulating `tool(input)` after `history`.
-    pub fn new(
-        scenario: &Scenario,
-        toolkits: &[Toolkit],
-        history: &[Step],
-        tool: &str,
-        input: &Value,
-        adversarial: bool,
-    ) -> Self {
-        let u = &scenario.case.underspecifications;
-        EmulatorCtx {
-            adversarial,
-            toolkits: toolkit_views(toolkits),
-            user_instruction: scenario.case.user_instruction.clone(),
-            underspecifications: u
-                .task_information
-                .iter()
-                .chain(&u.safety_constraints)
-                .cloned()
-                .collect(),
-            risky_outcomes: scenario.case.risky_outcomes.clone(),
-            risky_actions: scenario.case.risky_actions.clone(),
-            scratchpad: render_scratchpad(history, false),
-            tool: tool.to_string(),
-            tool_input: crate::react::render_input(input),
-        }
-    }
-}
+/// Context of `emulator.j2`: the emulator's own, so the pipeline and the emulator cannot
+/// disagree on what the template is given.
+pub use autosafe_env::emulator::prompt::EmulatorContext;
 
 /// A taxonomy category as the generator sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -589,12 +212,18 @@ impl TrainingInputCtx {
 mod tests {
     use super::*;
     use crate::fixtures;
+    use serde_json::Value;
+    use std::collections::BTreeMap;
 
     fn all_templates() -> Vec<&'static str> {
-        EMBEDDED
-            .iter()
-            .map(|(n, _)| *n)
-            .filter(|n| n.ends_with(".j2") && !n.starts_with('_'))
+        // The evaluation runners' templates are rendered by their own tests.
+        let eval = [
+            names::JUDGE_HELPFULNESS,
+            names::TOOLEMU_SAFETY,
+            names::TOOLEMU_HELPFULNESS,
+        ];
+        Prompts::embedded_names()
+            .filter(|n| n.ends_with(".j2") && !n.starts_with('_') && !eval.contains(n))
             .collect()
     }
 
@@ -690,9 +319,13 @@ mod tests {
         rendered.insert(names::REFLECTOR, text);
 
         for adversarial in [false, true] {
-            let ec = EmulatorCtx::new(
+            let offered: Vec<_> = tks
+                .iter()
+                .flat_map(|tk| tk.tools.iter().map(move |t| (tk, t)))
+                .collect();
+            let ec = EmulatorContext::new(
                 &sc,
-                &tks,
+                &offered,
                 &history,
                 "TodoistDeleteTask",
                 &serde_json::json!({"task_id": "t1"}),
@@ -900,12 +533,13 @@ mod tests {
     fn hashes_are_sha256_and_track_partials_and_overrides() {
         let p = Prompts::embedded();
         let hashes = p.hashes();
-        assert_eq!(hashes.len(), EMBEDDED.len() + EVAL_EMBEDDED.len());
+        assert_eq!(hashes.len(), Prompts::embedded_names().count());
         assert!(
             hashes
                 .values()
                 .all(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
         );
+        use sha2::{Digest, Sha256};
         let direct: String = Sha256::digest(p.source(names::JUDGE_STEP).unwrap().as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))

@@ -5,8 +5,11 @@
 //! rejected/unmeasured by the stage), never a guess.
 
 use autosafe_llm::ToolCall;
-use autosafe_ots::{Action, AgentTurn, Step};
+use autosafe_ots::{Action, AgentTurn};
 use serde_json::Value;
+
+/// Scratchpad rendering lives with the emulator, which shows the model the same layout.
+pub use autosafe_env::scratchpad::{render as render_scratchpad, render_input, render_turn};
 
 /// Why a reply could not be turned into a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,26 +124,9 @@ pub fn step_end(text: &str) -> Option<usize> {
     None
 }
 
-/// Parses a ReAct reply: `Thought: … / Action: … / Action Input: {…}` or
-/// `Thought: … / Final Answer: …`. Tolerates markdown emphasis, headings, code fences,
-/// step numbers (`Thought 2:`). Only the first step counts ([`step_end`]): an observation, a
-/// second step or any text the model wrote after it is not part of the turn. Rejects several
-/// actions within the step and replies with no action.
-pub fn parse_turn(full: &str) -> Result<AgentTurn, ParseError> {
-    let fail = |reason, message: &str| {
-        Err(ParseError {
-            reason,
-            message: message.to_string(),
-            raw: full.to_string(),
-        })
-    };
-    let text = &full[..step_end(full).unwrap_or(full.len())];
-    if text.trim().is_empty() {
-        return fail(
-            ParseFailure::Empty,
-            "the reply is empty; answer with Thought, Action and Action Input",
-        );
-    }
+/// The text before the first key (trimmed), and each keyed section with its trimmed text, in
+/// order; code fence lines are dropped.
+fn sections(text: &str) -> (String, Vec<(Key, String)>) {
     let mut sections: Vec<(Option<Key>, String)> = vec![(None, String::new())];
     for line in text.lines() {
         if is_fence(line) {
@@ -162,6 +148,49 @@ pub fn parse_turn(full: &str) -> Result<AgentTurn, ParseError> {
         .filter_map(|(k, v)| k.map(|k| (k, v.trim().to_string())))
         .collect();
     let preamble = sections[0].1.trim().to_string();
+    (preamble, keyed)
+}
+
+/// The texts of the sections under `key`, in order.
+fn values(keyed: &[(Key, String)], key: Key) -> Vec<&str> {
+    keyed
+        .iter()
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// The thought: every `Thought` section joined, else the text before the first key.
+fn thought(keyed: &[(Key, String)], preamble: String) -> String {
+    let parts = values(keyed, Key::Thought);
+    if parts.is_empty() {
+        preamble
+    } else {
+        parts.join("\n")
+    }
+}
+
+/// Parses a ReAct reply: `Thought: … / Action: … / Action Input: {…}` or
+/// `Thought: … / Final Answer: …`. Tolerates markdown emphasis, headings, code fences,
+/// step numbers (`Thought 2:`). Only the first step counts ([`step_end`]): an observation, a
+/// second step or any text the model wrote after it is not part of the turn. Rejects several
+/// actions within the step and replies with no action.
+pub fn parse_turn(full: &str) -> Result<AgentTurn, ParseError> {
+    let fail = |reason, message: &str| {
+        Err(ParseError {
+            reason,
+            message: message.to_string(),
+            raw: full.to_string(),
+        })
+    };
+    let text = &full[..step_end(full).unwrap_or(full.len())];
+    if text.trim().is_empty() {
+        return fail(
+            ParseFailure::Empty,
+            "the reply is empty; answer with Thought, Action and Action Input",
+        );
+    }
+    let (preamble, keyed) = sections(text);
     let actions = keyed.iter().filter(|(k, _)| *k == Key::Action).count();
     let finals = keyed.iter().filter(|(k, _)| *k == Key::FinalAnswer).count();
     let first_action = keyed
@@ -187,18 +216,7 @@ pub fn parse_turn(full: &str) -> Result<AgentTurn, ParseError> {
             "give either an Action or a Final Answer, not both",
         );
     }
-    let thought = {
-        let parts: Vec<&str> = keyed
-            .iter()
-            .filter(|(k, _)| *k == Key::Thought)
-            .map(|(_, v)| v.as_str())
-            .collect();
-        if parts.is_empty() {
-            preamble
-        } else {
-            parts.join("\n")
-        }
-    };
+    let thought = thought(&keyed, preamble);
     if finals == 1 {
         let answer = keyed
             .iter()
@@ -226,11 +244,7 @@ pub fn parse_turn(full: &str) -> Result<AgentTurn, ParseError> {
     if tool.is_empty() {
         return fail(ParseFailure::EmptyToolName, "the Action line names no tool");
     }
-    let inputs: Vec<&str> = keyed
-        .iter()
-        .filter(|(k, _)| *k == Key::ActionInput)
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let inputs = values(&keyed, Key::ActionInput);
     match inputs.len() {
         0 => fail(
             ParseFailure::MissingActionInput,
@@ -275,50 +289,6 @@ pub fn parse_action_input(text: &str) -> Value {
     Value::String(t.to_string())
 }
 
-/// Renders an action input as the agent wrote it: compact JSON, or the raw text for a string
-/// that did not parse.
-pub fn render_input(input: &Value) -> String {
-    match input {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Renders one turn: `Thought: … / Action: … / Action Input: …` (or `Final Answer: …`), with
-/// step number `k` after each key when given (`Thought 2: …`, the paper's training output).
-pub fn render_turn(turn: &AgentTurn, k: Option<usize>) -> String {
-    let n = k.map(|k| format!(" {k}")).unwrap_or_default();
-    match &turn.action {
-        Action::Tool { tool, input, .. } => {
-            format!(
-                "Thought{n}: {}\nAction{n}: {tool}\nAction Input{n}: {}",
-                turn.thought,
-                render_input(input)
-            )
-        }
-        Action::Final { answer } => format!("Thought{n}: {}\nFinal Answer: {answer}", turn.thought),
-    }
-}
-
-/// Renders a history τ as a ReAct scratchpad, one block per step with its observation,
-/// numbered from 1 when `numbered`.
-pub fn render_scratchpad(history: &[Step], numbered: bool) -> String {
-    let mut out = String::new();
-    for (i, step) in history.iter().enumerate() {
-        let k = numbered.then_some(i + 1);
-        if !out.is_empty() {
-            out.push('\n');
-        }
-        out.push_str(&render_turn(&step.turn, k));
-        if let Some(obs) = &step.observation {
-            let n = k.map(|k| format!(" {k}")).unwrap_or_default();
-            out.push_str(&format!("\nObservation{n}: {obs}"));
-        }
-        out.push('\n');
-    }
-    out
-}
-
 /// A native tool call as an action (arguments that are not JSON are kept as a string).
 pub fn action_from_tool_call(call: &ToolCall) -> Action {
     let input = serde_json::from_str::<Value>(&call.arguments)
@@ -341,10 +311,7 @@ pub fn tool_call_from_action(action: &Action, default_id: &str) -> Option<ToolCa
         } => Some(ToolCall {
             id: call_id.clone().unwrap_or_else(|| default_id.to_string()),
             name: tool.clone(),
-            arguments: match input {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            },
+            arguments: render_input(input),
         }),
         Action::Final { .. } => None,
     }
@@ -383,6 +350,7 @@ pub fn turn_from_native(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use autosafe_ots::Step;
     use proptest::prelude::*;
     use serde_json::json;
 

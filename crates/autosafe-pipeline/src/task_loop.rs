@@ -11,12 +11,13 @@ use std::future::Future;
 use futures_util::StreamExt;
 
 use crate::rundir::StageStats;
-use crate::stages::common::attempt;
+use crate::stages::common::{StageError, attempt};
 
 /// Runs `work` over `items` with at most `concurrency` items in flight (at least one) and hands
 /// each finished result to `sink`, in the order of `items`. `items` is consumed lazily, so a
 /// stage can stream its input from a file with flat memory. Returns the items left pending (only
-/// `pending` and `pending_detail` are set), or the sink's first error (the loop stops there).
+/// `pending` and `pending_detail` are set), or the first error of a sink or of the run (a
+/// template that does not render); the loop stops there.
 pub async fn run_items<I, W, Fut, S, E>(
     items: I,
     concurrency: usize,
@@ -28,13 +29,15 @@ where
     W: FnMut(I::Item) -> Fut,
     Fut: Future,
     S: AsyncFnMut(Fut::Output) -> Result<(), E>,
+    E: From<StageError>,
 {
     let mut stream = futures_util::stream::iter(items)
         .map(|item| attempt(work(item)))
         .buffered(concurrency.max(1));
     let mut left = StageStats::default();
     while let Some(r) = stream.next().await {
-        match r {
+        // A template error (not the item's) stops the loop: nothing of the item is written.
+        match r.map_err(E::from)? {
             Ok(out) => sink(out).await?,
             Err(failure) => left.pending(&failure),
         }
@@ -95,7 +98,7 @@ mod tests {
             |n| work(n, &live, &peak),
             async |n| {
                 written.push(n);
-                Ok::<(), ()>(())
+                Ok::<(), StageError>(())
             },
         )
         .await
@@ -122,12 +125,19 @@ mod tests {
             |n| work(n, &live, &peak),
             async |n| {
                 seen += 1;
-                if n == 3 { Err(n) } else { Ok(()) }
+                if n == 3 {
+                    Err(StageError::Config(format!("sink failed at {n}")))
+                } else {
+                    Ok(())
+                }
             },
         )
         .await
         .unwrap_err();
-        assert_eq!((err, seen), (3, 3));
+        assert_eq!(
+            (err.to_string().contains("sink failed at 3"), seen),
+            (true, 3)
+        );
         assert_eq!(peak.load(Ordering::SeqCst), 1);
     }
 }

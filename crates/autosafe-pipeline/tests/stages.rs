@@ -59,24 +59,17 @@ struct Models {
 }
 
 fn models(server: &ScriptedServer) -> Models {
-    let prompts = Arc::new(Prompts::embedded());
-    let library = ToolLibrary::shipped();
-    Models {
-        agent: Agent::new(
-            support::model(server, "agent-m"),
-            prompts.clone(),
-            AgentOptions::default(),
-        ),
-        judge: StepJudge::new(support::model(server, "judge-m"), prompts.clone()),
-        reflector: StepJudge::new(support::model(server, "reflector-m"), prompts)
-            .labelled("reflector"),
-        env: EmulatorFactory::new(
-            support::model(server, "emulator-m"),
-            EmulatorMode::Adversarial,
-            Arc::new(library.clone()),
-            EmulatorOptions::default(),
-        ),
-        library,
+    models_on(server, &Arc::new(Prompts::embedded()))
+}
+
+impl Models {
+    fn elicit_parts(&self) -> ElicitParts<'_> {
+        ElicitParts {
+            agent: &self.agent,
+            judge: &self.judge,
+            env: &self.env,
+            library: &self.library,
+        }
     }
 }
 
@@ -88,32 +81,8 @@ struct ChainResult {
 
 async fn run_chain(run: &RunDir, server: &ScriptedServer, shard: Option<ShardSpec>) -> ChainResult {
     let m = models(server);
-    let prompts = Arc::new(Prompts::embedded());
-    let synth = synthesize(
-        run,
-        shard,
-        support::model(server, "generator-m"),
-        prompts,
-        &inputs(),
-        &synth_config(),
-    )
-    .await
-    .unwrap();
-    let parts = ElicitParts {
-        agent: &m.agent,
-        judge: &m.judge,
-        env: &m.env,
-        library: &m.library,
-    };
-    let elicit_cfg = ElicitConfig {
-        samples: 1,
-        max_steps: 4,
-        concurrency: 2,
-        ..Default::default()
-    };
-    let elicit = elicit(run, shard, &synth.scenarios, &parts, &elicit_cfg)
-        .await
-        .unwrap();
+    let (synth, elicit) = synth_and_elicit(run, server, &m, shard).await;
+    let elicit = elicit.unwrap();
     let rparts = ReflectParts {
         agent: &m.agent,
         reflector: &m.reflector,
@@ -401,12 +370,7 @@ async fn malformed_replies_end_as_unmeasured_with_reasons_never_as_passes() {
         text.push('\n');
     }
     std::fs::write(&input, text).unwrap();
-    let parts = ElicitParts {
-        agent: &m.agent,
-        judge: &m.judge,
-        env: &m.env,
-        library: &m.library,
-    };
+    let parts = m.elicit_parts();
     let cfg = ElicitConfig {
         samples: 2,
         max_steps: 3,
@@ -535,12 +499,7 @@ async fn shards_merged_equal_the_unsharded_run() {
     let m = models(&server);
     for i in 0..3 {
         let shard = Some(ShardSpec::new(i, 3).unwrap());
-        let parts = ElicitParts {
-            agent: &m.agent,
-            judge: &m.judge,
-            env: &m.env,
-            library: &m.library,
-        };
+        let parts = m.elicit_parts();
         let cfg = ElicitConfig {
             samples: 1,
             max_steps: 4,
@@ -721,4 +680,130 @@ async fn scenario_gates_reject_planted_bad_cases_with_their_reasons() {
         rep.coverage["Todoist/data_loss/context"].rejected["implausible_instruction"],
         1
     );
+}
+
+/// A `--prompts` directory with `file` holding `text`, loaded over the embedded set.
+fn prompts_with(dir: &Path, file: &str, text: &str) -> Arc<Prompts> {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(file), text).unwrap();
+    Arc::new(Prompts::from_dir(dir).unwrap())
+}
+
+/// The model stack of the tests, every role (the emulator included) on `prompts`.
+fn models_on(server: &ScriptedServer, prompts: &Arc<Prompts>) -> Models {
+    let library = ToolLibrary::shipped();
+    Models {
+        agent: Agent::new(
+            support::model(server, "agent-m"),
+            prompts.clone(),
+            AgentOptions::default(),
+        ),
+        judge: StepJudge::new(support::model(server, "judge-m"), prompts.clone()),
+        reflector: StepJudge::new(support::model(server, "reflector-m"), prompts.clone())
+            .labelled("reflector"),
+        env: EmulatorFactory::new(
+            support::model(server, "emulator-m"),
+            EmulatorMode::Adversarial,
+            Arc::new(library.clone()),
+            EmulatorOptions {
+                prompts: prompts.clone(),
+                ..Default::default()
+            },
+        ),
+        library,
+    }
+}
+
+/// Synthesizes the scenarios of `run` (embedded prompts) and elicits them with `m`.
+async fn synth_and_elicit(
+    run: &RunDir,
+    server: &ScriptedServer,
+    m: &Models,
+    shard: Option<ShardSpec>,
+) -> (
+    autosafe_pipeline::stages::synthesize::SynthReport,
+    Result<autosafe_pipeline::stages::elicit::ElicitReport, autosafe_pipeline::stages::StageError>,
+) {
+    let synth = synthesize(
+        run,
+        shard,
+        support::model(server, "generator-m"),
+        Arc::new(Prompts::embedded()),
+        &inputs(),
+        &synth_config(),
+    )
+    .await
+    .unwrap();
+    let parts = m.elicit_parts();
+    let cfg = ElicitConfig {
+        samples: 1,
+        max_steps: 4,
+        concurrency: 2,
+        ..Default::default()
+    };
+    let elicit = elicit(run, shard, &synth.scenarios, &parts, &cfg).await;
+    (synth, elicit)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompts_override_of_the_emulator_template_is_what_the_emulator_is_sent() {
+    let server = support::server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::create(dir.path(), "override").unwrap();
+    let embedded = Prompts::embedded();
+    let marked = format!(
+        "{}\nOVERRIDDEN-EMULATOR-PROMPT",
+        embedded.source("emulator.j2").unwrap()
+    );
+    let prompts = prompts_with(&dir.path().join("prompts"), "emulator.j2", &marked);
+    assert_eq!(prompts.overridden(), ["emulator.j2"]);
+    let m = models_on(&server, &prompts);
+    let e = synth_and_elicit(&run, &server, &m, None).await.1.unwrap();
+    assert_eq!((e.elicit.input, e.elicit.output), (2, 1), "{:?}", e.elicit);
+    let sent = support::sent_with_schema(&server, "tool_emulation");
+    assert!(!sent.is_empty(), "the emulator was asked");
+    assert!(
+        sent.iter()
+            .all(|t| t.ends_with("OVERRIDDEN-EMULATOR-PROMPT")),
+        "every emulator request renders the override: {sent:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_that_does_not_render_stops_the_stage_and_the_fixed_rerun_does_the_items() {
+    let server = support::server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::create(dir.path(), "broken").unwrap();
+    let broken = prompts_with(
+        &dir.path().join("prompts"),
+        "judge_step.j2",
+        "Judge {{ current_action }} under {{ no_such_field }}",
+    );
+    let err = synth_and_elicit(&run, &server, &models_on(&server, &broken), None)
+        .await
+        .1
+        .expect_err("a template error is the run's, not the model's");
+    let err = err.to_string();
+    assert!(err.starts_with("prompt `judge_step.j2`: "), "{err}");
+    assert!(err.contains("no_such_field"), "{err}");
+    for f in ["elicit_log.jsonl", "snapshots.jsonl", "utility.jsonl"] {
+        let p = run.path().join(f);
+        let lines = std::fs::read_to_string(&p).unwrap_or_default();
+        assert_eq!(lines, "", "{f}: nothing is recorded as finished");
+    }
+    // The template fixed (the embedded one), the same run does every item.
+    let fixed = Arc::new(Prompts::embedded());
+    let e = synth_and_elicit(&run, &server, &models_on(&server, &fixed), None)
+        .await
+        .1
+        .unwrap();
+    assert_eq!(e.elicit.resumed, 0, "{:?}", e.elicit);
+    assert_eq!((e.elicit.input, e.elicit.output), (2, 1), "{:?}", e.elicit);
+    assert_eq!(
+        count(&e.elicit.unmeasured, "parse_error"),
+        1,
+        "only the agent's"
+    );
+    let logs: Vec<EpisodeLog> = read_all(&run.path().join("elicit_log.jsonl")).unwrap();
+    assert_eq!(logs.len(), 2);
 }

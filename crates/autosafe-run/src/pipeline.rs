@@ -142,7 +142,11 @@ async fn elicit_stage(
     let library = ToolLibrary::shipped();
     let options = EnvOptions {
         emulator_mode: s.config.elicit.emulator_mode,
-        emulator: EmulatorOptions::default(),
+        // The run's prompt set, so a `--prompts` override of `emulator.j2` reaches the emulator.
+        emulator: EmulatorOptions {
+            prompts: s.prompts.clone(),
+            ..Default::default()
+        },
         library: Arc::new(library.clone()),
         sandbox: s.config.sandbox.config(),
         scenarios: s.config.elicit.terminal_scenarios.clone(),

@@ -53,8 +53,33 @@ pub fn argv(
     command: &str,
     timeout: Duration,
 ) -> Vec<String> {
-    let mut v = launcher.prefix();
     let s = |x: &str| x.to_string();
+    let mut v = launcher.prefix();
+    v.extend(namespaces_and_mounts(cfg));
+    v.extend([s("--chdir"), s("/"), s("--clearenv")]);
+    let shell = if std::path::Path::new("/usr/bin/bash").exists() {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    };
+    for (k, val) in environment(cfg, env, timeout, shell) {
+        v.extend([s("--setenv"), k, val]);
+    }
+    v.extend([
+        s("--"),
+        s("/bin/sh"),
+        s("-c"),
+        s(WRAPPER),
+        s("autosafe"),
+        s(command),
+    ]);
+    v
+}
+
+/// The namespaces, identity and filesystem layout of the sandbox (bwrap options).
+fn namespaces_and_mounts(cfg: &SandboxConfig) -> Vec<String> {
+    let s = |x: &str| x.to_string();
+    let mut v = Vec::new();
     let disk = cfg.disk_limit.to_string();
     v.extend(
         [
@@ -125,12 +150,18 @@ pub fn argv(
     // point exists, so nothing outside the sized filesystems above can be written (a user
     // cannot write to `/` on a real machine either; the devices are their own mounts).
     v.extend([s("--remount-ro"), s("/dev"), s("--remount-ro"), s("/")]);
-    v.extend([s("--chdir"), s("/"), s("--clearenv")]);
-    let shell = if std::path::Path::new("/usr/bin/bash").exists() {
-        "/bin/bash"
-    } else {
-        "/bin/sh"
-    };
+    v
+}
+
+/// The whole environment inside: a plain user's, then `env`, then the limits the wrapper
+/// applies (`AUTOSAFE_*`).
+fn environment(
+    cfg: &SandboxConfig,
+    env: &BTreeMap<String, String>,
+    timeout: Duration,
+    shell: &str,
+) -> BTreeMap<String, String> {
+    let s = |x: &str| x.to_string();
     let mut all_env: BTreeMap<String, String> = BTreeMap::from([
         (s("HOME"), s(HOME)),
         (s("USER"), s("user")),
@@ -157,18 +188,7 @@ pub fn argv(
         (s("AUTOSAFE_NOFILE"), cfg.max_open_files.to_string()),
         (s("AUTOSAFE_SHELL"), s(shell)),
     ]);
-    for (k, val) in all_env {
-        v.extend([s("--setenv"), k, val]);
-    }
-    v.extend([
-        s("--"),
-        s("/bin/sh"),
-        s("-c"),
-        s(WRAPPER),
-        s("autosafe"),
-        s(command),
-    ]);
-    v
+    all_env
 }
 
 fn read_capped(mut r: impl Read, limit: usize) -> (Vec<u8>, bool) {

@@ -169,6 +169,27 @@ fn try_launch(l: &Launcher) -> Result<(), String> {
     }
 }
 
+/// Hints from the kernel settings that keep unprivileged user namespaces from working.
+fn userns_hints(hints: &mut Vec<String>) {
+    if read_sysctl("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        hints.push(
+            "enable unprivileged user namespaces: sysctl -w kernel.unprivileged_userns_clone=1"
+                .into(),
+        );
+    }
+    if read_sysctl("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        hints.push("allow user namespaces: sysctl -w user.max_user_namespaces=15000".into());
+    }
+    if read_sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1")
+    {
+        hints.push(
+            "AppArmor restricts unprivileged user namespaces: sysctl -w \
+             kernel.apparmor_restrict_unprivileged_userns=0, or install an AppArmor profile allowing userns for bwrap"
+                .into(),
+        );
+    }
+}
+
 /// Checks whether this machine can run the sandbox: bwrap present, user namespaces usable.
 pub fn check(explicit_bwrap: Option<&Path>) -> Readiness {
     let mut r = Readiness {
@@ -229,25 +250,7 @@ pub fn check(explicit_bwrap: Option<&Path>) -> Readiness {
                 .push(format!("unprivileged user namespace sandbox failed: {e}")),
         }
     }
-    // Diagnose why user namespaces fail.
-    if read_sysctl("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
-        r.hints.push(
-            "enable unprivileged user namespaces: sysctl -w kernel.unprivileged_userns_clone=1"
-                .into(),
-        );
-    }
-    if read_sysctl("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
-        r.hints
-            .push("allow user namespaces: sysctl -w user.max_user_namespaces=15000".into());
-    }
-    if read_sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1")
-    {
-        r.hints.push(
-            "AppArmor restricts unprivileged user namespaces: sysctl -w \
-             kernel.apparmor_restrict_unprivileged_userns=0, or install an AppArmor profile allowing userns for bwrap"
-                .into(),
-        );
-    }
+    userns_hints(&mut r.hints);
     if root {
         let fallback = Launcher {
             bwrap,

@@ -7,8 +7,10 @@
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use autosafe_ots::terminal::{
@@ -152,372 +154,443 @@ fn episode(files: Vec<FileSpec>, cfg: &SandboxConfig) -> Result<TerminalEpisode,
     TerminalEpisode::start(&bare_setup(files), cfg)
 }
 
+/// The peak of a host measure, sampled every 20 ms on a thread while an attempt runs.
+struct Peak<T> {
+    stop: Arc<AtomicBool>,
+    sampler: std::thread::JoinHandle<T>,
+}
+
+impl<T: Ord + Default + Send + 'static> Peak<T> {
+    fn sample(measure: fn() -> T) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut peak = T::default();
+                while !stop.load(Ordering::Relaxed) {
+                    peak = peak.max(measure());
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                peak
+            })
+        };
+        Peak { stop, sampler }
+    }
+
+    /// The peak seen; `None` when the sampler panicked.
+    fn stop(self) -> Option<T> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.sampler.join().ok()
+    }
+}
+
 /// Runs one attempt by name.
 pub fn run_one(name: &str, cfg: &SandboxConfig) -> Result<AttemptResult, SandboxError> {
-    let n = nonce();
-    let tmp = std::env::temp_dir();
-    match name {
-        "write_outside_workspace" => {
-            let targets: Vec<PathBuf> = [
-                tmp.clone(),
-                PathBuf::from("/usr"),
-                PathBuf::from("/etc"),
-                PathBuf::from("/"),
-            ]
-            .iter()
-            .map(|d| d.join(format!("autosafe-pwn-{n}")))
-            .collect();
-            let cmd = targets
-                .iter()
-                .map(|t| format!("echo pwned > {} 2>/dev/null", t.display()))
-                .collect::<Vec<_>>()
-                .join("; ")
-                + &format!("; echo pwned > /usr/bin/autosafe-pwn-{n}; touch /usr/bin/ls; true");
-            let mut ep = episode(vec![], cfg)?;
-            ep.execute(&cmd)?;
-            let written: Vec<String> = targets
-                .iter()
-                .chain([&PathBuf::from(format!("/usr/bin/autosafe-pwn-{n}"))])
-                .filter(|p| p.exists())
-                .map(|p| p.display().to_string())
-                .collect();
-            for w in &written {
-                let _ = std::fs::remove_file(w);
-            }
-            Ok(result(
-                ATTEMPTS[0],
-                written.is_empty(),
-                if written.is_empty() {
-                    "no host file written".into()
-                } else {
-                    format!("host files written: {}", written.join(", "))
-                },
-            ))
+    let attempt = match name {
+        "write_outside_workspace" => write_outside_workspace,
+        "read_host_temp_file" => read_host_temp_file,
+        "network_connection" => network_connection,
+        "fork_bomb" => fork_bomb,
+        "fill_disk" => fill_disk,
+        "timeout_kills_tree" => timeout_kills_tree,
+        "kill_parent" => kill_parent,
+        "host_environment" => host_environment,
+        "symlink_escape" => symlink_escape,
+        "host_processes" => host_processes,
+        "fill_memory_filesystems" => fill_memory_filesystems,
+        "nested_namespaces" => nested_namespaces,
+        other => {
+            return Err(SandboxError::Protocol(format!(
+                "unknown self-test attempt `{other}`"
+            )));
         }
-        "read_host_temp_file" => {
-            let secret = format!("host-secret-{n}");
-            let path = tmp.join(format!("autosafe-planted-{n}"));
-            std::fs::write(&path, &secret)?;
-            let mut ep = episode(vec![], cfg)?;
-            let obs = ep.execute(&format!(
-                "cat {p}; cat /tmp/autosafe-planted-*; grep -rs {secret} /tmp /var /home /srv /opt /etc 2>/dev/null; ls /tmp",
-                p = path.display()
-            ))?;
-            let _ = std::fs::remove_file(&path);
-            let leaked = obs.output.contains(&secret);
-            Ok(result(
-                ATTEMPTS[1],
-                !leaked,
-                if leaked {
-                    "the planted secret was read"
-                } else {
-                    "planted host file not visible"
-                },
-            ))
-        }
-        "network_connection" => {
-            let listener = TcpListener::bind("127.0.0.1:0")?;
-            listener.set_nonblocking(true)?;
-            let port = listener.local_addr()?.port();
-            let mut ep = episode(vec![], cfg)?;
-            let obs = ep.execute(&format!(
-                "(echo hi > /dev/tcp/127.0.0.1/{port}) 2>&1 && echo CONNECTED-LOOPBACK; \
-                 (echo hi > /dev/tcp/1.1.1.1/53) 2>&1 && echo CONNECTED-INTERNET; \
-                 /usr/bin/curl -sS -m 3 http://127.0.0.1:{port}/ 2>&1 && echo CONNECTED-CURL; \
-                 ip -o link 2>/dev/null | wc -l"
-            ))?;
-            let accepted = match listener.accept() {
-                Ok(_) => true,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => false,
-                Err(e) => return Err(e.into()),
-            };
-            let connected = obs.output.contains("CONNECTED-");
-            Ok(result(
-                ATTEMPTS[2],
-                !accepted && !connected,
-                format!(
-                    "host listener accepted: {accepted}; sandbox reported a connection: {connected}"
-                ),
-            ))
-        }
-        "fork_bomb" => {
-            let marker = format!("autosafe-bomb-{n}");
-            let mut c = cfg.clone();
-            c.timeout = Duration::from_secs(5);
-            let mut ep = episode(vec![], &c)?;
-            // Sample the host's process count while the bomb runs.
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let baseline = host_process_count();
-            let sampler = {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut peak = 0;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        peak = peak.max(host_process_count());
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    peak
-                })
-            };
-            let start = Instant::now();
-            let obs = ep.execute(&format!("b(){{ b | b & }}; b; sleep 30 # {marker}"));
-            let took = start.elapsed();
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let peak = sampler.join().unwrap_or(usize::MAX);
-            let obs = obs?;
-            let left = wait_no_process(&marker, Duration::from_secs(3));
-            let bounded = took < c.timeout + c.grace;
-            let growth = peak.saturating_sub(baseline);
-            let capped = growth <= c.max_processes as usize + 32;
-            Ok(result(
-                ATTEMPTS[3],
-                left.is_empty() && bounded && capped,
-                format!(
-                    "ended after {:.1}s (timed out: {}); host processes grew by at most {growth} (limit {}); \
-                     processes left on host: {}",
-                    took.as_secs_f64(),
-                    obs.timed_out,
-                    c.max_processes,
-                    left.len()
-                ),
-            ))
-        }
-        "fill_disk" => {
-            let mut ep = episode(vec![], cfg)?;
-            let mb = 3 * cfg.disk_limit / (1024 * 1024) + 1;
-            let obs = ep.execute(&format!(
-                "for i in 1 2 3 4; do dd if=/dev/zero of=$HOME/fill$i bs=1M count={mb} 2>&1 | grep -i -m1 'space\\|large'; done; \
-                 dd if=/dev/zero of=/tmp/fill bs=1M count={mb} 2>&1 | grep -i -m1 'space\\|large'"
-            ))?;
-            let kept = ep.state().total_bytes();
-            let held = kept <= cfg.disk_limit;
-            Ok(result(
-                ATTEMPTS[4],
-                held,
-                format!(
-                    "persisted {kept} bytes (limit {}); sandbox said: {}",
-                    cfg.disk_limit,
-                    obs.output.lines().next().unwrap_or("").trim()
-                ),
-            ))
-        }
-        "timeout_kills_tree" => {
-            let marker = format!("autosafe-orphan-{n}");
-            let mut ep = episode(vec![], cfg)?;
-            let obs = ep.execute_with_timeout(
-                &format!(
-                    "sh -c 'sleep 600; : {marker}' & setsid sh -c 'sleep 600; : {marker}' & \
-                     nohup sh -c 'trap \"\" TERM HUP; sleep 600; : {marker}' >/dev/null 2>&1 & sleep 600; : {marker}"
-                ),
-                Duration::from_secs(2),
-            )?;
-            let left = wait_no_process(&marker, Duration::from_secs(3));
-            Ok(result(
-                ATTEMPTS[5],
-                obs.timed_out && left.is_empty(),
-                format!(
-                    "timed out: {}; processes left on host: {}",
-                    obs.timed_out,
-                    left.len()
-                ),
-            ))
-        }
-        "kill_parent" => {
-            let marker = format!("autosafe-parent-{n}");
-            let launcher = launcher_for(cfg.bwrap.as_deref())?;
-            let argv = bwrap::argv(
-                &launcher,
-                cfg,
-                &BTreeMap::new(),
-                &format!("sleep 600; : {marker}"),
-                Duration::from_secs(600),
-            );
-            // The sandbox reads its state as a tar on stdin: give it an empty archive.
-            let input = tmp.join(format!("autosafe-empty-{n}.tar"));
-            std::fs::write(&input, [0u8; 1024])?;
-            // A middle process that starts the sandbox, then gets SIGKILLed.
-            let mut parent = Command::new("/bin/sh")
-                .arg("-c")
-                .arg("f=$1; shift; \"$@\" <\"$f\" >/dev/null 2>&1 & wait")
-                .arg("parent")
-                .arg(&input)
-                .args(&argv)
-                .current_dir("/")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            let start = Instant::now();
-            while host_processes_with(&marker).len() < 4 && start.elapsed() < Duration::from_secs(5)
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let before = host_processes_with(&marker).len();
-            parent.kill()?;
-            parent.wait()?;
-            let left = wait_no_process(&marker, Duration::from_secs(3));
-            let _ = std::fs::remove_file(&input);
-            Ok(result(
-                ATTEMPTS[6],
-                before > 0 && left.is_empty(),
-                format!(
-                    "sandbox processes before the kill: {before}, after: {}",
-                    left.len()
-                ),
-            ))
-        }
-        "host_environment" => {
-            let canary = format!("sk-canary-{n}");
-            let mut c = cfg.clone();
-            c.launcher_env
-                .push(("AUTOSAFE_CANARY_API_KEY".into(), canary.clone()));
-            let host_names: Vec<String> = std::env::vars()
-                .map(|(k, _)| k)
-                .filter(|k| {
-                    ![
-                        "HOME", "USER", "LOGNAME", "PATH", "LANG", "TERM", "SHELL", "PWD", "SHLVL",
-                        "_", "OLDPWD", "HOSTNAME",
-                    ]
-                    .contains(&k.as_str())
-                })
-                .collect();
-            let mut ep = episode(vec![], &c)?;
-            let obs = ep.execute(
-                "env; cat /proc/1/environ /proc/self/environ 2>/dev/null | tr '\\0' '\\n'",
-            )?;
-            let leaked_canary = obs.output.contains(&canary);
-            let leaked: Vec<&String> = host_names
-                .iter()
-                .filter(|k| obs.output.contains(&format!("{k}=")))
-                .collect();
-            Ok(result(
-                ATTEMPTS[7],
-                !leaked_canary && leaked.is_empty(),
-                format!("canary visible: {leaked_canary}; host variables visible: {leaked:?}"),
-            ))
-        }
-        "symlink_escape" => {
-            let secret = format!("host-linked-secret-{n}");
-            let planted = tmp.join(format!("autosafe-link-target-{n}"));
-            std::fs::write(&planted, &secret)?;
-            let link = |path: &str, target: String| FileSpec {
-                path: path.into(),
-                kind: FileKind::Symlink,
-                content: None,
-                mode: None,
-                target: Some(target),
-            };
-            let files = vec![
-                link("notes/host-file", planted.display().to_string()),
-                link("shadow", "/etc/shadow".into()),
-                link("hostroot", "/proc/1/root".into()),
-                link("up", "../../../../../".into()),
-            ];
-            let mut ep = episode(files, cfg)?;
-            let obs = ep.execute(&format!(
-                "cat notes/host-file shadow 2>&1; cat up{p} 2>&1; ls hostroot/ 2>&1; \
-                 echo overwritten > notes/host-file; echo overwritten > up{p}; echo x > hostroot/autosafe-{n}",
-                p = planted.display()
-            ))?;
-            let content = std::fs::read_to_string(&planted).unwrap_or_default();
-            let _ = std::fs::remove_file(&planted);
-            let host_shadow_line = std::fs::read_to_string("/etc/shadow")
-                .ok()
-                .and_then(|s| s.lines().next().map(str::to_string))
-                .filter(|l| !l.is_empty());
-            let read = obs.output.contains(&secret)
-                || host_shadow_line.is_some_and(|l| obs.output.contains(&l));
-            let written = content != secret || PathBuf::from(format!("/autosafe-{n}")).exists();
-            Ok(result(
-                ATTEMPTS[8],
-                !read && !written,
-                format!("host file read through a link: {read}; host file changed: {written}"),
-            ))
-        }
-        "host_processes" => {
-            let mut ep = episode(vec![], cfg)?;
-            let obs = ep.execute("ps -eo pid,args 2>/dev/null || ls /proc")?;
-            let me = std::fs::read("/proc/self/cmdline").unwrap_or_default();
-            let me = String::from_utf8_lossy(&me)
-                .replace('\0', " ")
-                .trim()
-                .to_string();
-            let visible = !me.is_empty() && obs.output.contains(&me);
-            let count = obs.output.lines().count();
-            Ok(result(
-                ATTEMPTS[9],
-                !visible && count < 20,
-                format!("this host process visible: {visible}; {count} lines of process list"),
-            ))
-        }
-        "fill_memory_filesystems" => {
-            // `/dev/shm`, `/` and `/dev` are tmpfs (host memory) outside the disk limit unless
-            // sized or read-only: write 3 × the disk limit to each and watch the host.
-            let mib = 1 << 20;
-            let per_file = (cfg.file_size_limit / mib).max(1);
-            let files = (3 * cfg.disk_limit).div_ceil(per_file * mib);
-            let tried = 3 * files * per_file * mib;
-            let mut ep = episode(vec![], cfg)?;
-            let baseline = host_shmem_bytes();
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let sampler = {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut peak = 0;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        peak = peak.max(host_shmem_bytes());
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    peak
-                })
-            };
-            let obs = ep.execute(&format!(
-                "for d in /dev/shm '' /dev; do for i in $(seq {files}); do \
-                 dd if=/dev/zero of=$d/autosafe-fill-$i bs=1M count={per_file} 2>/dev/null; done; done; \
-                 sleep 0.5; cat /dev/shm/autosafe-fill-* /autosafe-fill-* /dev/autosafe-fill-* 2>/dev/null | wc -c"
-            ));
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let peak = sampler.join().unwrap_or(u64::MAX);
-            let obs = obs?;
-            let written: u64 = obs.output.trim().parse().unwrap_or(u64::MAX);
-            let growth = peak.saturating_sub(baseline);
-            let cap = bwrap::SHM_FS_BYTES;
-            // Other processes on the host move Shmem too: a margin of a quarter of the writes.
-            let held = written <= cap && growth <= cap + tried / 4;
-            Ok(result(
-                ATTEMPTS[10],
-                held,
-                format!(
-                    "wrote {written} bytes (limit {cap}) of {tried} tried; host shared memory grew by at most {growth} bytes"
-                ),
-            ))
-        }
-        "nested_namespaces" => {
-            let mut ep = episode(vec![], cfg)?;
-            let obs = ep.execute(
-                "unshare -U -r true 2>/dev/null && echo NESTED-user; \
-                 unshare -U -r -m true 2>/dev/null && echo NESTED-mount; \
-                 unshare -U -r -n true 2>/dev/null && echo NESTED-net; true",
-            )?;
-            let made: Vec<&str> = obs
-                .output
-                .lines()
-                .filter_map(|l| l.strip_prefix("NESTED-"))
-                .collect();
-            Ok(result(
-                ATTEMPTS[11],
-                made.is_empty(),
-                if made.is_empty() {
-                    "no user namespace could be created inside".to_string()
-                } else {
-                    format!("namespaces created inside: {}", made.join(", "))
-                },
-            ))
-        }
-        other => Err(SandboxError::Protocol(format!(
-            "unknown self-test attempt `{other}`"
-        ))),
+    };
+    attempt(cfg, &nonce(), &std::env::temp_dir())
+}
+
+/// Writes to the host's temp directory, `/usr`, `/etc` and `/`.
+fn write_outside_workspace(
+    cfg: &SandboxConfig,
+    n: &str,
+    tmp: &Path,
+) -> Result<AttemptResult, SandboxError> {
+    let targets: Vec<PathBuf> = [
+        tmp.to_path_buf(),
+        PathBuf::from("/usr"),
+        PathBuf::from("/etc"),
+        PathBuf::from("/"),
+    ]
+    .iter()
+    .map(|d| d.join(format!("autosafe-pwn-{n}")))
+    .collect();
+    let cmd = targets
+        .iter()
+        .map(|t| format!("echo pwned > {} 2>/dev/null", t.display()))
+        .collect::<Vec<_>>()
+        .join("; ")
+        + &format!("; echo pwned > /usr/bin/autosafe-pwn-{n}; touch /usr/bin/ls; true");
+    let mut ep = episode(vec![], cfg)?;
+    ep.execute(&cmd)?;
+    let written: Vec<String> = targets
+        .iter()
+        .chain([&PathBuf::from(format!("/usr/bin/autosafe-pwn-{n}"))])
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    for w in &written {
+        let _ = std::fs::remove_file(w);
     }
+    Ok(result(
+        ATTEMPTS[0],
+        written.is_empty(),
+        if written.is_empty() {
+            "no host file written".into()
+        } else {
+            format!("host files written: {}", written.join(", "))
+        },
+    ))
+}
+
+/// Reads a secret planted in the host's temp directory.
+fn read_host_temp_file(
+    cfg: &SandboxConfig,
+    n: &str,
+    tmp: &Path,
+) -> Result<AttemptResult, SandboxError> {
+    let secret = format!("host-secret-{n}");
+    let path = tmp.join(format!("autosafe-planted-{n}"));
+    std::fs::write(&path, &secret)?;
+    let mut ep = episode(vec![], cfg)?;
+    let obs = ep.execute(&format!(
+        "cat {p}; cat /tmp/autosafe-planted-*; grep -rs {secret} /tmp /var /home /srv /opt /etc 2>/dev/null; ls /tmp",
+        p = path.display()
+    ))?;
+    let _ = std::fs::remove_file(&path);
+    let leaked = obs.output.contains(&secret);
+    Ok(result(
+        ATTEMPTS[1],
+        !leaked,
+        if leaked {
+            "the planted secret was read"
+        } else {
+            "planted host file not visible"
+        },
+    ))
+}
+
+/// Connects to a host listener on loopback and to the internet.
+fn network_connection(
+    cfg: &SandboxConfig,
+    _n: &str,
+    _tmp: &Path,
+) -> Result<AttemptResult, SandboxError> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let mut ep = episode(vec![], cfg)?;
+    let obs = ep.execute(&format!(
+        "(echo hi > /dev/tcp/127.0.0.1/{port}) 2>&1 && echo CONNECTED-LOOPBACK; \
+         (echo hi > /dev/tcp/1.1.1.1/53) 2>&1 && echo CONNECTED-INTERNET; \
+         /usr/bin/curl -sS -m 3 http://127.0.0.1:{port}/ 2>&1 && echo CONNECTED-CURL; \
+         ip -o link 2>/dev/null | wc -l"
+    ))?;
+    let accepted = match listener.accept() {
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(e) => return Err(e.into()),
+    };
+    let connected = obs.output.contains("CONNECTED-");
+    Ok(result(
+        ATTEMPTS[2],
+        !accepted && !connected,
+        format!("host listener accepted: {accepted}; sandbox reported a connection: {connected}"),
+    ))
+}
+
+/// A fork bomb, with the host's process count sampled while it runs.
+fn fork_bomb(cfg: &SandboxConfig, n: &str, _tmp: &Path) -> Result<AttemptResult, SandboxError> {
+    let marker = format!("autosafe-bomb-{n}");
+    let mut c = cfg.clone();
+    c.timeout = Duration::from_secs(5);
+    let mut ep = episode(vec![], &c)?;
+    // Sample the host's process count while the bomb runs.
+    let baseline = host_process_count();
+    let sampler = Peak::sample(host_process_count);
+    let start = Instant::now();
+    let obs = ep.execute(&format!("b(){{ b | b & }}; b; sleep 30 # {marker}"));
+    let took = start.elapsed();
+    let peak = sampler.stop().unwrap_or(usize::MAX);
+    let obs = obs?;
+    let left = wait_no_process(&marker, Duration::from_secs(3));
+    let bounded = took < c.timeout + c.grace;
+    let growth = peak.saturating_sub(baseline);
+    let capped = growth <= c.max_processes as usize + 32;
+    Ok(result(
+        ATTEMPTS[3],
+        left.is_empty() && bounded && capped,
+        format!(
+            "ended after {:.1}s (timed out: {}); host processes grew by at most {growth} (limit {}); \
+             processes left on host: {}",
+            took.as_secs_f64(),
+            obs.timed_out,
+            c.max_processes,
+            left.len()
+        ),
+    ))
+}
+
+/// Writes three times the disk limit.
+fn fill_disk(cfg: &SandboxConfig, _n: &str, _tmp: &Path) -> Result<AttemptResult, SandboxError> {
+    let mut ep = episode(vec![], cfg)?;
+    let mb = 3 * cfg.disk_limit / (1024 * 1024) + 1;
+    let obs = ep.execute(&format!(
+        "for i in 1 2 3 4; do dd if=/dev/zero of=$HOME/fill$i bs=1M count={mb} 2>&1 | grep -i -m1 'space\\|large'; done; \
+         dd if=/dev/zero of=/tmp/fill bs=1M count={mb} 2>&1 | grep -i -m1 'space\\|large'"
+    ))?;
+    let kept = ep.state().total_bytes();
+    let held = kept <= cfg.disk_limit;
+    Ok(result(
+        ATTEMPTS[4],
+        held,
+        format!(
+            "persisted {kept} bytes (limit {}); sandbox said: {}",
+            cfg.disk_limit,
+            obs.output.lines().next().unwrap_or("").trim()
+        ),
+    ))
+}
+
+/// Leaves background, `setsid` and `nohup` processes behind a timeout.
+fn timeout_kills_tree(
+    cfg: &SandboxConfig,
+    n: &str,
+    _tmp: &Path,
+) -> Result<AttemptResult, SandboxError> {
+    let marker = format!("autosafe-orphan-{n}");
+    let mut ep = episode(vec![], cfg)?;
+    let obs = ep.execute_with_timeout(
+        &format!(
+            "sh -c 'sleep 600; : {marker}' & setsid sh -c 'sleep 600; : {marker}' & \
+             nohup sh -c 'trap \"\" TERM HUP; sleep 600; : {marker}' >/dev/null 2>&1 & sleep 600; : {marker}"
+        ),
+        Duration::from_secs(2),
+    )?;
+    let left = wait_no_process(&marker, Duration::from_secs(3));
+    Ok(result(
+        ATTEMPTS[5],
+        obs.timed_out && left.is_empty(),
+        format!(
+            "timed out: {}; processes left on host: {}",
+            obs.timed_out,
+            left.len()
+        ),
+    ))
+}
+
+/// SIGKILLs the process that started the sandbox; nothing may outlive it.
+fn kill_parent(cfg: &SandboxConfig, n: &str, tmp: &Path) -> Result<AttemptResult, SandboxError> {
+    let marker = format!("autosafe-parent-{n}");
+    let launcher = launcher_for(cfg.bwrap.as_deref())?;
+    let argv = bwrap::argv(
+        &launcher,
+        cfg,
+        &BTreeMap::new(),
+        &format!("sleep 600; : {marker}"),
+        Duration::from_secs(600),
+    );
+    // The sandbox reads its state as a tar on stdin: give it an empty archive.
+    let input = tmp.join(format!("autosafe-empty-{n}.tar"));
+    std::fs::write(&input, [0u8; 1024])?;
+    // A middle process that starts the sandbox, then gets SIGKILLed.
+    let mut parent = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("f=$1; shift; \"$@\" <\"$f\" >/dev/null 2>&1 & wait")
+        .arg("parent")
+        .arg(&input)
+        .args(&argv)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let start = Instant::now();
+    while host_processes_with(&marker).len() < 4 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = host_processes_with(&marker).len();
+    parent.kill()?;
+    parent.wait()?;
+    let left = wait_no_process(&marker, Duration::from_secs(3));
+    let _ = std::fs::remove_file(&input);
+    Ok(result(
+        ATTEMPTS[6],
+        before > 0 && left.is_empty(),
+        format!(
+            "sandbox processes before the kill: {before}, after: {}",
+            left.len()
+        ),
+    ))
+}
+
+/// Reads the environment for a canary and the host's variables.
+fn host_environment(
+    cfg: &SandboxConfig,
+    n: &str,
+    _tmp: &Path,
+) -> Result<AttemptResult, SandboxError> {
+    let canary = format!("sk-canary-{n}");
+    let mut c = cfg.clone();
+    c.launcher_env
+        .push(("AUTOSAFE_CANARY_API_KEY".into(), canary.clone()));
+    let host_names: Vec<String> = std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            ![
+                "HOME", "USER", "LOGNAME", "PATH", "LANG", "TERM", "SHELL", "PWD", "SHLVL", "_",
+                "OLDPWD", "HOSTNAME",
+            ]
+            .contains(&k.as_str())
+        })
+        .collect();
+    let mut ep = episode(vec![], &c)?;
+    let obs =
+        ep.execute("env; cat /proc/1/environ /proc/self/environ 2>/dev/null | tr '\\0' '\\n'")?;
+    let leaked_canary = obs.output.contains(&canary);
+    let leaked: Vec<&String> = host_names
+        .iter()
+        .filter(|k| obs.output.contains(&format!("{k}=")))
+        .collect();
+    Ok(result(
+        ATTEMPTS[7],
+        !leaked_canary && leaked.is_empty(),
+        format!("canary visible: {leaked_canary}; host variables visible: {leaked:?}"),
+    ))
+}
+
+/// Reads and writes host files through fixture symlinks.
+fn symlink_escape(cfg: &SandboxConfig, n: &str, tmp: &Path) -> Result<AttemptResult, SandboxError> {
+    let secret = format!("host-linked-secret-{n}");
+    let planted = tmp.join(format!("autosafe-link-target-{n}"));
+    std::fs::write(&planted, &secret)?;
+    let link = |path: &str, target: String| FileSpec {
+        path: path.into(),
+        kind: FileKind::Symlink,
+        content: None,
+        mode: None,
+        target: Some(target),
+    };
+    let files = vec![
+        link("notes/host-file", planted.display().to_string()),
+        link("shadow", "/etc/shadow".into()),
+        link("hostroot", "/proc/1/root".into()),
+        link("up", "../../../../../".into()),
+    ];
+    let mut ep = episode(files, cfg)?;
+    let obs = ep.execute(&format!(
+        "cat notes/host-file shadow 2>&1; cat up{p} 2>&1; ls hostroot/ 2>&1; \
+         echo overwritten > notes/host-file; echo overwritten > up{p}; echo x > hostroot/autosafe-{n}",
+        p = planted.display()
+    ))?;
+    let content = std::fs::read_to_string(&planted).unwrap_or_default();
+    let _ = std::fs::remove_file(&planted);
+    let host_shadow_line = std::fs::read_to_string("/etc/shadow")
+        .ok()
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .filter(|l| !l.is_empty());
+    let read =
+        obs.output.contains(&secret) || host_shadow_line.is_some_and(|l| obs.output.contains(&l));
+    let written = content != secret || PathBuf::from(format!("/autosafe-{n}")).exists();
+    Ok(result(
+        ATTEMPTS[8],
+        !read && !written,
+        format!("host file read through a link: {read}; host file changed: {written}"),
+    ))
+}
+
+/// Lists processes, looking for this host process.
+fn host_processes(
+    cfg: &SandboxConfig,
+    _n: &str,
+    _tmp: &Path,
+) -> Result<AttemptResult, SandboxError> {
+    let mut ep = episode(vec![], cfg)?;
+    let obs = ep.execute("ps -eo pid,args 2>/dev/null || ls /proc")?;
+    let me = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+    let me = String::from_utf8_lossy(&me)
+        .replace('\0', " ")
+        .trim()
+        .to_string();
+    let visible = !me.is_empty() && obs.output.contains(&me);
+    let count = obs.output.lines().count();
+    Ok(result(
+        ATTEMPTS[9],
+        !visible && count < 20,
+        format!("this host process visible: {visible}; {count} lines of process list"),
+    ))
+}
+
+/// Fills the memory-backed filesystems, with the host's shared memory sampled.
+fn fill_memory_filesystems(
+    cfg: &SandboxConfig,
+    _n: &str,
+    _tmp: &Path,
+) -> Result<AttemptResult, SandboxError> {
+    // `/dev/shm`, `/` and `/dev` are tmpfs (host memory) outside the disk limit unless
+    // sized or read-only: write 3 × the disk limit to each and watch the host.
+    let mib = 1 << 20;
+    let per_file = (cfg.file_size_limit / mib).max(1);
+    let files = (3 * cfg.disk_limit).div_ceil(per_file * mib);
+    let tried = 3 * files * per_file * mib;
+    let mut ep = episode(vec![], cfg)?;
+    let baseline = host_shmem_bytes();
+    let sampler = Peak::sample(host_shmem_bytes);
+    let obs = ep.execute(&format!(
+        "for d in /dev/shm '' /dev; do for i in $(seq {files}); do \
+         dd if=/dev/zero of=$d/autosafe-fill-$i bs=1M count={per_file} 2>/dev/null; done; done; \
+         sleep 0.5; cat /dev/shm/autosafe-fill-* /autosafe-fill-* /dev/autosafe-fill-* 2>/dev/null | wc -c"
+    ));
+    let peak = sampler.stop().unwrap_or(u64::MAX);
+    let obs = obs?;
+    let written: u64 = obs.output.trim().parse().unwrap_or(u64::MAX);
+    let growth = peak.saturating_sub(baseline);
+    let cap = bwrap::SHM_FS_BYTES;
+    // Other processes on the host move Shmem too: a margin of a quarter of the writes.
+    let held = written <= cap && growth <= cap + tried / 4;
+    Ok(result(
+        ATTEMPTS[10],
+        held,
+        format!(
+            "wrote {written} bytes (limit {cap}) of {tried} tried; host shared memory grew by at most {growth} bytes"
+        ),
+    ))
+}
+
+/// Creates user namespaces inside the sandbox.
+fn nested_namespaces(
+    cfg: &SandboxConfig,
+    _n: &str,
+    _tmp: &Path,
+) -> Result<AttemptResult, SandboxError> {
+    let mut ep = episode(vec![], cfg)?;
+    let obs = ep.execute(
+        "unshare -U -r true 2>/dev/null && echo NESTED-user; \
+         unshare -U -r -m true 2>/dev/null && echo NESTED-mount; \
+         unshare -U -r -n true 2>/dev/null && echo NESTED-net; true",
+    )?;
+    let made: Vec<&str> = obs
+        .output
+        .lines()
+        .filter_map(|l| l.strip_prefix("NESTED-"))
+        .collect();
+    Ok(result(
+        ATTEMPTS[11],
+        made.is_empty(),
+        if made.is_empty() {
+            "no user namespace could be created inside".to_string()
+        } else {
+            format!("namespaces created inside: {}", made.join(", "))
+        },
+    ))
 }
 
 /// Runs every attempt; an attempt that errors counts as not blocked.

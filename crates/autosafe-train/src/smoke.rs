@@ -234,6 +234,83 @@ fn fill(t: &str, case: &Case, risk: &str) -> String {
         .replace("{missing}", &missing)
 }
 
+/// The scenario of a case whose outcomes map to a category, with the risk its templated answer
+/// names; `None` when no outcome maps.
+fn scenario_of(case: &Case, taxonomy: &Taxonomy) -> Option<(Scenario, String)> {
+    let categories: Vec<String> = case
+        .risky_outcomes
+        .iter()
+        .filter_map(|o| taxonomy.map_one(o).map(|(c, _)| c.id.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if categories.is_empty() {
+        return None;
+    }
+    let provenance = Provenance {
+        origin: "toolemu".into(),
+        reference: Some(case.name.clone()),
+        ..Default::default()
+    };
+    let risk = case
+        .risky_outcomes
+        .first()
+        .map(|r| {
+            r.split_once(':')
+                .map(|(_, d)| d)
+                .unwrap_or(r)
+                .trim()
+                .trim_end_matches('.')
+                .to_string()
+        })
+        .unwrap_or_else(|| "possible harm".into());
+    let scenario = Scenario::new(
+        case.clone(),
+        RiskSource::Instruction,
+        categories,
+        provenance,
+    );
+    Some((scenario, risk))
+}
+
+/// The templated safe record of `scenario`: a final answer that asks before acting.
+fn safe_record(
+    scenario: Scenario,
+    case: &Case,
+    risk: &str,
+    template: &Template,
+    judge: &JudgeRef,
+) -> SafeExample {
+    let turn = AgentTurn {
+        thought: fill(&template.thought, case, risk),
+        action: Action::Final {
+            answer: fill(&template.answer, case, risk),
+        },
+        raw: None,
+    };
+    let parent = format!("smoke:{}", scenario.id);
+    SafeExample {
+        id: SafeExample::compute_id(&parent, SafeOrigin::Reflected, &turn),
+        parent_id: parent,
+        scenario,
+        history: Vec::new(),
+        safe_turn: turn,
+        rounds_used: 0,
+        reflections: Vec::new(),
+        verdict: Verdict {
+            judgement: Judgement::Safe,
+            rationale: "templated smoke record: asks before acting".into(),
+            score: None,
+            judge: judge.clone(),
+            raw: None,
+        },
+        origin: SafeOrigin::Reflected,
+        agent: Some("smoke-template".into()),
+        programmatic: None,
+        labelled_by: Default::default(),
+    }
+}
+
 /// Builds the dataset from the ToolEmu cases in `cases_file` into the run directory `run`:
 /// `train` records, `held` held-apart scenarios (the first by stable hash of the case name).
 pub fn write_dataset(
@@ -273,71 +350,14 @@ pub fn write_dataset(
         if held_cases.len() >= held && records.len() >= train {
             break;
         }
-        let categories: Vec<String> = case
-            .risky_outcomes
-            .iter()
-            .filter_map(|o| taxonomy.map_one(o).map(|(c, _)| c.id.clone()))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if categories.is_empty() {
+        let Some((scenario, risk)) = scenario_of(&case, &taxonomy) else {
             continue;
-        }
-        let provenance = Provenance {
-            origin: "toolemu".into(),
-            reference: Some(case.name.clone()),
-            ..Default::default()
         };
-        let risk = case
-            .risky_outcomes
-            .first()
-            .map(|r| {
-                r.split_once(':')
-                    .map(|(_, d)| d)
-                    .unwrap_or(r)
-                    .trim()
-                    .trim_end_matches('.')
-                    .to_string()
-            })
-            .unwrap_or_else(|| "possible harm".into());
-        let scenario = Scenario::new(
-            case.clone(),
-            RiskSource::Instruction,
-            categories,
-            provenance,
-        );
         if held_cases.len() < held {
             held_cases.push(scenario);
             continue;
         }
-        let turn = AgentTurn {
-            thought: fill(&template.thought, &case, &risk),
-            action: Action::Final {
-                answer: fill(&template.answer, &case, &risk),
-            },
-            raw: None,
-        };
-        let parent = format!("smoke:{}", scenario.id);
-        records.push(SafeExample {
-            id: SafeExample::compute_id(&parent, SafeOrigin::Reflected, &turn),
-            parent_id: parent,
-            scenario,
-            history: Vec::new(),
-            safe_turn: turn,
-            rounds_used: 0,
-            reflections: Vec::new(),
-            verdict: Verdict {
-                judgement: Judgement::Safe,
-                rationale: "templated smoke record: asks before acting".into(),
-                score: None,
-                judge: judge.clone(),
-                raw: None,
-            },
-            origin: SafeOrigin::Reflected,
-            agent: Some("smoke-template".into()),
-            programmatic: None,
-            labelled_by: Default::default(),
-        });
+        records.push(safe_record(scenario, &case, &risk, &template, &judge));
     }
     let safe = run.join("safe.jsonl");
     let heldout = run.join("heldout").join("scenarios.jsonl");

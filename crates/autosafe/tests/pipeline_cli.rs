@@ -133,3 +133,61 @@ async fn cache_location_is_configurable_and_no_cache_sends_every_request() {
     assert!(!dir.join("c/cli/cache/replies.sqlite").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// [`config`] with `prompts_dir = DIR` holding `file` = `text`.
+fn config_with_prompt(url: &str, dir: &Path, file: &str, text: &str) -> String {
+    let prompts = dir.join("prompts");
+    std::fs::create_dir_all(&prompts).unwrap();
+    std::fs::write(prompts.join(file), text).unwrap();
+    format!(
+        "prompts_dir = \"{}\"\n{}",
+        prompts.display(),
+        config(url, &dir.join("runs"))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_template_fails_the_run_and_the_fixed_rerun_does_the_items() {
+    let server = support::server().await;
+    let dir = temp_dir("brokenprompt");
+    let cfg = dir.join("cli.toml");
+    let broken = "Judge {{ current_action }} under {{ no_such_field }}";
+    let text = config_with_prompt(&server.base_url(), &dir, "judge_step.j2", broken);
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, text) = run_cli(&cfg, &[]).await;
+    assert!(!ok, "{text}");
+    assert!(text.contains("prompt `judge_step.j2`"), "{text}");
+    let run = dir.join("runs").join("cli");
+    let log = std::fs::read_to_string(run.join("elicit_log.jsonl")).unwrap_or_default();
+    assert_eq!(log, "", "nothing is recorded as finished");
+    // Fixed: the same run does the items.
+    let fixed = std::fs::read_to_string(common::repo().join("prompts/judge_step.j2")).unwrap();
+    std::fs::write(dir.join("prompts").join("judge_step.j2"), fixed).unwrap();
+    let (ok, text) = run_cli(&cfg, &[]).await;
+    assert!(ok, "{text}");
+    let stats: Value = json_file(&run.join("stats.json"));
+    assert_eq!(stats["stages"]["elicit"]["output"], 1, "{text}");
+    assert_eq!(stats["stages"]["elicit"]["unmeasured"]["parse_error"], 1);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompts_override_of_the_emulator_template_reaches_the_emulator() {
+    let server = support::server().await;
+    let dir = temp_dir("emuprompt");
+    let cfg = dir.join("cli.toml");
+    let embedded = std::fs::read_to_string(common::repo().join("prompts/emulator.j2")).unwrap();
+    let marked = format!("{embedded}\nOVERRIDDEN-EMULATOR-PROMPT");
+    let text = config_with_prompt(&server.base_url(), &dir, "emulator.j2", &marked);
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, text) = run_cli(&cfg, &[]).await;
+    assert!(ok, "{text}");
+    let sent = support::sent_with_schema(&server, "tool_emulation");
+    assert!(!sent.is_empty(), "the emulator was asked");
+    assert!(
+        sent.iter()
+            .all(|t| t.ends_with("OVERRIDDEN-EMULATOR-PROMPT")),
+        "{sent:?}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

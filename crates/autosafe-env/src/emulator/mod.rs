@@ -3,10 +3,10 @@
 //! Each call is first checked in code against the tool's spec ([`crate::spec_check`]): an
 //! unknown tool, a missing required argument, an undeclared argument or a wrong type gives an
 //! error observation at once, with no model request. A valid call is emulated by the model:
-//! the prompt (`prompts/emulator.j2`) carries the offered tool specs, the whole history (for
+//! the prompt (`emulator.j2` of the run's prompt set, [`EmulatorOptions::prompts`]) carries the offered tool specs, the whole history (for
 //! state consistency), the current call, `Scenario::initial_state` when present and, in
 //! adversarial mode, the case's underspecifications, risky outcomes and risky actions with the
-//! stress-test rules. The reply must be JSON under `prompts/schemas/emulator.json` whose
+//! stress-test rules. The reply must be JSON under the set's `schemas/emulator.json` whose
 //! observation has exactly the tool's return fields (or is a declared exception); otherwise the
 //! model is re-asked with the problem fed back, at most [`EmulatorOptions::max_retries`] times,
 //! then the call fails with [`EnvError::BadEmulation`] carrying the raw reply.
@@ -14,8 +14,9 @@
 pub mod prompt;
 pub mod reply;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use autosafe_llm::prompts::{Prompts, names};
 use autosafe_llm::{
     CallContext, ChatModel, ChatRequest, FinishReason, JsonSchemaFormat, LlmError, Message,
     ResponseFormat,
@@ -61,6 +62,17 @@ pub struct EmulatorOptions {
     pub base_seed: u64,
     /// Stage label for usage accounting.
     pub stage: String,
+    /// The prompt set `emulator.j2` and `schemas/emulator.json` come from: the run's, so a
+    /// `--prompts` override applies (default: the embedded set).
+    pub prompts: Arc<Prompts>,
+}
+
+/// The embedded prompt set, built once for every default [`EmulatorOptions`].
+fn embedded_prompts() -> Arc<Prompts> {
+    static EMBEDDED: OnceLock<Arc<Prompts>> = OnceLock::new();
+    EMBEDDED
+        .get_or_init(|| Arc::new(Prompts::embedded()))
+        .clone()
 }
 
 impl Default for EmulatorOptions {
@@ -71,6 +83,7 @@ impl Default for EmulatorOptions {
             temperature: Some(0.0),
             base_seed: 0,
             stage: "emulator".to_string(),
+            prompts: embedded_prompts(),
         }
     }
 }
@@ -95,6 +108,25 @@ pub struct EmulatorFactory {
     library: Arc<ToolLibrary>,
     options: EmulatorOptions,
     name: String,
+    /// The reply schema and its validator, or why the schema does not compile.
+    schema: Result<Arc<ReplySchema>, String>,
+}
+
+/// The prompt set's `schemas/emulator.json`, compiled once per factory.
+struct ReplySchema {
+    schema: Value,
+    validator: jsonschema::Validator,
+}
+
+impl ReplySchema {
+    fn new(prompts: &Prompts) -> Result<ReplySchema, String> {
+        let schema = prompts
+            .schema(names::SCHEMA_EMULATOR)
+            .map_err(|e| e.to_string())?;
+        let validator = jsonschema::validator_for(&schema)
+            .map_err(|e| format!("{}: not a JSON schema: {e}", names::SCHEMA_EMULATOR))?;
+        Ok(ReplySchema { schema, validator })
+    }
 }
 
 impl EmulatorFactory {
@@ -106,6 +138,7 @@ impl EmulatorFactory {
         options: EmulatorOptions,
     ) -> Self {
         EmulatorFactory {
+            schema: ReplySchema::new(&options.prompts).map(Arc::new),
             model,
             mode,
             library,
@@ -121,7 +154,7 @@ impl EmulatorFactory {
 
     /// SHA-256 of the prompt template, partial and schema (for manifests).
     pub fn prompt_hash(&self) -> String {
-        prompt::prompt_hash()
+        prompt::prompt_hash(&self.options.prompts).expect("the prompt set has the emulator's files")
     }
 }
 
@@ -149,8 +182,10 @@ impl EnvironmentFactory for EmulatorFactory {
                 message: format!("toolkits not in the tool library: {}", missing.join(", ")),
             });
         }
+        let schema = self.schema.clone().map_err(EnvError::Config)?;
         Ok(Box::new(EmulatorEpisode {
             model: self.model.clone(),
+            schema,
             adversarial: self.mode == EmulatorMode::Adversarial,
             library: self.library.clone(),
             scenario: scenario.clone(),
@@ -164,6 +199,7 @@ impl EnvironmentFactory for EmulatorFactory {
 /// One emulated episode.
 pub struct EmulatorEpisode {
     model: Arc<dyn ChatModel>,
+    schema: Arc<ReplySchema>,
     adversarial: bool,
     library: Arc<ToolLibrary>,
     scenario: Scenario,
@@ -177,7 +213,7 @@ impl EmulatorEpisode {
         let mut req = ChatRequest::new(vec![Message::user(prompt)]);
         req.response_format = Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
             name: "tool_emulation".into(),
-            schema: prompt::schema_for(tool),
+            schema: prompt::schema_for(&self.schema.schema, tool),
             strict: false,
         }));
         req.temperature = self.options.temperature;
@@ -215,10 +251,11 @@ impl Environment for EmulatorEpisode {
             input,
             self.adversarial,
         );
-        let text = prompt::render(&ctx).map_err(|e| EnvError::BadEmulation {
-            message: format!("cannot render prompts/emulator.j2: {e:#}"),
-            raw: String::new(),
-        })?;
+        let text =
+            prompt::render(&self.options.prompts, &ctx).map_err(|e| EnvError::BadEmulation {
+                message: format!("cannot render prompts/emulator.j2: {e:#}"),
+                raw: String::new(),
+            })?;
         let mut req = self.request(text, spec, history.len());
         let call_ctx = CallContext::stage(self.options.stage.clone());
         let mut attempt = 0;
@@ -238,7 +275,7 @@ impl Environment for EmulatorEpisode {
             let problem = if cut {
                 "the reply was cut off by the token limit; answer more briefly".to_string()
             } else {
-                match reply::parse(&raw, spec) {
+                match reply::parse(&raw, spec, &self.schema.validator) {
                     Ok(obs) => return Ok(obs),
                     Err(p) => p,
                 }

@@ -1,22 +1,14 @@
-//! The emulator prompt: `prompts/emulator.j2` (with its `_tools.j2` partial) rendered with
-//! minijinja, and the reply schema `prompts/schemas/emulator.json`. Both are embedded at build
-//! time; their SHA-256 ([`prompt_hash`]) identifies the prompt version in manifests.
+//! The emulator prompt: `emulator.j2` (with its `_tools.j2` partial) of the run's prompt set
+//! ([`Prompts`], so a `--prompts` override reaches the emulator as it reaches every other role)
+//! and the reply schema `schemas/emulator.json` of the same set.
 
-use std::sync::OnceLock;
-
+use autosafe_llm::prompts::{PromptError, Prompts, names};
 use autosafe_ots::{Scenario, Step, Tool, Toolkit};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::scratchpad;
-
-/// The emulator template text.
-pub const TEMPLATE: &str = include_str!("../../../../prompts/emulator.j2");
-/// The tool-description partial the template imports.
-pub const TOOLS_PARTIAL: &str = include_str!("../../../../prompts/_tools.j2");
-/// The reply schema text.
-pub const SCHEMA: &str = include_str!("../../../../prompts/schemas/emulator.json");
 
 /// A toolkit as the templates see it (the emulator's here, the pipeline's prompts through
 /// `autosafe_pipeline::tools`).
@@ -157,47 +149,16 @@ impl EmulatorContext {
                 .filter(|v| !v.is_null())
                 .map(|v| serde_json::to_string_pretty(v).unwrap_or_default())
                 .unwrap_or_default(),
-            scratchpad: scratchpad::render(history),
+            scratchpad: scratchpad::render(history, false),
             tool: tool.to_string(),
             tool_input: scratchpad::render_input(input),
         }
     }
 }
 
-fn env() -> &'static minijinja::Environment<'static> {
-    static ENV: OnceLock<minijinja::Environment<'static>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = minijinja::Environment::new();
-        env.set_syntax(
-            minijinja::syntax::SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()
-                .expect("default syntax with trimming is valid"),
-        );
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        env.add_template("_tools.j2", TOOLS_PARTIAL)
-            .expect("prompts/_tools.j2 parses");
-        env.add_template("emulator.j2", TEMPLATE)
-            .expect("prompts/emulator.j2 parses");
-        env
-    })
-}
-
-/// Renders the emulator prompt.
-pub fn render(ctx: &EmulatorContext) -> Result<String, minijinja::Error> {
-    let out = env()
-        .get_template("emulator.j2")?
-        .render(minijinja::Value::from(minijinja::value::Serde(ctx)))?;
-    Ok(out.trim().to_string())
-}
-
-/// The reply schema as JSON.
-pub fn schema() -> &'static Value {
-    static SCHEMA_JSON: OnceLock<Value> = OnceLock::new();
-    SCHEMA_JSON.get_or_init(|| {
-        serde_json::from_str(SCHEMA).expect("prompts/schemas/emulator.json is JSON")
-    })
+/// Renders the emulator prompt with `prompts`.
+pub fn render(prompts: &Prompts, ctx: &EmulatorContext) -> Result<String, PromptError> {
+    prompts.render(names::EMULATOR, ctx)
 }
 
 /// The JSON schema of a ToolEmu type name (`{}` for names JSON Schema does not know).
@@ -211,10 +172,11 @@ fn type_schema(type_name: &str) -> Value {
     }
 }
 
-/// The reply schema for one tool: [`schema`] with `observation` narrowed to exactly the tool's
-/// return fields, or a single `error` string. Servers with constrained decoding (vLLM, the
-/// embedded engine) then produce a usable observation by construction.
-pub fn schema_for(tool: &Tool) -> Value {
+/// The reply schema for one tool: `schema` (the prompt set's `schemas/emulator.json`) with
+/// `observation` narrowed to exactly the tool's return fields, or a single `error` string.
+/// Servers with constrained decoding (vLLM, the embedded engine) then produce a usable
+/// observation by construction.
+pub fn schema_for(schema: &Value, tool: &Tool) -> Value {
     let mut properties = serde_json::Map::new();
     for r in &tool.returns {
         let mut field = type_schema(&r.type_name);
@@ -249,19 +211,19 @@ pub fn schema_for(tool: &Tool) -> Value {
         "required": ["error"],
         "additionalProperties": false,
     });
-    let mut s = schema().clone();
+    let mut s = schema.clone();
     s["properties"]["observation"] = serde_json::json!({ "anyOf": [returns, exception] });
     s
 }
 
-/// SHA-256 (hex) over the template, its partial and the schema.
-pub fn prompt_hash() -> String {
+/// SHA-256 (hex) over the template, its partial and the schema of `prompts`.
+pub fn prompt_hash(prompts: &Prompts) -> Result<String, PromptError> {
     let mut h = Sha256::new();
-    for part in [TEMPLATE, TOOLS_PARTIAL, SCHEMA] {
-        h.update(part.as_bytes());
+    for name in [names::EMULATOR, "_tools.j2", names::SCHEMA_EMULATOR] {
+        h.update(prompts.source(name)?.as_bytes());
         h.update(b"\0");
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
@@ -277,14 +239,11 @@ mod tests {
             "underspecifications": [], "risky_outcomes": [], "risky_actions": [],
             "scratchpad": "", "tool": "T", "tool_input": "{}",
         });
-        let out = env()
-            .get_template("emulator.j2")
-            .unwrap()
-            .render(minijinja::Value::from(minijinja::value::Serde(&ctx)))
-            .unwrap();
+        let prompts = Prompts::embedded();
+        let out = prompts.render(names::EMULATOR, &ctx).unwrap();
         assert!(out.contains("Current Action: T\nCurrent Action Input: {}"));
         assert!(!out.contains("Initial environment state"));
-        assert_eq!(prompt_hash().len(), 64);
+        assert_eq!(prompt_hash(&prompts).unwrap().len(), 64);
     }
 
     #[test]
@@ -295,7 +254,8 @@ mod tests {
             .unwrap()
             .find_tool("TerminalExecute")
             .unwrap();
-        let v = jsonschema::validator_for(&schema_for(tool)).unwrap();
+        let base = Prompts::embedded().schema(names::SCHEMA_EMULATOR).unwrap();
+        let v = jsonschema::validator_for(&schema_for(&base, tool)).unwrap();
         let ok = |o: Value| v.is_valid(&serde_json::json!({"thought": "t", "observation": o}));
         assert!(ok(serde_json::json!({"output": "x", "exit_code": 0})));
         assert!(ok(
@@ -310,7 +270,7 @@ mod tests {
         // Every ToolEmu tool gives a schema the validator compiles.
         for tk in lib.toolkits() {
             for t in &tk.tools {
-                jsonschema::validator_for(&schema_for(t)).unwrap();
+                jsonschema::validator_for(&schema_for(&base, t)).unwrap();
             }
         }
     }

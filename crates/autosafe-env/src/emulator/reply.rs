@@ -1,40 +1,24 @@
 //! Parsing and checking an emulator reply: JSON under `schemas/emulator.json`, whose
 //! `observation` has exactly the tool's return fields or is one of its declared exceptions.
 
-use std::sync::OnceLock;
-
+use autosafe_llm::text::strip_fence;
 use autosafe_ots::Tool;
 use serde_json::Value;
 
 use crate::spec_check::check_observation;
 use crate::traits::Observation;
 
-/// Removes one surrounding Markdown code fence (```json … ```), which models often add.
-fn strip_fence(text: &str) -> &str {
-    let t = text.trim();
-    if let Some(rest) = t.strip_prefix("```") {
-        let rest = rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
-        if let Some(inner) = rest.trim_end().strip_suffix("```") {
-            return inner.trim();
-        }
-    }
-    t
-}
-
-fn validator() -> &'static jsonschema::Validator {
-    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
-    V.get_or_init(|| {
-        jsonschema::validator_for(super::prompt::schema())
-            .expect("prompts/schemas/emulator.json is a valid JSON schema")
-    })
-}
-
 /// Turns a reply into the observation for `tool`, or says what is wrong with it (the message is
-/// fed back to the model on a retry).
-pub fn parse(text: &str, tool: &Tool) -> Result<Observation, String> {
+/// fed back to the model on a retry). `validator` checks the reply against the prompt set's
+/// `schemas/emulator.json`.
+pub fn parse(
+    text: &str,
+    tool: &Tool,
+    validator: &jsonschema::Validator,
+) -> Result<Observation, String> {
     let v: Value = serde_json::from_str(strip_fence(text))
         .map_err(|e| format!("the reply is not valid JSON: {e}"))?;
-    let schema_errors: Vec<String> = validator()
+    let schema_errors: Vec<String> = validator
         .iter_errors(&v)
         .take(8)
         .map(|e| format!("at `{}`: {e}", e.instance_path()))
@@ -68,6 +52,11 @@ mod tests {
             .unwrap()
             .find_tool("TerminalExecute")
             .unwrap();
+        let schema = autosafe_llm::Prompts::embedded()
+            .schema(autosafe_llm::prompts::names::SCHEMA_EMULATOR)
+            .unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let parse = |text: &str, tool: &Tool| super::parse(text, tool, &validator);
         let ok = parse(
             "```json\n{\"thought\": \"valid\", \"observation\": {\"output\": \"hi\\n\", \"exit_code\": 0}}\n```",
             tool,

@@ -3,8 +3,9 @@
 use serde::Serialize;
 
 use super::Report;
+use crate::compare::Comparison;
 use crate::metrics::{Estimate, Ratio, RubricSummary};
-use crate::summary::{KS, SnapshotMetrics};
+use crate::summary::{JudgeSummary, KS, SnapshotMetrics};
 
 fn fmt_unmeasured(r: &Ratio) -> String {
     if r.unmeasured.total == 0 {
@@ -237,23 +238,62 @@ impl View {
                 );
             }
             if let Some(j) = &run.judge {
-                judge.push(JudgeRow {
-                    run: run.run.clone(),
-                    n: j.n,
-                    unmeasured: j.unmeasured,
-                    accuracy: fmt_opt(j.accuracy, 3),
-                    precision: fmt_opt(j.precision, 3),
-                    recall: fmt_opt(j.recall, 3),
-                    f1: fmt_opt(j.f1, 3),
-                    kappa: fmt_opt(j.kappa, 3),
-                    tp: j.confusion.tp,
-                    fn_: j.confusion.fn_,
-                    fp: j.confusion.fp,
-                    tn: j.confusion.tn,
-                });
+                judge.push(JudgeRow::new(&run.run, j));
             }
         }
-        let comparison = report.comparison.as_ref().map(|c| ComparisonView {
+        let comparison = report.comparison.as_ref().map(ComparisonView::new);
+        View {
+            run_names: report.runs.iter().map(|r| r.run.clone()).collect(),
+            ks: KS.to_vec(),
+            overall,
+            breakdowns: by
+                .into_iter()
+                .map(|(t, rows)| Breakdown {
+                    title: t.into(),
+                    rows,
+                })
+                .filter(|b| !b.rows.is_empty())
+                .collect(),
+            toolemu,
+            asb,
+            judge,
+            comparison,
+            quality: report
+                .runs
+                .iter()
+                .filter_map(|r| {
+                    r.quality.as_ref().map(|q| QualityView {
+                        run: r.run.clone(),
+                        lines: q.headlines(),
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+impl JudgeRow {
+    fn new(run: &str, j: &JudgeSummary) -> JudgeRow {
+        JudgeRow {
+            run: run.to_string(),
+            n: j.n,
+            unmeasured: j.unmeasured,
+            accuracy: fmt_opt(j.accuracy, 3),
+            precision: fmt_opt(j.precision, 3),
+            recall: fmt_opt(j.recall, 3),
+            f1: fmt_opt(j.f1, 3),
+            kappa: fmt_opt(j.kappa, 3),
+            tp: j.confusion.tp,
+            fn_: j.confusion.fn_,
+            fp: j.confusion.fp,
+            tn: j.confusion.tn,
+        }
+    }
+}
+
+impl ComparisonView {
+    fn new(c: &Comparison) -> ComparisonView {
+        ComparisonView {
             a: c.a.clone(),
             b: c.b.clone(),
             shared: c.overall.shared,
@@ -281,33 +321,6 @@ impl View {
                     c: p.mcnemar.c,
                     method: method_name(p.mcnemar.method),
                     p_value: format!("{:.4}", p.mcnemar.p_value),
-                })
-                .collect(),
-        });
-        View {
-            run_names: report.runs.iter().map(|r| r.run.clone()).collect(),
-            ks: KS.to_vec(),
-            overall,
-            breakdowns: by
-                .into_iter()
-                .map(|(t, rows)| Breakdown {
-                    title: t.into(),
-                    rows,
-                })
-                .filter(|b| !b.rows.is_empty())
-                .collect(),
-            toolemu,
-            asb,
-            judge,
-            comparison,
-            quality: report
-                .runs
-                .iter()
-                .filter_map(|r| {
-                    r.quality.as_ref().map(|q| QualityView {
-                        run: r.run.clone(),
-                        lines: q.headlines(),
-                    })
                 })
                 .collect(),
         }

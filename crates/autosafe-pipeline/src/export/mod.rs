@@ -279,6 +279,85 @@ fn invalid_target(ex: &SafeExample, library: &ToolkitLibrary) -> Option<String> 
         .map(|obs| obs.text)
 }
 
+/// The files an export streams into: a temporary file per format and the line index (streamed
+/// too, so export memory does not grow with the number of records), renamed into place at the
+/// end.
+struct Outputs {
+    writers: Vec<(ExportFormat, PathBuf, std::io::BufWriter<std::fs::File>)>,
+    index_tmp: PathBuf,
+    index: std::io::BufWriter<std::fs::File>,
+}
+
+impl Outputs {
+    fn create(out_dir: &Path, formats: &[ExportFormat]) -> Result<Outputs> {
+        let mut writers = Vec::new();
+        for &format in formats {
+            let dir = out_dir.join(format.as_str());
+            std::fs::create_dir_all(&dir).map_err(|e| PipelineError::io(&dir, e))?;
+            let tmp = dir.join(format!(".{}.tmp", format.data_file()));
+            let f = std::fs::File::create(&tmp).map_err(|e| PipelineError::io(&tmp, e))?;
+            writers.push((format, tmp, std::io::BufWriter::new(f)));
+        }
+        std::fs::create_dir_all(out_dir).map_err(|e| PipelineError::io(out_dir, e))?;
+        let index_tmp = out_dir.join(".records.jsonl.tmp");
+        let index = std::io::BufWriter::new(
+            std::fs::File::create(&index_tmp).map_err(|e| PipelineError::io(&index_tmp, e))?,
+        );
+        Ok(Outputs {
+            writers,
+            index_tmp,
+            index,
+        })
+    }
+
+    /// Writes `prepared` in every format and its index entry (line `line`).
+    fn write(&mut self, ex: &SafeExample, prepared: &Prepared, line: u64) -> Result<()> {
+        let export_err = |e: serde_json::Error| PipelineError::Export {
+            id: ex.id.clone(),
+            message: e.to_string(),
+        };
+        for (format, tmp, w) in self.writers.iter_mut() {
+            let mut text = serde_json::to_vec(&prepared.to_format(*format)).map_err(export_err)?;
+            text.push(b'\n');
+            w.write_all(&text)
+                .map_err(|e| PipelineError::io(&*tmp, e))?;
+        }
+        let mut entry = serde_json::to_vec(
+            &serde_json::json!({"line": line, "id": ex.id, "origin": ex.origin}),
+        )
+        .map_err(export_err)?;
+        entry.push(b'\n');
+        self.index
+            .write_all(&entry)
+            .map_err(|e| PipelineError::io(&self.index_tmp, e))
+    }
+
+    /// Syncs and renames every file into place, writes the formats' companion files and
+    /// records the data files in `report`.
+    fn finish(self, out_dir: &Path, dataset_name: &str, report: &mut ExportReport) -> Result<()> {
+        for (format, tmp, w) in self.writers {
+            let file = w
+                .into_inner()
+                .map_err(|e| PipelineError::io(&tmp, e.into_error()))?;
+            file.sync_all().map_err(|e| PipelineError::io(&tmp, e))?;
+            let dir = out_dir.join(format.as_str());
+            let dest = dir.join(format.data_file());
+            std::fs::rename(&tmp, &dest).map_err(|e| PipelineError::io(&dest, e))?;
+            formats::write_companions(format, &dir, dataset_name)?;
+            report.files.insert(format.as_str().into(), dest);
+        }
+        let index_tmp = self.index_tmp;
+        let file = self
+            .index
+            .into_inner()
+            .map_err(|e| PipelineError::io(&index_tmp, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| PipelineError::io(&index_tmp, e))?;
+        let dest = out_dir.join("records.jsonl");
+        std::fs::rename(&index_tmp, &dest).map_err(|e| PipelineError::io(&dest, e))
+    }
+}
+
 /// Exports D_safe (`safe_path`) plus up to `config.utility_share` utility steps (`utility_path`,
 /// optional) into `out_dir/<format>/`, with `records.jsonl` and the dataset card. Records are
 /// streamed: memory holds one record at a time (plus the ids exported, and the utility ids while
@@ -292,21 +371,7 @@ pub fn export(
     config: &ExportConfig,
     models: &BTreeMap<String, String>,
 ) -> Result<(ExportReport, DatasetCard)> {
-    let mut writers: Vec<(ExportFormat, PathBuf, std::io::BufWriter<std::fs::File>)> = Vec::new();
-    for &format in &config.formats {
-        let dir = out_dir.join(format.as_str());
-        std::fs::create_dir_all(&dir).map_err(|e| PipelineError::io(&dir, e))?;
-        let tmp = dir.join(format!(".{}.tmp", format.data_file()));
-        let f = std::fs::File::create(&tmp).map_err(|e| PipelineError::io(&tmp, e))?;
-        writers.push((format, tmp, std::io::BufWriter::new(f)));
-    }
-    // The line index is streamed to a temporary file (renamed into place at the end, like the
-    // format files), so export memory does not grow with the number of records.
-    std::fs::create_dir_all(out_dir).map_err(|e| PipelineError::io(out_dir, e))?;
-    let index_tmp = out_dir.join(".records.jsonl.tmp");
-    let mut index = std::io::BufWriter::new(
-        std::fs::File::create(&index_tmp).map_err(|e| PipelineError::io(&index_tmp, e))?,
-    );
+    let mut outputs = Outputs::create(out_dir, &config.formats)?;
     let mut report = ExportReport::default();
     let mut card = DatasetCard::new(&config.dataset_name, prompts, config, models);
 
@@ -339,28 +404,7 @@ pub fn export(
                 }
                 Err(e) => return Err(e),
             };
-            for (format, tmp, w) in writers.iter_mut() {
-                let mut line = serde_json::to_vec(&prepared.to_format(*format)).map_err(|e| {
-                    PipelineError::Export {
-                        id: ex.id.clone(),
-                        message: e.to_string(),
-                    }
-                })?;
-                line.push(b'\n');
-                w.write_all(&line)
-                    .map_err(|e| PipelineError::io(&*tmp, e))?;
-            }
-            let mut entry = serde_json::to_vec(
-                &serde_json::json!({"line": report.records + 1, "id": ex.id, "origin": ex.origin}),
-            )
-            .map_err(|e| PipelineError::Export {
-                id: ex.id.clone(),
-                message: e.to_string(),
-            })?;
-            entry.push(b'\n');
-            index
-                .write_all(&entry)
-                .map_err(|e| PipelineError::io(&index_tmp, e))?;
+            outputs.write(ex, &prepared, report.records + 1)?;
             report.records += 1;
             match ex.origin {
                 SafeOrigin::Reflected => report.reflected += 1,
@@ -391,24 +435,7 @@ pub fn export(
         }
     }
 
-    for (format, tmp, w) in writers {
-        let file = w
-            .into_inner()
-            .map_err(|e| PipelineError::io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| PipelineError::io(&tmp, e))?;
-        let dir = out_dir.join(format.as_str());
-        let dest = dir.join(format.data_file());
-        std::fs::rename(&tmp, &dest).map_err(|e| PipelineError::io(&dest, e))?;
-        formats::write_companions(format, &dir, &config.dataset_name)?;
-        report.files.insert(format.as_str().into(), dest);
-    }
-    let file = index
-        .into_inner()
-        .map_err(|e| PipelineError::io(&index_tmp, e.into_error()))?;
-    file.sync_all()
-        .map_err(|e| PipelineError::io(&index_tmp, e))?;
-    let dest = out_dir.join("records.jsonl");
-    std::fs::rename(&index_tmp, &dest).map_err(|e| PipelineError::io(&dest, e))?;
+    outputs.finish(out_dir, &config.dataset_name, &mut report)?;
     card.rejected = report.rejected.clone();
     write_json_atomic(&out_dir.join("dataset_card.json"), &card)?;
     write_bytes_atomic(

@@ -104,7 +104,8 @@ impl Agent {
         reflection: Option<&ReflectionInput<'_>>,
     ) -> Result<Vec<Message>, StageFailure> {
         let native = self.options.native;
-        let prompt_err = |e: crate::PipelineError| StageFailure::parse(format!("prompt: {e}"), "");
+        let prompt_err =
+            |e: crate::prompts::PromptError| StageFailure::parse(format!("prompt: {e}"), "");
         let system = self
             .prompts
             .render(

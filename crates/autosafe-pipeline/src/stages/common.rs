@@ -24,15 +24,26 @@ pub enum StageError {
     Config(String),
 }
 
-/// Runs one item's work under the transient-failure watch ([`autosafe_llm::transient`]): `Err`
-/// when a model call in it met a transient failure. Nothing of such an item may be written: it
-/// stays pending (counted with [`crate::StageStats::pending`]) and the next run tries it again.
-/// Every stage and evaluation runner goes through this.
-pub async fn attempt<F: std::future::Future>(work: F) -> Result<F::Output, Transient> {
-    match autosafe_llm::watch(work).await {
+impl From<autosafe_llm::PromptError> for StageError {
+    fn from(e: autosafe_llm::PromptError) -> Self {
+        StageError::Pipeline(e.into())
+    }
+}
+
+/// Runs one item's work under the transient-failure watch ([`autosafe_llm::transient`]):
+/// `Ok(Err(_))` when a model call in it met a transient failure. Nothing of such an item may be
+/// written: it stays pending (counted with [`crate::StageStats::pending`]) and the next run tries
+/// it again. `Err` when a template of the prompt set failed to render in it: the run's prompts
+/// are at fault, not the item, so the stage stops with that error (nothing of the item written;
+/// resuming after the template is fixed does it). Every stage and evaluation runner goes through
+/// this.
+pub async fn attempt<F: std::future::Future>(
+    work: F,
+) -> Result<Result<F::Output, Transient>, StageError> {
+    Ok(match autosafe_llm::watch(work).await? {
         (_, Some(failure)) => Err(failure),
         (out, None) => Ok(out),
-    }
+    })
 }
 
 /// Why one model call produced nothing usable: the unmeasured reason, a message, the raw text.
@@ -100,14 +111,7 @@ pub fn first_choice(reply: &ChatReply) -> Result<&autosafe_llm::Choice, StageFai
 
 /// Parses a reply text as one JSON object, tolerating one surrounding Markdown code fence.
 pub fn parse_json_object(text: &str) -> Result<serde_json::Map<String, Value>, String> {
-    let mut t = text.trim();
-    if let Some(rest) = t.strip_prefix("```") {
-        let rest = rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
-        if let Some(inner) = rest.trim_end().strip_suffix("```") {
-            t = inner.trim();
-        }
-    }
-    match serde_json::from_str::<Value>(t) {
+    match serde_json::from_str::<Value>(autosafe_llm::text::strip_fence(text)) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(format!(
             "the reply is JSON but not an object ({})",

@@ -513,26 +513,20 @@ fn settle(
     }
 }
 
-/// Validates one generator object for `cell` and builds the scenario.
-fn check_case(
-    obj: &serde_json::Map<String, Value>,
-    cell: &Cell,
-    attempt_id: &str,
-    inputs: &SynthInputs,
-    gates: Option<&GateInputs>,
-    provenance: Provenance,
-) -> Checked {
-    let reject = |r: &str, d: String| Checked::Reject(r.to_string(), d);
-    let strings = |k: &str| -> Vec<String> {
-        obj.get(k)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+/// A string list of the generator object (empty when absent or not a list).
+fn string_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The case a generator object describes (fields it lacks are empty).
+fn case_of(obj: &serde_json::Map<String, Value>, attempt_id: &str) -> Case {
+    let strings = |k: &str| string_list(obj.get(k));
     let instruction = obj
         .get("User Instruction")
         .and_then(Value::as_str)
@@ -542,18 +536,8 @@ fn check_case(
         .get("Underspecifications")
         .cloned()
         .unwrap_or(Value::Null);
-    let under_list = |k: &str| -> Vec<String> {
-        under
-            .get(k)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let case = Case {
+    let under_list = |k: &str| string_list(under.get(k));
+    Case {
         name: format!("synth_{}", attempt_id.trim_start_matches("sa_")),
         toolkits: strings("Toolkits"),
         user_instruction: instruction,
@@ -566,9 +550,13 @@ fn check_case(
         risky_outcomes: strings("Potential Risky Outcomes"),
         risky_actions: strings("Potential Risky Actions"),
         extra: Default::default(),
-    };
-    // Empty fields (whitespace-only text passes the schema's minLength).
-    let mut texts: Vec<(&str, &String)> = vec![("User Instruction", &case.user_instruction)];
+    }
+}
+
+/// Every text of a case with its field name.
+fn case_texts(case: &Case) -> Vec<(&'static str, &String)> {
+    let mut texts: Vec<(&'static str, &String)> =
+        vec![("User Instruction", &case.user_instruction)];
     for (k, list) in [
         ("Toolkits", &case.toolkits),
         ("Expected Achievements", &case.expected_achievements),
@@ -585,45 +573,76 @@ fn check_case(
     ] {
         texts.extend(list.iter().map(|s| (k, s)));
     }
-    if let Some((k, _)) = texts.iter().find(|(_, s)| s.trim().is_empty()) {
-        return reject("empty_field", format!("`{k}` holds an empty text"));
-    }
+    texts
+}
+
+/// Toolkits known and within the cell; tools named in the texts exist in the case's
+/// toolkits (`tks`). The rejection reason and detail otherwise.
+fn known_toolkits_and_tools(
+    case: &Case,
+    cell: &Cell,
+    texts: &[(&str, &String)],
+    inputs: &SynthInputs,
+    tks: &[&Toolkit],
+) -> Result<(), (&'static str, String)> {
     // Toolkits: known, and within the cell.
     for t in &case.toolkits {
         if inputs.library.get(t).is_none() {
-            return reject(
+            return Err((
                 "unknown_toolkit",
                 format!("toolkit `{t}` is not in the library"),
-            );
+            ));
         }
         if !cell.toolkits.contains(t) {
-            return reject(
+            return Err((
                 "toolkit_outside_cell",
                 format!("toolkit `{t}` is not one of the cell's {:?}", cell.toolkits),
-            );
+            ));
         }
     }
     // Tools named in the text must exist in the case's toolkits.
-    let tks: Vec<&Toolkit> = case
-        .toolkits
-        .iter()
-        .filter_map(|t| inputs.library.get(t))
-        .collect();
-    for (_, text) in &texts {
+    for (_, text) in texts {
         for word in text.split(|c: char| !c.is_ascii_alphanumeric()) {
-            for tk in &tks {
+            for tk in tks {
                 if word.len() > tk.name_for_model.len()
                     && word.starts_with(&tk.name_for_model)
                     && word[tk.name_for_model.len()..].starts_with(|c: char| c.is_ascii_uppercase())
                     && tk.find_tool(word).is_none()
                 {
-                    return reject(
+                    return Err((
                         "unknown_tool",
                         format!("`{word}` is not a tool of toolkit {}", tk.toolkit),
-                    );
+                    ));
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Validates one generator object for `cell` and builds the scenario.
+fn check_case(
+    obj: &serde_json::Map<String, Value>,
+    cell: &Cell,
+    attempt_id: &str,
+    inputs: &SynthInputs,
+    gates: Option<&GateInputs>,
+    provenance: Provenance,
+) -> Checked {
+    let reject = |r: &str, d: String| Checked::Reject(r.to_string(), d);
+    let case = case_of(obj, attempt_id);
+    // Empty fields (whitespace-only text passes the schema's minLength).
+    let texts = case_texts(&case);
+    if let Some((k, _)) = texts.iter().find(|(_, s)| s.trim().is_empty()) {
+        return reject("empty_field", format!("`{k}` holds an empty text"));
+    }
+    let tks: Vec<&Toolkit> = case
+        .toolkits
+        .iter()
+        .filter_map(|t| inputs.library.get(t))
+        .collect();
+    if let Err((r, d)) = known_toolkits_and_tools(&case, cell, &texts, inputs, &tks) {
+        return reject(r, d);
     }
     let source = obj.get("source").and_then(Value::as_str).unwrap_or("");
     if source != cell.source.as_str() {
@@ -632,7 +651,7 @@ fn check_case(
             format!("source `{source}`, the cell asks for `{}`", cell.source),
         );
     }
-    let mut categories = strings("categories");
+    let mut categories = string_list(obj.get("categories"));
     if let Some(c) = categories.iter().find(|c| inputs.taxonomy.get(c).is_none()) {
         return reject(
             "unknown_category",

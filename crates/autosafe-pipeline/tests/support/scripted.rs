@@ -79,6 +79,17 @@ pub fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
     &rest[..rest.find(end).unwrap_or(rest.len())]
 }
 
+/// The text of every request the server received under the JSON schema `name`, in order.
+pub fn sent_with_schema(server: &ScriptedServer, name: &str) -> Vec<String> {
+    server
+        .log()
+        .iter()
+        .filter_map(|l| l.body.as_ref())
+        .filter(|b| b["response_format"]["json_schema"]["name"] == name)
+        .map(all_text)
+        .collect()
+}
+
 /// The JSON schema name of a request, `None` for free text (the agent).
 pub fn schema_name(info: &RequestInfo) -> Option<String> {
     info.body["response_format"]["json_schema"]["name"]

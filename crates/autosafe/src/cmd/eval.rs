@@ -353,7 +353,10 @@ impl Ctx {
             self.model("emulator", compact)?,
             mode.into(),
             Arc::new(library),
-            EmulatorOptions::default(),
+            EmulatorOptions {
+                prompts: self.prompts.clone(),
+                ..Default::default()
+            },
         ))
     }
 
