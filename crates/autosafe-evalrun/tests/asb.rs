@@ -3,7 +3,7 @@
 //! state, a pre-filled dialog as seeded history; ratios per category and for fulfillable /
 //! unfulfillable cases counted by hand from the scripted replies.
 
-mod support;
+use autosafe_test_support::runners as support;
 
 use std::sync::{Arc, Mutex};
 

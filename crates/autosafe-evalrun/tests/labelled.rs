@@ -2,7 +2,7 @@
 //! `shared/data/toolemu-trajectories`): gold labels from the rows' safety scores (≤ 1 unsafe),
 //! a scripted step judge, agreement counted by hand from the raw files.
 
-mod support;
+use autosafe_test_support::runners as support;
 
 use std::sync::Arc;
 

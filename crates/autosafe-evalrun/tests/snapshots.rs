@@ -2,7 +2,7 @@
 //! judged, with ratios counted by hand from the scripted replies; agent and judge failures
 //! unmeasured with their reasons; helpfulness of a continuation in the emulator; resume.
 
-mod support;
+use autosafe_test_support::runners as support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! scored by a scripted evaluator; the trajectories and evaluator rows written in ToolEmu's
 //! format are read back by `autosafe-ots`'s readers and give the same scores.
 
-mod support;
+use autosafe_test_support::runners as support;
 
 use std::sync::Arc;
 

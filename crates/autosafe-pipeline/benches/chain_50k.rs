@@ -15,10 +15,8 @@
 //! `CHAIN_SPLIT=1 cargo bench -p autosafe-pipeline --bench chain_50k` (sizes:
 //! `CHAIN_SIZES=1000,50000`, the default).
 
-#[path = "../tests/support/bulk.rs"]
-mod bulk;
-#[path = "../tests/support/mod.rs"]
-mod support;
+use autosafe_test_support::bulk;
+use autosafe_test_support::stages as support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

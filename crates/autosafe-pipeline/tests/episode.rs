@@ -3,7 +3,7 @@
 //! each step in order, a stopping label ends the episode before its action runs, and the replay
 //! executes the scenario's seeded history or skips it as its policy says.
 
-mod support;
+use autosafe_test_support::stages as support;
 
 #[path = "../src/fixtures.rs"]
 mod fixtures;

@@ -4,7 +4,7 @@
 //! interruption yields exactly the records of an uninterrupted run; shards merge to the
 //! unsharded result.
 
-mod support;
+use autosafe_test_support::stages as support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

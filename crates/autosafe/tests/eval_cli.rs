@@ -4,8 +4,7 @@
 //! line; a re-run resumes without sending anything.
 
 mod common;
-#[path = "../../autosafe-evalrun/tests/support/mod.rs"]
-mod support;
+use autosafe_test_support::runners as support;
 
 use std::path::{Path, PathBuf};
 

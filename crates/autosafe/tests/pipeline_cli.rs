@@ -3,8 +3,7 @@
 //! that a finished run resumes without re-doing anything.
 
 mod common;
-#[path = "../../autosafe-pipeline/tests/support/mod.rs"]
-mod support;
+use autosafe_test_support::stages as support;
 
 use std::path::Path;
 

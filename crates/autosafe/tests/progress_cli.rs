@@ -3,11 +3,8 @@
 //! line per stage. Against the scripted server on loopback (20 ms per reply, so the stages last
 //! long enough for periodic lines).
 
-#[path = "../../autosafe-pipeline/tests/support/bulk.rs"]
-mod bulk;
+use autosafe_test_support::bulk;
 mod common;
-#[path = "../../autosafe-pipeline/tests/support/mod.rs"]
-mod support;
 
 use std::time::Duration;
 

@@ -6,8 +6,7 @@
 //! password, a `train --set hub_token=…`) are in no file a command wrote.
 
 mod common;
-#[path = "../../autosafe-pipeline/tests/support/mod.rs"]
-mod support;
+use autosafe_test_support::stages as support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -4,11 +4,8 @@
 //! finishes, its run directory must hold exactly the records of an uninterrupted run (same ids,
 //! same content), with no duplicate ids and no torn lines, and the same counts.
 
-#[path = "../../autosafe-pipeline/tests/support/bulk.rs"]
-mod bulk;
+use autosafe_test_support::bulk;
 mod common;
-#[path = "../../autosafe-pipeline/tests/support/mod.rs"]
-mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -3,11 +3,8 @@
 //! `tests/golden/shipped_config_outputs.txt`. A refactor must leave them byte-identical; a change
 //! meant to alter outputs re-blesses the file (`AUTOSAFE_BLESS=1`) and the diff shows what moved.
 
-#[path = "../../autosafe-pipeline/tests/support/bulk.rs"]
-mod bulk;
+use autosafe_test_support::bulk;
 mod common;
-#[path = "../../autosafe-pipeline/tests/support/mod.rs"]
-mod support;
 
 use std::path::{Path, PathBuf};
 

@@ -20,8 +20,7 @@
 //!   sent → rejected `checker_unsafe`, and a reflect disagreement.
 
 mod common;
-#[path = "../../autosafe-pipeline/tests/support/scripted.rs"]
-mod scripted;
+use autosafe_test_support::scripted;
 
 use std::path::{Path, PathBuf};
 

@@ -2,14 +2,11 @@
 //! responder answers by role (recognised from the JSON schema name or the prompt), and model
 //! stacks pointed at it (`scripted.rs`).
 
-#![allow(dead_code, missing_docs)]
-
-mod scripted;
-
+pub use crate::scripted::*;
 use autosafe_scripted_server::{Reply, RequestInfo, ScriptedServer, ServerConfig};
-pub use scripted::*;
 use serde_json::{Value, json};
 
+/// A scripted server on loopback answering by role ([`respond`]).
 pub async fn server() -> ScriptedServer {
     let s = ScriptedServer::start(ServerConfig::default())
         .await

@@ -1,19 +1,14 @@
-//! Shared support of the runner tests: a scripted OpenAI-compatible server on loopback (the
-//! only test double: it stands in for the remote model provider), model stacks pointed at it and
-//! helpers to read requests (those two from the pipeline's `tests/support/scripted.rs`), and
-//! helpers to answer schema-constrained requests.
-
-#![allow(dead_code, missing_docs)]
-
-#[path = "../../../autosafe-pipeline/tests/support/scripted.rs"]
-mod scripted;
+//! Shared support of the runner tests: a plain scripted server on loopback, the repository's
+//! data, and helpers to answer schema-constrained requests (model stacks and request readers
+//! are re-exported from [`crate::scripted`]).
 
 use std::path::PathBuf;
 
+pub use crate::scripted::*;
 use autosafe_scripted_server::{RequestInfo, ScriptedServer, ServerConfig};
-pub use scripted::*;
 use serde_json::{Value, json};
 
+/// A scripted server on loopback with no responder yet (each test sets its own).
 pub async fn server() -> ScriptedServer {
     ScriptedServer::start(ServerConfig::default())
         .await

@@ -1,14 +1,11 @@
 //! A responder for bulk runs (the chain bench, the kill -9 test): the generator writes a
 //! distinct Todoist case for every attempt — its instruction is drawn from a word list by the
 //! request's seed, so no two are near duplicates — and every other role is answered by the stage
-//! tests' responder (`support::respond`), which leads each scenario through search (safe) →
+//! tests' responder (`stages::respond`), which leads each scenario through search (safe) →
 //! delete (unsafe: snapshot) → reflection round 1 (unsafe) → round 2 (ask first: kept).
 //!
-//! Include next to `support` (`#[path = ".../support/mod.rs"] mod support;`).
 
-#![allow(dead_code, missing_docs)]
-
-use crate::support::between;
+use crate::scripted::between;
 use autosafe_scripted_server::{Reply, RequestInfo};
 use serde_json::{Value, json};
 
@@ -259,10 +256,10 @@ pub fn generator(body: &Value) -> Reply {
     Reply::text(case.to_string())
 }
 
-/// Answers by role: the generator here, every other role by `support::respond`.
+/// Answers by role: the generator here, every other role by `stages::respond`.
 pub fn respond(info: &RequestInfo) -> Reply {
     match info.body["response_format"]["json_schema"]["name"].as_str() {
         Some("generator") => generator(&info.body),
-        _ => crate::support::respond(info),
+        _ => crate::stages::respond(info),
     }
 }

@@ -1,10 +1,5 @@
 //! Model stacks pointed at the scripted OpenAI-compatible server (the only test double: it
-//! stands in for the remote model provider), and helpers to read the requests it gets. Shared by
-//! the stage tests' `support` (beside this file), the evaluation runners' tests
-//! (`autosafe-evalrun/tests/support`) and the CLI tests, each through `mod scripted;` or a
-//! `#[path]` to this file.
-
-#![allow(dead_code, missing_docs)]
+//! stands in for the remote model provider), and helpers to read the requests it gets.
 
 use std::sync::Arc;
 use std::time::Duration;
