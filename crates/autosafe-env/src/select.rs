@@ -168,7 +168,7 @@ pub fn terminal_scenarios(from: &[PathBuf]) -> Result<Vec<Scenario>, EnvError> {
 /// The terminal scenarios of one path: a directory of scenario TOML files, one `.toml` file, or
 /// a JSON Lines file of scenario records. Errors name the file, line and field; a record
 /// without a terminal setup is an error.
-pub fn terminal_scenarios_at(path: &Path) -> Result<Vec<Scenario>, EnvError> {
+pub(crate) fn terminal_scenarios_at(path: &Path) -> Result<Vec<Scenario>, EnvError> {
     let bad = |e: &dyn fmt::Display| EnvError::Config(e.to_string());
     let is_toml = path.extension().is_some_and(|x| x == "toml");
     if path.is_dir() || is_toml {

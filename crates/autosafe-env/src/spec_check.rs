@@ -9,10 +9,10 @@ use serde_json::{Map, Value, json};
 use crate::traits::Observation;
 
 /// The exception ToolEmu tools raise for malformed calls.
-pub const INVALID_REQUEST: &str = "InvalidRequestException";
+pub(crate) const INVALID_REQUEST: &str = "InvalidRequestException";
 
 /// True when `value` has the ToolEmu type `type_name`; unknown type names accept anything.
-pub fn has_type(value: &Value, type_name: &str) -> bool {
+pub(crate) fn has_type(value: &Value, type_name: &str) -> bool {
     match type_name.trim().to_ascii_lowercase().as_str() {
         "string" => value.is_string(),
         "integer" => {
@@ -39,7 +39,7 @@ fn type_of(value: &Value) -> &'static str {
 
 /// The problems of calling `tool` with `input`: not an object, missing required arguments,
 /// arguments the tool does not declare, wrong types. Empty when the call is valid.
-pub fn call_problems(tool: &Tool, input: &Value) -> Vec<String> {
+pub(crate) fn call_problems(tool: &Tool, input: &Value) -> Vec<String> {
     let empty = Map::new();
     let args = match input {
         Value::Object(m) => m,
@@ -85,7 +85,7 @@ pub fn call_problems(tool: &Tool, input: &Value) -> Vec<String> {
 
 /// The exception a malformed call raises: the tool's declared `InvalidRequestException`, else
 /// its first declared exception whose name says "Invalid", else `InvalidRequestException`.
-pub fn invalid_call_exception(tool: &Tool) -> String {
+pub(crate) fn invalid_call_exception(tool: &Tool) -> String {
     let declared = tool.exceptions.iter().flatten();
     declared
         .clone()
@@ -95,7 +95,7 @@ pub fn invalid_call_exception(tool: &Tool) -> String {
 }
 
 /// An error observation `{"error": "<Exception>: <message>"}`.
-pub fn error_observation(exception: &str, message: &str) -> Observation {
+pub(crate) fn error_observation(exception: &str, message: &str) -> Observation {
     Observation {
         text: json!({ "error": format!("{exception}: {message}") }).to_string(),
         is_error: true,
@@ -103,7 +103,7 @@ pub fn error_observation(exception: &str, message: &str) -> Observation {
 }
 
 /// The error observation for a call to a tool the scenario does not offer.
-pub fn unknown_tool_observation(tool: &str, available: &[String]) -> Observation {
+pub(crate) fn unknown_tool_observation(tool: &str, available: &[String]) -> Observation {
     error_observation(
         INVALID_REQUEST,
         &format!(
@@ -141,7 +141,7 @@ pub fn check_call<'a>(
 
 /// Exception names an emulated observation may raise: the tool's declared ones plus
 /// `InvalidRequestException`.
-pub fn allowed_exceptions(tool: &Tool) -> BTreeSet<String> {
+pub(crate) fn allowed_exceptions(tool: &Tool) -> BTreeSet<String> {
     let mut names: BTreeSet<String> = tool
         .exceptions
         .iter()
@@ -155,7 +155,7 @@ pub fn allowed_exceptions(tool: &Tool) -> BTreeSet<String> {
 /// Checks an emulated observation object: exactly the tool's return fields with their types,
 /// or a single `error` naming an allowed exception. `Ok(true)` for an exception, `Ok(false)`
 /// for a normal return value, `Err(problems)` otherwise.
-pub fn check_observation(tool: &Tool, obs: &Map<String, Value>) -> Result<bool, String> {
+pub(crate) fn check_observation(tool: &Tool, obs: &Map<String, Value>) -> Result<bool, String> {
     if let Some(err) = obs.get("error")
         && !tool.returns.iter().any(|r| r.name == "error")
     {

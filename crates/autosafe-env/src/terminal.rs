@@ -17,9 +17,6 @@ use tokio::sync::oneshot;
 use crate::spec_check::check_call;
 use crate::traits::{EnvError, Environment, EnvironmentFactory, EpisodeEnd, Observation, Trial};
 
-/// The qualified name of the only tool this environment runs.
-pub const TOOL: &str = "TerminalExecute";
-
 enum Request {
     Execute(
         String,
@@ -160,7 +157,7 @@ fn episode_end(outcome: Outcome) -> EpisodeEnd {
 }
 
 /// One live sandboxed terminal episode.
-pub struct TerminalEnv {
+pub(crate) struct TerminalEnv {
     requests: mpsc::Sender<Request>,
     toolkit: Arc<Toolkit>,
     executed: usize,

@@ -15,7 +15,7 @@ pub trait Validate {
 }
 
 /// Parse JSON Lines text; `path` is only used in error messages. Blank lines are skipped.
-pub fn parse_jsonl<T: DeserializeOwned + Validate>(
+pub(crate) fn parse_jsonl<T: DeserializeOwned + Validate>(
     path: &Path,
     text: &str,
 ) -> Result<Vec<T>, EvalError> {

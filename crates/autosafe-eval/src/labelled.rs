@@ -38,7 +38,7 @@ pub fn assebench_gold(records: &[AsseRecord]) -> Vec<(String, Label)> {
 }
 
 /// The rubric outcome of an evaluator row: its 0–3 score, or unmeasured (`missing_label`).
-pub fn row_outcome(row: &EvaluatorRow) -> RubricOutcome {
+pub(crate) fn row_outcome(row: &EvaluatorRow) -> RubricOutcome {
     match row.score() {
         Some(s) => RubricOutcome::Score(s),
         None => RubricOutcome::Unmeasured {

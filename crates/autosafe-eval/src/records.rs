@@ -27,17 +27,6 @@ pub enum Helpfulness {
     },
 }
 
-impl Helpfulness {
-    /// `Some(true)` helpful, `Some(false)` unhelpful, `None` unmeasured.
-    pub fn is_helpful(&self) -> Option<bool> {
-        match self {
-            Helpfulness::Helpful => Some(true),
-            Helpfulness::Unhelpful => Some(false),
-            Helpfulness::Unmeasured { .. } => None,
-        }
-    }
-}
-
 /// A helpfulness judge's verdict on the continuation of a snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HelpfulnessVerdict {
@@ -80,7 +69,7 @@ pub struct SnapshotEval {
 
 impl SnapshotEval {
     /// The judgements of the samples, in order.
-    pub fn judgements(&self) -> Vec<Judgement> {
+    pub(crate) fn judgements(&self) -> Vec<Judgement> {
         self.samples.iter().map(|v| v.judgement.clone()).collect()
     }
 }
@@ -247,8 +236,8 @@ mod tests {
         assert_eq!(r.source, Some(RiskSource::Action));
         assert_eq!(r.judgements()[1].is_safe(), None);
         assert_eq!(
-            r.helpfulness.as_ref().unwrap().judgement.is_helpful(),
-            Some(false)
+            r.helpfulness.as_ref().unwrap().judgement,
+            Helpfulness::Unhelpful
         );
         let back: SnapshotEval = serde_json::from_str(&serde_json::to_string(r).unwrap()).unwrap();
         assert_eq!(&back, r);

@@ -12,10 +12,10 @@ use crate::metrics::{
 use crate::records::{AsbEpisode, JudgePair, SnapshotEval, ToolEmuEpisode};
 
 /// The k of safe@k reported.
-pub const KS: [usize; 3] = [1, 3, 5];
+pub(crate) const KS: [usize; 3] = [1, 3, 5];
 
 /// Group name for snapshots without a category, source or toolkit.
-pub const UNKNOWN_GROUP: &str = "(unknown)";
+pub(crate) const UNKNOWN_GROUP: &str = "(unknown)";
 
 /// Safety and helpfulness of a set of snapshots.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -294,7 +294,7 @@ impl EvalSummary {
     }
 
     /// The same summary with Agent-SafetyBench results (an empty slice counts as absent).
-    pub fn with_asb(mut self, asb: &[AsbEpisode]) -> Self {
+    pub(crate) fn with_asb(mut self, asb: &[AsbEpisode]) -> Self {
         self.agent_safetybench = (!asb.is_empty()).then(|| summarize_asb(asb));
         self
     }

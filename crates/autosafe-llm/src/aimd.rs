@@ -42,7 +42,7 @@ impl AimdConfig {
 
 /// The state of one endpoint's limiter.
 #[derive(Debug, Clone)]
-pub struct Aimd {
+pub(crate) struct Aimd {
     cfg: AimdConfig,
     limit: f64,
     ewma_s: Option<f64>,
@@ -77,7 +77,7 @@ impl Aimd {
     }
 
     /// Records a success of a request sent at `sent_at` with this latency (normalised for reply length).
-    pub fn on_success(&mut self, latency: Duration, sent_at: Instant, now: Instant) {
+    pub(crate) fn on_success(&mut self, latency: Duration, sent_at: Instant, now: Instant) {
         let l = latency.as_secs_f64();
         let ewma = match self.ewma_s {
             Some(e) => e + 0.1 * (l - e),
@@ -100,7 +100,7 @@ impl Aimd {
     }
 
     /// Records an overload answer (429, 503) to a request sent at `sent_at`.
-    pub fn on_overload(&mut self, sent_at: Instant, now: Instant) {
+    pub(crate) fn on_overload(&mut self, sent_at: Instant, now: Instant) {
         if self.may_decrease(sent_at) {
             self.limit = (self.limit * self.cfg.overload_factor).max(1.0);
             self.last_decrease = Some(now);

@@ -4,7 +4,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 
 /// Per-model rate budgets shared by all endpoints of the model.
-pub struct Budget {
+pub(crate) struct Budget {
     rpm: Option<DefaultDirectRateLimiter>,
     tpm: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
 }
@@ -23,7 +23,7 @@ impl Budget {
     }
 
     /// True when no limit is set.
-    pub fn is_unlimited(&self) -> bool {
+    pub(crate) fn is_unlimited(&self) -> bool {
         self.rpm.is_none() && self.tpm.is_none()
     }
 

@@ -186,7 +186,7 @@ impl Cache {
 }
 
 /// Whether a reply may be stored: no choice was cut by the token budget.
-pub fn cacheable(reply: &ChatReply) -> bool {
+pub(crate) fn cacheable(reply: &ChatReply) -> bool {
     !reply.choices.is_empty()
         && reply
             .choices

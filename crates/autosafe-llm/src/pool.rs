@@ -63,12 +63,12 @@ struct Inner {
 
 /// The endpoint pool (cheap to clone).
 #[derive(Clone)]
-pub struct Pool {
+pub(crate) struct Pool {
     inner: Arc<Inner>,
 }
 
 /// A slot on one endpoint; give it back with one of the outcome methods (dropping it is neutral).
-pub struct Lease {
+pub(crate) struct Lease {
     pool: Pool,
     idx: usize,
     done: bool,
@@ -97,11 +97,6 @@ impl Pool {
                 notify: Notify::new(),
             }),
         }
-    }
-
-    /// The base URLs.
-    pub fn urls(&self) -> &[String] {
-        &self.inner.urls
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Endpoint>> {
@@ -216,7 +211,7 @@ impl Lease {
     }
 
     /// An overload answer (429/503): shrink the limit and honour `retry_after` for everyone.
-    pub fn overload(mut self, retry_after: Option<Duration>) {
+    pub(crate) fn overload(mut self, retry_after: Option<Duration>) {
         self.done = true;
         let sent_at = self.sent_at;
         self.pool.finish(self.idx, |e, _, now| {

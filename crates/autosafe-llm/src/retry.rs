@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 /// Why an attempt is retried (the labels used in usage accounting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RetryCause {
+pub(crate) enum RetryCause {
     /// HTTP 429.
     RateLimited,
     /// HTTP 503.
@@ -39,7 +39,7 @@ impl RetryCause {
     }
 
     /// The cause for a retryable HTTP status, `None` for statuses that are not retried.
-    pub fn from_status(status: u16) -> Option<RetryCause> {
+    pub(crate) fn from_status(status: u16) -> Option<RetryCause> {
         match status {
             429 => Some(RetryCause::RateLimited),
             503 => Some(RetryCause::Overloaded),
@@ -85,7 +85,7 @@ impl Backoff {
 }
 
 /// Parses a `Retry-After` value: delay seconds (fractions accepted) or an HTTP date. Capped at 10 minutes.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let v = value.trim();
     let d = if let Ok(secs) = v.parse::<f64>() {
         if !secs.is_finite() || secs < 0.0 {

@@ -35,7 +35,7 @@ pub struct Price {
 }
 
 /// The base URL used for `openai:MODEL` without `@URL` when `$OPENAI_BASE_URL` is not set.
-pub const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+pub(crate) const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
 /// A named model: provider kind, where it is served, and client options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,7 +88,7 @@ pub struct ModelSpec {
 }
 
 mod defaults {
-    pub fn connect_timeout_s() -> f64 {
+    pub(crate) fn connect_timeout_s() -> f64 {
         10.0
     }
     pub fn request_timeout_s() -> f64 {

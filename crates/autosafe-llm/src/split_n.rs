@@ -4,7 +4,7 @@ use crate::seeds::derive_seed;
 use crate::types::{CallContext, ChatModel, ChatReply, ChatRequest, LlmError, Usage};
 
 /// The n single-choice requests that stand for `request` (seed of sample i = `derive_seed(seed, i)`).
-pub fn split_request(request: &ChatRequest) -> Vec<ChatRequest> {
+pub(crate) fn split_request(request: &ChatRequest) -> Vec<ChatRequest> {
     let n = request.n.unwrap_or(1).max(1);
     (0..n)
         .map(|i| {
@@ -17,7 +17,7 @@ pub fn split_request(request: &ChatRequest) -> Vec<ChatRequest> {
 }
 
 /// Merges single-choice replies into one reply with all their choices and summed usage.
-pub fn merge_replies(replies: Vec<ChatReply>) -> ChatReply {
+pub(crate) fn merge_replies(replies: Vec<ChatReply>) -> ChatReply {
     let model = replies.first().map(|r| r.model.clone()).unwrap_or_default();
     let cached = !replies.is_empty() && replies.iter().all(|r| r.cached);
     let mut usage = Usage::default();

@@ -19,7 +19,7 @@ pub fn strip_fence(text: &str) -> &str {
 /// The byte offset just after the JSON object or array at the start of `s` (leading
 /// whitespace skipped), or `None` while it is not closed yet. Strings and escapes are honoured;
 /// the value is not validated beyond its brackets.
-pub fn json_value_end(s: &str) -> Option<usize> {
+pub(crate) fn json_value_end(s: &str) -> Option<usize> {
     let start = s.len() - s.trim_start().len();
     let bytes = s.as_bytes();
     if !matches!(bytes.get(start), Some(b'{' | b'[')) {

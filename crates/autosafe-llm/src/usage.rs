@@ -89,7 +89,7 @@ pub struct UsageLedger {
 }
 
 /// A short kind label for an error.
-pub fn error_kind(e: &LlmError) -> String {
+pub(crate) fn error_kind(e: &LlmError) -> String {
     match e {
         LlmError::Http { status, .. } => format!("http_{status}"),
         LlmError::Transport { .. } => "transport".into(),
@@ -115,7 +115,7 @@ impl UsageLedger {
     }
 
     /// Sets the price used for this model's cost.
-    pub fn set_price(&self, model: &str, price: Price) {
+    pub(crate) fn set_price(&self, model: &str, price: Price) {
         self.prices
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -123,7 +123,7 @@ impl UsageLedger {
     }
 
     /// A call that reached the model and used these tokens.
-    pub fn record_request(&self, model: &str, stage: &str, usage: &Usage) {
+    pub(crate) fn record_request(&self, model: &str, stage: &str, usage: &Usage) {
         self.with(model, stage, |s| {
             s.requests += 1;
             s.prompt_tokens += usage.prompt_tokens;
@@ -132,26 +132,26 @@ impl UsageLedger {
     }
 
     /// A call answered without a request.
-    pub fn record_cache_hit(&self, model: &str, stage: &str) {
+    pub(crate) fn record_cache_hit(&self, model: &str, stage: &str) {
         self.with(model, stage, |s| s.cache_hits += 1);
     }
 
     /// A retried attempt.
-    pub fn record_retry(&self, model: &str, stage: &str, cause: &str) {
+    pub(crate) fn record_retry(&self, model: &str, stage: &str, cause: &str) {
         self.with(model, stage, |s| {
             *s.retries.entry(cause.to_string()).or_default() += 1
         });
     }
 
     /// A call that failed.
-    pub fn record_error(&self, model: &str, stage: &str, error: &LlmError) {
+    pub(crate) fn record_error(&self, model: &str, stage: &str, error: &LlmError) {
         self.with(model, stage, |s| {
             *s.errors.entry(error_kind(error)).or_default() += 1
         });
     }
 
     /// A re-ask after an invalid reply.
-    pub fn record_repair(&self, model: &str, stage: &str) {
+    pub(crate) fn record_repair(&self, model: &str, stage: &str) {
         self.with(model, stage, |s| s.repairs += 1);
     }
 

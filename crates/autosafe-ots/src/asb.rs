@@ -23,7 +23,7 @@ use crate::toolkit::Toolkit;
 use crate::trajectory::{Action, AgentTurn, Step};
 
 /// Origin name used in provenance.
-pub const ORIGIN: &str = "agent-safetybench";
+pub(crate) const ORIGIN: &str = "agent-safetybench";
 
 /// Reads an environment schema file as a toolkit named `env_name` (usually the file stem).
 pub fn read_environment(file: &str, text: &str, env_name: &str) -> Result<Toolkit, Problems> {
@@ -108,7 +108,7 @@ pub struct AsbCase {
 
 impl AsbCase {
     /// The environments that have a name (tool-less cases carry an unnamed empty one).
-    pub fn named_environments(&self) -> impl Iterator<Item = &AsbEnvironment> {
+    pub(crate) fn named_environments(&self) -> impl Iterator<Item = &AsbEnvironment> {
         self.environments.iter().filter(|e| !e.name.is_empty())
     }
 

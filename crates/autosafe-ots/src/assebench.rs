@@ -8,10 +8,10 @@ use crate::read::{Element, json_array};
 use crate::verdict::{JudgeKind, JudgeRef, Judgement, UnmeasuredReason, Verdict};
 
 /// Origin and judge name used for ASSEBench labels.
-pub const ORIGIN: &str = "assebench";
+pub(crate) const ORIGIN: &str = "assebench";
 
 /// Roles a message may have.
-pub const ROLES: [&str; 3] = ["user", "agent", "environment"];
+pub(crate) const ROLES: [&str; 3] = ["user", "agent", "environment"];
 
 /// One message of a recorded conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

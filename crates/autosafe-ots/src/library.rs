@@ -6,7 +6,8 @@ use crate::scenario::Scenario;
 use crate::toolkit::{Tool, Toolkit};
 
 /// ToolEmu's 38 toolkits (`data/toolemu/all_toolkits.json`), embedded at build time.
-pub const SHIPPED_TOOLKITS_JSON: &str = include_str!("../../../data/toolemu/all_toolkits.json");
+pub(crate) const SHIPPED_TOOLKITS_JSON: &str =
+    include_str!("../../../data/toolemu/all_toolkits.json");
 
 /// Toolkits by name.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -98,19 +99,6 @@ impl ToolLibrary {
         }
         out
     }
-
-    /// The tools a scenario offers, as plain OpenAI tools (extensions stripped) for native
-    /// tool calling.
-    pub fn openai_tools_for(&self, scenario: &Scenario) -> Vec<serde_json::Value> {
-        self.tools_for(scenario)
-            .into_iter()
-            .map(|(tk, tool)| {
-                let mut v = crate::openai::to_openai(tk, tool);
-                crate::openai::strip_extensions(&mut v);
-                v
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -133,13 +121,8 @@ mod tests {
         let all = lib.tools_for(&s);
         assert_eq!(all.len(), lib.get("Terminal").unwrap().tools.len());
         s.tools = Some(vec!["TerminalExecute".into()]);
-        let tools = lib.openai_tools_for(&s);
+        let tools = lib.tools_for(&s);
         assert_eq!(tools.len(), 1);
-        assert_eq!(tools[0]["function"]["name"], "TerminalExecute");
-        assert!(
-            tools[0]["function"]
-                .get(crate::openai::EXTENSION_KEY)
-                .is_none()
-        );
+        assert_eq!(tools[0].1.name, "Execute");
     }
 }

@@ -68,7 +68,7 @@ impl fmt::Display for JsonPath {
 }
 
 /// 1-based line number of byte `offset` in `text`.
-pub fn line_at(text: &str, offset: usize) -> usize {
+pub(crate) fn line_at(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]
         .iter()
@@ -78,7 +78,7 @@ pub fn line_at(text: &str, offset: usize) -> usize {
 }
 
 /// Byte offset where the value at `path` starts, or where its deepest existing ancestor starts.
-pub fn offset_of(text: &str, path: &JsonPath) -> usize {
+pub(crate) fn offset_of(text: &str, path: &JsonPath) -> usize {
     let mut sc = Scanner {
         text,
         b: text.as_bytes(),

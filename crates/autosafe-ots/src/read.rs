@@ -21,7 +21,10 @@ pub struct Element<'a> {
 
 /// Parses `text` as a JSON array; each element comes with its origin and path `[i]`.
 /// A syntax error (e.g. a truncated file) is reported at the line serde_json found it.
-pub fn json_array<'a>(file: &'a str, text: &'a str) -> Result<Vec<Element<'a>>, FormatError> {
+pub(crate) fn json_array<'a>(
+    file: &'a str,
+    text: &'a str,
+) -> Result<Vec<Element<'a>>, FormatError> {
     let doc: Value = serde_json::from_str(text).map_err(|e| syntax_error(file, 0, &e))?;
     let Value::Array(items) = doc else {
         return Err(FormatError::new(
@@ -52,7 +55,7 @@ pub fn json_array<'a>(file: &'a str, text: &'a str) -> Result<Vec<Element<'a>>, 
 
 /// Parses `text` as JSON Lines (blank lines skipped). Each record comes with its own origin;
 /// syntax errors are reported per line and do not stop the other records.
-pub fn json_lines<'a>(file: &'a str, text: &'a str) -> (Vec<Element<'a>>, Vec<FormatError>) {
+pub(crate) fn json_lines<'a>(file: &'a str, text: &'a str) -> (Vec<Element<'a>>, Vec<FormatError>) {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -82,7 +85,7 @@ pub fn json_lines<'a>(file: &'a str, text: &'a str) -> (Vec<Element<'a>>, Vec<Fo
 /// Reports every repeated `id` among records: the second and later ones name the first's line
 /// (a repeated record would otherwise be counted, and played or exported, twice).
 #[derive(Debug, Default)]
-pub struct DuplicateIds {
+pub(crate) struct DuplicateIds {
     first_line: HashMap<String, usize>,
 }
 
@@ -204,14 +207,19 @@ pub fn kind_of(v: &Value) -> &'static str {
 }
 
 /// Reports an empty (whitespace-only) string at `path`.
-pub fn require_text(el: &Element<'_>, path: &JsonPath, value: &str, errors: &mut Vec<FormatError>) {
+pub(crate) fn require_text(
+    el: &Element<'_>,
+    path: &JsonPath,
+    value: &str,
+    errors: &mut Vec<FormatError>,
+) {
     if value.trim().is_empty() {
         errors.push(el.origin.error(path, "must not be empty"));
     }
 }
 
 /// Reports an empty list at `path`, and every empty string in it.
-pub fn require_texts(
+pub(crate) fn require_texts(
     el: &Element<'_>,
     path: &JsonPath,
     values: &[String],

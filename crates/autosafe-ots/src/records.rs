@@ -19,7 +19,7 @@ pub struct Context<'a> {
 
 /// Checks a scenario at `path`: its case (see [`crate::toolemu::check_case`]), a non-empty id,
 /// known categories, a tool subset and seeded history naming only tools of its toolkits.
-pub fn check_scenario(
+pub(crate) fn check_scenario(
     el: &Element<'_>,
     path: &JsonPath,
     s: &Scenario,

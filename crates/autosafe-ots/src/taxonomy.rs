@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{FormatError, Problems};
 
 /// The taxonomy shipped with AutoSafe (`data/taxonomy.toml`).
-pub const DEFAULT_TAXONOMY_TOML: &str = include_str!("../../../data/taxonomy.toml");
+pub(crate) const DEFAULT_TAXONOMY_TOML: &str = include_str!("../../../data/taxonomy.toml");
 
 /// Default severity of a risk category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -580,7 +580,7 @@ impl TerminalSetup {
     }
 
     /// True if the fixture's files or repositories create the absolute path `abs`.
-    pub fn fixture_creates(&self, abs: &str) -> bool {
+    pub(crate) fn fixture_creates(&self, abs: &str) -> bool {
         let f = &self.fixture;
         f.files
             .iter()

@@ -12,7 +12,7 @@ use crate::taxonomy::Taxonomy;
 use crate::toolkit::Toolkit;
 
 /// JSON types a ToolEmu parameter or return field may have.
-pub const PARAM_TYPES: [&str; 7] = [
+pub(crate) const PARAM_TYPES: [&str; 7] = [
     "string", "integer", "number", "boolean", "array", "object", "null",
 ];
 
@@ -43,7 +43,7 @@ pub fn read_toolkits(file: &str, text: &str) -> Result<Vec<Toolkit>, Problems> {
 
 /// Checks one toolkit at `path`. `needs_prefix` is false for toolkits whose tools are called by
 /// their bare names (imported Agent-SafetyBench environments).
-pub fn check_toolkit(
+pub(crate) fn check_toolkit(
     el: &Element<'_>,
     path: &JsonPath,
     tk: &Toolkit,

@@ -131,7 +131,7 @@ fn shingle_hashes(normalized: &str, k: usize) -> Vec<u64> {
 
 /// Chooses (bands, rows) with bands × rows ≤ num_perm minimising the summed false-positive and
 /// false-negative probability mass around `threshold` (the usual LSH parameter choice).
-pub fn lsh_params(threshold: f64, num_perm: usize) -> (usize, usize) {
+pub(crate) fn lsh_params(threshold: f64, num_perm: usize) -> (usize, usize) {
     let integrate = |f: &dyn Fn(f64) -> f64, a: f64, b: f64| {
         let n = 200;
         let h = (b - a) / n as f64;

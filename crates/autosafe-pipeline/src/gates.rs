@@ -19,12 +19,12 @@ use serde_json::Value;
 use crate::dedup::jaccard;
 
 /// The gates' settings as shipped.
-pub const SHIPPED_GATES_TOML: &str = include_str!("../../../data/scenario_gates.toml");
+pub(crate) const SHIPPED_GATES_TOML: &str = include_str!("../../../data/scenario_gates.toml");
 
 /// Thresholds and word lists of the gates (`data/scenario_gates.toml`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Gates {
+pub(crate) struct Gates {
     instruction: InstructionGate,
     examples: ExampleGate,
     toolkits: ToolkitGate,
@@ -62,7 +62,7 @@ struct CategoryGate {
 
 /// A case that failed a gate: the reason and what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
+pub(crate) struct Rejection {
     /// The gate's reason (`implausible_instruction`, …).
     pub reason: &'static str,
     /// What was wrong.
@@ -88,7 +88,7 @@ fn texts_of(v: &Value, skip: &[&str], out: &mut Vec<String>) {
 
 /// The texts of a case (or a format example) other than its name, toolkits and instruction:
 /// what a generator that copies an example leaves unchanged.
-pub fn body_text(case: &Value) -> String {
+pub(crate) fn body_text(case: &Value) -> String {
     let mut out = Vec::new();
     texts_of(
         case,
@@ -162,7 +162,7 @@ impl Gates {
     }
 
     /// `copied_from_example`: `body` (see [`body_text`]) against each example's.
-    pub fn not_copied(&self, body: &str, examples: &[String]) -> Result<(), Rejection> {
+    pub(crate) fn not_copied(&self, body: &str, examples: &[String]) -> Result<(), Rejection> {
         let g = &self.examples;
         for (i, ex) in examples.iter().enumerate() {
             let sim = jaccard(body, ex, g.shingle_words);
@@ -185,7 +185,11 @@ impl Gates {
     /// (`request`: the instruction and the task information it leaves unsaid). A case of one
     /// toolkit is the cell's own and always passes: word overlap cannot tell whether a request
     /// needs its only toolkit (measured on ToolEmu's human-written cases, see the test).
-    pub fn toolkits_needed(&self, request: &str, toolkits: &[&Toolkit]) -> Result<(), Rejection> {
+    pub(crate) fn toolkits_needed(
+        &self,
+        request: &str,
+        toolkits: &[&Toolkit],
+    ) -> Result<(), Rejection> {
         if toolkits.len() < 2 {
             return Ok(());
         }
@@ -225,7 +229,7 @@ impl Gates {
     }
 
     /// `outcome_outside_category`: some risky outcome maps to `category`.
-    pub fn outcomes_in_category(
+    pub(crate) fn outcomes_in_category(
         &self,
         case: &Case,
         category: &str,

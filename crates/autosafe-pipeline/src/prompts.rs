@@ -48,7 +48,7 @@ impl AgentLayout {
 
 /// Context of `agent_system.j2`.
 #[derive(Debug, Clone, Serialize)]
-pub struct AgentSystemCtx {
+pub(crate) struct AgentSystemCtx {
     /// Toolkits with their tools.
     pub toolkits: Vec<ToolkitView>,
     /// Allowed qualified tool names.
@@ -73,7 +73,7 @@ impl AgentSystemCtx {
 
 /// Context of `agent_user.j2`.
 #[derive(Debug, Clone, Serialize)]
-pub struct AgentUserCtx {
+pub(crate) struct AgentUserCtx {
     /// The user's instruction.
     pub user_instruction: String,
     /// τ rendered as a ReAct scratchpad.
@@ -95,7 +95,7 @@ impl AgentUserCtx {
 
 /// Context of `agent_reflect.j2`.
 #[derive(Debug, Clone, Serialize)]
-pub struct AgentReflectCtx {
+pub(crate) struct AgentReflectCtx {
     /// The user's instruction.
     pub user_instruction: String,
     /// τ rendered as a ReAct scratchpad.
@@ -112,7 +112,7 @@ pub struct AgentReflectCtx {
 
 /// Context of `judge_step.j2` and `reflector.j2`: the four fields of the paper's detector.
 #[derive(Debug, Clone, Serialize)]
-pub struct JudgeCtx {
+pub(crate) struct JudgeCtx {
     /// [User Instruction].
     pub user_instruction: String,
     /// [Potential Risky Outcomes].
@@ -141,7 +141,7 @@ pub use autosafe_env::emulator::prompt::EmulatorContext;
 
 /// A taxonomy category as the generator sees it.
 #[derive(Debug, Clone, Serialize)]
-pub struct CategoryView {
+pub(crate) struct CategoryView {
     /// Category id (`data_loss`).
     pub id: String,
     /// Display name.
@@ -152,7 +152,7 @@ pub struct CategoryView {
 
 /// A risk source as the generator sees it.
 #[derive(Debug, Clone, Serialize)]
-pub struct SourceView {
+pub(crate) struct SourceView {
     /// `instruction`, `context` or `action`.
     pub name: String,
     /// What it means.
@@ -170,7 +170,7 @@ impl From<autosafe_ots::RiskSource> for SourceView {
 
 /// Context of `scenario_generator.j2`.
 #[derive(Debug, Clone, Serialize)]
-pub struct GeneratorCtx {
+pub(crate) struct GeneratorCtx {
     /// Toolkits of the cell.
     pub toolkits: Vec<ToolkitView>,
     /// ToolEmu's per-toolkit risk list entries for them.
@@ -185,7 +185,7 @@ pub struct GeneratorCtx {
 
 /// Context of `training_input.j2` (the Alpaca `input`).
 #[derive(Debug, Clone, Serialize)]
-pub struct TrainingInputCtx {
+pub(crate) struct TrainingInputCtx {
     /// Prepend the safety reminder (safety records).
     pub reminder: bool,
     /// The user's instruction.

@@ -105,7 +105,7 @@ fn is_fence(line: &str) -> bool {
 /// the step is not complete. What follows is not part of the step: the engine stops generating
 /// there ([`autosafe_llm::ChatRequest::end_after_json`]) and [`parse_turn`] ignores it when a
 /// server wrote it anyway.
-pub fn step_end(text: &str) -> Option<usize> {
+pub(crate) fn step_end(text: &str) -> Option<usize> {
     let mut offset: usize = 0;
     let mut final_answer = false;
     for line in text.split_inclusive('\n') {
@@ -175,7 +175,7 @@ fn thought(keyed: &[(Key, String)], preamble: String) -> String {
 /// step numbers (`Thought 2:`). Only the first step counts ([`step_end`]): an observation, a
 /// second step or any text the model wrote after it is not part of the turn. Rejects several
 /// actions within the step and replies with no action.
-pub fn parse_turn(full: &str) -> Result<AgentTurn, ParseError> {
+pub(crate) fn parse_turn(full: &str) -> Result<AgentTurn, ParseError> {
     let fail = |reason, message: &str| {
         Err(ParseError {
             reason,
@@ -278,7 +278,7 @@ fn clean_tool_name(s: &str) -> String {
 
 /// Parses an action input: the first balanced JSON value in the text (trailing text ignored);
 /// text that holds no JSON is kept as a JSON string so the environment can answer with an error.
-pub fn parse_action_input(text: &str) -> Value {
+pub(crate) fn parse_action_input(text: &str) -> Value {
     let t = text.trim();
     if let Some(start) = t.find(['{', '[']) {
         let mut stream = serde_json::Deserializer::from_str(&t[start..]).into_iter::<Value>();
@@ -290,7 +290,7 @@ pub fn parse_action_input(text: &str) -> Value {
 }
 
 /// A native tool call as an action (arguments that are not JSON are kept as a string).
-pub fn action_from_tool_call(call: &ToolCall) -> Action {
+pub(crate) fn action_from_tool_call(call: &ToolCall) -> Action {
     let input = serde_json::from_str::<Value>(&call.arguments)
         .unwrap_or_else(|_| Value::String(call.arguments.clone()));
     Action::Tool {
@@ -302,7 +302,7 @@ pub fn action_from_tool_call(call: &ToolCall) -> Action {
 
 /// An action as a native tool call; `None` for a final answer. The call id is the action's own,
 /// or `default_id`.
-pub fn tool_call_from_action(action: &Action, default_id: &str) -> Option<ToolCall> {
+pub(crate) fn tool_call_from_action(action: &Action, default_id: &str) -> Option<ToolCall> {
     match action {
         Action::Tool {
             tool,
@@ -319,7 +319,7 @@ pub fn tool_call_from_action(action: &Action, default_id: &str) -> Option<ToolCa
 
 /// A turn from a native tool-calling reply: the text is the thought, one tool call the action;
 /// no tool call makes the text the final answer; several tool calls are rejected.
-pub fn turn_from_native(
+pub(crate) fn turn_from_native(
     content: Option<&str>,
     tool_calls: &[ToolCall],
 ) -> Result<AgentTurn, ParseError> {

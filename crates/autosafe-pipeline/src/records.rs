@@ -96,11 +96,6 @@ impl SafeExample {
             }),
         )
     }
-
-    /// The step number k of the safe turn (len(τ) + 1), as used in the Alpaca output.
-    pub fn step_number(&self) -> usize {
-        self.history.len() + 1
-    }
 }
 
 impl Record for SafeExample {
@@ -170,14 +165,14 @@ impl UtilityStep {
     }
 
     /// The same step labelled by the checkers' `verdict`, with the judge's kept beside.
-    pub fn labelled_by_checkers(mut self, verdict: Verdict) -> Self {
+    pub(crate) fn labelled_by_checkers(mut self, verdict: Verdict) -> Self {
         self.judge_verdict = Some(std::mem::replace(&mut self.verdict, verdict));
         self.labelled_by = LabelSource::Checkers;
         self
     }
 
     /// This step as a safe example with origin [`SafeOrigin::OriginalSafeStep`].
-    pub fn to_safe_example(&self) -> SafeExample {
+    pub(crate) fn to_safe_example(&self) -> SafeExample {
         SafeExample {
             id: SafeExample::compute_id(&self.id, SafeOrigin::OriginalSafeStep, &self.turn),
             parent_id: self.id.clone(),
@@ -253,7 +248,6 @@ mod tests {
             SafeExample::compute_id(&ex.parent_id, ex.origin, &ex.safe_turn)
         );
         assert!(ex.id.starts_with("se_"));
-        assert_eq!(ex.step_number(), ex.history.len() + 1);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["origin"], "reflected");
         assert_eq!(v["reflections"][0]["round"], 1);

@@ -352,7 +352,7 @@ impl StageStats {
 
     /// Takes one counted item back out (its records were dropped after the stage ran, as the
     /// cross-shard filter does); a reason whose count reaches zero is removed.
-    pub fn uncount(&mut self, item: Counted<'_>) {
+    pub(crate) fn uncount(&mut self, item: Counted<'_>) {
         let take = |map: &mut BTreeMap<String, u64>, reason: &str| {
             if let Some(n) = map.get_mut(reason) {
                 *n = n.saturating_sub(1);
@@ -445,7 +445,7 @@ impl StageStats {
     }
 
     /// Total unmeasured.
-    pub fn unmeasured_total(&self) -> u64 {
+    pub(crate) fn unmeasured_total(&self) -> u64 {
         self.unmeasured.values().sum()
     }
 }

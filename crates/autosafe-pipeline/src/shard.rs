@@ -58,7 +58,7 @@ impl ShardSpec {
     }
 
     /// Parses a [`ShardSpec::file_tag`].
-    pub fn from_file_tag(tag: &str) -> Option<Self> {
+    pub(crate) fn from_file_tag(tag: &str) -> Option<Self> {
         let rest = tag.strip_prefix("shard-")?;
         let (i, n) = rest.split_once("-of-")?;
         ShardSpec::new(i.parse().ok()?, n.parse().ok()?).ok()
@@ -74,7 +74,7 @@ impl ShardSpec {
     /// `SLURM_ARRAY_TASK_MIN` when the array does not start at 0), or a Kubernetes Indexed Job
     /// (`JOB_COMPLETION_INDEX`, with the count from `count_hint` or `AUTOSAFE_SHARD_COUNT`,
     /// since Kubernetes does not export it). `Ok(None)` when none is set.
-    pub fn from_vars(
+    pub(crate) fn from_vars(
         var: impl Fn(&str) -> Option<String>,
         count_hint: Option<u32>,
     ) -> Result<Option<Self>> {

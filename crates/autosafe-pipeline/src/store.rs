@@ -126,7 +126,7 @@ pub fn recover(path: &Path) -> Result<Resume> {
 
 /// Serialises a record as one JSONL line (with the trailing newline), every configured secret
 /// value masked ([`autosafe_llm::redact::redact_values`]).
-pub fn to_line<T: Serialize>(record: &T) -> std::result::Result<Vec<u8>, serde_json::Error> {
+pub(crate) fn to_line<T: Serialize>(record: &T) -> std::result::Result<Vec<u8>, serde_json::Error> {
     let text = serde_json::to_string(record)?;
     let mut buf = autosafe_llm::redact::redact_values(&text)
         .into_owned()
@@ -137,7 +137,7 @@ pub fn to_line<T: Serialize>(record: &T) -> std::result::Result<Vec<u8>, serde_j
 
 /// The longest record line read (64 MiB, far above any record): an endless or binary input
 /// (`--scenarios /dev/zero`) is an error naming file and line instead of filling memory.
-pub const MAX_LINE_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_LINE_BYTES: u64 = 64 << 20;
 
 /// Reads one line of at most [`MAX_LINE_BYTES`] (newline included when there is one) into `buf`.
 fn read_line_capped(

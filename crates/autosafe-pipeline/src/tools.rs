@@ -6,7 +6,7 @@ use autosafe_ots::Toolkit;
 use serde_json::{Map, Value, json};
 
 /// One toolkit's tools as JSON-schema function specs, named by qualified name (`TodoistDeleteTask`).
-pub fn tool_specs(toolkit: &Toolkit) -> Vec<ToolSpec> {
+pub(crate) fn tool_specs(toolkit: &Toolkit) -> Vec<ToolSpec> {
     toolkit
         .tools
         .iter()
@@ -32,12 +32,12 @@ pub fn tool_specs(toolkit: &Toolkit) -> Vec<ToolSpec> {
 }
 
 /// All tools of several toolkits as function specs.
-pub fn all_tool_specs(toolkits: &[Toolkit]) -> Vec<ToolSpec> {
+pub(crate) fn all_tool_specs(toolkits: &[Toolkit]) -> Vec<ToolSpec> {
     toolkits.iter().flat_map(tool_specs).collect()
 }
 
 /// Function specs in OpenAI's `tools` shape: `{"type": "function", "function": {…}}`.
-pub fn openai_tools(specs: &[ToolSpec]) -> Vec<Value> {
+pub(crate) fn openai_tools(specs: &[ToolSpec]) -> Vec<Value> {
     specs
         .iter()
         .map(|s| json!({"type": "function", "function": {"name": s.name, "description": s.description, "parameters": s.parameters}}))
@@ -48,7 +48,7 @@ pub fn openai_tools(specs: &[ToolSpec]) -> Vec<Value> {
 pub use autosafe_env::emulator::prompt::{ToolView, ToolkitView};
 
 /// Flattens toolkits for the templates.
-pub fn toolkit_views(toolkits: &[Toolkit]) -> Vec<ToolkitView> {
+pub(crate) fn toolkit_views(toolkits: &[Toolkit]) -> Vec<ToolkitView> {
     toolkits
         .iter()
         .map(|tk| ToolkitView::new(tk, tk.tools.iter().map(|t| ToolView::new(tk, t)).collect()))
@@ -56,7 +56,7 @@ pub fn toolkit_views(toolkits: &[Toolkit]) -> Vec<ToolkitView> {
 }
 
 /// Qualified names of every tool of these toolkits.
-pub fn tool_names(toolkits: &[Toolkit]) -> Vec<String> {
+pub(crate) fn tool_names(toolkits: &[Toolkit]) -> Vec<String> {
     toolkits
         .iter()
         .flat_map(|tk| tk.tools.iter().map(|t| tk.qualified_name(t)))

@@ -197,7 +197,7 @@ impl EnvironmentFactory for EmulatorFactory {
 }
 
 /// One emulated episode.
-pub struct EmulatorEpisode {
+pub(crate) struct EmulatorEpisode {
     model: Arc<dyn ChatModel>,
     schema: Arc<ReplySchema>,
     adversarial: bool,

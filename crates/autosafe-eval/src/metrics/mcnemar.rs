@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Below this many discordant pairs the exact binomial test is used, at or above it the
 /// chi-square test with continuity correction.
-pub const EXACT_BELOW: u64 = 25;
+pub(crate) const EXACT_BELOW: u64 = 25;
 
 /// Which form of the test produced the p-value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

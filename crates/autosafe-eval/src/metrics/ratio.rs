@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::interval::Estimate;
 
 /// Reason recorded when a snapshot has fewer than k samples for safe@k.
-pub const TOO_FEW_SAMPLES: &str = "too_few_samples";
+pub(crate) const TOO_FEW_SAMPLES: &str = "too_few_samples";
 
 /// The outcome of one item for a ratio.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Safe → positive, unsafe → negative, unmeasured → its reason.
-    pub fn from_judgement(j: &Judgement) -> Outcome {
+    pub(crate) fn from_judgement(j: &Judgement) -> Outcome {
         match j {
             Judgement::Safe => Outcome::Positive,
             Judgement::Unsafe => Outcome::Negative,
@@ -68,11 +68,6 @@ impl Ratio {
     /// All items seen, measured or not.
     pub fn total(&self) -> u64 {
         self.measured + self.unmeasured.total
-    }
-
-    /// The share of all items that were unmeasured; `None` when there were no items.
-    pub fn unmeasured_share(&self) -> Option<f64> {
-        (self.total() > 0).then(|| self.unmeasured.total as f64 / self.total() as f64)
     }
 }
 
@@ -183,7 +178,6 @@ mod tests {
         let e = r.estimate.unwrap();
         assert!((e.value - 5.0 / 6.0).abs() < 1e-12);
         assert_eq!(r.total(), 8);
-        assert_eq!(r.unmeasured_share(), Some(0.25));
     }
 
     #[test]
@@ -199,7 +193,6 @@ mod tests {
         assert_eq!(r.estimate, None);
         let empty: [&[Judgement]; 0] = [];
         assert_eq!(safety_ratio(empty).estimate, None);
-        assert_eq!(safety_ratio(empty).unmeasured_share(), None);
     }
 
     #[test]

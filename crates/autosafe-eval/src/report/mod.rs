@@ -52,17 +52,17 @@ impl Report {
     }
 
     /// The report as pretty JSON.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serializes")
     }
 
     /// The report as Markdown.
-    pub fn to_markdown(&self) -> Result<String, EvalError> {
+    pub(crate) fn to_markdown(&self) -> Result<String, EvalError> {
         markdown::render(self)
     }
 
     /// The report as one self-contained HTML page with inline SVG plots.
-    pub fn to_html(&self) -> Result<String, EvalError> {
+    pub(crate) fn to_html(&self) -> Result<String, EvalError> {
         html::render(self)
     }
 

@@ -165,7 +165,7 @@ pub fn axolotl(p: &Prepared) -> Value {
 
 /// Writes the files a trainer needs next to the data: LLaMA-Factory `dataset_info.json`
 /// entries for alpaca and sharegpt, an Axolotl dataset config snippet.
-pub fn write_companions(format: ExportFormat, dir: &Path, dataset: &str) -> Result<()> {
+pub(crate) fn write_companions(format: ExportFormat, dir: &Path, dataset: &str) -> Result<()> {
     match format {
         ExportFormat::Alpaca => write_json_atomic(
             &dir.join("dataset_info.json"),

@@ -220,7 +220,7 @@ impl Prepared {
     }
 
     /// The record in `format`, as one JSON value (one JSONL line).
-    pub fn to_format(&self, format: ExportFormat) -> Value {
+    pub(crate) fn to_format(&self, format: ExportFormat) -> Value {
         match format {
             ExportFormat::Alpaca => alpaca(self),
             ExportFormat::Sharegpt => sharegpt(self),
@@ -232,7 +232,7 @@ impl Prepared {
 }
 
 /// Chooses `n` utility ids deterministically: the `n` smallest `stable_hash(seed:id)`.
-pub fn sample_utility_ids<'a>(
+pub(crate) fn sample_utility_ids<'a>(
     ids: impl IntoIterator<Item = &'a str>,
     n: usize,
     seed: u64,

@@ -62,7 +62,7 @@ impl StageFailure {
     /// A failure from an error of the model stack: HTTP/transport/config errors are
     /// `api_error`; an invalid reply is `truncated` when it was cut by the token limit and
     /// `parse_error` otherwise.
-    pub fn from_llm(err: &LlmError) -> Self {
+    pub(crate) fn from_llm(err: &LlmError) -> Self {
         match err {
             LlmError::InvalidReply { message, raw } => StageFailure {
                 reason: if message.contains("cut off by the token limit") {
@@ -93,7 +93,7 @@ impl StageFailure {
 
 /// Checks the first choice of a reply: a reply cut by the token budget is `truncated` (not a
 /// result); a reply with no choice is an `api_error`.
-pub fn first_choice(reply: &ChatReply) -> Result<&autosafe_llm::Choice, StageFailure> {
+pub(crate) fn first_choice(reply: &ChatReply) -> Result<&autosafe_llm::Choice, StageFailure> {
     let c = reply.choices.first().ok_or_else(|| StageFailure {
         reason: UnmeasuredReason::ApiError,
         detail: "the reply has no choices".into(),
@@ -110,7 +110,7 @@ pub fn first_choice(reply: &ChatReply) -> Result<&autosafe_llm::Choice, StageFai
 }
 
 /// Parses a reply text as one JSON object, tolerating one surrounding Markdown code fence.
-pub fn parse_json_object(text: &str) -> Result<serde_json::Map<String, Value>, String> {
+pub(crate) fn parse_json_object(text: &str) -> Result<serde_json::Map<String, Value>, String> {
     match serde_json::from_str::<Value>(autosafe_llm::text::strip_fence(text)) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(format!(
@@ -122,7 +122,7 @@ pub fn parse_json_object(text: &str) -> Result<serde_json::Map<String, Value>, S
 }
 
 /// Validates `value` against a JSON schema; the problems (at most 8), empty when valid.
-pub fn schema_problems(schema: &Value, value: &Value) -> Vec<String> {
+pub(crate) fn schema_problems(schema: &Value, value: &Value) -> Vec<String> {
     match jsonschema::validator_for(schema) {
         Ok(v) => v
             .iter_errors(value)

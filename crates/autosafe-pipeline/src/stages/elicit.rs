@@ -176,7 +176,7 @@ pub struct Probe {
 /// How the LLM judge and the checkers disagree.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DisagreementKind {
+pub(crate) enum DisagreementKind {
     /// The judge labelled the executed actions safe; the checkers found harm.
     #[default]
     MissedHarm,
@@ -193,7 +193,7 @@ impl Record for EpisodeLog {
 
 /// A disagreement between the LLM judge and the programmatic checkers (`disagreements.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Disagreement {
+pub(crate) struct Disagreement {
     /// The episode id (elicit) or the snapshot id (reflect).
     pub id: String,
     /// The stage that found it: `elicit` or `reflect`.

@@ -105,7 +105,7 @@ impl Default for SynthConfig {
 
 /// One cell of the sampling plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cell {
+pub(crate) struct Cell {
     /// Toolkit names (one, or a pair).
     pub toolkits: Vec<String>,
     /// Category id.
@@ -192,7 +192,7 @@ pub struct CellCoverage {
 /// cell's category is among them is still checked after parsing).
 /// Servers and the embedded engine that honour JSON schemas then cannot produce a case that the
 /// validation below would reject for naming an unknown toolkit, source or category.
-pub fn narrow_schema_to_cell(
+pub(crate) fn narrow_schema_to_cell(
     schema: &Value,
     cell: &Cell,
     taxonomy: &autosafe_ots::taxonomy::Taxonomy,
@@ -225,7 +225,7 @@ pub fn narrow_schema_to_cell(
 /// Makes every risky outcome of the generator schema start with a taxonomy category name
 /// (`Data loss or corruption: …`, the cell's category first), so each maps to a category by its
 /// prefix (`SynthConfig::outcome_prefix`).
-pub fn require_outcome_prefix(schema: &mut Value, cell: &Cell, taxonomy: &Taxonomy) {
+pub(crate) fn require_outcome_prefix(schema: &mut Value, cell: &Cell, taxonomy: &Taxonomy) {
     if let Some(items) = schema
         .get_mut("properties")
         .and_then(|p| p.get_mut("Potential Risky Outcomes"))
@@ -241,7 +241,7 @@ pub fn require_outcome_prefix(schema: &mut Value, cell: &Cell, taxonomy: &Taxono
 
 /// Makes the cell's category the first entry of `categories` in the generator schema
 /// (`prefixItems`), so a case cannot miss it (`SynthConfig::category_first`).
-pub fn require_category_first(schema: &mut Value, cell: &Cell) {
+pub(crate) fn require_category_first(schema: &mut Value, cell: &Cell) {
     if let Some(cats) = schema
         .get_mut("properties")
         .and_then(|p| p.get_mut("categories"))
@@ -282,7 +282,11 @@ fn outcome_pattern(taxonomy: &Taxonomy, first: &str) -> String {
 /// Caps every list of the generator schema at `max_items` entries and every text at
 /// `max_text` characters (for small models: less to write, less to get wrong, no case cut by the
 /// token budget). `None` leaves the schema's own limits.
-pub fn limit_schema_sizes(schema: &mut Value, max_items: Option<usize>, max_text: Option<usize>) {
+pub(crate) fn limit_schema_sizes(
+    schema: &mut Value,
+    max_items: Option<usize>,
+    max_text: Option<usize>,
+) {
     match schema {
         Value::Object(o) => {
             let ty = o
@@ -351,7 +355,7 @@ pub fn planned_attempts(
 }
 
 /// Builds the cells: toolkit sets × categories × sources, optionally sampled down.
-pub fn plan_cells(
+pub(crate) fn plan_cells(
     config: &SynthConfig,
     library: &ToolLibrary,
     taxonomy: &Taxonomy,
