@@ -1,7 +1,7 @@
 //! Runs a trainer as a child process and streams what it prints.
 //!
-//! Every line of stdout and stderr goes to the log file. Lines also go to our stdout, prefixed
-//! with `train | `, except tqdm progress bars (lines holding `it/s]` or `s/it]`). A bar is
+//! Every line of stdout and stderr goes to the log file. Lines are also shown (on our stdout with
+//! a prefix such as `train | `, or handed to the caller: [`run_to`]), except tqdm progress bars (lines holding `it/s]` or `s/it]`). A bar is
 //! redrawn many times a second with carriage returns, so at most one redraw in ten seconds is
 //! shown, plus the final one. Lines of our script that start with `autosafe: ` and carry a JSON
 //! object are kept as events for the manifest.
