@@ -12,6 +12,7 @@ pub mod observe;
 pub mod pending;
 pub mod pipeline;
 pub mod session;
+pub mod train;
 
 pub use config::{DEFAULT_LOCAL_MODEL, ModelEntry, ModelsConfig, Role, RunConfig};
 pub use config_file::temperature_arg;

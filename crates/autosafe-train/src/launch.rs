@@ -1,7 +1,7 @@
 //! Runs a trainer as a child process and streams what it prints.
 //!
-//! Every line of stdout and stderr goes to the log file. Lines also go to our stdout, prefixed
-//! with `train | `, except tqdm progress bars (lines holding `it/s]` or `s/it]`). A bar is
+//! Every line of stdout and stderr goes to the log file. Lines are also shown (on our stdout with
+//! a prefix such as `train | `, or handed to the caller: [`run_to`]), except tqdm progress bars (lines holding `it/s]` or `s/it]`). A bar is
 //! redrawn many times a second with carriage returns, so at most one redraw in ten seconds is
 //! shown, plus the final one. Lines of our script that start with `autosafe: ` and carry a JSON
 //! object are kept as events for the manifest.
@@ -86,6 +86,20 @@ pub fn parse_event(line: &str) -> Option<(String, Value)> {
 
 /// Runs `launch` in `cwd`, appending its output to `log`, printing it with `prefix`.
 pub fn run(launch: &Launch, cwd: &Path, log: &Path, prefix: &str) -> Result<Outcome> {
+    let stdout = std::io::stdout();
+    run_to(launch, cwd, log, &mut |line| {
+        let _ = writeln!(stdout.lock(), "{prefix}{line}");
+    })
+}
+
+/// [`run`], handing each line to be shown to `show` instead of printing it (a caller that
+/// prints nothing itself, such as the run layer, passes its observer).
+pub fn run_to(
+    launch: &Launch,
+    cwd: &Path,
+    log: &Path,
+    show: &mut dyn FnMut(&str),
+) -> Result<Outcome> {
     let mut logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -112,13 +126,12 @@ pub fn run(launch: &Launch, cwd: &Path, log: &Path, prefix: &str) -> Result<Outc
     let mut tail: std::collections::VecDeque<String> = Default::default();
     let mut last_bar: Option<Instant> = None;
     let mut pending_bar: Option<String> = None;
-    let stdout = std::io::stdout();
     for line in rx {
         let _ = writeln!(logf, "{line}");
         if let Some(ev) = parse_event(&line) {
             events.push(ev);
         }
-        let show = if is_progress_bar(&line) {
+        let shown = if is_progress_bar(&line) {
             let due = last_bar.is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
             if due {
                 last_bar = Some(Instant::now());
@@ -129,12 +142,12 @@ pub fn run(launch: &Launch, cwd: &Path, log: &Path, prefix: &str) -> Result<Outc
             due
         } else {
             if let Some(bar) = pending_bar.take() {
-                let _ = writeln!(stdout.lock(), "{prefix}{bar}");
+                show(&bar);
             }
             true
         };
-        if show {
-            let _ = writeln!(stdout.lock(), "{prefix}{line}");
+        if shown {
+            show(&line);
         }
         tail.push_back(line);
         if tail.len() > 30 {
@@ -142,7 +155,7 @@ pub fn run(launch: &Launch, cwd: &Path, log: &Path, prefix: &str) -> Result<Outc
         }
     }
     if let Some(bar) = pending_bar {
-        let _ = writeln!(stdout.lock(), "{prefix}{bar}");
+        show(&bar);
     }
     let _ = t1.join();
     let _ = t2.join();

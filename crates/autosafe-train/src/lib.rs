@@ -30,7 +30,7 @@ pub mod trl;
 pub use command::Launch;
 pub use error::{Result, TrainError};
 pub use layout::TrainLayout;
-pub use manifest::TrainManifest;
+pub use manifest::{Step, StepFailure, TrainManifest, TrainStatus};
 pub use spec::{Backend, DataFormat, Hyper, Method, TrainSpec};
 
 use std::collections::BTreeMap;

@@ -224,3 +224,82 @@ fn a_missing_environment_fails_before_training_and_names_the_install_command() {
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(t.contains("./scripts/setup-python.sh llamafactory"), "{t}");
 }
+
+/// A stand-in trainer environment: a `python` that answers the package probe and a
+/// `llamafactory-cli` whose `train` makes its output directory and whose `export` (the merge)
+/// fails with exit code 3 until `merge_ok` exists in the training directory; each call is
+/// appended to `calls.txt` there.
+#[cfg(unix)]
+fn fake_llamafactory(venv: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = venv.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, script) in [
+        (
+            "python",
+            "#!/bin/sh\necho '{\"python\": \"3.0\", \"versions\": {\"llamafactory\": \"0.0\"}, \"missing\": []}'\n",
+        ),
+        (
+            "llamafactory-cli",
+            "#!/bin/sh\necho \"$1\" >> calls.txt\necho \"fake $1\"\n\
+             if [ \"$1\" = train ]; then mkdir -p output; exit 0; fi\n\
+             if [ -e merge_ok ]; then mkdir -p merged; exit 0; fi\nexit 3\n",
+        ),
+    ] {
+        let p = bin.join(name);
+        std::fs::write(&p, script).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_failed_step_is_recorded_and_the_steps_before_it_are_not_run_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let venvs = tmp.path().join("venvs");
+    let fake = tmp.path().join("fake");
+    fake_llamafactory(&fake);
+    let run = tmp.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let o = autosafe(&["train", "--smoke", "--data", run_s, "--dry-run"], &venvs);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut args = vec!["train", "--data", run_s, "--venv", fake.to_str().unwrap()];
+    args.extend(
+        "--base meta-llama/Llama-3.1-8B-Instruct --backend llamafactory --merge --name lf"
+            .split(' '),
+    );
+    let dir = run.join("train/lf");
+    let calls = || std::fs::read_to_string(dir.join("calls.txt")).unwrap();
+
+    let o = autosafe(&args, &venvs);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("train | fake train\n"), "{t}");
+    assert!(t.contains("merge failed (exit code 3)"), "{t}");
+    let m: Value = json_file(&dir.join("manifest.json"));
+    assert_eq!(m["status"], "failed");
+    assert_eq!(m["error"], "merge: Some(3)");
+    assert_eq!(m["trainer_versions"]["llamafactory"], "0.0");
+    assert_eq!(calls(), "train\nexport\n");
+
+    // Again, the merge now succeeding: the training is not run again.
+    std::fs::write(dir.join("merge_ok"), "").unwrap();
+    let o = autosafe(&args, &venvs);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("train: train: done before with the same config, data and command"),
+        "{t}"
+    );
+    assert!(t.contains("train: merge done in "), "{t}");
+    let m: Value = json_file(&dir.join("manifest.json"));
+    assert_eq!(m["status"], "finished");
+    assert!(m.get("error").is_none(), "{m:#}");
+    assert!(m["seconds"]["train"].is_number() && m["seconds"]["merge"].is_number());
+    assert_eq!(calls(), "train\nexport\nexport\n");
+
+    // Finished with the same config, data and commands: nothing runs.
+    let o = autosafe(&args, &venvs);
+    assert!(text(&o).contains("train: already finished"), "{}", text(&o));
+    assert_eq!(calls(), "train\nexport\nexport\n");
+}
