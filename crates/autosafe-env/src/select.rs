@@ -18,7 +18,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use autosafe_llm::ChatModel;
-use autosafe_ots::records::{Context, read_scenarios};
+use autosafe_ots::scenario_records::{Context, read_scenarios};
 use autosafe_ots::{Scenario, Taxonomy, ToolLibrary};
 use autosafe_sandbox::SandboxConfig;
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Estimate, McNemar, Outcome, Unmeasured, mcnemar, safe_at_k_outcome};
-use crate::records::SnapshotEval;
+use crate::result_records::SnapshotEval;
 use crate::summary::UNKNOWN_GROUP;
 
 /// The 2×2 table of paired outcomes over measured shared snapshots.

@@ -9,13 +9,13 @@
 
 pub mod compare;
 pub mod error;
+pub mod gold_labels;
 pub mod jsonl;
-pub mod labelled;
 pub mod metrics;
 pub mod quality;
-pub mod records;
 pub mod report;
-pub mod rundir;
+pub mod result_files;
+pub mod result_records;
 pub mod summary;
 
 pub use error::EvalError;

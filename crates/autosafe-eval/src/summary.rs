@@ -9,7 +9,7 @@ use crate::metrics::{
     Agreement, ClassMetrics, Confusion, Interval, Outcome, Ratio, RatioBuilder, RubricSummary,
     agreement, rubric_summary, safe_at_k_outcome,
 };
-use crate::records::{AsbEpisode, JudgePair, SnapshotEval, ToolEmuEpisode};
+use crate::result_records::{AsbEpisode, JudgePair, SnapshotEval, ToolEmuEpisode};
 
 /// The k of safe@k reported.
 pub(crate) const KS: [usize; 3] = [1, 3, 5];
@@ -49,9 +49,9 @@ impl MetricsBuilder {
         }
         if let Some(h) = &s.helpfulness {
             self.help.add(&match &h.judgement {
-                crate::records::Helpfulness::Helpful => Outcome::Positive,
-                crate::records::Helpfulness::Unhelpful => Outcome::Negative,
-                crate::records::Helpfulness::Unmeasured { reason, .. } => {
+                crate::result_records::Helpfulness::Helpful => Outcome::Positive,
+                crate::result_records::Helpfulness::Unhelpful => Outcome::Negative,
+                crate::result_records::Helpfulness::Unmeasured { reason, .. } => {
                     Outcome::Unmeasured(reason.as_str().into())
                 }
             });
@@ -303,7 +303,7 @@ impl EvalSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{Helpfulness, HelpfulnessVerdict, RubricOutcome};
+    use crate::result_records::{Helpfulness, HelpfulnessVerdict, RubricOutcome};
     use autosafe_ots::{JudgeKind, JudgeRef, RiskSource, UnmeasuredReason, Verdict};
 
     fn v(j: Judgement) -> Verdict {

@@ -1,15 +1,15 @@
 //! Metrics on the public labelled data in `shared/data` (see its PROVENANCE.md).
 //!
-//! Files are read through `autosafe-ots`'s readers and mapped by `autosafe_eval::labelled`;
+//! Files are read through `autosafe-ots`'s readers and mapped by `autosafe_eval::gold_labels`;
 //! the stated labels and scores are cross-checked against the raw JSON.
 
 use std::path::PathBuf;
 
+use autosafe_eval::gold_labels::{assebench_gold, toolemu_episodes};
 use autosafe_eval::jsonl::write_jsonl;
-use autosafe_eval::labelled::{assebench_gold, toolemu_episodes};
 use autosafe_eval::metrics::{Label, RubricKind, rubric_label_score};
-use autosafe_eval::records::{JudgePair, RubricOutcome};
-use autosafe_eval::rundir::{EVAL_DIR, JUDGE_FILE, RunResults, TOOLEMU_FILE};
+use autosafe_eval::result_files::{EVAL_DIR, JUDGE_FILE, RunResults, TOOLEMU_FILE};
+use autosafe_eval::result_records::{JudgePair, RubricOutcome};
 use autosafe_eval::summary::summarize_toolemu;
 use autosafe_ots::toolemu_traj::{EvalKind, read_evaluations};
 use autosafe_ots::{Judgement, UnmeasuredReason};

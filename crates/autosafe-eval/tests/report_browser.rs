@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use autosafe_eval::jsonl::write_jsonl;
 use autosafe_eval::metrics::Label;
-use autosafe_eval::records::{
-    Helpfulness, HelpfulnessVerdict, JudgePair, RubricOutcome, SnapshotEval, ToolEmuEpisode,
-};
 use autosafe_eval::report::Report;
 use autosafe_eval::report::plots::{RUN_COLOURS, SAFE_COLOUR, UNMEASURED_COLOUR, UNSAFE_COLOUR};
-use autosafe_eval::rundir::{EVAL_DIR, JUDGE_FILE, RunResults, SNAPSHOTS_FILE, TOOLEMU_FILE};
+use autosafe_eval::result_files::{EVAL_DIR, JUDGE_FILE, RunResults, SNAPSHOTS_FILE, TOOLEMU_FILE};
+use autosafe_eval::result_records::{
+    Helpfulness, HelpfulnessVerdict, JudgePair, RubricOutcome, SnapshotEval, ToolEmuEpisode,
+};
 use autosafe_ots::{JudgeKind, JudgeRef, Judgement, RiskSource, UnmeasuredReason, Verdict};
 
 fn judge() -> JudgeRef {

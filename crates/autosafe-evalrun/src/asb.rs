@@ -9,8 +9,8 @@
 //! and `RUN/eval/agent_safetybench_log.jsonl` (the episode's steps and verdicts).
 
 use autosafe_env::EnvironmentFactory;
-use autosafe_eval::records::AsbEpisode;
-use autosafe_eval::rundir::ASB_FILE;
+use autosafe_eval::result_files::ASB_FILE;
+use autosafe_eval::result_records::AsbEpisode;
 use autosafe_eval::summary::{AsbSummary, summarize_asb};
 use autosafe_ots::asb::AsbCase;
 use autosafe_ots::{Judgement, Taxonomy, ToolLibrary, UnmeasuredReason, Verdict};

@@ -16,8 +16,8 @@
 //! `RUN/eval/judge_log.jsonl` (every step verdict).
 
 use autosafe_eval::metrics::Label;
-use autosafe_eval::records::JudgePair;
-use autosafe_eval::rundir::JUDGE_FILE;
+use autosafe_eval::result_files::JUDGE_FILE;
+use autosafe_eval::result_records::JudgePair;
 use autosafe_eval::summary::{JudgeSummary, summarize_judge};
 use autosafe_ots::assebench::AsseRecord;
 use autosafe_ots::toolemu_traj::{EvalKind, EvaluatorRow, ToolEmuTrajectory};
@@ -142,7 +142,7 @@ fn asse_action(text: &str) -> Action {
 /// messages become the observation of the step before them. `None` when the record has no
 /// usable label.
 pub fn from_assebench(r: &AsseRecord) -> Option<LabelledItem> {
-    let gold = autosafe_eval::labelled::gold_label(&r.verdict())?;
+    let gold = autosafe_eval::gold_labels::gold_label(&r.verdict())?;
     let id = id_text(&r.id);
     let mut instruction = String::new();
     let mut steps: Vec<Step> = Vec::new();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use autosafe_eval::rundir::EVAL_DIR;
+use autosafe_eval::result_files::EVAL_DIR;
 use autosafe_pipeline::prompts::Prompts;
 use autosafe_pipeline::rundir::redact_secrets;
 use autosafe_pipeline::{Manifest, ModelSpec, RunDir, StageStats};

@@ -10,8 +10,8 @@
 //! continuation); the log line is written first, so a record on file means the item is done.
 
 use autosafe_env::EnvironmentFactory;
-use autosafe_eval::records::{Helpfulness, HelpfulnessVerdict, SnapshotEval};
-use autosafe_eval::rundir::SNAPSHOTS_FILE;
+use autosafe_eval::result_files::SNAPSHOTS_FILE;
+use autosafe_eval::result_records::{Helpfulness, HelpfulnessVerdict, SnapshotEval};
 use autosafe_eval::summary::{SnapshotSummary, summarize_snapshots};
 use autosafe_ots::{
     AgentTurn, JudgeKind, JudgeRef, Snapshot, Step, ToolLibrary, Toolkit, UnmeasuredReason, Verdict,

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use autosafe_eval::jsonl::{Validate, read_jsonl};
-use autosafe_eval::records::{AsbEpisode, JudgePair, SnapshotEval, ToolEmuEpisode};
+use autosafe_eval::result_records::{AsbEpisode, JudgePair, SnapshotEval, ToolEmuEpisode};
 use autosafe_pipeline::store::{IdOnly, RecordReader};
 use autosafe_pipeline::{Record, RecordWriter};
 use serde::de::DeserializeOwned;

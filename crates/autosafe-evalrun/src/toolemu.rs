@@ -19,8 +19,8 @@ use std::collections::HashMap;
 
 use autosafe_env::EnvironmentFactory;
 use autosafe_eval::metrics::{RubricKind, rubric_label_score};
-use autosafe_eval::records::{RubricOutcome, ToolEmuEpisode};
-use autosafe_eval::rundir::TOOLEMU_FILE;
+use autosafe_eval::result_files::TOOLEMU_FILE;
+use autosafe_eval::result_records::{RubricOutcome, ToolEmuEpisode};
 use autosafe_eval::summary::{ToolEmuSummary, summarize_toolemu};
 use autosafe_ots::{Action, Case, Scenario, Step, Taxonomy, ToolLibrary, UnmeasuredReason};
 use autosafe_pipeline::prompts::names;

@@ -223,7 +223,7 @@ async fn cases_play_with_initial_state_and_dialogs_and_ratios_match_by_hand() {
     let again = eval_asb(&run, &cases, &parts, &cfg).await.unwrap();
     assert_eq!(server.request_count(), sent);
     assert_eq!(again.stats.resumed, 5);
-    let loaded = autosafe_eval::rundir::RunResults::load(run.path()).unwrap();
+    let loaded = autosafe_eval::result_files::RunResults::load(run.path()).unwrap();
     assert_eq!(
         loaded.summary().agent_safetybench.as_ref(),
         Some(&rep.summary)

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use autosafe_env::{EmulatorFactory, EmulatorMode, EmulatorOptions};
-use autosafe_eval::records::Helpfulness;
+use autosafe_eval::result_records::Helpfulness;
 use autosafe_evalrun::EvalRun;
 use autosafe_evalrun::snapshots::{
     HelpfulnessParts, SnapshotEvalConfig, SnapshotParts, eval_snapshots,
@@ -216,7 +216,7 @@ async fn sampled_actions_give_hand_counted_ratios_with_unmeasured_apart_and_resu
     assert_eq!(rep.stats.unmeasured["parse_error"], 5);
 
     // The files: results keyed by id, a log beside them, stats and the report loader agree.
-    let results = autosafe_eval::rundir::RunResults::load(run.path()).unwrap();
+    let results = autosafe_eval::result_files::RunResults::load(run.path()).unwrap();
     assert_eq!(results.snapshots, rep.records);
     let stats: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.path().join("stats.json")).unwrap())

@@ -7,8 +7,8 @@ use autosafe_test_support::runners as support;
 use std::sync::Arc;
 
 use autosafe_env::{EmulatorFactory, EmulatorMode, EmulatorOptions};
-use autosafe_eval::labelled::toolemu_episodes;
-use autosafe_eval::records::RubricOutcome;
+use autosafe_eval::gold_labels::toolemu_episodes;
+use autosafe_eval::result_records::RubricOutcome;
 use autosafe_evalrun::EvalRun;
 use autosafe_evalrun::toolemu::{
     EVAL_HELP_FILE, EVAL_SAFE_FILE, IndexedCase, STEP_LIMIT_OUTPUT, TRAJECTORIES_FILE,
@@ -168,6 +168,6 @@ async fn episodes_are_scored_and_written_in_toolemu_format() {
     assert_eq!(server.request_count(), sent);
     assert_eq!(again.stats.resumed, 4);
     assert_eq!(again.summary, rep.summary);
-    let loaded = autosafe_eval::rundir::RunResults::load(run.path()).unwrap();
+    let loaded = autosafe_eval::result_files::RunResults::load(run.path()).unwrap();
     assert_eq!(loaded.toolemu, rep.records);
 }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use autosafe_ots::records::{self, Context};
+use autosafe_ots::scenario_records::{self, Context};
 use autosafe_ots::{
     Action, AgentTurn, Problems, RiskSource, Step, Taxonomy, ToolLibrary, asb, assebench, toolemu,
     toolemu_traj,
@@ -113,7 +113,7 @@ fn every_problem_in_a_scenario_record_is_listed() {
     let good = serde_json::to_string(&toolemu::case_to_scenario(&cases[0], &taxonomy)).unwrap();
     let bad = serde_json::to_string(&s).unwrap();
     let text = format!("{good}\n\n{bad}\n");
-    let err = records::read_scenarios(
+    let err = scenario_records::read_scenarios(
         "s.jsonl",
         &text,
         Context {
@@ -155,7 +155,7 @@ fn duplicate_ids_and_duplicate_keys_are_reported_at_their_lines() {
         serde_json::from_str(&fixture("unknown_toolkit_cases.json").1).unwrap();
     let line = serde_json::to_string(&toolemu::case_to_scenario(&cases[0], &taxonomy)).unwrap();
     let text = format!("{line}\n{line}\n");
-    let err = records::read_scenarios("s.jsonl", &text, cx)
+    let err = scenario_records::read_scenarios("s.jsonl", &text, cx)
         .unwrap_err()
         .to_string();
     let id = toolemu::case_to_scenario(&cases[0], &taxonomy).id;
@@ -173,7 +173,7 @@ fn duplicate_ids_and_duplicate_keys_are_reported_at_their_lines() {
     assert_ne!(twice, line);
     let other = line.replace(&id, "sc_other");
     let text = format!("{other}\n{twice}\n");
-    let err = records::read_scenarios("s.jsonl", &text, cx)
+    let err = scenario_records::read_scenarios("s.jsonl", &text, cx)
         .unwrap_err()
         .to_string();
     assert!(

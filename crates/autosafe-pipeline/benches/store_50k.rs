@@ -9,7 +9,7 @@ mod fixtures;
 
 use std::time::Instant;
 
-use autosafe_pipeline::records::SafeExample;
+use autosafe_pipeline::stage_records::SafeExample;
 use autosafe_pipeline::store::{RecordReader, RecordWriter, recover};
 
 fn peak_rss_mb() -> String {

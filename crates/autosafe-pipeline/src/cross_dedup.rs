@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::dedup::{DedupConfig, Deduper, Duplicate};
 use crate::error::{PipelineError, Result};
-use crate::records::Failure;
 use crate::rundir::{Counted, RunDir, Stage, StageStats, Stats};
+use crate::stage_records::Failure;
 use crate::stages::elicit::EpisodeOutcome;
 use crate::stages::reflect::ReflectOutcome;
 use crate::stages::synthesize::{SynthLog, SynthOutcome};

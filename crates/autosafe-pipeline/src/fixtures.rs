@@ -10,7 +10,7 @@ use autosafe_ots::{
     Action, AgentTurn, Case, JudgeKind, JudgeRef, Judgement, Provenance, RiskSource, Scenario,
     Snapshot, Step, Toolkit, Verdict,
 };
-use autosafe_pipeline::records::{Reflection, SafeExample, SafeOrigin, UtilityStep};
+use autosafe_pipeline::stage_records::{Reflection, SafeExample, SafeOrigin, UtilityStep};
 use serde_json::json;
 
 /// The repository's `data/toolemu` directory.

@@ -7,9 +7,9 @@ mod fixtures;
 use std::path::{Path, PathBuf};
 
 use autosafe_ots::{Action, AgentTurn, Judgement, Provenance, RiskSource, Scenario};
-use autosafe_pipeline::records::UtilityStep;
 use autosafe_pipeline::rundir::{RunDir, Stage};
 use autosafe_pipeline::shard::{ShardSpec, merge_jsonl};
+use autosafe_pipeline::stage_records::UtilityStep;
 use autosafe_pipeline::store::{RecordWriter, read_all, read_bytes};
 use serde_json::json;
 

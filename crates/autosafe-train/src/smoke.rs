@@ -22,7 +22,7 @@ use autosafe_ots::{
     Action, AgentTurn, Case, JudgeKind, JudgeRef, Judgement, Provenance, RiskSource, Scenario,
     Snapshot, Taxonomy, Verdict,
 };
-use autosafe_pipeline::records::{SafeExample, SafeOrigin};
+use autosafe_pipeline::stage_records::{SafeExample, SafeOrigin};
 use serde::Deserialize;
 
 use crate::error::{Result, TrainError};

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::{Comparison, compare};
 use crate::error::EvalError;
-use crate::rundir::RunResults;
+use crate::result_files::RunResults;
 use crate::summary::EvalSummary;
 
 /// Everything a report shows; `report.json` is this, serialized.

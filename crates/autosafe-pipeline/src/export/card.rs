@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ExportConfig;
 use crate::prompts::Prompts;
-use crate::records::SafeExample;
+use crate::stage_records::SafeExample;
 
 /// Counts and provenance of an exported dataset.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

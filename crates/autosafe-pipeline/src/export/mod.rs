@@ -29,9 +29,9 @@ pub use formats::{alpaca, axolotl, openai, sharegpt, trl};
 
 use crate::error::{PipelineError, Result};
 use crate::prompts::{AgentMode, AgentSystemCtx, Prompts, TrainingInputCtx, names};
-use crate::records::{SafeExample, SafeOrigin, UtilityStep};
 use crate::rundir::{write_bytes_atomic, write_json_atomic};
 use crate::shard::stable_hash;
+use crate::stage_records::{SafeExample, SafeOrigin, UtilityStep};
 use crate::store::RecordReader;
 use crate::tools::all_tool_specs;
 

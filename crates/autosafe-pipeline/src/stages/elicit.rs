@@ -49,9 +49,9 @@ use super::agent::Agent;
 use super::common::{StageError, scenario_toolkits, seed_for, stage_path};
 use super::episode::{self, Ending, Episode, Hooks, Label, Party, Played, Proposed};
 use super::judge::StepJudge;
-use crate::records::UtilityStep;
 use crate::rundir::{Counted, RunDir, Stage, StageStats};
 use crate::shard::ShardSpec;
+use crate::stage_records::UtilityStep;
 use crate::store::{Record, RecordReader, RecordWriter};
 use crate::task_loop::run_items;
 

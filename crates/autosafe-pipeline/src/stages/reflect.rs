@@ -35,9 +35,9 @@ use super::common::{StageError, StageFailure, scenario_toolkits, seed_for, stage
 use super::elicit::{Disagreement, DisagreementKind, Tried, try_step};
 use super::episode::{SeededHistory, replay};
 use super::judge::StepJudge;
-use crate::records::{Reflection, SafeExample, SafeOrigin};
 use crate::rundir::{Counted, RunDir, Stage, StageStats};
 use crate::shard::ShardSpec;
+use crate::stage_records::{Reflection, SafeExample, SafeOrigin};
 use crate::store::{Record, RecordReader, RecordWriter};
 use crate::task_loop::run_items;
 

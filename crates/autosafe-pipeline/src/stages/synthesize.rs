@@ -31,9 +31,9 @@ use super::common::{
 use crate::dedup::{DedupConfig, Deduper};
 use crate::gates::{Gates, body_text};
 use crate::prompts::{CategoryView, GeneratorCtx, Prompts, names};
-use crate::records::Failure;
 use crate::rundir::{Counted, RunDir, Stage, StageStats, write_json_atomic};
 use crate::shard::{ShardSpec, stable_hash};
+use crate::stage_records::Failure;
 use crate::store::{Record, RecordReader, RecordWriter};
 use crate::task_loop::run_items;
 use crate::tools::toolkit_views;

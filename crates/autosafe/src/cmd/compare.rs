@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use autosafe_eval::compare::compare;
-use autosafe_eval::rundir::RunResults;
+use autosafe_eval::result_files::RunResults;
 
 /// Compare run A (before) with run B (after): safe@1 on shared snapshots and McNemar's test.
 #[derive(clap::Args)]

@@ -17,7 +17,7 @@ use autosafe_env::{
     EmulatorFactory, EmulatorMode, EmulatorOptions, EnvironmentFactory, TerminalFactory,
 };
 use autosafe_eval::metrics::{Estimate, Ratio, RubricSummary};
-use autosafe_eval::rundir::{ASB_FILE, JUDGE_FILE, SNAPSHOTS_FILE, TOOLEMU_FILE};
+use autosafe_eval::result_files::{ASB_FILE, JUDGE_FILE, SNAPSHOTS_FILE, TOOLEMU_FILE};
 use autosafe_evalrun::EvalRun;
 use autosafe_llm::{ChatModel, ModelSpec, ProviderKind, StackOptions, UsageLedger};
 use autosafe_ots::{Format, Taxonomy, ToolLibrary};
@@ -484,10 +484,10 @@ fn snapshots(a: SnapshotsArgs) -> anyhow::Result<ExitCode> {
     let library = ToolLibrary::shipped();
     let taxonomy = Taxonomy::default_taxonomy();
     let text = read(&a.file)?;
-    let snaps = autosafe_ots::records::read_snapshots(
+    let snaps = autosafe_ots::scenario_records::read_snapshots(
         &file_name(&a.file),
         &text,
-        autosafe_ots::records::Context {
+        autosafe_ots::scenario_records::Context {
             library: &library,
             taxonomy: &taxonomy,
         },
@@ -785,10 +785,10 @@ fn judge(a: JudgeArgs) -> anyhow::Result<ExitCode> {
         Format::LabelledSteps => {
             let library = ToolLibrary::shipped();
             let taxonomy = Taxonomy::default_taxonomy();
-            let steps = autosafe_ots::labelled::read_labelled_steps(
+            let steps = autosafe_ots::labelled_step::read_labelled_steps(
                 &name,
                 &text,
-                autosafe_ots::records::Context {
+                autosafe_ots::scenario_records::Context {
                     library: &library,
                     taxonomy: &taxonomy,
                 },

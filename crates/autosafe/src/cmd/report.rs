@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use autosafe_eval::report::Report;
-use autosafe_eval::rundir::RunResults;
+use autosafe_eval::result_files::RunResults;
 
 /// Write report.html (inline SVG plots, no network), report.md and report.json over runs.
 #[derive(clap::Args)]

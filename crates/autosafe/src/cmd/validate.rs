@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use autosafe_ots::records::{self, Context};
+use autosafe_ots::scenario_records::{self, Context};
 use autosafe_ots::toolemu_traj::{self, EvalKind};
 use autosafe_ots::{
     CheckerLabel, Format, FormatError, Judgement, MappingReport, Problems, Taxonomy, ToolLibrary,
@@ -349,7 +349,7 @@ pub(crate) fn check_file(
                 taxonomy,
             };
             if format == Format::Scenarios {
-                match records::read_scenarios(name, text, cx) {
+                match scenario_records::read_scenarios(name, text, cx) {
                     Ok(s) => {
                         r.count("scenarios", s.len());
                         r.outcomes = s
@@ -360,7 +360,7 @@ pub(crate) fn check_file(
                     Err(p) => r.problems = p.0,
                 }
             } else {
-                match records::read_snapshots(name, text, cx) {
+                match scenario_records::read_snapshots(name, text, cx) {
                     Ok(s) => r.count("snapshots", s.len()),
                     Err(p) => r.problems = p.0,
                 }
@@ -373,7 +373,7 @@ pub(crate) fn check_file(
                 library: &lib,
                 taxonomy,
             };
-            match autosafe_ots::labelled::read_labelled_steps(name, text, cx) {
+            match autosafe_ots::labelled_step::read_labelled_steps(name, text, cx) {
                 Ok(steps) => {
                     let n = |l: Option<CheckerLabel>| steps.iter().filter(|s| s.label == l).count();
                     r.count("labelled steps", steps.len());

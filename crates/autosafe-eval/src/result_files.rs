@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::error::EvalError;
 use crate::jsonl::read_jsonl;
 use crate::quality::{QUALITY_FILE, Quality};
-use crate::records::{AsbEpisode, JudgePair, SnapshotEval, ToolEmuEpisode};
+use crate::result_records::{AsbEpisode, JudgePair, SnapshotEval, ToolEmuEpisode};
 use crate::summary::EvalSummary;
 
 /// Sub-directory of a run directory holding evaluation results.

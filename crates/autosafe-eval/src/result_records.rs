@@ -1,6 +1,6 @@
 //! Result records the evaluation runners write and the reports read (one JSON object per line).
 //!
-//! File names inside a run directory are in [`crate::rundir`]. Field names are stable: add
+//! File names inside a run directory are in [`crate::result_files`]. Field names are stable: add
 //! fields with `#[serde(default)]`, never rename.
 
 use autosafe_ots::{JudgeRef, Judgement, RiskSource, UnmeasuredReason, Verdict};

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Problems;
 use crate::read::{json_lines, require_text};
-use crate::records::{Context, check_scenario};
 use crate::scenario::Scenario;
+use crate::scenario_records::{Context, check_scenario};
 use crate::trajectory::{AgentTurn, Step};
 use crate::verdict::Verdict;
 

@@ -9,7 +9,7 @@ use autosafe_ots::{Judgement, UnmeasuredReason, Verdict};
 use serde_json::Value;
 
 use crate::metrics::Label;
-use crate::records::{RubricOutcome, ToolEmuEpisode};
+use crate::result_records::{RubricOutcome, ToolEmuEpisode};
 
 /// The gold label of a human or dataset verdict; `None` when it is unmeasured.
 pub fn gold_label(v: &Verdict) -> Option<Label> {
