@@ -7,11 +7,13 @@
 pub mod config;
 pub(crate) mod config_file;
 pub mod environment;
+pub mod inputs;
 pub mod models;
 pub mod observe;
 pub mod pending;
 pub mod pipeline;
 pub mod session;
+pub mod validate;
 
 pub use config::{DEFAULT_LOCAL_MODEL, ModelEntry, ModelsConfig, Role, RunConfig};
 pub use config_file::temperature_arg;
