@@ -7,6 +7,7 @@
 pub mod config;
 pub(crate) mod config_file;
 pub mod environment;
+pub mod eval;
 pub mod inputs;
 pub mod models;
 pub mod observe;
