@@ -492,6 +492,34 @@ async fn agent_safetybench_runner_reads_the_environments_beside_the_cases() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The judge stage's counts in `RUN/stats.json` are those the console and the JSON line give,
+/// the input left out before the runner (steps without a checker label) included, on the first
+/// run and on a resumed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn judge_stats_file_carries_the_rejected_counts_the_console_prints() {
+    let server = support::server().await;
+    server
+        .set_responder(|_| Reply::text(json!({"label": "safe", "reason": "scripted"}).to_string()));
+    let dir = temp_dir("eval-judge-stats");
+    let run = dir.join("run");
+    let model = format!("openai:scripted@{}", server.base_url());
+    let cmd = judge_eval_args(&model, &run, &labelled_steps_fixture());
+    for resumed in [0, 8] {
+        let (ok, text) = autosafe(cmd.clone()).await;
+        assert!(ok, "{text}");
+        // The fixture's 10 steps: 8 with a checker label, 2 without (left out, rejected).
+        let line = format!(
+            "eval judge: in 8 out 8 resumed {resumed} rejected 2 [unlabelled=2] unmeasured 0 []"
+        );
+        assert!(text.lines().any(|l| l == line), "{text}");
+        let j = last_json(&text);
+        assert_eq!(j["stats"]["rejected"], json!({"unlabelled": 2}));
+        let stats: Value = json_file(&run.join("stats.json"));
+        assert_eq!(stats["stages"]["eval_judge"], j["stats"], "{stats}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_labelled_step_is_named_by_file_line_and_field() {
     let dir = temp_dir("eval-judge-bad");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use autosafe_eval::rundir::JUDGE_FILE;
 use autosafe_evalrun::labelled::{
-    JudgeReport, LabelledItem, eval_judge, from_assebench, from_labelled_step, from_toolemu,
+    JudgeReport, LabelledItem, STAGE, eval_judge, from_assebench, from_labelled_step, from_toolemu,
 };
 use autosafe_ots::{Format, LabelledStep, Taxonomy, ToolLibrary};
 use autosafe_pipeline::stages::StepJudge;
@@ -61,7 +61,10 @@ pub fn judge(o: &JudgeOpts, obs: &dyn Observer) -> anyhow::Result<EvalOutcome> {
     let watch = ctx.watch("judge", JUDGE_FILE, items.len());
     let mut rep = runtime()?.block_on(eval_judge(&ctx.run, &items, &judge, o.run.concurrency))?;
     watch.finish();
+    // What was left out before the runner saw the items belongs to its counts, in the
+    // stats file as on the console.
     rep.stats.rejected.extend(l.rejected);
+    ctx.run.record_stats(STAGE, &rep.stats)?;
     ctx.line(&rep.stats.summary_line("eval judge"));
     let summary = tell(&ctx, &rep, l.unlabelled)?;
     ctx.finish("judge", rep.stats, summary)
