@@ -11,31 +11,6 @@ use std::sync::Arc;
 
 use crate::observe::Observer;
 
-/// The model for `spec` behind the shared client stack (cache, retries, ledger): a remote
-/// OpenAI-compatible endpoint, or the embedded engine (loaded once per process; its CPU threads
-/// from `AUTOSAFE_ENGINE_THREADS`, default all cores). `what` names the setting in errors.
-pub fn build(
-    spec: &ModelSpec,
-    stack: &StackOptions,
-    role: &str,
-    what: &str,
-    obs: &dyn Observer,
-) -> anyhow::Result<Arc<dyn ChatModel>> {
-    Ok(match spec.provider {
-        ProviderKind::Openai => {
-            autosafe_llm::build_remote(spec, stack).with_context(|| what.to_string())?
-        }
-        ProviderKind::Local => {
-            let name = format!("local:{}", spec.model.trim_start_matches("local:"));
-            obs.stderr(&format!("loading the embedded model {name} for {role} …\n"));
-            let options = autosafe_engine::EngineOptions::from_env()?;
-            let engine = autosafe_engine::Engine::shared(&name, options)
-                .with_context(|| format!("{what}: {name}"))?;
-            autosafe_llm::wrap_model(engine, stack, true)
-        }
-    })
-}
-
 /// What each embedded engine did (prompt tokens reused, KV cache size) and the process's peak
 /// resident memory, as lines for after a run.
 pub fn engine_summaries() -> Vec<String> {
@@ -104,11 +79,14 @@ pub fn manifest_spec(spec: &ModelSpec) -> autosafe_pipeline::ModelSpec {
 /// Models built so far, one per distinct spec, so roles naming the same model share it (and
 /// an embedded engine is loaded once).
 #[derive(Default)]
-pub(crate) struct Built(BTreeMap<String, Arc<dyn ChatModel>>);
+pub struct Built(BTreeMap<String, Arc<dyn ChatModel>>);
 
 impl Built {
-    /// The model for `spec`, built by [`build`] the first time it is asked for.
-    pub(crate) fn get(
+    /// The model for `spec` behind the shared client stack (cache, retries, ledger): a remote
+    /// OpenAI-compatible endpoint, or the embedded engine (loaded once per process; its CPU
+    /// threads from `AUTOSAFE_ENGINE_THREADS`, default all cores), built the first time it is
+    /// asked for. `what` names the setting in errors.
+    pub fn get(
         &mut self,
         spec: &ModelSpec,
         stack: &StackOptions,
@@ -120,7 +98,19 @@ impl Built {
         if let Some(m) = self.0.get(&key) {
             return Ok(m.clone());
         }
-        let model = build(spec, stack, role, what, obs)?;
+        let model = match spec.provider {
+            ProviderKind::Openai => {
+                autosafe_llm::build_remote(spec, stack).with_context(|| what.to_string())?
+            }
+            ProviderKind::Local => {
+                let name = format!("local:{}", spec.model.trim_start_matches("local:"));
+                obs.stderr(&format!("loading the embedded model {name} for {role} …\n"));
+                let options = autosafe_engine::EngineOptions::from_env()?;
+                let engine = autosafe_engine::Engine::shared(&name, options)
+                    .with_context(|| format!("{what}: {name}"))?;
+                autosafe_llm::wrap_model(engine, stack, true)
+            }
+        };
         self.0.insert(key, model.clone());
         Ok(model)
     }

@@ -178,3 +178,59 @@ fn tell(
     }
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(file: PathBuf) -> JudgeOpts {
+        JudgeOpts {
+            run: RunOpts {
+                run: PathBuf::from("unused"),
+                concurrency: 1,
+                limit: None,
+                prompts: None,
+                no_cache: true,
+                cache: None,
+                json: false,
+                max_pending: 0,
+            },
+            judge: "openai:unused@http://127.0.0.1:9".into(),
+            trajectories: None,
+            file,
+        }
+    }
+
+    fn repo_file(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(rel)
+    }
+
+    #[test]
+    fn labelled_steps_without_a_checker_label_are_rejected_by_reason() {
+        let file = repo_file("crates/autosafe/tests/fixtures/labelled_steps.jsonl");
+        let input = Input::new(&file, read(&file).unwrap());
+        let l = labelled(&opts(file), &input).unwrap();
+        assert_eq!(l.format, Format::LabelledSteps);
+        assert_eq!(l.items.len(), 8);
+        assert_eq!(l.rejected, BTreeMap::from([("unlabelled".to_string(), 2)]));
+        let by_reason = l.unlabelled.unwrap();
+        assert_eq!(by_reason["prior_harm"], 1);
+        assert_eq!(by_reason["checker_unmeasured"], 1);
+    }
+
+    #[test]
+    fn a_format_without_safety_labels_is_refused_by_name() {
+        let file = repo_file("data/toolemu/all_cases.json");
+        let input = Input::new(&file, read(&file).unwrap());
+        let err = labelled(&opts(file), &input)
+            .err()
+            .expect("ToolEmu cases carry no labels")
+            .to_string();
+        assert!(err.ends_with(&format!(
+            "all_cases.json: {} carry no safety labels for judge agreement (expected ASSEBench records, ToolEmu evaluator rows or labelled steps)",
+            Format::ToolEmuCases.as_str()
+        )), "{err}");
+    }
+}

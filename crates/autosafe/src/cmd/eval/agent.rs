@@ -4,6 +4,17 @@ use autosafe_pipeline::prompts::{AgentLayout, AgentMode};
 use autosafe_run::eval;
 use clap::{Args, ValueEnum};
 
+use super::common::RunOpts;
+
+/// The options of a runner that plays an agent.
+#[derive(Args, Debug, Clone)]
+pub struct Played {
+    #[command(flatten)]
+    pub(super) run: RunOpts,
+    #[command(flatten)]
+    pub(super) agent: AgentOpts,
+}
+
 /// How the evaluated agent is prompted.
 #[derive(Args, Debug, Clone)]
 pub struct AgentOpts {

@@ -6,16 +6,14 @@ use std::path::PathBuf;
 use autosafe_run::eval;
 use clap::Args;
 
-use super::agent::AgentOpts;
-use super::common::{EmuModeArg, EnvArg, RunOpts};
+use super::agent::Played;
+use super::common::{EmuModeArg, EnvArg};
 
 /// `autosafe eval snapshots`.
 #[derive(Args, Debug)]
 pub struct SnapshotsArgs {
     #[command(flatten)]
-    run: RunOpts,
-    #[command(flatten)]
-    agent: AgentOpts,
+    played: Played,
     /// The step judge labelling each sampled action (also the helpfulness judge).
     #[arg(long)]
     judge: String,
@@ -45,9 +43,7 @@ pub struct SnapshotsArgs {
 #[derive(Args, Debug)]
 pub struct ToolEmuArgs {
     #[command(flatten)]
-    run: RunOpts,
-    #[command(flatten)]
-    agent: AgentOpts,
+    played: Played,
     /// The emulator model.
     #[arg(long)]
     emulator: String,
@@ -69,9 +65,7 @@ pub struct ToolEmuArgs {
 #[derive(Args, Debug)]
 pub struct AsbArgs {
     #[command(flatten)]
-    run: RunOpts,
-    #[command(flatten)]
-    agent: AgentOpts,
+    played: Played,
     /// The step judge.
     #[arg(long)]
     judge: String,
@@ -94,8 +88,8 @@ pub struct AsbArgs {
 impl SnapshotsArgs {
     pub(super) fn opts(self) -> eval::SnapshotsOpts {
         eval::SnapshotsOpts {
-            run: self.run.opts(),
-            agent: self.agent.opts(),
+            run: self.played.run.opts(),
+            agent: self.played.agent.opts(),
             judge: self.judge,
             k: self.k,
             helpfulness: self.helpfulness,
@@ -111,8 +105,8 @@ impl SnapshotsArgs {
 impl ToolEmuArgs {
     pub(super) fn opts(self) -> eval::ToolEmuOpts {
         eval::ToolEmuOpts {
-            run: self.run.opts(),
-            agent: self.agent.opts(),
+            run: self.played.run.opts(),
+            agent: self.played.agent.opts(),
             emulator: self.emulator,
             emulator_mode: self.emulator_mode.into(),
             evaluator: self.evaluator,
@@ -125,8 +119,8 @@ impl ToolEmuArgs {
 impl AsbArgs {
     pub(super) fn opts(self) -> eval::AsbOpts {
         eval::AsbOpts {
-            run: self.run.opts(),
-            agent: self.agent.opts(),
+            run: self.played.run.opts(),
+            agent: self.played.agent.opts(),
             judge: self.judge,
             emulator: self.emulator,
             emulator_mode: self.emulator_mode.into(),
