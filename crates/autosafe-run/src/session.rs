@@ -2,16 +2,16 @@
 //! distinct spec), the reply cache and usage ledger they share, the manifest and stats files,
 //! and the items each stage left pending.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use autosafe_llm::{Cache, ChatModel, ProviderKind, StackOptions, UsageLedger};
+use autosafe_llm::{ChatModel, StackOptions};
 use autosafe_pipeline::prompts::Prompts;
 use autosafe_pipeline::{Manifest, RunDir, ShardSpec, Stage, StageStats, Stats};
 
 use crate::config::{Role, RunConfig};
+use crate::models::{Built, manifest_spec};
 use crate::observe::Observer;
 use crate::pending::PendingStatus;
 
@@ -29,16 +29,7 @@ pub struct Session {
     pub prompts: Arc<Prompts>,
     /// Cache, ledger and repairs shared by every model.
     pub stack: StackOptions,
-    built: BTreeMap<String, Arc<dyn ChatModel>>,
-}
-
-/// Opens the reply cache; a damaged one was moved aside and rebuilt, which `obs` is told.
-pub fn open_cache(path: &Path, obs: &dyn Observer) -> anyhow::Result<Arc<Cache>> {
-    let cache = Cache::open(path)?;
-    if let Some(why) = cache.rebuilt() {
-        obs.stderr(&format!("cache: {why}\n"));
-    }
-    Ok(cache)
+    built: Built,
 }
 
 impl Session {
@@ -53,24 +44,14 @@ impl Session {
             Some(d) => RunDir::at(d)?,
             None => RunDir::create(&config.out, &config.name)?,
         };
-        let prompts = Arc::new(match &config.prompts_dir {
-            Some(d) => Prompts::from_dir(d)?,
-            None => Prompts::embedded(),
-        });
-        let cache = if config.cache {
-            let path = config
+        let prompts = crate::models::prompts(config.prompts_dir.as_deref())?;
+        let cache = config.cache.then(|| {
+            config
                 .cache_path
                 .clone()
-                .unwrap_or_else(|| run.path().join("cache").join("replies.sqlite"));
-            Some(open_cache(&path, obs)?)
-        } else {
-            None
-        };
-        let stack = StackOptions {
-            cache,
-            ledger: UsageLedger::new(),
-            max_repairs: 2,
-        };
+                .unwrap_or_else(|| run.path().join("cache").join("replies.sqlite"))
+        });
+        let stack = crate::models::stack(cache.as_deref(), obs)?;
         Ok(Session {
             left: Vec::new(),
             config,
@@ -78,7 +59,7 @@ impl Session {
             shard,
             prompts,
             stack,
-            built: BTreeMap::new(),
+            built: Built::default(),
         })
     }
 
@@ -86,14 +67,9 @@ impl Session {
     pub fn model(&mut self, role: Role, obs: &dyn Observer) -> anyhow::Result<Arc<dyn ChatModel>> {
         let entry = self.config.entry(role)?;
         let spec = entry.spec().with_context(|| format!("models.{role}"))?;
-        let key = serde_json::to_string(&spec)?;
-        if let Some(m) = self.built.get(&key) {
-            return Ok(m.clone());
-        }
         let what = format!("models.{role}");
-        let model = crate::models::build(&spec, &self.stack, role.as_str(), &what, obs)?;
-        self.built.insert(key, model.clone());
-        Ok(model)
+        self.built
+            .get(&spec, &self.stack, role.as_str(), &what, obs)
     }
 
     /// Writes `manifest.json`: the config (secrets redacted), prompt hashes, the shard and the
@@ -122,20 +98,8 @@ impl Session {
             let Some(entry) = self.config.models.entry(role) else {
                 continue;
             };
-            let spec = entry.spec()?;
-            let provider = match spec.provider {
-                ProviderKind::Openai => "openai-compatible",
-                ProviderKind::Local => "embedded",
-            };
-            m.models.insert(
-                role.as_str().into(),
-                autosafe_pipeline::ModelSpec::redacted(
-                    provider,
-                    spec.display_name(),
-                    &spec.base_urls,
-                    serde_json::json!({"api_key_env": spec.api_key_env}),
-                ),
-            );
+            m.models
+                .insert(role.as_str().into(), manifest_spec(&entry.spec()?));
         }
         self.run.write_manifest(&m)?;
         Ok(())

@@ -426,6 +426,99 @@ async fn judge_agreement_on_sandbox_labelled_steps_matches_the_hand_count() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `eval agent-safetybench` on three of the shipped sample cases, their environments found
+/// beside the case file: an agent that declines at once, a judge that finds that safe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_safetybench_runner_reads_the_environments_beside_the_cases() {
+    let server = support::server().await;
+    server.set_responder(|info| match support::schema_name(info).as_deref() {
+        Some("judge") => Reply::text(json!({"label": "safe", "reason": "scripted"}).to_string()),
+        Some("tool_emulation") => Reply::text(support::emulate(info).to_string()),
+        _ => Reply::text("Thought: Not this.\nFinal Answer: I can't help with that."),
+    });
+    let dir = temp_dir("eval-asb");
+    let run = dir.join("run");
+    let model = format!("openai:scripted@{}", server.base_url());
+    let cases = support::shared_data().join("samples/agent-safetybench/cases.json");
+    let (ok, text) = autosafe(args(&[
+        "eval",
+        "agent-safetybench",
+        "--agent",
+        &model,
+        "--judge",
+        &model,
+        "--limit",
+        "3",
+        "--run",
+        run.to_str().unwrap(),
+        "--no-cache",
+        "--json",
+        cases.to_str().unwrap(),
+    ]))
+    .await;
+    assert!(ok, "{text}");
+    let environments = std::fs::read_dir(cases.parent().unwrap().join("environments"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count();
+    let header = format!(
+        "eval agent-safetybench: agent scripted judge scripted emulator emulator-standard ← {} (3 cases, {environments} environments)",
+        cases.display()
+    );
+    assert!(text.lines().any(|l| l == header), "{header}\n{text}");
+    let j = last_json(&text);
+    assert_eq!(j["runner"], "agent_safetybench");
+    assert_eq!(j["stats"]["output"], 3);
+    assert_eq!(j["episodes"], 3);
+    assert_eq!(j["safety_ratio"]["positive"], 3, "{j}");
+    assert_eq!(j["safety_ratio"]["measured"], 3, "{j}");
+    for line in ["  safety ratio: ", "  fulfillable: ", "  unfulfillable: "] {
+        assert!(text.lines().any(|l| l.starts_with(line)), "{line}\n{text}");
+    }
+    let stats: Value = json_file(&run.join("stats.json"));
+    assert_eq!(stats["stages"]["eval_agent_safetybench"], j["stats"]);
+    let manifest: Value = json_file(&run.join("manifest.json"));
+    let settings = &manifest["config"]["eval"]["agent_safetybench"];
+    assert_eq!(settings["emulator_mode"], "standard");
+    assert_eq!(settings["agent_mode"], "plain");
+    assert_eq!(settings["agent_layout"], "agent");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The judge stage's counts in `RUN/stats.json` are those the console and the JSON line give,
+/// the input left out before the runner (steps without a checker label) included, on the first
+/// run and on a resumed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn judge_stats_file_carries_the_rejected_counts_the_console_prints() {
+    let server = support::server().await;
+    server
+        .set_responder(|_| Reply::text(json!({"label": "safe", "reason": "scripted"}).to_string()));
+    let dir = temp_dir("eval-judge-stats");
+    let run = dir.join("run");
+    let model = format!("openai:scripted@{}", server.base_url());
+    let cmd = judge_eval_args(&model, &run, &labelled_steps_fixture());
+    for resumed in [0, 8] {
+        let (ok, text) = autosafe(cmd.clone()).await;
+        assert!(ok, "{text}");
+        // The fixture's 10 steps: 8 with a checker label, 2 without (left out, rejected).
+        let line = format!(
+            "eval judge: in 8 out 8 resumed {resumed} rejected 2 [unlabelled=2] unmeasured 0 []"
+        );
+        assert!(text.lines().any(|l| l == line), "{text}");
+        let j = last_json(&text);
+        assert_eq!(j["stats"]["rejected"], json!({"unlabelled": 2}));
+        let stats: Value = json_file(&run.join("stats.json"));
+        assert_eq!(stats["stages"]["eval_judge"], j["stats"], "{stats}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_labelled_step_is_named_by_file_line_and_field() {
     let dir = temp_dir("eval-judge-bad");

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::validate::{Limits, check_file, libraries, load, load_taxonomy};
+use autosafe_run::inputs::{Limits, libraries, load, load_taxonomy};
+use autosafe_run::validate::check_file;
 
 /// Arguments of `autosafe taxonomy`.
 #[derive(clap::Args, Debug)]

@@ -1,0 +1,71 @@
+//! `autosafe eval <runner>`: the evaluation runners (`docs/eval.md`). Arguments only: the
+//! work is `autosafe_run::eval`'s, the printing the console's.
+
+mod agent;
+mod common;
+mod runners;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use autosafe_run::eval;
+use clap::{Args, Subcommand};
+
+use common::RunOpts;
+pub use runners::{AsbArgs, SnapshotsArgs, ToolEmuArgs};
+
+use super::console::{Console, exit};
+
+/// The evaluation runners.
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// Held-out snapshots: k sampled next actions each, judged (safety ratio, safe@k), and with
+    /// --helpfulness a continuation to a final answer, judged for helpfulness.
+    Snapshots(SnapshotsArgs),
+    /// Full ToolEmu episodes (default: its 144 shipped cases), scored with its 0-3 safety and
+    /// helpfulness rubrics; trajectories in ToolEmu's JSONL format.
+    Toolemu(ToolEmuArgs),
+    /// Agent-SafetyBench cases in the emulator, each action judged before it runs; safety per
+    /// its 8 risk categories and for fulfillable / unfulfillable cases.
+    #[command(name = "agent-safetybench")]
+    AgentSafetybench(AsbArgs),
+    /// Agreement of a step judge with labelled data (ASSEBench records, ToolEmu evaluator rows):
+    /// accuracy, precision / recall / F1 per class, confusion matrix, Cohen's kappa.
+    Judge(JudgeArgs),
+}
+
+/// `autosafe eval judge`.
+#[derive(Args, Debug)]
+pub struct JudgeArgs {
+    #[command(flatten)]
+    run: RunOpts,
+    /// The step judge measured.
+    #[arg(long)]
+    judge: String,
+    /// For ToolEmu evaluator rows: their trajectory file (default: `trajectories.jsonl` beside
+    /// FILE).
+    #[arg(long)]
+    trajectories: Option<PathBuf>,
+    /// Labelled data: ASSEBench records, ToolEmu evaluator rows, or `labelled_steps.jsonl` of a
+    /// terminal elicitation (the sandbox checkers' labels); the format is told by content.
+    file: PathBuf,
+}
+
+/// Runs `autosafe eval <runner>`.
+pub fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
+    let outcome = match cmd {
+        EvalCommand::Snapshots(a) => eval::snapshots(&a.opts(), &Console)?,
+        EvalCommand::Toolemu(a) => eval::toolemu(&a.opts(), &Console)?,
+        EvalCommand::AgentSafetybench(a) => eval::asb(&a.opts(), &Console)?,
+        EvalCommand::Judge(a) => eval::judge(
+            &eval::JudgeOpts {
+                run: a.run.opts(),
+                judge: a.judge,
+                trajectories: a.trajectories,
+                file: a.file,
+            },
+            &Console,
+        )?,
+    };
+    Ok(exit(&format!("eval {}", outcome.runner), &outcome.pending))
+}
