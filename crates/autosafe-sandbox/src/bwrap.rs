@@ -190,6 +190,7 @@ fn environment(
         (s("AUTOSAFE_FSIZE"), cfg.file_size_limit.to_string()),
         (s("AUTOSAFE_NOFILE"), cfg.max_open_files.to_string()),
         (s("AUTOSAFE_MAX_FILES"), cfg.max_files.to_string()),
+        (s("AUTOSAFE_MAX_INODES"), cfg.max_inodes.to_string()),
         (s("AUTOSAFE_SHELL"), s(shell)),
     ]);
     all_env

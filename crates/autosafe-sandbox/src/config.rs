@@ -32,6 +32,12 @@ pub struct SandboxConfig {
     /// is a project checkout many times over (fixtures have tens) and a few MB on the host.
     /// Over it, the command's changes there are not kept (see `Observation::file_limit_hit`).
     pub max_files: u32,
+    /// Inodes a command may add on all the sandbox's writable filesystems together (`/tmp` and
+    /// the sized system ones included), past which it is killed whole: each costs the host about
+    /// 1 KB of kernel memory outside any tmpfs size, 2 GB for the 2 million empty files one
+    /// command made in 20 s. Watched every 50 ms, so a fast command overshoots by a few
+    /// thousand.
+    pub max_inodes: u32,
     /// Extra variables set on the launcher process itself (not the sandbox): used by the
     /// self-test to check that the host environment does not leak in.
     pub launcher_env: Vec<(String, String)>,
@@ -50,6 +56,7 @@ impl Default for SandboxConfig {
             max_processes: 128,
             max_open_files: 256,
             max_files: 10_000,
+            max_inodes: 100_000,
             launcher_env: Vec::new(),
         }
     }

@@ -199,8 +199,8 @@ impl TerminalEpisode {
             match FsState::from_tar(tar, max as usize) {
                 Ok(Some(s)) if file_limit_hit.is_some() => self.state.replace_under(SINK_DIR, &s),
                 Ok(Some(s)) => self.state = s,
-                // Counted under the cap in the sandbox, over it here: a process left running
-                // added files in between. Handled like the cap itself, sinks included.
+                // Counted under the cap in the sandbox, over it here (what comes from inside is
+                // not trusted): handled like the cap itself, sinks included.
                 Ok(None) => file_limit_hit = Some(max),
                 Err(e) => {
                     self.env_error = Some(e.to_string());

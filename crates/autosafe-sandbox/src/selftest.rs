@@ -35,7 +35,7 @@ pub struct AttemptResult {
 }
 
 /// Names of all attempts, in the order [`run_all`] runs them.
-pub const ATTEMPTS: [&str; 13] = [
+pub const ATTEMPTS: [&str; 14] = [
     "write_outside_workspace",
     "read_host_temp_file",
     "network_connection",
@@ -49,6 +49,7 @@ pub const ATTEMPTS: [&str; 13] = [
     "fill_memory_filesystems",
     "nested_namespaces",
     "many_files",
+    "many_inodes",
 ];
 
 /// The host's shared memory in use (`Shmem` of /proc/meminfo, where tmpfs pages count), bytes.
@@ -78,6 +79,18 @@ fn own_status_bytes(field: &str) -> u64 {
 /// This process's peak resident memory so far (`VmHWM`), bytes.
 pub fn host_peak_rss_bytes() -> u64 {
     own_status_bytes("VmHWM")
+}
+
+/// The host's kernel slab memory (`Slab` of /proc/meminfo, where tmpfs inodes count), bytes.
+pub fn host_slab_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("Slab:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// A unique marker for host-side checks.
@@ -218,6 +231,7 @@ pub fn run_one(name: &str, cfg: &SandboxConfig) -> Result<AttemptResult, Sandbox
         "fill_memory_filesystems" => fill_memory_filesystems,
         "nested_namespaces" => nested_namespaces,
         "many_files" => many_files,
+        "many_inodes" => many_inodes,
         other => {
             return Err(SandboxError::Protocol(format!(
                 "unknown self-test attempt `{other}`"
@@ -650,6 +664,38 @@ fn many_files(cfg: &SandboxConfig, n: &str, _tmp: &Path) -> Result<AttemptResult
             obs.file_limit_hit.is_some(),
             next.output.lines().count() == 2,
             peak.saturating_sub(baseline)
+        ),
+    ))
+}
+
+/// Creates files without end on three filesystems at once (`/tmp` too, which is never kept),
+/// with the host's kernel slab memory sampled: the command is killed a little past
+/// `max_inodes` and the episode goes on.
+fn many_inodes(cfg: &SandboxConfig, _n: &str, _tmp: &Path) -> Result<AttemptResult, SandboxError> {
+    let mut ep = episode(vec![], cfg)?;
+    let baseline = host_slab_bytes();
+    let sampler = Peak::sample(host_slab_bytes);
+    let start = Instant::now();
+    let obs = ep.execute(
+        "for d in ~ /srv /tmp; do (cd $d && mkdir m && cd m && seq 100000000 | xargs touch) & done; \
+         wait; echo NOT-KILLED",
+    );
+    let took = start.elapsed();
+    let peak = sampler.stop().unwrap_or(u64::MAX);
+    let obs = obs?;
+    let next = ep.execute("echo ok")?;
+    let killed = obs.exit_code == 137 && !obs.output.contains("NOT-KILLED");
+    let said = obs.output.contains("over the limit of");
+    Ok(result(
+        ATTEMPTS[13],
+        killed && said && next.output == "ok\n",
+        format!(
+            "killed after {:.1}s: {killed}; said: {}; host kernel slab memory grew by at most {} \
+             bytes; next command ran: {}",
+            took.as_secs_f64(),
+            obs.output.trim(),
+            peak.saturating_sub(baseline),
+            next.output == "ok\n"
         ),
     ))
 }

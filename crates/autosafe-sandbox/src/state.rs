@@ -157,8 +157,8 @@ impl FsState {
     }
 
     /// Reads a tar archive (as written by GNU tar inside the sandbox); `None` when it holds
-    /// more than `max_entries` entries, which are then never read (a process left running can
-    /// add files after the sandbox counted them).
+    /// more than `max_entries` entries, which are then never read: the sandbox counts before
+    /// it sends, but what comes from inside is not trusted.
     pub fn from_tar(bytes: &[u8], max_entries: usize) -> Result<Option<FsState>, SandboxError> {
         let mut state = FsState::default();
         let mut archive = tar::Archive::new(bytes);

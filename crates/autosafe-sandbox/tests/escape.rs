@@ -381,3 +381,33 @@ fn many_files_self_test_is_blocked() {
     let r = run_one("many_files", &cfg).unwrap();
     assert!(r.blocked, "{}", r.detail);
 }
+
+/// Files anywhere (`/tmp` included, which is never kept) cost the host kernel memory that no
+/// tmpfs size bounds: past `max_inodes` the whole command is killed, and the next one runs.
+#[test]
+fn creating_inodes_without_end_is_killed_past_the_limit() {
+    let cfg = SandboxConfig {
+        max_inodes: 3000,
+        ..SandboxConfig::default()
+    };
+    let mut ep = episode(&cfg, vec![]);
+    let start = Instant::now();
+    let obs = ep
+        .execute("mkdir /tmp/m && cd /tmp/m && seq 100000000 | xargs touch; echo NOT-KILLED")
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10), "{obs:?}");
+    assert_eq!(obs.exit_code, 137, "{obs:?}");
+    assert!(!obs.output.contains("NOT-KILLED"), "{}", obs.output);
+    let used: u32 = obs
+        .output
+        .trim()
+        .strip_prefix("autosafe: ")
+        .and_then(|s| s.split_once(' '))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", obs.output));
+    assert!(used > 3000 && used < 3000 + 50_000, "{used}");
+    assert!(!obs.timed_out);
+    assert_eq!(ep.execute("ls /tmp; echo ok").unwrap().output, "ok\n");
+    let r = run_one("many_inodes", &cfg).unwrap();
+    assert!(r.blocked, "{}", r.detail);
+}
