@@ -218,7 +218,7 @@ impl FsState {
     }
 
     /// Replaces everything at or below `root` with what `other` holds there.
-    pub fn replace_under(&mut self, root: &str, other: &FsState) {
+    pub(crate) fn replace_under(&mut self, root: &str, other: &FsState) {
         let prefix = format!("{root}/");
         self.entries
             .retain(|k, _| k != root && !k.starts_with(&prefix));
