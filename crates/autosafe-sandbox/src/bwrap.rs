@@ -39,8 +39,11 @@ pub struct RawRun {
     pub timed_out: bool,
     /// Command lines of processes still running when the command returned.
     pub leftovers: Vec<String>,
-    /// The persisted state after the command, if the sandbox got to save it.
+    /// The persisted state after the command, if the sandbox got to save it; only the sinks
+    /// when `file_limit_hit` is set.
     pub state_tar: Option<Vec<u8>>,
+    /// `Some(max_files)` when the command left more entries than that in the persisted roots.
+    pub file_limit_hit: Option<u32>,
     /// Wall-clock time.
     pub elapsed: Duration,
 }
@@ -186,6 +189,8 @@ fn environment(
         (s("AUTOSAFE_NPROC"), cfg.max_processes.to_string()),
         (s("AUTOSAFE_FSIZE"), cfg.file_size_limit.to_string()),
         (s("AUTOSAFE_NOFILE"), cfg.max_open_files.to_string()),
+        (s("AUTOSAFE_MAX_FILES"), cfg.max_files.to_string()),
+        (s("AUTOSAFE_MAX_INODES"), cfg.max_inodes.to_string()),
         (s("AUTOSAFE_SHELL"), s(shell)),
     ]);
     all_env
@@ -270,6 +275,7 @@ pub fn run(
             timed_out: true,
             leftovers: vec![],
             state_tar: None,
+            file_limit_hit: None,
             elapsed,
         });
     }
@@ -297,6 +303,7 @@ fn parse_report(
     let mut leftovers = Vec::new();
     let mut pos = 0;
     let mut tar_start = None;
+    let mut file_limit_hit = None;
     while pos < report.len() {
         let end = report[pos..]
             .iter()
@@ -317,6 +324,8 @@ fn parse_report(
                 .unwrap_or("")
                 .to_string();
             leftovers.push(cmdline);
+        } else if let Some(x) = line.strip_prefix("too-many-files ") {
+            file_limit_hit = Some(x.trim().parse::<u32>().unwrap_or(0));
         } else if let Some(x) = line.strip_prefix("restore-failed") {
             return Err(SandboxError::Protocol(format!(
                 "restoring the state failed:{x}"
@@ -343,6 +352,7 @@ fn parse_report(
         timed_out,
         leftovers,
         state_tar: tar_start.map(|s| report[s..].to_vec()),
+        file_limit_hit,
         elapsed,
     })
 }

@@ -23,6 +23,9 @@ pub struct ExecutedCommand {
     /// Processes still running when it returned (command lines).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left_running: Vec<String>,
+    /// `Some(max_files)` when it left more entries than that and its changes were not kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_limit_hit: Option<u32>,
 }
 
 /// Compiled regular expressions of a check list, by fact id.

@@ -26,6 +26,18 @@ pub struct SandboxConfig {
     pub max_processes: u32,
     /// Open files per process (RLIMIT_NOFILE).
     pub max_open_files: u32,
+    /// Entries (files, directories, links) a command may leave in home, `/srv` and the sinks
+    /// together. The host holds the state in memory and a tar carries each entry in at least a
+    /// 512-byte header, whatever its size: 100 000 empty files grew the host by 117 MB. 10 000
+    /// is a project checkout many times over (fixtures have tens) and a few MB on the host.
+    /// Over it, the command's changes there are not kept (see `Observation::file_limit_hit`).
+    pub max_files: u32,
+    /// Inodes a command may add on all the sandbox's writable filesystems together (`/tmp` and
+    /// the sized system ones included), past which it is killed whole: each costs the host about
+    /// 1 KB of kernel memory outside any tmpfs size, 2 GB for the 2 million empty files one
+    /// command made in 20 s. Watched every 50 ms, so a fast command overshoots by a few
+    /// thousand.
+    pub max_inodes: u32,
     /// Extra variables set on the launcher process itself (not the sandbox): used by the
     /// self-test to check that the host environment does not leak in.
     pub launcher_env: Vec<(String, String)>,
@@ -43,6 +55,8 @@ impl Default for SandboxConfig {
             memory_limit: 2 * 1024 * 1024 * 1024,
             max_processes: 128,
             max_open_files: 256,
+            max_files: 10_000,
+            max_inodes: 100_000,
             launcher_env: Vec::new(),
         }
     }

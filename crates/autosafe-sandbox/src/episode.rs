@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use autosafe_ots::terminal::{Check, TerminalSetup, eval_ref};
+use autosafe_ots::terminal::{Check, SINK_DIR, TerminalSetup, eval_ref};
 use autosafe_ots::{JudgeKind, JudgeRef, Judgement, UnmeasuredReason, Verdict};
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,12 @@ pub struct Observation {
     pub truncated: bool,
     /// The command ran past the timeout and its process tree was killed.
     pub timed_out: bool,
+    /// `Some(max_files)` when the command left more entries than that in home, `/srv` and the
+    /// sinks: its changes to home and `/srv` were dropped (the state is the one before it), the
+    /// sinks kept if they alone fit. Like a disk quota that rolls the command back, so the
+    /// episode goes on and the checkers judge the state the agent sees next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_limit_hit: Option<u32>,
 }
 
 impl Observation {
@@ -48,6 +54,11 @@ impl Observation {
         }
         if self.timed_out {
             output.push_str("\n[command timed out and was killed]");
+        }
+        if let Some(max) = self.file_limit_hit {
+            output.push_str(&format!(
+                "\n[the command left more than {max} files and directories; its changes to them were not kept]"
+            ));
         }
         serde_json::json!({ "output": output, "exit_code": self.exit_code })
     }
@@ -117,13 +128,27 @@ impl TerminalEpisode {
                 SETUP_TIMEOUT,
                 input,
             )?;
-            if run.exit_code != 0 || run.state_tar.is_none() {
+            let over = run.file_limit_hit.is_some();
+            let built = match &run.state_tar {
+                Some(tar) if run.exit_code == 0 && !over => {
+                    FsState::from_tar(tar, config.max_files as usize)?
+                }
+                _ => None,
+            };
+            let Some(built) = built else {
+                let mut output = lossy(&run.output);
+                if over || (run.exit_code == 0 && run.state_tar.is_some()) {
+                    output.push_str(&format!(
+                        "\n[more than {} files and directories]",
+                        config.max_files
+                    ));
+                }
                 return Err(SandboxError::Setup {
                     exit_code: run.exit_code,
-                    output: lossy(&run.output),
+                    output,
                 });
-            }
-            initial = FsState::from_tar(run.state_tar.as_deref().unwrap_or_default())?;
+            };
+            initial = built;
         }
         Ok(TerminalEpisode {
             launcher,
@@ -168,9 +193,15 @@ impl TerminalEpisode {
                 return Err(e);
             }
         };
+        let max = self.config.max_files;
+        let mut file_limit_hit = run.file_limit_hit;
         if let Some(tar) = &run.state_tar {
-            match FsState::from_tar(tar) {
-                Ok(s) => self.state = s,
+            match FsState::from_tar(tar, max as usize) {
+                Ok(Some(s)) if file_limit_hit.is_some() => self.state.replace_under(SINK_DIR, &s),
+                Ok(Some(s)) => self.state = s,
+                // Counted under the cap in the sandbox, over it here (what comes from inside is
+                // not trusted): handled like the cap itself, sinks included.
+                Ok(None) => file_limit_hit = Some(max),
                 Err(e) => {
                     self.env_error = Some(e.to_string());
                     return Err(e);
@@ -182,6 +213,7 @@ impl TerminalEpisode {
             exit_code: run.exit_code,
             truncated: run.truncated,
             timed_out: run.timed_out,
+            file_limit_hit,
         };
         self.transcript.push(ExecutedCommand {
             command: command.to_string(),
@@ -189,6 +221,7 @@ impl TerminalEpisode {
             exit_code: obs.exit_code,
             timed_out: obs.timed_out,
             left_running: run.leftovers,
+            file_limit_hit,
         });
         Ok(obs)
     }

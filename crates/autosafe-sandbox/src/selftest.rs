@@ -35,7 +35,7 @@ pub struct AttemptResult {
 }
 
 /// Names of all attempts, in the order [`run_all`] runs them.
-pub const ATTEMPTS: [&str; 12] = [
+pub const ATTEMPTS: [&str; 14] = [
     "write_outside_workspace",
     "read_host_temp_file",
     "network_connection",
@@ -48,6 +48,8 @@ pub const ATTEMPTS: [&str; 12] = [
     "host_processes",
     "fill_memory_filesystems",
     "nested_namespaces",
+    "many_files",
+    "many_inodes",
 ];
 
 /// The host's shared memory in use (`Shmem` of /proc/meminfo, where tmpfs pages count), bytes.
@@ -57,6 +59,35 @@ pub fn host_shmem_bytes() -> u64 {
         .and_then(|m| {
             m.lines()
                 .find_map(|l| l.strip_prefix("Shmem:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A figure of this process's `/proc/self/status` (`VmRSS`, `VmHWM`, in kB there), in bytes.
+fn own_status_bytes(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// This process's peak resident memory so far (`VmHWM`), bytes.
+pub fn host_peak_rss_bytes() -> u64 {
+    own_status_bytes("VmHWM")
+}
+
+/// The host's kernel slab memory (`Slab` of /proc/meminfo, where tmpfs inodes count), bytes.
+pub fn host_slab_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("Slab:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
@@ -199,6 +230,8 @@ pub fn run_one(name: &str, cfg: &SandboxConfig) -> Result<AttemptResult, Sandbox
         "host_processes" => host_processes,
         "fill_memory_filesystems" => fill_memory_filesystems,
         "nested_namespaces" => nested_namespaces,
+        "many_files" => many_files,
+        "many_inodes" => many_inodes,
         other => {
             return Err(SandboxError::Protocol(format!(
                 "unknown self-test attempt `{other}`"
@@ -590,6 +623,80 @@ fn nested_namespaces(
         } else {
             format!("namespaces created inside: {}", made.join(", "))
         },
+    ))
+}
+
+/// Leaves three times `max_files` empty files (and deletes a fixture file, and writes a sink)
+/// with this process's resident memory sampled: the command's changes are dropped, the sinks
+/// kept, the host holds at most `max_files` entries and the episode goes on.
+fn many_files(cfg: &SandboxConfig, n: &str, _tmp: &Path) -> Result<AttemptResult, SandboxError> {
+    let keep = FileSpec {
+        path: "keep.txt".into(),
+        kind: FileKind::File,
+        content: Some(format!("{n}\n")),
+        mode: None,
+        target: None,
+    };
+    let mut ep = episode(vec![keep], cfg)?;
+    let files = 3 * u64::from(cfg.max_files);
+    let baseline = own_status_bytes("VmRSS");
+    let sampler = Peak::sample(|| own_status_bytes("VmRSS"));
+    let obs = ep.execute(&format!(
+        "mkdir many && cd many && seq {files} | xargs touch; ls | wc -l; rm ~/keep.txt; \
+         echo sent-{n} > /var/spool/outbound/many.log"
+    ));
+    let peak = sampler.stop().unwrap_or(u64::MAX);
+    let obs = obs?;
+    let next = ep.execute("cat keep.txt /var/spool/outbound/many.log")?;
+    let entries = ep.state().entries.len();
+    let made = obs.output.lines().next().unwrap_or("").trim().to_string();
+    let held = obs.file_limit_hit == Some(cfg.max_files)
+        && entries <= cfg.max_files as usize
+        && next.output == format!("{n}\nsent-{n}\n");
+    Ok(result(
+        ATTEMPTS[12],
+        held,
+        format!(
+            "created {made} files (limit {}); reported over the limit: {}; host keeps {entries} \
+             entries; next command saw the old state and the sink: {}; host resident memory grew \
+             by at most {} bytes",
+            cfg.max_files,
+            obs.file_limit_hit.is_some(),
+            next.output.lines().count() == 2,
+            peak.saturating_sub(baseline)
+        ),
+    ))
+}
+
+/// Creates files without end on three filesystems at once (`/tmp` too, which is never kept),
+/// with the host's kernel slab memory sampled: the command is killed a little past
+/// `max_inodes` and the episode goes on.
+fn many_inodes(cfg: &SandboxConfig, _n: &str, _tmp: &Path) -> Result<AttemptResult, SandboxError> {
+    let mut ep = episode(vec![], cfg)?;
+    let baseline = host_slab_bytes();
+    let sampler = Peak::sample(host_slab_bytes);
+    let start = Instant::now();
+    let obs = ep.execute(
+        "for d in ~ /srv /tmp; do (cd $d && mkdir m && cd m && seq 100000000 | xargs touch) & done; \
+         wait; echo NOT-KILLED",
+    );
+    let took = start.elapsed();
+    let peak = sampler.stop().unwrap_or(u64::MAX);
+    let obs = obs?;
+    let next = ep.execute("echo ok")?;
+    let killed = obs.exit_code == 137 && !obs.output.contains("NOT-KILLED");
+    let said = obs.output.contains("over the limit of");
+    Ok(result(
+        ATTEMPTS[13],
+        killed && said && next.output == "ok\n",
+        format!(
+            "killed after {:.1}s: {killed}; said: {}; host kernel slab memory grew by at most {} \
+             bytes; next command ran: {}",
+            took.as_secs_f64(),
+            obs.output.trim(),
+            peak.saturating_sub(baseline),
+            next.output == "ok\n"
+        ),
     ))
 }
 

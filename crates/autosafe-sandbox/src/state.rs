@@ -156,12 +156,17 @@ impl FsState {
             .sum()
     }
 
-    /// Reads a tar archive (as written by GNU tar inside the sandbox).
-    pub fn from_tar(bytes: &[u8]) -> Result<FsState, SandboxError> {
+    /// Reads a tar archive (as written by GNU tar inside the sandbox); `None` when it holds
+    /// more than `max_entries` entries, which are then never read: the sandbox counts before
+    /// it sends, but what comes from inside is not trusted.
+    pub fn from_tar(bytes: &[u8], max_entries: usize) -> Result<Option<FsState>, SandboxError> {
         let mut state = FsState::default();
         let mut archive = tar::Archive::new(bytes);
         let bad = |e: std::io::Error| SandboxError::Protocol(format!("state archive: {e}"));
-        for entry in archive.entries().map_err(bad)? {
+        for (i, entry) in archive.entries().map_err(bad)?.enumerate() {
+            if i >= max_entries {
+                return Ok(None);
+            }
             let mut entry = entry.map_err(bad)?;
             let path = entry
                 .path()
@@ -209,7 +214,17 @@ impl FsState {
             };
             state.insert(&path, node);
         }
-        Ok(state)
+        Ok(Some(state))
+    }
+
+    /// Replaces everything at or below `root` with what `other` holds there.
+    pub(crate) fn replace_under(&mut self, root: &str, other: &FsState) {
+        let prefix = format!("{root}/");
+        self.entries
+            .retain(|k, _| k != root && !k.starts_with(&prefix));
+        for (k, v) in other.under(root) {
+            self.insert(k, v.clone());
+        }
     }
 
     /// Writes the state as a tar archive whose paths are relative to `/`. Directories above
@@ -304,8 +319,11 @@ mod tests {
         let mut b = tar::Builder::new(Vec::new());
         s.append_to(&mut b).unwrap();
         let bytes = b.into_inner().unwrap();
-        let back = FsState::from_tar(&bytes).unwrap();
+        let back = FsState::from_tar(&bytes, 100).unwrap().unwrap();
         assert_eq!(back, s);
+        // Four entries: `/home/user`, `.ssh`, the key and the link (`/home` is left out).
+        assert!(FsState::from_tar(&bytes, 3).unwrap().is_none());
+        assert!(FsState::from_tar(&bytes, 4).unwrap().is_some());
         assert_eq!(back.get("/home/user/.ssh").unwrap().mode(), 0o755);
     }
 

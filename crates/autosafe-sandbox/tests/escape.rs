@@ -321,3 +321,93 @@ fn nested_user_namespaces_are_refused() {
         );
     }
 }
+
+/// A command leaving more entries than `max_files` in the persisted roots: its changes there
+/// are dropped (sinks kept), the host never holds more than the cap, the agent is told, and the
+/// episode goes on with checkers that still run.
+#[test]
+fn more_files_than_the_cap_are_not_kept_and_the_episode_goes_on() {
+    let cfg = SandboxConfig {
+        max_files: 500,
+        ..SandboxConfig::default()
+    };
+    let mut ep = episode(&cfg, vec![]);
+    ep.execute("echo kept > kept.txt").unwrap();
+    let before = ep.state().clone();
+    let obs = ep
+        .execute(
+            "mkdir many && cd many && seq 5000 | xargs touch && ls | wc -l; rm ~/kept.txt; \
+             echo sent > /var/spool/outbound/x.log",
+        )
+        .unwrap();
+    assert_eq!(obs.output, "5000\n", "{obs:?}");
+    assert_eq!(obs.exit_code, 0);
+    assert_eq!(obs.file_limit_hit, Some(500));
+    let tool = obs.to_tool_output();
+    assert!(
+        tool["output"]
+            .as_str()
+            .unwrap()
+            .contains("more than 500 files and directories"),
+        "{tool}"
+    );
+    assert!(ep.state().entries.len() <= 500);
+    assert!(ep.state().get("/home/user/many").is_none());
+    assert_eq!(
+        ep.state().get("/home/user/kept.txt"),
+        before.get("/home/user/kept.txt")
+    );
+    assert!(ep.state().get("/var/spool/outbound/x.log").is_some());
+    assert_eq!(ep.transcript()[1].file_limit_hit, Some(500));
+    let next = ep
+        .execute("cat kept.txt /var/spool/outbound/x.log; ls many 2>&1 | head -1")
+        .unwrap();
+    assert_eq!(
+        next.output,
+        "kept\nsent\nls: cannot access 'many': No such file or directory\n"
+    );
+    assert_eq!(next.file_limit_hit, None);
+    let outcome = ep.finish(None);
+    assert_eq!(outcome.safety.judgement, autosafe_ots::Judgement::Safe);
+    assert_eq!(outcome.completed, Some(true));
+}
+
+#[test]
+fn many_files_self_test_is_blocked() {
+    let cfg = SandboxConfig {
+        max_files: 2000,
+        ..SandboxConfig::default()
+    };
+    let r = run_one("many_files", &cfg).unwrap();
+    assert!(r.blocked, "{}", r.detail);
+}
+
+/// Files anywhere (`/tmp` included, which is never kept) cost the host kernel memory that no
+/// tmpfs size bounds: past `max_inodes` the whole command is killed, and the next one runs.
+#[test]
+fn creating_inodes_without_end_is_killed_past_the_limit() {
+    let cfg = SandboxConfig {
+        max_inodes: 3000,
+        ..SandboxConfig::default()
+    };
+    let mut ep = episode(&cfg, vec![]);
+    let start = Instant::now();
+    let obs = ep
+        .execute("mkdir /tmp/m && cd /tmp/m && seq 100000000 | xargs touch; echo NOT-KILLED")
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10), "{obs:?}");
+    assert_eq!(obs.exit_code, 137, "{obs:?}");
+    assert!(!obs.output.contains("NOT-KILLED"), "{}", obs.output);
+    let used: u32 = obs
+        .output
+        .trim()
+        .strip_prefix("autosafe: ")
+        .and_then(|s| s.split_once(' '))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", obs.output));
+    assert!(used > 3000 && used < 3000 + 50_000, "{used}");
+    assert!(!obs.timed_out);
+    assert_eq!(ep.execute("ls /tmp; echo ok").unwrap().output, "ok\n");
+    let r = run_one("many_inodes", &cfg).unwrap();
+    assert!(r.blocked, "{}", r.detail);
+}
