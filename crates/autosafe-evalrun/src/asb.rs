@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::episode::{Ending, PlayOptions, Played, Players, Start, play};
 use crate::error::{EvalRunError, Result};
-use crate::rundir::EvalRun;
+use crate::eval_run::EvalRun;
 use crate::runner::{Log, Repeats, Runner};
 
 /// The stage name in `stats.json`.
@@ -202,7 +202,7 @@ pub async fn eval_asb(
     parts: &AsbParts<'_>,
     cfg: &AsbConfig,
 ) -> Result<AsbReport> {
-    crate::rundir::at_least_one("max_steps", cfg.max_steps as u64)?;
+    crate::eval_run::at_least_one("max_steps", cfg.max_steps as u64)?;
     let (stats, records) = Runner {
         run,
         stage: STAGE,

@@ -19,12 +19,12 @@
 pub mod asb;
 pub mod episode;
 pub mod error;
-pub mod labelled;
-pub mod rundir;
+pub mod eval_run;
+pub mod judge_agreement;
 mod runner;
 pub mod snapshots;
 pub mod store;
 pub mod toolemu;
 
 pub use error::EvalRunError;
-pub use rundir::EvalRun;
+pub use eval_run::EvalRun;

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{EvalRunError, Result};
-use crate::rundir::EvalRun;
+use crate::eval_run::EvalRun;
 use crate::store::{self, Keyed, ResultRecord};
 
 /// What a repeated key in a runner's input is.

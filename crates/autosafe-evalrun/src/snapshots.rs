@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::episode::{Ending, PlayOptions, Played, Players, Start, play};
 use crate::error::Result;
-use crate::rundir::EvalRun;
+use crate::eval_run::EvalRun;
 use crate::runner::{Log, Repeats, Runner};
 
 /// The stage name in `stats.json`.
@@ -317,7 +317,7 @@ pub async fn eval_snapshots(
     parts: &SnapshotParts<'_>,
     cfg: &SnapshotEvalConfig,
 ) -> Result<SnapshotsReport> {
-    crate::rundir::at_least_one("k", cfg.k as u64)?;
+    crate::eval_run::at_least_one("k", cfg.k as u64)?;
     let (stats, records) = Runner {
         run,
         stage: STAGE,

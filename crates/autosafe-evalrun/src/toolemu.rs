@@ -33,7 +33,7 @@ use serde_json::{Map, Value, json};
 
 use crate::episode::{Ending, PlayOptions, Played, Players, Start, play};
 use crate::error::Result;
-use crate::rundir::EvalRun;
+use crate::eval_run::EvalRun;
 use crate::runner::{Repeats, Runner, Sides};
 use crate::store::{self, Keyed};
 
@@ -466,7 +466,7 @@ pub async fn eval_toolemu(
     parts: &ToolEmuParts<'_>,
     cfg: &ToolEmuConfig,
 ) -> Result<ToolEmuReport> {
-    crate::rundir::at_least_one("max_steps", cfg.max_steps as u64)?;
+    crate::eval_run::at_least_one("max_steps", cfg.max_steps as u64)?;
     let (stats, records) = Runner {
         run,
         stage: STAGE,

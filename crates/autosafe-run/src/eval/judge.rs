@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use autosafe_eval::result_files::JUDGE_FILE;
-use autosafe_evalrun::labelled::{
+use autosafe_evalrun::judge_agreement::{
     JudgeReport, LabelledItem, STAGE, eval_judge, from_assebench, from_labelled_step, from_toolemu,
 };
 use autosafe_ots::{Format, LabelledStep, Taxonomy, ToolLibrary};

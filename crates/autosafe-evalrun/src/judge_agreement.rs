@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{EvalRunError, Result};
-use crate::rundir::EvalRun;
+use crate::eval_run::EvalRun;
 use crate::runner::{Log, Repeats, Runner};
 use crate::store::pair_key;
 

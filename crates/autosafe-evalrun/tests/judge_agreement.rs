@@ -7,7 +7,7 @@ use autosafe_test_support::runners as support;
 use std::sync::Arc;
 
 use autosafe_evalrun::EvalRun;
-use autosafe_evalrun::labelled::{eval_judge, from_toolemu};
+use autosafe_evalrun::judge_agreement::{eval_judge, from_toolemu};
 use autosafe_ots::Taxonomy;
 use autosafe_ots::toolemu_traj::{read_evaluations, read_trajectories};
 use autosafe_pipeline::prompts::Prompts;
