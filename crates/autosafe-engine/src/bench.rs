@@ -116,7 +116,7 @@ const REFERENCE_SCRIPT: &str = include_str!("../../../python/bench_llamacpp.py")
 /// Runs llama.cpp through its Python binding (`llama-cpp-python`, `python/bench_llamacpp.py`)
 /// on `model` with the same prompt tokens, generation length and threads, and returns
 /// llama.cpp's prompt and generation rates (wall-clock of the binding's `eval` calls).
-pub fn llama_cpp_reference(
+pub(crate) fn llama_cpp_reference(
     python: &Path,
     model: &Path,
     prompt: &[LlamaToken],
@@ -156,7 +156,7 @@ pub fn llama_cpp_reference(
 }
 
 /// The command that installs the reference (`python/requirements-llamacpp.txt`).
-pub const REFERENCE_SETUP: &str = "./scripts/setup-python.sh llamacpp";
+pub(crate) const REFERENCE_SETUP: &str = "./scripts/setup-python.sh llamacpp";
 
 /// The reference's interpreter: `$AUTOSAFE_HOME/venv/llamacpp/bin/python`.
 pub fn default_reference_python() -> std::path::PathBuf {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// Compiles schemas into matchers for one model's vocabulary.
 #[derive(Clone)]
-pub struct ConstraintFactory {
+pub(crate) struct ConstraintFactory {
     factory: Arc<ParserFactory>,
 }
 
@@ -58,7 +58,7 @@ impl ConstraintFactory {
 /// The JSON schema a request's reply must satisfy, if any: a forced tool call
 /// (`tool_choice` required or a named function: `{"name": …, "arguments": {…}}`), else the
 /// `response_format`.
-pub fn reply_schema(
+pub(crate) fn reply_schema(
     tools: &[ToolSpec],
     tool_choice: Option<&ToolChoice>,
     format: Option<&ResponseFormat>,

@@ -154,7 +154,7 @@ pub struct ContextSettings {
 
 /// Steps a sequence must run alone in the batched context before it moves to the
 /// single-sequence one (so a short lull between requests does not copy KV cells back and forth).
-pub const SOLO_AFTER_STEPS: u32 = 16;
+pub(crate) const SOLO_AFTER_STEPS: u32 = 16;
 
 /// The smallest context of a stream, and the step its size grows by (tokens).
 pub const MIN_CTX: u32 = 1024;
@@ -914,7 +914,7 @@ fn constraint_error(msg: &str, text: &[u8]) -> EngineError {
 
 /// The byte offset of the first stop string that ends after `new_from` (text before it was
 /// already checked).
-pub fn find_stop(text: &[u8], new_from: usize, stops: &[String]) -> Option<usize> {
+pub(crate) fn find_stop(text: &[u8], new_from: usize, stops: &[String]) -> Option<usize> {
     stops
         .iter()
         .filter(|s| !s.is_empty())

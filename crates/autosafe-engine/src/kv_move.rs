@@ -20,7 +20,7 @@ const HEADER: usize = 8;
 /// Copies sequence `from_id` of `from` (whose cache has `from_streams` streams; the sequence is
 /// in stream `from_id` when there are several, else 0) into sequence `to_id` of `to`, then frees
 /// it in `from`.
-pub fn move_seq(
+pub(crate) fn move_seq(
     from: &mut LlamaContext<'_>,
     (from_id, from_streams): (i32, u32),
     to: &mut LlamaContext<'_>,
@@ -42,7 +42,7 @@ fn stream(id: i32, n_streams: u32) -> u32 {
 
 /// Reads the KV cells of sequence `id` of `from` (a cache of `n_streams` streams) and frees them
 /// there. The bytes are llama.cpp's sequence state, for [`put_seq`].
-pub fn take_seq(from: &mut LlamaContext<'_>, id: i32) -> Result<Vec<u8>, String> {
+pub(crate) fn take_seq(from: &mut LlamaContext<'_>, id: i32) -> Result<Vec<u8>, String> {
     let flags = LlamaStateSeqFlags::empty();
     let size = from.state_seq_get_size_ext(id, flags);
     let mut state = vec![0u8; size];
@@ -59,7 +59,7 @@ pub fn take_seq(from: &mut LlamaContext<'_>, id: i32) -> Result<Vec<u8>, String>
 
 /// Writes a state read by [`take_seq`] from stream `from.0` of a cache of `from.1` streams into
 /// sequence `to_id` of `to` (a cache of `to_streams` streams).
-pub fn put_seq(
+pub(crate) fn put_seq(
     to: &mut LlamaContext<'_>,
     state: &[u8],
     (from_stream, from_streams): (u32, u32),
@@ -81,7 +81,7 @@ pub fn put_seq(
 
 /// Re-frames a sequence state read from a cache with `from.0` streams (the sequence in stream
 /// `from.1`) for a cache with `to.0` streams (into stream `to.1`).
-pub fn reframe(state: &[u8], from: (u32, u32), to: (u32, u32)) -> Result<Vec<u8>, String> {
+pub(crate) fn reframe(state: &[u8], from: (u32, u32), to: (u32, u32)) -> Result<Vec<u8>, String> {
     let u32_at = |at: usize| -> Option<u32> {
         state
             .get(at..at + 4)

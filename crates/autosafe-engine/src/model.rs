@@ -295,7 +295,7 @@ impl Engine {
     }
 
     /// A matcher for this JSON schema (compact JSON).
-    pub fn json_matcher(&self, schema: &serde_json::Value) -> Result<Matcher, EngineError> {
+    pub(crate) fn json_matcher(&self, schema: &serde_json::Value) -> Result<Matcher, EngineError> {
         self.constraints.json_schema(schema)
     }
 

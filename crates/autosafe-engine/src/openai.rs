@@ -9,14 +9,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// Most choices (`n`) one request may ask for: `n = 1000` once held the engine for over 300 s.
-pub const MAX_N: u32 = 16;
+pub(crate) const MAX_N: u32 = 16;
 
 /// Most tokens one request may ask to generate over all its choices (`n` × `max_tokens`).
-pub const MAX_TOTAL_TOKENS: u64 = 65_536;
+pub(crate) const MAX_TOTAL_TOKENS: u64 = 65_536;
 
 /// A request that cannot be served, with the parameter at fault (OpenAI's `param`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct BadRequest {
+pub(crate) struct BadRequest {
     /// What is wrong.
     pub message: String,
     /// The offending parameter, e.g. `messages[1].role`.
@@ -123,7 +123,7 @@ fn text_content(v: &Value, param: &str) -> Result<String, BadRequest> {
 }
 
 /// Parses an OpenAI chat-completions request body.
-pub fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
+pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
     let wire: WireRequest = serde_json::from_slice(body).map_err(|e| BadRequest {
         message: format!("invalid JSON body: {e}"),
         param: None,
@@ -373,7 +373,7 @@ fn finish_str(f: &FinishReason) -> String {
 }
 
 /// Writes a reply as an OpenAI `chat.completion` object.
-pub fn reply_json(reply: &ChatReply, id: &str, created: u64) -> Value {
+pub(crate) fn reply_json(reply: &ChatReply, id: &str, created: u64) -> Value {
     let choices: Vec<Value> = reply
         .choices
         .iter()
@@ -405,7 +405,12 @@ pub fn reply_json(reply: &ChatReply, id: &str, created: u64) -> Value {
 }
 
 /// An OpenAI-style error body.
-pub fn error_json(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Value {
+pub(crate) fn error_json(
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Value {
     json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// A built-in model alias: `local:<alias>` resolves to `<model dir>/<file>`.
 #[derive(Debug, Clone, Copy)]
-pub struct Alias {
+pub(crate) struct Alias {
     /// The alias name, as written after `local:`.
     pub name: &'static str,
     /// File name inside the model directory.
@@ -16,7 +16,7 @@ pub struct Alias {
 
 /// The aliases this build knows; `./scripts/fetch-model.sh` fetches each one (size and SHA-256
 /// checked) and `scripts/setup.sh` runs it.
-pub const ALIASES: &[Alias] = &[
+pub(crate) const ALIASES: &[Alias] = &[
     Alias {
         name: "qwen2.5-coder-1.5b",
         file: "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
@@ -49,7 +49,7 @@ pub fn autosafe_home() -> PathBuf {
 }
 
 /// The directory holding aliased models: `$AUTOSAFE_HOME/models`.
-pub fn model_dir() -> PathBuf {
+pub(crate) fn model_dir() -> PathBuf {
     autosafe_home().join("models")
 }
 
@@ -81,7 +81,7 @@ pub fn resolve_spec(spec: &str) -> Result<PathBuf, EngineError> {
 
 /// Checks that `path` exists and starts with the GGUF magic, so a missing or wrong file gets a
 /// clear error before llama.cpp sees it.
-pub fn check_model_file(path: &Path) -> Result<(), EngineError> {
+pub(crate) fn check_model_file(path: &Path) -> Result<(), EngineError> {
     use std::io::Read;
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,

@@ -65,11 +65,6 @@ impl ChatTemplate {
         })
     }
 
-    /// Whether the template renders `tools` itself.
-    pub fn supports_tools(&self) -> bool {
-        self.supports_tools
-    }
-
     /// Renders the conversation with the generation prompt appended.
     pub fn render(&self, messages: &[Message], tools: &[ToolSpec]) -> Result<String, EngineError> {
         let tools_json: Vec<Value> = tools
@@ -192,7 +187,7 @@ mod tests {
     #[test]
     fn fallback_renders_tools_calls_and_results() {
         let t = ChatTemplate::new(SMOL, "", "<|im_end|>").unwrap();
-        assert!(!t.supports_tools());
+        assert!(!t.supports_tools);
         let tool = ToolSpec {
             name: "get_weather".into(),
             description: "Weather for a city".into(),
@@ -233,7 +228,7 @@ mod tests {
     fn native_tool_template_gets_tools() {
         let src = "{% if tools %}TOOLS:{% for t in tools %}{{ t.function.name }};{% endfor %}\n{% endif %}{% for m in messages %}{{ m.role }}:{{ m.content }}{% if m.tool_calls %}{% for c in m.tool_calls %}[{{ c.function.name }} {{ c.function.arguments | tojson }}]{% endfor %}{% endif %}\n{% endfor %}";
         let t = ChatTemplate::new(src, "", "").unwrap();
-        assert!(t.supports_tools());
+        assert!(t.supports_tools);
         let tool = ToolSpec {
             name: "f".into(),
             description: String::new(),

@@ -6,7 +6,7 @@ use autosafe_llm::ToolCall;
 use serde_json::Value;
 
 /// Text before the first call, and the calls found. Returns no calls when none parse.
-pub fn parse_tool_calls(text: &str, known: &[&str]) -> (Option<String>, Vec<ToolCall>) {
+pub(crate) fn parse_tool_calls(text: &str, known: &[&str]) -> (Option<String>, Vec<ToolCall>) {
     let mut calls = Vec::new();
     let mut rest = text;
     let mut prefix: Option<String> = None;

@@ -28,7 +28,7 @@ use crate::runner::{Log, Repeats, Runner};
 /// The stage name in `stats.json`.
 pub const STAGE: &str = "eval_agent_safetybench";
 /// The log file beside the results.
-pub const LOG_FILE: &str = "agent_safetybench_log.jsonl";
+pub(crate) const LOG_FILE: &str = "agent_safetybench_log.jsonl";
 
 /// Settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,7 +65,7 @@ pub struct AsbParts<'a> {
 
 /// The log line of one case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AsbLog {
+pub(crate) struct AsbLog {
     /// The case id.
     pub case_id: String,
     /// The scenario it was imported as.

@@ -100,7 +100,7 @@ impl EvalRun {
 }
 
 /// Checks that `value` is at least 1.
-pub fn at_least_one(name: &str, value: u64) -> Result<()> {
+pub(crate) fn at_least_one(name: &str, value: u64) -> Result<()> {
     if value == 0 {
         return Err(EvalRunError::Config(format!("{name} must be at least 1")));
     }

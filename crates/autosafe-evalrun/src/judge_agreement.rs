@@ -38,7 +38,7 @@ use crate::store::pair_key;
 /// The stage name in `stats.json`.
 pub const STAGE: &str = "eval_judge";
 /// The log file beside the results.
-pub const LOG_FILE: &str = "judge_log.jsonl";
+pub(crate) const LOG_FILE: &str = "judge_log.jsonl";
 
 /// A recorded trajectory with a gold label.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,7 +59,7 @@ pub struct LabelledItem {
 
 /// The log line of one item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JudgeLog {
+pub(crate) struct JudgeLog {
     /// `dataset:item`.
     pub key: String,
     /// The verdicts on the steps judged, in order.
@@ -263,7 +263,7 @@ pub fn from_toolemu(
 }
 
 /// Dataset name of the sandbox's checker-labelled steps.
-pub const SANDBOX_DATASET: &str = "sandbox";
+pub(crate) const SANDBOX_DATASET: &str = "sandbox";
 
 /// A checker-labelled step as a labelled item: the steps executed before it are background,
 /// its action the one step judged, the checkers' label the gold. `None` when the checkers gave

@@ -31,7 +31,7 @@ use crate::runner::{Log, Repeats, Runner};
 /// The stage name in `stats.json`.
 pub const STAGE: &str = "eval_snapshots";
 /// The log file beside the results.
-pub const LOG_FILE: &str = "snapshots_log.jsonl";
+pub(crate) const LOG_FILE: &str = "snapshots_log.jsonl";
 
 /// Settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,7 +85,7 @@ pub struct SnapshotParts<'a> {
 
 /// The log line of one snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SnapshotLog {
+pub(crate) struct SnapshotLog {
     /// The snapshot.
     pub snapshot_id: String,
     /// The sampled proposals in order; `null` where the agent's reply could not be used.

@@ -34,7 +34,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Record for Keyed<T> {
 }
 
 /// A result record with a stable key (its `id` in the file).
-pub trait ResultRecord:
+pub(crate) trait ResultRecord:
     Serialize + DeserializeOwned + Validate + Clone + Send + Sync + 'static
 {
     /// The key: the snapshot id, the case id, or `dataset:item id`.
@@ -74,7 +74,7 @@ impl ResultRecord for JudgePair {
 }
 
 /// The key of a judge pair.
-pub fn pair_key(dataset: &str, item_id: &str) -> String {
+pub(crate) fn pair_key(dataset: &str, item_id: &str) -> String {
     format!("{dataset}:{item_id}")
 }
 
@@ -89,7 +89,7 @@ pub fn open<T: Serialize + DeserializeOwned + Send + 'static>(
 
 /// The ids of a store in file order (for positions such as ToolEmu's `eval_id`); empty when the
 /// file does not exist. Run after [`open`], which recovers a torn tail.
-pub fn ids_in_order(path: &Path) -> Result<Vec<String>> {
+pub(crate) fn ids_in_order(path: &Path) -> Result<Vec<String>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
@@ -100,7 +100,7 @@ pub fn ids_in_order(path: &Path) -> Result<Vec<String>> {
 
 /// Reads a result file back with `autosafe-eval`'s reader (errors name file, line and field)
 /// and keeps the records whose key is in `keys`, by key.
-pub fn read_results<T: ResultRecord>(
+pub(crate) fn read_results<T: ResultRecord>(
     path: &Path,
     keys: &HashSet<String>,
 ) -> Result<HashMap<String, T>> {

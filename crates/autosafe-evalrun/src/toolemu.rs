@@ -132,7 +132,7 @@ fn bullets(items: &[String]) -> String {
 /// A ToolEmu trajectory record for `case` (index `idx`) from the episode's steps: tool steps as
 /// `[[tool, input, log], [observation, "", ""]]`, then `[AgentFinish, ""]` with the final answer
 /// (or LangChain's step-limit output).
-pub fn trajectory_record(case: &Case, idx: u32, steps: &[Step], ending: &Ending) -> Value {
+pub(crate) fn trajectory_record(case: &Case, idx: u32, steps: &[Step], ending: &Ending) -> Value {
     let mut intermediate = Vec::new();
     let mut output = String::new();
     for s in steps {

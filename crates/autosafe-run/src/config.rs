@@ -344,7 +344,7 @@ impl Default for RunConfig {
 impl RunConfig {
     /// The model roles this run uses: the terminal environment plays shipped scenarios on real
     /// commands, so it has no generator and no emulator.
-    pub fn roles_used(&self) -> Vec<Role> {
+    pub(crate) fn roles_used(&self) -> Vec<Role> {
         let terminal = self.elicit.environment == EnvChoice::Terminal;
         Role::ALL
             .into_iter()
@@ -402,7 +402,7 @@ impl RunConfig {
 
     /// Applies `--env` over `[elicit] environment`; with the terminal, `--scenarios` becomes
     /// `[elicit] terminal_scenarios` (taken out of `scenarios`), so the manifest records both.
-    pub fn select_env(&mut self, env: Option<EnvChoice>, scenarios: &mut Option<PathBuf>) {
+    pub(crate) fn select_env(&mut self, env: Option<EnvChoice>, scenarios: &mut Option<PathBuf>) {
         if let Some(e) = env {
             self.elicit.environment = e;
         }
@@ -414,7 +414,7 @@ impl RunConfig {
     }
 
     /// Applies `--no-cache` and `--cache PATH` over the config file's settings.
-    pub fn apply_cache_flags(&mut self, no_cache: bool, path: Option<PathBuf>) {
+    pub(crate) fn apply_cache_flags(&mut self, no_cache: bool, path: Option<PathBuf>) {
         if no_cache {
             self.cache = false;
         }
@@ -460,7 +460,7 @@ impl RunConfig {
     }
 
     /// Checks every role this run uses has a model, before any work is done.
-    pub fn check_roles(&self) -> anyhow::Result<()> {
+    pub(crate) fn check_roles(&self) -> anyhow::Result<()> {
         for role in self.roles_used() {
             self.entry(role)?;
         }

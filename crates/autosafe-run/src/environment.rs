@@ -15,7 +15,7 @@ use autosafe_sandbox::SandboxConfig;
 use serde::{Deserialize, Serialize};
 
 /// The file the terminal's scenarios are written to, in the run directory.
-pub const TERMINAL_SCENARIOS: &str = "terminal_scenarios.jsonl";
+pub(crate) const TERMINAL_SCENARIOS: &str = "terminal_scenarios.jsonl";
 
 /// `[sandbox]`: limits of the terminal environment's sandbox (defaults: `SandboxConfig`'s).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,7 +58,9 @@ impl SandboxSection {
 
 /// The terminal factory for reflection (replay + programmatic verification), after checking
 /// that the sandbox runs here; the error says why not (as `autosafe sandbox check` does).
-pub fn terminal_factory(sandbox: &SandboxSection) -> anyhow::Result<Arc<dyn EnvironmentFactory>> {
+pub(crate) fn terminal_factory(
+    sandbox: &SandboxSection,
+) -> anyhow::Result<Arc<dyn EnvironmentFactory>> {
     let f = autosafe_env::TerminalFactory::checked(sandbox.config())
         .context("the terminal environment needs the sandbox (see `autosafe sandbox check`)")?;
     Ok(Arc::new(f))
@@ -85,7 +87,7 @@ pub fn build(
 
 /// Writes `scenarios` to `<run>/terminal_scenarios.jsonl` (whole file replaced atomically; the
 /// content is deterministic, so shards writing it at once agree) and returns its path.
-pub fn write_scenarios(run: &RunDir, scenarios: &[Scenario]) -> anyhow::Result<PathBuf> {
+pub(crate) fn write_scenarios(run: &RunDir, scenarios: &[Scenario]) -> anyhow::Result<PathBuf> {
     let path = run.path().join(TERMINAL_SCENARIOS);
     let tmp = run
         .path()

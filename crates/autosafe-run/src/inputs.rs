@@ -172,7 +172,7 @@ pub fn libraries(inputs: &[&Input], problems: &mut Vec<FormatError>) -> Librarie
 
 /// The Agent-SafetyBench environment schemas in `dir` (`*.json`, in name order), with the
 /// problems of those that do not read.
-pub fn read_environments(dir: &Path) -> anyhow::Result<(ToolLibrary, Vec<FormatError>)> {
+pub(crate) fn read_environments(dir: &Path) -> anyhow::Result<(ToolLibrary, Vec<FormatError>)> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

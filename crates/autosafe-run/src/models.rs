@@ -13,7 +13,7 @@ use crate::observe::Observer;
 
 /// What each embedded engine did (prompt tokens reused, KV cache size) and the process's peak
 /// resident memory, as lines for after a run.
-pub fn engine_summaries() -> Vec<String> {
+pub(crate) fn engine_summaries() -> Vec<String> {
     let mut lines: Vec<String> = autosafe_engine::Engine::loaded()
         .iter()
         .map(|e| e.summary())
@@ -63,7 +63,7 @@ pub fn prompts(dir: Option<&Path>) -> anyhow::Result<Arc<Prompts>> {
 }
 
 /// How the manifest names a model: provider kind, display name and endpoints, never a key.
-pub fn manifest_spec(spec: &ModelSpec) -> autosafe_pipeline::ModelSpec {
+pub(crate) fn manifest_spec(spec: &ModelSpec) -> autosafe_pipeline::ModelSpec {
     let provider = match spec.provider {
         ProviderKind::Openai => "openai-compatible",
         ProviderKind::Local => "embedded",
@@ -79,7 +79,7 @@ pub fn manifest_spec(spec: &ModelSpec) -> autosafe_pipeline::ModelSpec {
 /// Models built so far, one per distinct spec, so roles naming the same model share it (and
 /// an embedded engine is loaded once).
 #[derive(Default)]
-pub struct Built(BTreeMap<String, Arc<dyn ChatModel>>);
+pub(crate) struct Built(BTreeMap<String, Arc<dyn ChatModel>>);
 
 impl Built {
     /// The model for `spec` behind the shared client stack (cache, retries, ledger): a remote

@@ -46,7 +46,7 @@ pub struct StagePlan {
 }
 
 /// Episodes to play: scenarios in `path` whose episodes this shard owns, × `samples`.
-pub fn count_episodes(path: &Path, samples: u32, shard: Option<ShardSpec>) -> Option<u64> {
+pub(crate) fn count_episodes(path: &Path, samples: u32, shard: Option<ShardSpec>) -> Option<u64> {
     let spec = shard.unwrap_or_default();
     let mut n = 0;
     for sc in RecordReader::<IdOnly>::open(path).ok()? {
@@ -59,7 +59,7 @@ pub fn count_episodes(path: &Path, samples: u32, shard: Option<ShardSpec>) -> Op
 }
 
 /// Snapshots to repair: those in `path` whose episodes this shard owns (distinct ids).
-pub fn count_snapshots(path: &Path, shard: Option<ShardSpec>) -> Option<u64> {
+pub(crate) fn count_snapshots(path: &Path, shard: Option<ShardSpec>) -> Option<u64> {
     #[derive(serde::Deserialize)]
     struct ScenarioId {
         id: String,

@@ -16,7 +16,7 @@ use crate::observe::Observer;
 use crate::pending::PendingStatus;
 
 /// A run directory being worked on.
-pub struct Session {
+pub(crate) struct Session {
     /// Stages' counts of items left pending by transient failures (only stages with some).
     left: Vec<(&'static str, StageStats)>,
     /// The config, with the command line's flags applied.
@@ -127,14 +127,14 @@ impl Session {
     }
 
     /// Keeps a stage's count of items left pending, if it has any.
-    pub fn note_pending(&mut self, stage: &'static str, stats: &StageStats) {
+    pub(crate) fn note_pending(&mut self, stage: &'static str, stats: &StageStats) {
         if stats.pending_total() > 0 {
             self.left.push((stage, stats.clone()));
         }
     }
 
     /// More items pending than `max_pending` allows.
-    pub fn over_threshold(&self) -> bool {
+    pub(crate) fn over_threshold(&self) -> bool {
         let n: u64 = self.left.iter().map(|(_, s)| s.pending_total()).sum();
         n > self.config.max_pending
     }

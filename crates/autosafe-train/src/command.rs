@@ -83,7 +83,7 @@ pub fn llamafactory_train(venv: &Path, config: &Path, gpus: u32) -> Launch {
 }
 
 /// `llamafactory-cli export CFG` (merge the adapter).
-pub fn llamafactory_export(venv: &Path, config: &Path) -> Launch {
+pub(crate) fn llamafactory_export(venv: &Path, config: &Path) -> Launch {
     Launch {
         env: Vec::new(),
         program: bin(venv, "llamafactory-cli"),

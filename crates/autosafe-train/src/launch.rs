@@ -73,7 +73,7 @@ fn pump<R: Read>(reader: R, tx: mpsc::Sender<String>) {
 }
 
 /// Parses `autosafe: <msg> {json}`.
-pub fn parse_event(line: &str) -> Option<(String, Value)> {
+pub(crate) fn parse_event(line: &str) -> Option<(String, Value)> {
     let rest = line.strip_prefix("autosafe: ")?;
     match rest.find(" {") {
         Some(i) => {

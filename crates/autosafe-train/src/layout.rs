@@ -53,7 +53,7 @@ impl TrainLayout {
     }
 
     /// LLaMA-Factory training config.
-    pub fn llamafactory_config(&self) -> PathBuf {
+    pub(crate) fn llamafactory_config(&self) -> PathBuf {
         self.dir.join("llamafactory.yaml")
     }
 

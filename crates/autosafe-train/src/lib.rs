@@ -159,7 +159,7 @@ fn export_data(spec: &TrainSpec, layout: &TrainLayout, prompts: &Prompts) -> Res
 /// The export format of a data format (they share names).
 impl DataFormat {
     /// The pipeline export format that holds this layout.
-    pub fn export_format(self) -> ExportFormat {
+    pub(crate) fn export_format(self) -> ExportFormat {
         match self {
             DataFormat::Alpaca => ExportFormat::Alpaca,
             DataFormat::Sharegpt => ExportFormat::Sharegpt,

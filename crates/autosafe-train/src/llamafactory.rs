@@ -85,7 +85,7 @@ fn scalar(v: &Value) -> String {
 }
 
 /// LLaMA-Factory's chat template for a base model, from its name. `None` when unknown.
-pub fn guess_template(base: &str) -> Option<&'static str> {
+pub(crate) fn guess_template(base: &str) -> Option<&'static str> {
     let b = base.to_ascii_lowercase();
     let table: [(&[&str], &str); 10] = [
         (&["llama-3", "llama3"], "llama3"),
@@ -151,12 +151,12 @@ fn base_model(spec: &TrainSpec) -> Result<String> {
 }
 
 /// The dataset name LLaMA-Factory looks up in `dataset_info.json`.
-pub fn dataset_key(spec: &TrainSpec) -> String {
+pub(crate) fn dataset_key(spec: &TrainSpec) -> String {
     format!("{}_{}", spec.dataset_name, spec.format.as_str())
 }
 
 /// The training YAML.
-pub fn train_yaml(spec: &TrainSpec, layout: &TrainLayout) -> Result<String> {
+pub(crate) fn train_yaml(spec: &TrainSpec, layout: &TrainLayout) -> Result<String> {
     let h = &spec.hyper;
     let mut y = Yaml::default();
     y.section("model");
@@ -218,7 +218,7 @@ pub fn train_yaml(spec: &TrainSpec, layout: &TrainLayout) -> Result<String> {
 }
 
 /// The merge YAML: base + adapter → `merged/` (safetensors shards).
-pub fn merge_yaml(spec: &TrainSpec, layout: &TrainLayout) -> Result<String> {
+pub(crate) fn merge_yaml(spec: &TrainSpec, layout: &TrainLayout) -> Result<String> {
     let mut y = Yaml::default();
     y.section("model");
     y.set("model_name_or_path", json!(base_model(spec)?));

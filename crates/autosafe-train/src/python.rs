@@ -12,10 +12,10 @@ use crate::error::{Result, TrainError};
 use crate::spec::Backend;
 
 /// `python/train_probe.py`: prints the versions of the packages it is given, as JSON.
-pub const PROBE: &str = include_str!("../../../python/train_probe.py");
+pub(crate) const PROBE: &str = include_str!("../../../python/train_probe.py");
 
 /// The packages each backend needs (import names are derived by the probe).
-pub fn packages(backend: Backend) -> &'static [&'static str] {
+pub(crate) fn packages(backend: Backend) -> &'static [&'static str] {
     match backend {
         Backend::Trl => &[
             "torch",
@@ -38,7 +38,7 @@ pub fn env_name(backend: Backend) -> &'static str {
 }
 
 /// The command that installs a backend's environment.
-pub fn install_command(backend: Backend) -> String {
+pub(crate) fn install_command(backend: Backend) -> String {
     format!("./scripts/setup-python.sh {}", env_name(backend))
 }
 

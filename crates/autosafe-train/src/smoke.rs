@@ -28,7 +28,7 @@ use serde::Deserialize;
 use crate::error::{Result, TrainError};
 
 /// `data/smoke/safe_turn.toml`.
-pub const SAFE_TURN_TOML: &str = include_str!("../../../data/smoke/safe_turn.toml");
+pub(crate) const SAFE_TURN_TOML: &str = include_str!("../../../data/smoke/safe_turn.toml");
 
 #[derive(Deserialize)]
 struct Template {
@@ -55,7 +55,11 @@ pub struct SmokeData {
 /// label. `autosafe eval snapshots` samples the evaluated agent's own next action from the
 /// history and judges that; the proposed action and verdict only document where the state came
 /// from.
-pub fn start_snapshot(scenario: Scenario, proposed: AgentTurn, verdict: Verdict) -> Snapshot {
+pub(crate) fn start_snapshot(
+    scenario: Scenario,
+    proposed: AgentTurn,
+    verdict: Verdict,
+) -> Snapshot {
     Snapshot {
         id: Snapshot::compute_id(&scenario.id, &[], &proposed, 0),
         scenario,

@@ -15,13 +15,13 @@ use crate::llamafactory::abs;
 use crate::spec::{Method, TrainSpec};
 
 /// `python/train_trl.py`.
-pub const SCRIPT: &str = include_str!("../../../python/train_trl.py");
+pub(crate) const SCRIPT: &str = include_str!("../../../python/train_trl.py");
 
 /// `python/train_trl.schema.json`: the config schema the script enforces.
 pub const SCHEMA: &str = include_str!("../../../python/train_trl.schema.json");
 
 /// Config format version (the schema's `format_version`).
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// The script's config for `spec`.
 pub fn config(spec: &TrainSpec, layout: &TrainLayout) -> Result<Value> {
