@@ -412,6 +412,12 @@ mod tests {
             .filter(|n| rendered.contains_key(n))
             .collect();
         assert_eq!(covered, all_templates(), "every template rendered");
+        // The whole text of every prompt, so a change to a template shows in review as a diff of
+        // what the model is sent (`src/snapshots/`; `INSTA_UPDATE=always` re-records them).
+        for (name, text) in &rendered {
+            let snapshot = name.replace(".j2", "").replace(" (", "_").replace(')', "");
+            insta::assert_snapshot!(snapshot, text);
+        }
     }
 
     #[test]
