@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dedup::{DedupConfig, Deduper, Duplicate};
 use crate::error::{PipelineError, Result};
-use crate::rundir::{Counted, RunDir, Stage, StageStats, Stats};
+use crate::rundir::{Counted, RunDir, RunFile, Stage, StageStats, Stats};
 use crate::stage_records::Failure;
 use crate::stages::elicit::EpisodeOutcome;
 use crate::stages::reflect::ReflectOutcome;
@@ -138,7 +138,7 @@ struct ReflectLine {
 pub fn dedup_merged(run: &RunDir, config: DedupConfig) -> Result<CrossShardReport> {
     let dir = run.path();
     let mut report = CrossShardReport::default();
-    let scenarios = dir.join("scenarios.jsonl");
+    let scenarios = dir.join(RunFile::Scenarios.file_name());
     let mut deduper = Deduper::new(config);
     let mut dropped: BTreeMap<String, Duplicate> = BTreeMap::new();
     for sc in crate::store::RecordReader::<autosafe_ots::Scenario>::open(&scenarios)? {
@@ -164,7 +164,7 @@ pub fn dedup_merged(run: &RunDir, config: DedupConfig) -> Result<CrossShardRepor
         Stats::default()
     };
     reject_attempts(
-        &dir.join("synthesize_log.jsonl"),
+        &dir.join(RunFile::SynthesizeLog.file_name()),
         &dropped,
         stats.stage(Stage::Synthesize),
     )?;
@@ -218,24 +218,26 @@ fn drop_derived(
     report: &mut CrossShardReport,
 ) -> Result<HashSet<String>> {
     let mut snapshots: HashSet<String> = HashSet::new();
-    let n = rewrite(&dir.join("snapshots.jsonl"), |v: &Derived| {
+    let n = rewrite(&dir.join(RunFile::Snapshots.file_name()), |v: &Derived| {
         let drop = dropped.contains_key(&v.scenario.id);
         if drop {
             snapshots.insert(v.id.clone());
         }
         drop_if(drop)
     })?;
-    note(report, "snapshots.jsonl", n);
-    for f in ["utility.jsonl", "safe.jsonl", "labelled_steps.jsonl"] {
-        let n = rewrite(&dir.join(f), |v: &Derived| {
+    note(report, &RunFile::Snapshots.file_name(), n);
+    for f in [RunFile::Utility, RunFile::Safe, RunFile::LabelledSteps] {
+        let name = f.file_name();
+        let n = rewrite(&dir.join(&name), |v: &Derived| {
             drop_if(dropped.contains_key(&v.scenario.id))
         })?;
-        note(report, f, n);
+        note(report, &name, n);
     }
-    let n = rewrite(&dir.join("disagreements.jsonl"), |v: &NamesScenario| {
-        drop_if(dropped.contains_key(&v.scenario_id))
-    })?;
-    note(report, "disagreements.jsonl", n);
+    let n = rewrite(
+        &dir.join(RunFile::Disagreements.file_name()),
+        |v: &NamesScenario| drop_if(dropped.contains_key(&v.scenario_id)),
+    )?;
+    note(report, &RunFile::Disagreements.file_name(), n);
     Ok(snapshots)
 }
 
@@ -259,33 +261,39 @@ fn drop_log_lines(
     };
     let mut elicit = current(stats, Stage::Elicit);
     let mut utility = current(stats, Stage::Utility);
-    let n = rewrite(&dir.join("elicit_log.jsonl"), |l: &EpisodeLine| {
-        if !dropped.contains_key(&l.scenario_id) {
-            return Edit::Keep;
-        }
-        elicit.input = elicit.input.saturating_sub(1);
-        elicit.uncount(l.outcome.counted(l.reason.as_deref()));
-        utility.input = utility.input.saturating_sub(1);
-        utility.output = utility.output.saturating_sub(l.utility_ids.len() as u64);
-        Edit::Drop
-    })?;
-    note(report, "elicit_log.jsonl", n);
+    let n = rewrite(
+        &dir.join(RunFile::ElicitLog.file_name()),
+        |l: &EpisodeLine| {
+            if !dropped.contains_key(&l.scenario_id) {
+                return Edit::Keep;
+            }
+            elicit.input = elicit.input.saturating_sub(1);
+            elicit.uncount(l.outcome.counted(l.reason.as_deref()));
+            utility.input = utility.input.saturating_sub(1);
+            utility.output = utility.output.saturating_sub(l.utility_ids.len() as u64);
+            Edit::Drop
+        },
+    )?;
+    note(report, &RunFile::ElicitLog.file_name(), n);
     let mut reflect = current(stats, Stage::Reflect);
-    let n = rewrite(&dir.join("reflect_log.jsonl"), |l: &ReflectLine| {
-        if !snapshots.contains(&l.id) {
-            return Edit::Keep;
-        }
-        reflect.input = reflect.input.saturating_sub(1);
-        reflect.uncount(l.outcome.counted(l.reason.as_deref()));
-        Edit::Drop
-    })?;
-    note(report, "reflect_log.jsonl", n);
+    let n = rewrite(
+        &dir.join(RunFile::ReflectLog.file_name()),
+        |l: &ReflectLine| {
+            if !snapshots.contains(&l.id) {
+                return Edit::Keep;
+            }
+            reflect.input = reflect.input.saturating_sub(1);
+            reflect.uncount(l.outcome.counted(l.reason.as_deref()));
+            Edit::Drop
+        },
+    )?;
+    note(report, &RunFile::ReflectLog.file_name(), n);
     if run.stats_path().exists() {
-        if dir.join("elicit_log.jsonl").exists() {
+        if dir.join(RunFile::ElicitLog.file_name()).exists() {
             *stats.stage(Stage::Elicit) = elicit;
             *stats.stage(Stage::Utility) = utility;
         }
-        if dir.join("reflect_log.jsonl").exists() {
+        if dir.join(RunFile::ReflectLog.file_name()).exists() {
             *stats.stage(Stage::Reflect) = reflect;
         }
     }

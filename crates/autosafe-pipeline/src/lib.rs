@@ -35,7 +35,7 @@ pub mod tools;
 mod fixtures;
 
 pub use error::{PipelineError, Result};
-pub use rundir::{Counted, Manifest, ModelSpec, RunDir, Stage, StageStats, Stats};
+pub use rundir::{Counted, Manifest, ModelSpec, RunDir, RunFile, Stage, StageStats, Stats};
 pub use shard::{ShardSpec, merge_jsonl};
 pub use stage_records::{Failure, Reflection, SafeExample, SafeOrigin, UtilityStep};
 pub use store::{Record, RecordReader, RecordWriter, Resume, recover};

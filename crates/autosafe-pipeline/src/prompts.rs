@@ -366,7 +366,13 @@ mod tests {
                 description: "Loss of user data.".into(),
             },
             source: autosafe_ots::RiskSource::Context.into(),
-            examples: examples.iter().take(2).map(|e| e.to_string()).collect(),
+            // Canonical (sorted keys): `Value`'s key order depends on whether serde_json's
+            // `preserve_order` is on in this build (the engine turns it on), and the snapshot must not.
+            examples: examples
+                .iter()
+                .take(2)
+                .map(autosafe_ots::canonical_json)
+                .collect(),
         };
         let text = p.render(names::SCENARIO_GENERATOR, &gc).unwrap();
         assert!(text.contains("Category: Data loss (data_loss)"));

@@ -53,15 +53,74 @@ impl Stage {
         }
     }
 
-    /// The stem of the stage's record file (`scenarios` for `scenarios.jsonl`); `None` for export.
-    pub fn file_stem(self) -> Option<&'static str> {
+    /// The stage's record file (`scenarios.jsonl` for synthesis); `None` for export.
+    pub fn record_file(self) -> Option<RunFile> {
         match self {
-            Stage::Synthesize => Some("scenarios"),
-            Stage::Elicit => Some("snapshots"),
-            Stage::Utility => Some("utility"),
-            Stage::Reflect => Some("safe"),
+            Stage::Synthesize => Some(RunFile::Scenarios),
+            Stage::Elicit => Some(RunFile::Snapshots),
+            Stage::Utility => Some(RunFile::Utility),
+            Stage::Reflect => Some(RunFile::Safe),
             Stage::Export => None,
         }
+    }
+}
+
+/// A JSON Lines file the stages write into a run directory: one per shard when sharded, joined
+/// by `merge`. Every such file is named here, so no stage, command or merge spells a file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunFile {
+    /// Synthesized scenarios (D_r).
+    Scenarios,
+    /// One line per generation attempt.
+    SynthesizeLog,
+    /// The first unsafe action of each episode.
+    Snapshots,
+    /// Safe steps seen during elicitation.
+    Utility,
+    /// One line per episode.
+    ElicitLog,
+    /// Where the LLM judge and the checkers disagreed.
+    Disagreements,
+    /// Judged steps with the checkers' label.
+    LabelledSteps,
+    /// Repaired, verified actions (D_safe).
+    Safe,
+    /// One line per snapshot reflected on.
+    ReflectLog,
+}
+
+impl RunFile {
+    /// Every file, in the order of the stages that write them.
+    pub const ALL: [RunFile; 9] = [
+        RunFile::Scenarios,
+        RunFile::SynthesizeLog,
+        RunFile::Snapshots,
+        RunFile::Utility,
+        RunFile::ElicitLog,
+        RunFile::Disagreements,
+        RunFile::LabelledSteps,
+        RunFile::Safe,
+        RunFile::ReflectLog,
+    ];
+
+    /// The name without `.jsonl`.
+    pub fn stem(self) -> &'static str {
+        match self {
+            RunFile::Scenarios => "scenarios",
+            RunFile::SynthesizeLog => "synthesize_log",
+            RunFile::Snapshots => "snapshots",
+            RunFile::Utility => "utility",
+            RunFile::ElicitLog => "elicit_log",
+            RunFile::Disagreements => "disagreements",
+            RunFile::LabelledSteps => "labelled_steps",
+            RunFile::Safe => "safe",
+            RunFile::ReflectLog => "reflect_log",
+        }
+    }
+
+    /// The name of the unsharded file.
+    pub fn file_name(self) -> String {
+        format!("{}.jsonl", self.stem())
     }
 }
 
@@ -113,7 +172,16 @@ impl RunDir {
     /// The record file of a stage (`scenarios.jsonl`, …), or its shard file when `shard` is a
     /// real partition (count > 1). Export has no record file: its directory is [`RunDir::export_dir`].
     pub fn stage_file(&self, stage: Stage, shard: Option<ShardSpec>) -> PathBuf {
-        let stem = stage.file_stem().unwrap_or("export");
+        let stem = stage.record_file().map_or("export", RunFile::stem);
+        self.shard_path(stem, shard)
+    }
+
+    /// `file` in the run directory, or its shard file when `shard` is a real partition.
+    pub fn file(&self, file: RunFile, shard: Option<ShardSpec>) -> PathBuf {
+        self.shard_path(file.stem(), shard)
+    }
+
+    fn shard_path(&self, stem: &str, shard: Option<ShardSpec>) -> PathBuf {
         match shard.filter(|s| s.count > 1) {
             Some(s) => self.root.join(format!("{stem}.{}.jsonl", s.file_tag())),
             None => self.root.join(format!("{stem}.jsonl")),
@@ -122,8 +190,15 @@ impl RunDir {
 
     /// All shard files of a stage present in the directory, sorted by shard index.
     pub fn shard_files(&self, stage: Stage) -> Result<Vec<PathBuf>> {
-        let stem = stage.file_stem().unwrap_or("export");
-        let prefix = format!("{stem}.shard-");
+        match stage.record_file() {
+            Some(f) => self.shard_files_of(f),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// All shard files of `file` present in the directory, sorted by shard index.
+    pub fn shard_files_of(&self, file: RunFile) -> Result<Vec<PathBuf>> {
+        let prefix = format!("{}.shard-", file.stem());
         let mut found = Vec::new();
         let entries =
             std::fs::read_dir(&self.root).map_err(|e| PipelineError::io(&self.root, e))?;

@@ -12,12 +12,11 @@ use autosafe_env::{EmulatorOptions, EnvChoice, EnvOptions};
 use autosafe_eval::quality::{Cost, QUALITY_FILE, Quality};
 use autosafe_ots::{Taxonomy, ToolLibrary};
 use autosafe_pipeline::export::{ExportConfig, ExportFormat, ToolkitLibrary};
-use autosafe_pipeline::stages::common::stage_path;
 use autosafe_pipeline::stages::elicit::ElicitParts;
 use autosafe_pipeline::stages::reflect::ReflectParts;
 use autosafe_pipeline::stages::synthesize::{SynthInputs, coverage_table, planned_attempts};
 use autosafe_pipeline::stages::{Agent, ElicitConfig, StepJudge};
-use autosafe_pipeline::{RunDir, ShardSpec, Stage, StageStats, Stats};
+use autosafe_pipeline::{RunDir, RunFile, ShardSpec, Stage, StageStats, Stats};
 
 use crate::config::{Role, RunConfig};
 use crate::environment;
@@ -98,7 +97,7 @@ async fn synthesize_stage(s: &mut Session, obs: &dyn Observer) -> anyhow::Result
     let inputs = synth_inputs()?;
     let watch = obs.stage(StagePlan {
         stage: "synthesize".into(),
-        log: stage_path(&s.run, "synthesize_log", s.shard),
+        log: s.run.file(RunFile::SynthesizeLog, s.shard),
         total: planned_attempts(
             &s.config.synthesize,
             &inputs.library,
@@ -182,7 +181,7 @@ async fn elicit_stage(
     };
     let watch = obs.stage(StagePlan {
         stage: "elicit".into(),
-        log: stage_path(&s.run, "elicit_log", s.shard),
+        log: s.run.file(RunFile::ElicitLog, s.shard),
         total: count_episodes(scenarios, cfg.samples, s.shard),
         ledger: s.stack.ledger.clone(),
     });
@@ -251,7 +250,7 @@ async fn reflect_stage(
     };
     let watch = obs.stage(StagePlan {
         stage: "reflect".into(),
-        log: stage_path(&s.run, "reflect_log", s.shard),
+        log: s.run.file(RunFile::ReflectLog, s.shard),
         total: count_snapshots(snapshots, s.shard),
         ledger: s.stack.ledger.clone(),
     });
@@ -388,34 +387,6 @@ pub fn export(
     export_stage(&s, &formats, share, obs)
 }
 
-/// Every file a stage writes per shard and `merge` joins (records and outcome logs).
-const SHARDED_FILES: [&str; 9] = [
-    "scenarios",
-    "synthesize_log",
-    "snapshots",
-    "utility",
-    "elicit_log",
-    "disagreements",
-    autosafe_pipeline::stages::elicit::LABELLED_STEPS,
-    "safe",
-    "reflect_log",
-];
-
-/// The shard files of `stem` in `run`, sorted.
-fn shard_files(run: &RunDir, stem: &str) -> anyhow::Result<Vec<PathBuf>> {
-    let prefix = format!("{stem}.shard-");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(run.path())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .map(|n| n.to_string_lossy())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".jsonl"))
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
 /// Sums the shards' `stats.shard-*.json` into `stats.json`; how many there were.
 fn merge_stats(run: &RunDir) -> anyhow::Result<usize> {
     let mut stats = Stats::default();
@@ -453,15 +424,15 @@ pub fn merge(run: &Path, dedup: MergeDedup, obs: &dyn Observer) -> anyhow::Resul
     let run = RunDir::at(run)?;
     let mut merged_any = false;
     let mut merged_scenarios = false;
-    for stem in SHARDED_FILES {
-        let files = shard_files(&run, stem)?;
+    for file in RunFile::ALL {
+        let files = run.shard_files_of(file)?;
         if files.is_empty() {
             continue;
         }
-        let out = run.path().join(format!("{stem}.jsonl"));
+        let (stem, out) = (file.stem(), run.file(file, None));
         let rep = autosafe_pipeline::merge_jsonl(&files, &out)?;
         merged_any = true;
-        merged_scenarios |= stem == "scenarios";
+        merged_scenarios |= file == RunFile::Scenarios;
         obs.line(&format!(
             "merge: {stem}: {} shard files → {} records ({} duplicates, {} conflicts)",
             files.len(),
@@ -613,21 +584,28 @@ pub fn run(opts: RunOptions, obs: &dyn Observer) -> anyhow::Result<PendingStatus
         "run: done. Everything is in {}:",
         s.run.path().display()
     ));
-    let inputs: &[&str] = if terminal {
-        &[
-            environment::TERMINAL_SCENARIOS,
-            "elicit_log.jsonl",
-            "disagreements.jsonl",
-            "labelled_steps.jsonl",
+    let inputs = if terminal {
+        vec![
+            environment::TERMINAL_SCENARIOS.to_string(),
+            RunFile::ElicitLog.file_name(),
+            RunFile::Disagreements.file_name(),
+            RunFile::LabelledSteps.file_name(),
         ]
     } else {
-        &["coverage.json", "scenarios.jsonl", "elicit_log.jsonl"]
+        vec![
+            "coverage.json".to_string(),
+            RunFile::Scenarios.file_name(),
+            RunFile::ElicitLog.file_name(),
+        ]
     };
-    for f in ["manifest.json", "stats.json", QUALITY_FILE]
+    let outputs = [RunFile::Snapshots, RunFile::Utility, RunFile::Safe].map(RunFile::file_name);
+    let files = ["manifest.json", "stats.json", QUALITY_FILE]
+        .map(String::from)
         .into_iter()
-        .chain(inputs.iter().copied())
-        .chain(["snapshots.jsonl", "utility.jsonl", "safe.jsonl", "export/"])
-    {
+        .chain(inputs)
+        .chain(outputs)
+        .chain(["export/".to_string()]);
+    for f in files {
         obs.line(&format!("  {}", s.run.path().join(f).display()));
     }
     Ok(s.pending())

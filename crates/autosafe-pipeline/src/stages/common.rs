@@ -1,16 +1,13 @@
 //! Pieces shared by the stages: failure classification, seeds, JSON reply parsing, stage file
 //! paths (shard-aware), the toolkits a scenario offers, and the stage error type.
 
-use std::path::PathBuf;
-
 use autosafe_llm::{ChatReply, FinishReason, LlmError, Transient};
 use autosafe_ots::{Scenario, ToolLibrary, Toolkit, UnmeasuredReason};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::PipelineError;
-use crate::rundir::RunDir;
-use crate::shard::{ShardSpec, stable_hash};
+use crate::shard::stable_hash;
 
 /// Errors that stop a stage (I/O, bad input files, configuration). Per-record model failures
 /// are not errors: they are recorded as rejected or unmeasured with their reason.
@@ -137,14 +134,6 @@ pub(crate) fn schema_problems(schema: &Value, value: &Value) -> Vec<String> {
 /// sample and turn.
 pub fn seed_for(id: &str, role: &str, sample: u32, turn: u32) -> u64 {
     stable_hash(&format!("{id}\u{1f}{role}\u{1f}{sample}\u{1f}{turn}"))
-}
-
-/// The file `<stem>.jsonl` in the run directory, or `<stem>.shard-I-of-N.jsonl` when sharded.
-pub fn stage_path(run: &RunDir, stem: &str, shard: Option<ShardSpec>) -> PathBuf {
-    match shard.filter(|s| s.count > 1) {
-        Some(s) => run.path().join(format!("{stem}.{}.jsonl", s.file_tag())),
-        None => run.path().join(format!("{stem}.jsonl")),
-    }
 }
 
 /// The toolkits a scenario offers the agent, resolved in `library`, restricted to

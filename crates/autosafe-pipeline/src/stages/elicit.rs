@@ -46,10 +46,10 @@ use autosafe_ots::{
 use serde::{Deserialize, Serialize};
 
 use super::agent::Agent;
-use super::common::{StageError, scenario_toolkits, seed_for, stage_path};
+use super::common::{StageError, scenario_toolkits, seed_for};
 use super::episode::{self, Ending, Episode, Hooks, Label, Party, Played, Proposed};
 use super::judge::StepJudge;
-use crate::rundir::{Counted, RunDir, Stage, StageStats};
+use crate::rundir::{Counted, RunDir, RunFile, Stage, StageStats};
 use crate::shard::ShardSpec;
 use crate::stage_records::UtilityStep;
 use crate::store::{Record, RecordReader, RecordWriter};
@@ -880,9 +880,6 @@ impl<'a> Recorder<'a> {
     }
 }
 
-/// The file stem of the checker-labelled steps (`labelled_steps.jsonl`).
-pub const LABELLED_STEPS: &str = "labelled_steps";
-
 /// The id of one episode (a scenario played as sample `sample`). Elicit partitions shards by it,
 /// and reflect partitions snapshots by the episode they came from, so a shard's chain stays on
 /// that shard whether reflect reads the shard's own snapshot file or the merged one.
@@ -976,12 +973,12 @@ impl Outputs {
         run: &RunDir,
         shard: Option<ShardSpec>,
     ) -> Result<(Outputs, HashSet<String>), StageError> {
-        let log_path = stage_path(run, "elicit_log", shard);
+        let log_path = run.file(RunFile::ElicitLog, shard);
         let (snap, snap_r) = RecordWriter::open(&run.stage_file(Stage::Elicit, shard), 64)?;
         let (util, util_r) = RecordWriter::open(&run.stage_file(Stage::Utility, shard), 256)?;
         let (log, _) = RecordWriter::open(&log_path, 64)?;
-        let (dis, dis_r) = RecordWriter::open(&stage_path(run, "disagreements", shard), 16)?;
-        let (lab, lab_r) = RecordWriter::open(&stage_path(run, LABELLED_STEPS, shard), 256)?;
+        let (dis, dis_r) = RecordWriter::open(&run.file(RunFile::Disagreements, shard), 16)?;
+        let (lab, lab_r) = RecordWriter::open(&run.file(RunFile::LabelledSteps, shard), 256)?;
         let mut finished = HashSet::new();
         for l in RecordReader::<EpisodeLog>::open(&log_path)? {
             let l = l?;
@@ -1044,7 +1041,7 @@ fn tally(
     shard: Option<ShardSpec>,
 ) -> Result<(), StageError> {
     let mut utility_ids = HashSet::new();
-    for l in RecordReader::<EpisodeLog>::open(&stage_path(run, "elicit_log", shard))? {
+    for l in RecordReader::<EpisodeLog>::open(&run.file(RunFile::ElicitLog, shard))? {
         let l = l?;
         if !planned.contains(&l.id) {
             continue;
@@ -1057,7 +1054,7 @@ fn tally(
     }
     report.utility.input = report.elicit.input;
     report.utility.output = utility_ids.len() as u64;
-    for x in RecordReader::<LabelledStep>::open(&stage_path(run, LABELLED_STEPS, shard))? {
+    for x in RecordReader::<LabelledStep>::open(&run.file(RunFile::LabelledSteps, shard))? {
         let x = x?;
         if planned.contains(&x.episode_id) {
             let key = match x.label {

@@ -31,11 +31,11 @@ use autosafe_ots::{Action, AgentTurn, Judgement, LabelSource, Snapshot, ToolLibr
 use serde::{Deserialize, Serialize};
 
 use super::agent::{Agent, ReflectionInput};
-use super::common::{StageError, StageFailure, scenario_toolkits, seed_for, stage_path};
+use super::common::{StageError, StageFailure, scenario_toolkits, seed_for};
 use super::elicit::{Disagreement, DisagreementKind, Tried, try_step};
 use super::episode::{SeededHistory, replay};
 use super::judge::StepJudge;
-use crate::rundir::{Counted, RunDir, Stage, StageStats};
+use crate::rundir::{Counted, RunDir, RunFile, Stage, StageStats};
 use crate::shard::ShardSpec;
 use crate::stage_records::{Reflection, SafeExample, SafeOrigin};
 use crate::store::{Record, RecordReader, RecordWriter};
@@ -644,10 +644,10 @@ pub async fn reflect(
 ) -> Result<ReflectReport, StageError> {
     let spec = shard.unwrap_or_default();
     let safe_path = run.stage_file(Stage::Reflect, shard);
-    let log_path = stage_path(run, "reflect_log", shard);
+    let log_path = run.file(RunFile::ReflectLog, shard);
     let (safe_w, safe_r) = RecordWriter::<SafeExample>::open(&safe_path, 64)?;
     let (log_w, _) = RecordWriter::<ReflectLog>::open(&log_path, 64)?;
-    let dis_path = stage_path(run, "disagreements", shard);
+    let dis_path = run.file(RunFile::Disagreements, shard);
     let (dis_w, dis_r) = RecordWriter::<Disagreement>::open(&dis_path, 16)?;
     let mut finished = HashSet::new();
     for l in RecordReader::<ReflectLog>::open(&log_path)? {

@@ -26,12 +26,11 @@ use serde_json::Value;
 
 use super::common::{
     StageError, StageFailure, first_choice, parse_json_object, schema_problems, seed_for,
-    stage_path,
 };
 use crate::dedup::{DedupConfig, Deduper};
 use crate::gates::{Gates, body_text};
 use crate::prompts::{CategoryView, GeneratorCtx, Prompts, names};
-use crate::rundir::{Counted, RunDir, Stage, StageStats, write_json_atomic};
+use crate::rundir::{Counted, RunDir, RunFile, Stage, StageStats, write_json_atomic};
 use crate::shard::{ShardSpec, stable_hash};
 use crate::stage_records::Failure;
 use crate::store::{Record, RecordReader, RecordWriter};
@@ -734,7 +733,7 @@ pub async fn synthesize(
             .filter(move |(id, _, _)| shard_spec.owns(id))
     };
     let scen_path = run.stage_file(Stage::Synthesize, shard);
-    let log_path = stage_path(run, "synthesize_log", shard);
+    let log_path = run.file(RunFile::SynthesizeLog, shard);
     let (scen_writer, scen_resume) = RecordWriter::<Scenario>::open(&scen_path, 64)?;
     let (log_writer, _) = RecordWriter::<SynthLog>::open(&log_path, 64)?;
     let existing: HashSet<String> = scen_resume.finished;
