@@ -6,6 +6,7 @@
 //! dispatch of [`inputs`]). It prints nothing: what a command has to say goes to an
 //! [`observe::Observer`], which the binary implements.
 
+pub mod bench;
 pub mod config;
 pub(crate) mod config_file;
 pub mod environment;
