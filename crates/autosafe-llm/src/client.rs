@@ -71,6 +71,18 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// A transport failure of `endpoint` (sending, or reading the body): retried, its text redacted.
+fn transport_failure(endpoint: &str, e: &reqwest::Error) -> Attempt {
+    Attempt::Retry {
+        cause: transport_cause(e),
+        retry_after: None,
+        error: LlmError::Transport {
+            endpoint: endpoint.to_string(),
+            message: redact(&error_chain(e)),
+        },
+    }
+}
+
 fn transport_cause(e: &reqwest::Error) -> RetryCause {
     if e.is_timeout() {
         RetryCause::Timeout
@@ -197,17 +209,7 @@ impl OpenAiClient {
         }
         let resp = match rb.send().await {
             Ok(r) => r,
-            Err(e) => {
-                let error = LlmError::Transport {
-                    endpoint: endpoint.to_string(),
-                    message: redact(&error_chain(&e)),
-                };
-                return Attempt::Retry {
-                    cause: transport_cause(&e),
-                    retry_after: None,
-                    error,
-                };
-            }
+            Err(e) => return transport_failure(endpoint, &e),
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -217,17 +219,7 @@ impl OpenAiClient {
             .and_then(parse_retry_after);
         let bytes = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) => {
-                let error = LlmError::Transport {
-                    endpoint: endpoint.to_string(),
-                    message: redact(&error_chain(&e)),
-                };
-                return Attempt::Retry {
-                    cause: transport_cause(&e),
-                    retry_after: None,
-                    error,
-                };
-            }
+            Err(e) => return transport_failure(endpoint, &e),
         };
         if (200..300).contains(&status) {
             return match wire::parse_reply(&bytes, &self.model) {

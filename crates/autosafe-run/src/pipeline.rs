@@ -87,6 +87,12 @@ fn synth_inputs() -> anyhow::Result<SynthInputs> {
     })
 }
 
+/// The run's agent: its model, the prompt set and `[agent]`.
+fn agent(s: &mut Session, obs: &dyn Observer) -> anyhow::Result<Agent> {
+    let model = s.model(Role::Agent, obs)?;
+    Ok(Agent::new(model, s.prompts.clone(), s.config.agent.clone()))
+}
+
 async fn synthesize_stage(s: &mut Session, obs: &dyn Observer) -> anyhow::Result<PathBuf> {
     let generator = s.model(Role::Generator, obs)?;
     obs.line(&format!(
@@ -132,11 +138,7 @@ async fn elicit_stage(
     scenarios: Option<PathBuf>,
     obs: &dyn Observer,
 ) -> anyhow::Result<()> {
-    let agent = Agent::new(
-        s.model(Role::Agent, obs)?,
-        s.prompts.clone(),
-        s.config.agent.clone(),
-    );
+    let agent = agent(s, obs)?;
     let judge = StepJudge::new(s.model(Role::Judge, obs)?, s.prompts.clone());
     let library = ToolLibrary::shipped();
     let options = EnvOptions {
@@ -216,11 +218,7 @@ async fn reflect_stage(
     snapshots: &Path,
     obs: &dyn Observer,
 ) -> anyhow::Result<()> {
-    let agent = Agent::new(
-        s.model(Role::Agent, obs)?,
-        s.prompts.clone(),
-        s.config.agent.clone(),
-    );
+    let agent = agent(s, obs)?;
     let reflector =
         StepJudge::new(s.model(Role::Reflector, obs)?, s.prompts.clone()).labelled("reflector");
     let judge = StepJudge::new(s.model(Role::Judge, obs)?, s.prompts.clone()).labelled("verify");

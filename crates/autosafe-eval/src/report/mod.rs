@@ -4,6 +4,7 @@
 mod html;
 mod markdown;
 pub mod plots;
+mod template;
 mod view;
 
 use std::path::{Path, PathBuf};
