@@ -21,6 +21,7 @@ pub mod error;
 pub mod fixture;
 pub mod probe;
 pub mod scenarios;
+mod seccomp;
 pub mod selftest;
 pub mod state;
 
