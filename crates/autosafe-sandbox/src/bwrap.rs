@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 
 use crate::config::SandboxConfig;
 use crate::error::SandboxError;
+use crate::inherit;
 use crate::probe::Launcher;
 use crate::seccomp::FilterFd;
 
@@ -256,9 +257,7 @@ pub fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    if let Some(f) = &filter {
-        f.pass_to(&mut cmd);
-    }
+    inherit::only_stdio_and(&mut cmd, filter.as_ref().map(FilterFd::raw));
     let start = Instant::now();
     let mut child = cmd.spawn()?;
     // bwrap has its own copy of the filter's fd now.

@@ -19,6 +19,7 @@ pub mod config;
 pub mod episode;
 pub mod error;
 pub mod fixture;
+mod inherit;
 pub mod probe;
 pub mod scenarios;
 mod seccomp;

@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use crate::error::SandboxError;
+use crate::inherit;
 use crate::seccomp::{self, FilterFd};
 
 /// The uid bubblewrap is started as when the caller is root: an unprivileged user namespace
@@ -169,9 +170,7 @@ fn try_launch(l: &Launcher) -> Result<(), String> {
         .env_clear()
         .current_dir("/")
         .stdin(Stdio::null());
-    if let Some(f) = &filter {
-        f.pass_to(&mut cmd);
-    }
+    inherit::only_stdio_and(&mut cmd, filter.as_ref().map(FilterFd::raw));
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;

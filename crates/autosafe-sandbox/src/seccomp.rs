@@ -9,14 +9,8 @@
 //! The program is classic BPF, assembled here: a few dozen instructions, checked by a small
 //! interpreter in the tests and by real commands in `tests/escape.rs`.
 
-#![allow(unsafe_code)]
-
 use std::io::Write;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
-
-use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// `seccomp_data.arch` of x86_64 (`AUDIT_ARCH_X86_64`).
 const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
@@ -213,7 +207,9 @@ pub(crate) fn program_bytes() -> Vec<u8> {
     b
 }
 
-/// The read end of a pipe holding the program, for bwrap's `--seccomp FD`.
+/// The read end of a pipe holding the program, for bwrap's `--seccomp FD`. It is close-on-exec
+/// here: [`crate::inherit::only_stdio_and`] opens it to bwrap alone, so that no other process
+/// this one starts (another sandbox among them) inherits it.
 pub(crate) struct FilterFd(OwnedFd);
 
 impl FilterFd {
@@ -234,23 +230,6 @@ impl FilterFd {
     /// The fd number bwrap is told.
     pub(crate) fn raw(&self) -> RawFd {
         self.0.as_raw_fd()
-    }
-
-    /// Makes the fd survive `exec` in `cmd`'s child alone: it stays close-on-exec here, so no
-    /// other process this one starts (another sandbox among them) inherits it.
-    pub(crate) fn pass_to(&self, cmd: &mut Command) {
-        let fd = self.raw();
-        // SAFETY: runs between fork and exec; fcntl is async-signal-safe and touches only an
-        // fd that this struct keeps open until the spawn has returned.
-        unsafe {
-            cmd.pre_exec(move || {
-                fcntl(
-                    BorrowedFd::borrow_raw(fd),
-                    FcntlArg::F_SETFD(FdFlag::empty()),
-                )?;
-                Ok(())
-            });
-        }
     }
 }
 

@@ -403,6 +403,34 @@ fn every_command_runs_under_the_filter_and_its_fd_stays_outside() {
     assert!(r.blocked, "{}", r.detail);
 }
 
+/// An fd this process inherited without close-on-exec (here: a host pipe's write end) does not
+/// reach the command: bwrap would hand it on, and the command could write to the host.
+#[test]
+fn an_inherited_host_fd_is_not_open_inside() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let (mut host_end, writer) = std::io::pipe().unwrap();
+    // dup() leaves the copy without close-on-exec, as a parent shell's fds are.
+    let leaked = nix::unistd::dup(&writer).unwrap();
+    drop(writer);
+    let n = nonce();
+    let fd = leaked.as_raw_fd();
+    let mut ep = episode(&SandboxConfig::default(), vec![]);
+    let obs = ep
+        .execute(&format!(
+            "echo pwned-{n} >&{fd}; ls /proc/self/fd | tr '\\n' ' '"
+        ))
+        .unwrap();
+    drop(leaked);
+    let mut got = String::new();
+    host_end.read_to_string(&mut got).unwrap();
+    assert!(
+        !got.contains("pwned"),
+        "the command wrote to a host pipe: {got}"
+    );
+    assert!(obs.output.contains("Bad file descriptor"), "{}", obs.output);
+}
+
 /// A command leaving more entries than `max_files` in the persisted roots: its changes there
 /// are dropped (sinks kept), the host never holds more than the cap, the agent is told, and the
 /// episode goes on with checkers that still run.
