@@ -40,7 +40,7 @@ const UNSHARE_NS_FLAGS: u32 = CLONE_NS_FLAGS | 0x80;
 
 /// System calls that always fail with EPERM: (name, x86_64 number, i386 number), from the
 /// kernel's `unistd_64.h` and `unistd_32.h`.
-pub(crate) const DENIED: &[(&str, Option<u32>, Option<u32>)] = &[
+const DENIED: &[(&str, Option<u32>, Option<u32>)] = &[
     ("setns", Some(308), Some(346)),
     ("mount", Some(165), Some(21)),
     ("umount", None, Some(22)),
