@@ -14,7 +14,9 @@ use nix::unistd::Pid;
 
 use crate::config::SandboxConfig;
 use crate::error::SandboxError;
+use crate::inherit;
 use crate::probe::Launcher;
+use crate::seccomp::FilterFd;
 
 const WRAPPER: &str = include_str!("wrapper.sh");
 
@@ -48,16 +50,25 @@ pub struct RawRun {
     pub elapsed: Duration,
 }
 
-/// The full argv (launcher included) for running `command` in a fresh sandbox.
+/// The full argv (launcher included) for running `command` in a fresh sandbox; `seccomp_fd`:
+/// an fd open in bwrap holding the seccomp filter, if it is to be loaded.
 pub fn argv(
     launcher: &Launcher,
     cfg: &SandboxConfig,
     env: &BTreeMap<String, String>,
     command: &str,
     timeout: Duration,
+    seccomp_fd: Option<i32>,
 ) -> Vec<String> {
     let s = |x: &str| x.to_string();
+    let launcher = Launcher {
+        disable_userns: launcher.disable_userns && cfg.disable_userns,
+        ..launcher.clone()
+    };
     let mut v = launcher.prefix();
+    if let Some(fd) = seccomp_fd {
+        v.extend([s("--seccomp"), fd.to_string()]);
+    }
     v.extend(namespaces_and_mounts(cfg));
     v.extend([s("--chdir"), s("/"), s("--clearenv")]);
     let shell = if std::path::Path::new("/usr/bin/bash").exists() {
@@ -224,7 +235,19 @@ pub fn run(
     timeout: Duration,
     stdin_tar: Vec<u8>,
 ) -> Result<RawRun, SandboxError> {
-    let argv = argv(launcher, cfg, env, command, timeout);
+    let filter = if launcher.seccomp && cfg.seccomp {
+        Some(FilterFd::new()?)
+    } else {
+        None
+    };
+    let argv = argv(
+        launcher,
+        cfg,
+        env,
+        command,
+        timeout,
+        filter.as_ref().map(FilterFd::raw),
+    );
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env_clear()
@@ -234,8 +257,11 @@ pub fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    inherit::only_stdio_and(&mut cmd, filter.as_ref().map(FilterFd::raw));
     let start = Instant::now();
     let mut child = cmd.spawn()?;
+    // bwrap has its own copy of the filter's fd now.
+    drop(filter);
     let pgid = Pid::from_raw(child.id() as i32);
     let mut stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");

@@ -41,6 +41,12 @@ pub struct SandboxConfig {
     /// Extra variables set on the launcher process itself (not the sandbox): used by the
     /// self-test to check that the host environment does not leak in.
     pub launcher_env: Vec<(String, String)>,
+    /// Whether bwrap gets `--disable-userns` where it has it (see `Launcher::disable_userns`).
+    /// Off only to test the seccomp filter alone, as on a bwrap older than 0.8.
+    pub disable_userns: bool,
+    /// Whether commands run under the seccomp filter where the launcher can load it (see
+    /// `Launcher::seccomp`). Off only to test or measure without it.
+    pub seccomp: bool,
 }
 
 impl Default for SandboxConfig {
@@ -58,6 +64,8 @@ impl Default for SandboxConfig {
             max_files: 10_000,
             max_inodes: 100_000,
             launcher_env: Vec::new(),
+            disable_userns: true,
+            seccomp: true,
         }
     }
 }

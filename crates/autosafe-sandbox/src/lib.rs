@@ -4,8 +4,9 @@
 //! sandbox: new user, pid, ipc, uts, network and cgroup namespaces (no network at all), `/usr`
 //! read-only, a fake `/etc`, size-limited tmpfs for home, `/srv`, `/tmp` and the sinks, the
 //! environment cleared, rlimits on CPU, address space, processes, file size and open files, a
-//! cap on the inodes a command makes and on the entries kept, and a wall-clock timeout that
-//! kills the whole process tree. Each command runs in a fresh
+//! cap on the inodes a command makes and on the entries kept, a seccomp filter (no namespaces,
+//! mounts, ptrace, bpf, keys…), no host fd but stdio, and a wall-clock timeout that kills the
+//! whole process tree. Each command runs in a fresh
 //! sandbox; the persisted state (home, `/srv`, sinks) travels in and out as a tar stream and is
 //! kept in memory on the host, so the agent's files never touch the host's disk.
 //!
@@ -19,8 +20,10 @@ pub mod config;
 pub mod episode;
 pub mod error;
 pub mod fixture;
+mod inherit;
 pub mod probe;
 pub mod scenarios;
+mod seccomp;
 pub mod selftest;
 pub mod state;
 

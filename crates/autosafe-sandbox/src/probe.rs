@@ -5,6 +5,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use crate::error::SandboxError;
+use crate::inherit;
+use crate::seccomp::{self, FilterFd};
 
 /// The uid bubblewrap is started as when the caller is root: an unprivileged user namespace
 /// owned by `nobody`, so that RLIMIT_NPROC applies (the kernel exempts host root from it).
@@ -33,6 +35,9 @@ pub struct Launcher {
     /// user namespace): no nested user namespaces inside, so no namespace of its own in which
     /// the command would hold capabilities (mount, …).
     pub disable_userns: bool,
+    /// Whether commands run under the seccomp filter (`--seccomp FD`): no namespaces, mounts,
+    /// ptrace, keys, bpf, perf, io_uring or modules, whatever the user namespace allows.
+    pub seccomp: bool,
 }
 
 impl Launcher {
@@ -101,13 +106,14 @@ fn find_bwrap(explicit: Option<&Path>) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Whether `bwrap --help` lists `--disable-userns`.
-fn supports_disable_userns(bwrap: &Path) -> bool {
+/// `bwrap --help`, to see which options this bwrap has.
+fn help_text(bwrap: &Path) -> String {
     Command::new(bwrap)
         .arg("--help")
         .stdin(Stdio::null())
         .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--disable-userns"))
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 fn read_sysctl(path: &str) -> Option<String> {
@@ -118,7 +124,15 @@ fn read_sysctl(path: &str) -> Option<String> {
 
 /// Runs `true` in a minimal sandbox of the given launcher; `Err(stderr)` if it fails.
 fn try_launch(l: &Launcher) -> Result<(), String> {
+    let filter = if l.seccomp {
+        Some(FilterFd::new().map_err(|e| format!("cannot pass the seccomp filter: {e}"))?)
+    } else {
+        None
+    };
     let mut argv = l.prefix();
+    if let Some(f) = &filter {
+        argv.extend(["--seccomp".to_string(), f.raw().to_string()]);
+    }
     argv.extend(
         [
             "--unshare-all",
@@ -151,11 +165,13 @@ fn try_launch(l: &Launcher) -> Result<(), String> {
         ]
         .map(String::from),
     );
-    let out = Command::new(&argv[0])
-        .args(&argv[1..])
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
         .env_clear()
         .current_dir("/")
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    inherit::only_stdio_and(&mut cmd, filter.as_ref().map(FilterFd::raw));
+    let out = cmd
         .output()
         .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
     if out.status.success() {
@@ -215,24 +231,38 @@ pub fn check(explicit_bwrap: Option<&Path>) -> Readiness {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let root = nix::unistd::geteuid().is_root();
-    let mut first = Launcher {
+    let help = help_text(&bwrap);
+    let no_filter = seccomp::unsupported();
+    let (first, seccomp_failed) = hardened(Launcher {
         bwrap: bwrap.clone(),
         mode: if root {
             LaunchMode::DropRoot
         } else {
             LaunchMode::User
         },
-        disable_userns: supports_disable_userns(&bwrap),
-    };
-    if first.disable_userns && try_launch(&first).is_err() {
-        first.disable_userns = false;
-    }
+        disable_userns: help.contains("--disable-userns"),
+        seccomp: no_filter.is_none() && help.contains("--seccomp"),
+    });
     if !first.disable_userns {
-        r.notes.push(
+        r.notes.push(if first.seccomp {
+            "this bwrap cannot disable user namespaces (--disable-userns, bwrap 0.8): the seccomp \
+             filter alone keeps commands from creating nested ones"
+                .into()
+        } else {
             "this bwrap cannot disable user namespaces (--disable-userns, bwrap 0.8): commands \
              may create nested user namespaces inside the sandbox"
-                .into(),
-        );
+                .into()
+        });
+    }
+    if let Some(why) = no_filter {
+        r.notes.push(why);
+    } else if let Some(e) = seccomp_failed {
+        r.notes.push(format!(
+            "the seccomp filter could not be loaded, commands run without it: {e}"
+        ));
+    } else if !help.contains("--seccomp") {
+        r.notes
+            .push("this bwrap has no --seccomp: commands run without the seccomp filter".into());
     }
     if root && !Path::new("/usr/bin/setpriv").is_file() {
         r.problems
@@ -252,13 +282,19 @@ pub fn check(explicit_bwrap: Option<&Path>) -> Readiness {
     }
     userns_hints(&mut r.hints);
     if root {
-        let fallback = Launcher {
+        let (fallback, seccomp_failed) = hardened(Launcher {
             bwrap,
             mode: LaunchMode::Root,
             disable_userns: false,
-        };
+            seccomp: first.seccomp,
+        });
         match try_launch(&fallback) {
             Ok(()) => {
+                if let Some(e) = seccomp_failed {
+                    r.notes.push(format!(
+                        "the seccomp filter could not be loaded, commands run without it: {e}"
+                    ));
+                }
                 r.notes.push(
                     "running bwrap as root with all capabilities dropped: the kernel does not apply the \
                      process limit (RLIMIT_NPROC) to host root, so a fork bomb is stopped only by the timeout"
@@ -280,6 +316,36 @@ pub fn check(explicit_bwrap: Option<&Path>) -> Readiness {
         );
     }
     r
+}
+
+/// `l` with what fails to launch here turned off, the seccomp filter first (and why it failed),
+/// then `--disable-userns`; `l` unchanged when it launches or nothing does.
+fn hardened(l: Launcher) -> (Launcher, Option<String>) {
+    let Err(e) = try_launch(&l) else {
+        return (l, None);
+    };
+    let without_filter = Launcher {
+        seccomp: false,
+        ..l.clone()
+    };
+    let without_userns = Launcher {
+        disable_userns: false,
+        ..l.clone()
+    };
+    let neither = Launcher {
+        seccomp: false,
+        disable_userns: false,
+        ..l.clone()
+    };
+    if l.seccomp && try_launch(&without_filter).is_ok() {
+        (without_filter, Some(e))
+    } else if l.disable_userns && try_launch(&without_userns).is_ok() {
+        (without_userns, None)
+    } else if l.seccomp && l.disable_userns && try_launch(&neither).is_ok() {
+        (neither, Some(e))
+    } else {
+        (l, None)
+    }
 }
 
 /// [`check`] for the default bwrap location, computed once per process.

@@ -35,7 +35,7 @@ pub struct AttemptResult {
 }
 
 /// Names of all attempts, in the order [`run_all`] runs them.
-pub const ATTEMPTS: [&str; 14] = [
+pub const ATTEMPTS: [&str; 15] = [
     "write_outside_workspace",
     "read_host_temp_file",
     "network_connection",
@@ -50,6 +50,7 @@ pub const ATTEMPTS: [&str; 14] = [
     "nested_namespaces",
     "many_files",
     "many_inodes",
+    "seccomp_filter",
 ];
 
 /// The host's shared memory in use (`Shmem` of /proc/meminfo, where tmpfs pages count), bytes.
@@ -232,6 +233,7 @@ pub fn run_one(name: &str, cfg: &SandboxConfig) -> Result<AttemptResult, Sandbox
         "nested_namespaces" => nested_namespaces,
         "many_files" => many_files,
         "many_inodes" => many_inodes,
+        "seccomp_filter" => seccomp_filter,
         other => {
             return Err(SandboxError::Protocol(format!(
                 "unknown self-test attempt `{other}`"
@@ -430,6 +432,7 @@ fn kill_parent(cfg: &SandboxConfig, n: &str, tmp: &Path) -> Result<AttemptResult
         &BTreeMap::new(),
         &format!("sleep 600; : {marker}"),
         Duration::from_secs(600),
+        None,
     );
     // The sandbox reads its state as a tar on stdin: give it an empty archive.
     let input = tmp.join(format!("autosafe-empty-{n}.tar"));
@@ -622,6 +625,80 @@ fn nested_namespaces(
             "no user namespace could be created inside".to_string()
         } else {
             format!("namespaces created inside: {}", made.join(", "))
+        },
+    ))
+}
+
+/// System calls the seccomp filter refuses, made straight from perl (x86_64 numbers; the filter
+/// is built for x86_64 alone): name, number, first argument. Each prints `name result errno`.
+/// `clone` with `CLONE_NEWUSER | SIGCHLD` forks when let through: the child exits at once. It goes
+/// first: after an `unshare` of a user namespace (no uid map) a nested one is refused anyway.
+pub const SECCOMP_PROBE: &str = r#"perl -MPOSIX -e 'for (["clone", 56, 0x10000011], ["unshare", 272, 0x10000000], ["clone3", 435, 0], ["setns", 308, 0], ["mount", 165, 0], ["umount2", 166, 0], ["pivot_root", 155, 0], ["ptrace", 101, 0], ["keyctl", 250, 0], ["add_key", 248, 0], ["bpf", 321, 0], ["perf_event_open", 298, 0], ["init_module", 175, 0], ["kexec_load", 246, 0], ["io_uring_setup", 425, 0]) { my ($n, $nr, $a) = @$_; $! = 0; my $r = syscall($nr, $a, 0, 0, 0, 0); POSIX::_exit(0) if $r == 0 && $n eq "clone"; printf "SYSCALL %s %d %d
+", $n, $r, $! + 0 }'"#;
+
+/// The lines of [`SECCOMP_PROBE`]'s output whose call was not refused by the filter (EPERM,
+/// ENOSYS for `clone3`), or every call when perl printed nothing.
+pub fn seccomp_probe_let_through(output: &str) -> Vec<String> {
+    let lines: Vec<&str> = output
+        .lines()
+        .filter_map(|l| l.strip_prefix("SYSCALL "))
+        .collect();
+    if lines.len() < 15 {
+        return vec![format!("only {} of 15 calls reported", lines.len())];
+    }
+    lines
+        .into_iter()
+        .filter(|l| {
+            let want = if l.starts_with("clone3 ") {
+                "-1 38"
+            } else {
+                "-1 1"
+            };
+            !l.ends_with(want)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// With `--disable-userns` off (as on bwrap older than 0.8), the seccomp filter alone keeps
+/// commands from making namespaces, mounting, tracing, and reaching bpf, perf, keys, modules and
+/// io_uring, while ordinary tools still run.
+fn seccomp_filter(
+    cfg: &SandboxConfig,
+    _n: &str,
+    _tmp: &Path,
+) -> Result<AttemptResult, SandboxError> {
+    let mut c = cfg.clone();
+    c.disable_userns = false;
+    let mut ep = episode(vec![], &c)?;
+    let obs = ep.execute(&format!(
+        "grep '^Seccomp:' /proc/self/status; \
+         unshare -U -r true 2>/dev/null && echo MADE-user-namespace; \
+         unshare -m true 2>/dev/null && echo MADE-mount-namespace; \
+         unshare -U -r mount -t tmpfs none /tmp 2>/dev/null && echo MADE-tmpfs-mount; \
+         strace -o /dev/null true 2>/dev/null && echo MADE-strace; \
+         {SECCOMP_PROBE}; \
+         echo hi | tr a-z A-Z | xargs -I{{}} timeout 5 prlimit --nofile=64 echo {{}} \
+         && tar -cf - /etc/passwd 2>/dev/null | tar -tf - && echo ORDINARY-ok"
+    ))?;
+    let filtered = obs.output.contains("Seccomp:\t2");
+    let made: Vec<&str> = obs
+        .output
+        .lines()
+        .filter_map(|l| l.strip_prefix("MADE-"))
+        .collect();
+    let through = seccomp_probe_let_through(&obs.output);
+    let ordinary = obs.output.contains("HI\netc/passwd\nORDINARY-ok");
+    Ok(result(
+        ATTEMPTS[14],
+        filtered && made.is_empty() && through.is_empty() && ordinary,
+        if let Some(why) = crate::seccomp::unsupported() {
+            why
+        } else {
+            format!(
+                "under a filter: {filtered}; made without --disable-userns: {made:?}; system \
+                 calls not refused: {through:?}; ordinary commands ran: {ordinary}"
+            )
         },
     ))
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use autosafe_ots::terminal::{FileKind, FileSpec};
 use autosafe_sandbox::selftest::{
-    bare_setup, host_processes_with, nonce, run_one, wait_no_process,
+    SECCOMP_PROBE, bare_setup, host_processes_with, nonce, run_one, seccomp_probe_let_through,
+    wait_no_process,
 };
 use autosafe_sandbox::{SandboxConfig, TerminalEpisode, check};
 
@@ -320,6 +321,114 @@ fn nested_user_namespaces_are_refused() {
             r.detail
         );
     }
+}
+
+/// Without `--disable-userns` (as with a bwrap older than 0.8), the seccomp filter alone
+/// refuses nested namespaces, mounts, ptrace, bpf, keys and the rest; with the filter off too
+/// the same commands make a user and mount namespace, mount a tmpfs and trace: the filter is
+/// what stops them.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_seccomp_filter_alone_refuses_namespaces_mounts_and_ptrace() {
+    let launcher = check(None).launcher().unwrap();
+    assert!(launcher.seccomp, "no filter here: {:?}", check(None).notes);
+    let run = |seccomp: bool| {
+        let cfg = SandboxConfig {
+            disable_userns: false,
+            seccomp,
+            ..SandboxConfig::default()
+        };
+        let mut ep = episode(&cfg, vec![]);
+        ep.execute(&format!(
+            "unshare -U -r true && echo MADE-user; \
+             unshare -m true && echo MADE-mount; \
+             mount -t tmpfs none /tmp && echo MADE-plain-tmpfs; \
+             unshare -U -r -m sh -c 'mount -t tmpfs none /tmp && echo MADE-tmpfs'; \
+             strace -o /dev/null true && echo MADE-strace; \
+             {SECCOMP_PROBE}; echo hi | xargs echo && echo ORDINARY-ok"
+        ))
+        .unwrap()
+        .output
+    };
+    let with = run(true);
+    assert!(!with.contains("MADE-"), "{with}");
+    assert!(with.contains("Operation not permitted"), "{with}");
+    assert!(
+        seccomp_probe_let_through(&with).is_empty(),
+        "{:?}\n{with}",
+        seccomp_probe_let_through(&with)
+    );
+    assert!(with.contains("hi\nORDINARY-ok"), "{with}");
+
+    let without = run(false);
+    for made in ["MADE-user", "MADE-tmpfs", "MADE-strace"] {
+        assert!(without.contains(made), "{made} missing:\n{without}");
+    }
+    let through = seccomp_probe_let_through(&without);
+    for call in ["unshare 0 ", "clone ", "ptrace 0 "] {
+        assert!(
+            through.iter().any(|l| l.starts_with(call)),
+            "{call} refused without the filter: {through:?}"
+        );
+    }
+}
+
+/// By default every command runs under the filter, `--disable-userns` or not, and the fd that
+/// carried the filter into bwrap is not open inside (the command sees the same fds as without).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn every_command_runs_under_the_filter_and_its_fd_stays_outside() {
+    let fds = |cfg: &SandboxConfig| {
+        let mut ep = episode(cfg, vec![]);
+        ep.execute("grep '^Seccomp' /proc/self/status; ls /proc/self/fd | tr '\\n' ' '")
+            .unwrap()
+            .output
+    };
+    let with = fds(&SandboxConfig::default());
+    assert!(
+        with.contains("Seccomp:\t2\nSeccomp_filters:\t1\n"),
+        "{with}"
+    );
+    let without = fds(&SandboxConfig {
+        seccomp: false,
+        ..SandboxConfig::default()
+    });
+    assert!(without.contains("Seccomp:\t0\n"), "{without}");
+    assert_eq!(
+        with.lines().last(),
+        without.lines().last(),
+        "fds open inside"
+    );
+    let r = run_one("seccomp_filter", &SandboxConfig::default()).unwrap();
+    assert!(r.blocked, "{}", r.detail);
+}
+
+/// An fd this process inherited without close-on-exec (here: a host pipe's write end) does not
+/// reach the command: bwrap would hand it on, and the command could write to the host.
+#[test]
+fn an_inherited_host_fd_is_not_open_inside() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let (mut host_end, writer) = std::io::pipe().unwrap();
+    // dup() leaves the copy without close-on-exec, as a parent shell's fds are.
+    let leaked = nix::unistd::dup(&writer).unwrap();
+    drop(writer);
+    let n = nonce();
+    let fd = leaked.as_raw_fd();
+    let mut ep = episode(&SandboxConfig::default(), vec![]);
+    let obs = ep
+        .execute(&format!(
+            "echo pwned-{n} >&{fd}; ls /proc/self/fd | tr '\\n' ' '"
+        ))
+        .unwrap();
+    drop(leaked);
+    let mut got = String::new();
+    host_end.read_to_string(&mut got).unwrap();
+    assert!(
+        !got.contains("pwned"),
+        "the command wrote to a host pipe: {got}"
+    );
+    assert!(obs.output.contains("Bad file descriptor"), "{}", obs.output);
 }
 
 /// A command leaving more entries than `max_files` in the persisted roots: its changes there
