@@ -89,6 +89,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         "agent_reflect.j2",
         include_str!("../../../prompts/agent_reflect.j2"),
     ),
+    (
+        "agent_repeat.j2",
+        include_str!("../../../prompts/agent_repeat.j2"),
+    ),
     ("emulator.j2", include_str!("../../../prompts/emulator.j2")),
     (
         "judge_step.j2",
@@ -170,6 +174,8 @@ pub mod names {
     pub const AGENT_USER: &str = "agent_user.j2";
     /// Agent regeneration prompt with the reflector's suggestion.
     pub const AGENT_REFLECT: &str = "agent_reflect.j2";
+    /// The note that re-asks an agent whose proposal repeats its previous action.
+    pub const AGENT_REPEAT: &str = "agent_repeat.j2";
     /// Tool emulator (standard or adversarial).
     pub const EMULATOR: &str = "emulator.j2";
     /// Binary step judge.

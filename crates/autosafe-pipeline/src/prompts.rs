@@ -110,6 +110,15 @@ pub(crate) struct AgentReflectCtx {
     pub native: bool,
 }
 
+/// Context of `agent_repeat.j2`: what the repeated action returned the first time.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AgentRepeatCtx {
+    /// The previous step's observation, cut to a few hundred characters.
+    pub observation: String,
+    /// Native tool calls (the agent ends with a message, not a Final Answer).
+    pub native: bool,
+}
+
 /// Context of `judge_step.j2` and `reflector.j2`: the four fields of the paper's detector.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct JudgeCtx {
@@ -294,6 +303,14 @@ mod tests {
                 && text.contains("Suggestion: Ask the user first.")
         );
         rendered.insert(names::AGENT_REFLECT, text);
+
+        let ctx = AgentRepeatCtx {
+            observation: "{\"tasks\": []}".into(),
+            native: false,
+        };
+        let text = p.render(names::AGENT_REPEAT, &ctx).unwrap();
+        assert!(text.contains("{\"tasks\": []}") && text.contains("Final Answer"));
+        rendered.insert(names::AGENT_REPEAT, text);
 
         let jc = JudgeCtx::new(&sc, &history, &proposed);
         let text = p.render(names::JUDGE_STEP, &jc).unwrap();

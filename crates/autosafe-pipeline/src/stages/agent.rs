@@ -4,15 +4,19 @@
 //! A reply that cannot be parsed is re-asked with the parse error fed back, at most
 //! `max_parse_retries` times; after that the turn is a [`StageFailure`] (`parse_error`) with the
 //! raw text. API errors and replies cut by the token budget are failures at once.
+//!
+//! A proposal that repeats the previous step's action (same tool, same input) is re-asked once
+//! with `agent_repeat.j2`: what the action returned and that it may end the episode instead. Small
+//! models otherwise re-run a failed command until the step limit (docs/ablation/agent_stop).
 
 use std::sync::Arc;
 
 use autosafe_llm::{CallContext, ChatModel, ChatRequest, Message, ToolChoice};
-use autosafe_ots::{AgentTurn, Scenario, Step, Toolkit, UnmeasuredReason};
+use autosafe_ots::{Action, AgentTurn, Scenario, Step, Toolkit, UnmeasuredReason};
 
 use super::common::{StageFailure, first_choice};
 use crate::prompts::{
-    AgentLayout, AgentMode, AgentReflectCtx, AgentSystemCtx, AgentUserCtx, Prompts,
+    AgentLayout, AgentMode, AgentReflectCtx, AgentRepeatCtx, AgentSystemCtx, AgentUserCtx, Prompts,
     TrainingInputCtx, names,
 };
 use crate::react::{
@@ -41,6 +45,8 @@ pub struct AgentOptions {
     pub require_tool_call: bool,
     /// Re-asks after an unparsable reply.
     pub max_parse_retries: u32,
+    /// Re-ask once, with what it returned, when a proposal repeats the previous step's action.
+    pub repeat_guard: bool,
     /// Token budget of one turn.
     pub max_tokens: u32,
     /// Sampling temperature.
@@ -55,6 +61,7 @@ impl Default for AgentOptions {
             layout: AgentLayout::Agent,
             require_tool_call: false,
             max_parse_retries: 2,
+            repeat_guard: true,
             max_tokens: 512,
             temperature: 0.7,
         }
@@ -218,8 +225,12 @@ impl Agent {
         }
         let ctx = CallContext::stage("agent");
         let mut last: Option<StageFailure> = None;
-        for attempt in 0..=self.options.max_parse_retries {
-            req.sample_index = attempt;
+        let mut repeat_noted = false;
+        let mut parse_failures = 0;
+        let mut calls = 0;
+        while parse_failures <= self.options.max_parse_retries {
+            req.sample_index = calls;
+            calls += 1;
             let reply = self
                 .model
                 .chat(&req, &ctx)
@@ -243,8 +254,20 @@ impl Agent {
                 parse_turn(choice.content.as_deref().unwrap_or(""))
             };
             match parsed {
-                Ok(turn) => return Ok(turn),
+                Ok(turn) => {
+                    let previous = history.last().filter(|_| {
+                        reflection.is_none() && self.options.repeat_guard && !repeat_noted
+                    });
+                    match previous.filter(|p| same_action(&p.turn.action, &turn.action)) {
+                        Some(p) => {
+                            repeat_noted = true;
+                            self.note_repeat(&mut req, choice.content.as_deref(), p)?;
+                        }
+                        None => return Ok(turn),
+                    }
+                }
                 Err(e) => {
+                    parse_failures += 1;
                     let raw = if self.options.native {
                         e.raw.clone()
                     } else {
@@ -271,6 +294,62 @@ impl Agent {
             }
         }
         Err(last.expect("at least one attempt"))
+    }
+
+    /// Adds the repeated reply (ReAct text; a native call has no result to pair it with) and
+    /// the note `agent_repeat.j2` to `req`.
+    fn note_repeat(
+        &self,
+        req: &mut ChatRequest,
+        reply: Option<&str>,
+        previous: &Step,
+    ) -> Result<(), StageFailure> {
+        let native = self.options.native;
+        let observation: String = previous
+            .observation
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .take(REPEAT_OBSERVATION_CHARS)
+            .collect();
+        let note = self
+            .prompts
+            .render(
+                names::AGENT_REPEAT,
+                &AgentRepeatCtx {
+                    observation,
+                    native,
+                },
+            )
+            .map_err(|e| StageFailure::parse(format!("prompt: {e}"), ""))?;
+        if !native {
+            req.messages
+                .push(Message::assistant(reply.unwrap_or_default().to_string()));
+        }
+        req.messages.push(Message::user(note));
+        Ok(())
+    }
+}
+
+/// How much of the repeated action's observation the note quotes.
+const REPEAT_OBSERVATION_CHARS: usize = 600;
+
+/// Whether two actions call the same tool with the same input (native call ids aside).
+fn same_action(a: &Action, b: &Action) -> bool {
+    match (a, b) {
+        (
+            Action::Tool {
+                tool: ta,
+                input: ia,
+                ..
+            },
+            Action::Tool {
+                tool: tb,
+                input: ib,
+                ..
+            },
+        ) => ta == tb && ia == ib,
+        _ => false,
     }
 }
 
@@ -408,6 +487,79 @@ mod tests {
         )
         .await;
         assert_eq!(turn.unwrap_err().reason, UnmeasuredReason::Truncated);
+    }
+
+    /// The fixture's reflected example with the server replying `replies` in turn: the
+    /// outcome and every request body.
+    async fn propose_with(
+        options: AgentOptions,
+        replies: Vec<Reply>,
+    ) -> (AgentOutcome, Vec<serde_json::Value>) {
+        let ex = fixtures::reflected_example();
+        let (agent, server) = agent_on_server(options).await;
+        for r in replies {
+            server.push(r);
+        }
+        let outcome = agent
+            .propose(
+                &ex.scenario,
+                &fixtures::toolkits_of(&ex.scenario),
+                &ex.history,
+                7,
+                None,
+            )
+            .await;
+        let bodies = server.log().into_iter().filter_map(|e| e.body).collect();
+        (outcome, bodies)
+    }
+
+    #[tokio::test]
+    async fn a_repeated_action_is_asked_again_once_with_what_it_returned() {
+        let ex = fixtures::reflected_example();
+        let previous = ex.history.last().unwrap();
+        let repeat = render_turn(&previous.turn, None);
+        let done = "Thought: It is done.\nFinal Answer: Done.";
+        let options = AgentOptions {
+            mode: AgentMode::Plain,
+            max_parse_retries: 0,
+            ..AgentOptions::default()
+        };
+        let (turn, bodies) = propose_with(
+            options.clone(),
+            vec![Reply::text(repeat.clone()), Reply::text(done)],
+        )
+        .await;
+        assert!(matches!(turn.unwrap().action, Action::Final { .. }));
+        assert_eq!(bodies.len(), 2);
+        let messages = bodies[1]["messages"].as_array().unwrap();
+        assert_eq!(messages[messages.len() - 2]["content"], repeat.as_str());
+        let note = messages.last().unwrap()["content"].as_str().unwrap();
+        let observation = previous.observation.as_deref().unwrap();
+        assert!(
+            note.starts_with("You already ran this exact action"),
+            "{note}"
+        );
+        assert!(
+            note.contains(&observation[..observation.len().min(40)]),
+            "{note}"
+        );
+        assert!(note.contains("Final Answer"), "{note}");
+        // Repeated again after the note: the proposal stands (asked once only).
+        let (turn, bodies) = propose_with(
+            options.clone(),
+            vec![Reply::text(repeat.clone()), Reply::text(repeat.clone())],
+        )
+        .await;
+        assert!(same_action(&turn.unwrap().action, &previous.turn.action));
+        assert_eq!(bodies.len(), 2);
+        // Switched off: the repeat is taken as it is.
+        let off = AgentOptions {
+            repeat_guard: false,
+            ..options
+        };
+        let (turn, bodies) = propose_with(off, vec![Reply::text(repeat)]).await;
+        assert!(same_action(&turn.unwrap().action, &previous.turn.action));
+        assert_eq!(bodies.len(), 1);
     }
 
     #[tokio::test]

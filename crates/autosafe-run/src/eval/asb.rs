@@ -61,10 +61,10 @@ pub fn asb(o: &AsbOpts, obs: &dyn Observer) -> anyhow::Result<EvalOutcome> {
         max_steps: o.max_steps,
         concurrency: o.run.concurrency,
     };
-    let (agent_mode, agent_layout) = o.agent.manifest_fields();
+    let (agent_mode, agent_layout, repeat_guard) = o.agent.manifest_fields();
     ctx.manifest(
         "agent_safetybench",
-        json!({"input": file_name(&o.file), "environments": file_name(&dir), "config": cfg, "emulator_mode": o.emulator_mode.as_str(), "agent_mode": agent_mode, "agent_layout": agent_layout}),
+        json!({"input": file_name(&o.file), "environments": file_name(&dir), "config": cfg, "emulator_mode": o.emulator_mode.as_str(), "agent_mode": agent_mode, "agent_layout": agent_layout, "agent_repeat_guard": repeat_guard}),
     )?;
     ctx.line(&format!(
         "eval agent-safetybench: agent {} judge {} emulator {} ← {} ({} cases, {} environments)",

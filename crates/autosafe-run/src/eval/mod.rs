@@ -69,14 +69,17 @@ pub struct AgentOpts {
     pub temperature: f32,
     /// Token budget of one turn.
     pub max_tokens: u32,
+    /// Re-ask once when a proposal repeats the previous step's action.
+    pub repeat_guard: bool,
 }
 
 impl AgentOpts {
-    /// The mode and layout as the manifest records them.
-    fn manifest_fields(&self) -> (String, &'static str) {
+    /// The mode, layout and repeat guard as the manifest records them.
+    fn manifest_fields(&self) -> (String, &'static str, bool) {
         (
             format!("{:?}", self.mode).to_lowercase(),
             self.layout.as_str(),
+            self.repeat_guard,
         )
     }
 }
@@ -146,6 +149,7 @@ impl<'o> Ctx<'o> {
                 layout: a.layout,
                 temperature: a.temperature,
                 max_tokens: a.max_tokens,
+                repeat_guard: a.repeat_guard,
                 ..Default::default()
             },
         ))

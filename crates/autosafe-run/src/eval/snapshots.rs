@@ -58,10 +58,10 @@ pub fn snapshots(o: &SnapshotsOpts, obs: &dyn Observer) -> anyhow::Result<EvalOu
         concurrency: o.run.concurrency,
         replay_history: o.env == EnvChoice::Terminal,
     };
-    let (agent_mode, agent_layout) = o.agent.manifest_fields();
+    let (agent_mode, agent_layout, repeat_guard) = o.agent.manifest_fields();
     ctx.manifest(
         "snapshots",
-        json!({"input": file_name(&o.file), "config": cfg, "env": o.env.as_str(), "agent_mode": agent_mode, "agent_layout": agent_layout}),
+        json!({"input": file_name(&o.file), "config": cfg, "env": o.env.as_str(), "agent_mode": agent_mode, "agent_layout": agent_layout, "agent_repeat_guard": repeat_guard}),
     )?;
     ctx.line(&format!(
         "eval snapshots: agent {} judge {}{} ← {} ({} snapshots, k = {})",

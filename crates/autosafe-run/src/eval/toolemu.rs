@@ -49,10 +49,10 @@ pub fn toolemu(o: &ToolEmuOpts, obs: &dyn Observer) -> anyhow::Result<EvalOutcom
         max_steps: o.max_steps,
         concurrency: o.run.concurrency,
     };
-    let (agent_mode, agent_layout) = o.agent.manifest_fields();
+    let (agent_mode, agent_layout, repeat_guard) = o.agent.manifest_fields();
     ctx.manifest(
         "toolemu",
-        json!({"cases": name, "config": cfg, "emulator_mode": o.emulator_mode.as_str(), "agent_mode": agent_mode, "agent_layout": agent_layout}),
+        json!({"cases": name, "config": cfg, "emulator_mode": o.emulator_mode.as_str(), "agent_mode": agent_mode, "agent_layout": agent_layout, "agent_repeat_guard": repeat_guard}),
     )?;
     ctx.line(&format!(
         "eval toolemu: agent {} emulator {} evaluator {} ← {} ({} cases)",

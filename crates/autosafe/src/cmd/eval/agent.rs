@@ -38,6 +38,10 @@ pub struct AgentOpts {
     /// Token budget of one agent turn.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     max_tokens: u32,
+    /// Take a proposal that repeats the previous step's action as it is, without re-asking the
+    /// agent once with what the action returned (the re-ask is on by default).
+    #[arg(long)]
+    no_repeat_guard: bool,
 }
 
 /// Agent prompt modes.
@@ -88,6 +92,7 @@ impl AgentOpts {
             layout: self.layout.into(),
             temperature: self.temperature,
             max_tokens: self.max_tokens,
+            repeat_guard: !self.no_repeat_guard,
         }
     }
 }
