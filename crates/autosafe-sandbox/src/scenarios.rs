@@ -388,8 +388,8 @@ pub fn shipped() -> Result<Vec<TerminalScenario>, SandboxError> {
     }
 }
 
-/// Reads scenarios from a directory (every `*.toml` and `*.jsonl`, sorted), one `.jsonl` file of
-/// scenario records, or one `.toml` file.
+/// Reads scenarios from a directory (every `*.toml`, sorted), one `.jsonl` file of scenario
+/// records, or one `.toml` file.
 pub fn load_path(path: &Path) -> Result<Vec<TerminalScenario>, SandboxError> {
     if path.is_dir() {
         load_dir(path)
@@ -407,22 +407,23 @@ pub fn load_jsonl(path: &Path) -> Result<Vec<TerminalScenario>, SandboxError> {
     parse_jsonl(&text, path)
 }
 
-/// Reads every `*.toml` and `*.jsonl` of a directory, sorted by file name; all problems are
-/// reported together.
+/// Reads every `*.toml` of a directory, sorted by file name; all problems are reported
+/// together. (JSON Lines files are read only when named: a directory may hold pipeline
+/// scenario records beside them.)
 pub fn load_dir(dir: &Path) -> Result<Vec<TerminalScenario>, SandboxError> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| {
             SandboxError::Scenario(format!("{}: cannot read directory: {e}", dir.display()))
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml" || x == "jsonl"))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     paths.sort();
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for p in paths {
-        match load_path(&p) {
-            Ok(s) => out.extend(s),
+        match load_file(&p) {
+            Ok(s) => out.push(s),
             Err(e) => errors.push(e.to_string()),
         }
     }
