@@ -355,7 +355,7 @@ pub fn parse_jsonl(text: &str, path: &Path) -> Result<Vec<TerminalScenario>, San
 }
 
 /// Whether `path` names JSON Lines of terminal scenarios (by its extension).
-pub fn is_jsonl(path: &Path) -> bool {
+pub(crate) fn is_jsonl(path: &Path) -> bool {
     path.extension().is_some_and(|x| x == "jsonl")
 }
 
