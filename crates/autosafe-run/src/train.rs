@@ -129,8 +129,9 @@ pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> anyhow::Result<()> {
     }
     let mut manifest = new_manifest(&spec, &prepared, &steps, gguf.as_deref())?;
     let mpath = layout.manifest();
-    let old = earlier(&mpath, &manifest);
-    let resume = resume(old.as_ref(), &manifest.commands, |step| match step {
+    let old = earlier(&mpath, &manifest)?;
+    let shown = manifest.masked()?;
+    let resume = resume(old.as_ref(), &shown.commands, |step| match step {
         Step::Train => layout.output_dir().exists(),
         Step::Merge => layout.merged_dir().exists(),
         Step::Gguf | Step::GgufBase => false,
@@ -221,11 +222,13 @@ pub(crate) fn resume(
 }
 
 /// The manifest of an earlier attempt at this training with the same config and data (none when
-/// there is none or it cannot be read).
-fn earlier(path: &Path, manifest: &TrainManifest) -> Option<TrainManifest> {
-    TrainManifest::read(path)
+/// there is none or it cannot be read). It was written masked, so it is compared with the masked
+/// form of this one.
+fn earlier(path: &Path, manifest: &TrainManifest) -> anyhow::Result<Option<TrainManifest>> {
+    let shown = manifest.masked()?;
+    Ok(TrainManifest::read(path)
         .ok()
-        .filter(|o| o.config == manifest.config && o.data.sha256 == manifest.data.sha256)
+        .filter(|o| o.config == shown.config && o.data.sha256 == shown.data.sha256))
 }
 
 /// Runs `steps` in order, recording each one's seconds and events in `manifest`; the steps in
@@ -693,6 +696,32 @@ mod tests {
 
     fn skip(steps: &[Step]) -> Resume {
         Resume::Skip(steps.to_vec())
+    }
+
+    #[test]
+    fn a_training_with_secret_settings_resumes_from_its_masked_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.json");
+        let mut m = earlier_attempt(TrainStatus::Finished, None);
+        let secret = "sk-very-secret-value";
+        m.spec
+            .extra
+            .push(("hub_token".into(), serde_json::json!(secret)));
+        m.config = serde_json::json!({"hub_token": secret});
+        m.commands
+            .insert("train".into(), format!("train --hub-token {secret}"));
+        m.write(&path).unwrap();
+        assert!(!std::fs::read_to_string(&path).unwrap().contains(secret));
+        let old = earlier(&path, &m)
+            .unwrap()
+            .expect("the earlier attempt is found");
+        let shown = m.masked().unwrap();
+        assert_eq!(
+            resume(Some(&old), &shown.commands, |_| true),
+            Resume::Finished
+        );
+        // Unmasked, the commands differ from the file's: the bug this guards against.
+        assert_ne!(old.commands, m.commands);
     }
 
     #[test]

@@ -170,11 +170,26 @@ pub struct TrainManifest {
 }
 
 impl TrainManifest {
-    /// Writes it atomically, the values of secret-looking `--set` keys (`hub_token`, `*_key`,
+    /// Writes it atomically, masked ([`TrainManifest::masked`]).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let mut text = self.masked_text(path)?;
+        text.push('\n');
+        autosafe_pipeline::rundir::write_bytes_atomic(path, text.as_bytes())
+            .map_err(|e| TrainError::Pipeline(e.to_string()))
+    }
+
+    /// It as written: the values of secret-looking `--set` keys (`hub_token`, `*_key`,
     /// `*secret*`, `*password*`: [`autosafe_pipeline::rundir::is_secret_key`]) masked wherever
     /// they appear (the extras, the config's content, the command lines). The trainer's own
-    /// config file keeps them: the trainer needs them.
-    pub fn write(&self, path: &Path) -> Result<()> {
+    /// config file keeps them: the trainer needs them. An earlier attempt read back is compared
+    /// with this, so a training with secrets resumes like any other.
+    pub fn masked(&self) -> Result<TrainManifest> {
+        let text = self.masked_text(Path::new("manifest.json"))?;
+        serde_json::from_str(&text).map_err(|e| TrainError::Json(format!("masked manifest: {e}")))
+    }
+
+    /// The masked JSON text; `path` names the file in errors.
+    fn masked_text(&self, path: &Path) -> Result<String> {
         use autosafe_pipeline::rundir::{MASK, is_secret_key};
         let mut shown = self.clone();
         let mut secrets = Vec::new();
@@ -191,9 +206,7 @@ impl TrainManifest {
         for s in secrets.iter().filter(|s| s.len() >= 4) {
             text = text.replace(s.as_str(), MASK);
         }
-        text.push('\n');
-        autosafe_pipeline::rundir::write_bytes_atomic(path, text.as_bytes())
-            .map_err(|e| TrainError::Pipeline(e.to_string()))
+        Ok(text)
     }
 
     /// Reads one.
