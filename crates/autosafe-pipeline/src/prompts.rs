@@ -183,6 +183,17 @@ pub(crate) struct GeneratorCtx {
     pub examples: Vec<String>,
 }
 
+/// Context of `terminal_generator.j2`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TerminalGeneratorCtx {
+    /// Target category.
+    pub category: CategoryView,
+    /// Target source.
+    pub source: SourceView,
+    /// Shipped scenarios of the same source, as JSON text.
+    pub examples: Vec<String>,
+}
+
 /// Context of `training_input.j2` (the Alpaca `input`).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct TrainingInputCtx {

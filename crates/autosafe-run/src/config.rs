@@ -342,13 +342,19 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
-    /// The model roles this run uses: the terminal environment plays shipped scenarios on real
-    /// commands, so it has no generator and no emulator.
+    /// The model roles this run uses: the terminal environment plays its scenarios on real
+    /// commands, so it has no emulator, and no generator unless `[synthesize] environment =
+    /// "terminal"` writes them.
     pub(crate) fn roles_used(&self) -> Vec<Role> {
-        let terminal = self.elicit.environment == EnvChoice::Terminal;
+        let synth = self.synthesize.environment == EnvChoice::Terminal;
+        let terminal = synth || self.elicit.environment == EnvChoice::Terminal;
         Role::ALL
             .into_iter()
-            .filter(|role| !(terminal && matches!(role, Role::Generator | Role::Emulator)))
+            .filter(|role| match role {
+                Role::Emulator => !terminal,
+                Role::Generator => !terminal || synth,
+                _ => true,
+            })
             .collect()
     }
 
