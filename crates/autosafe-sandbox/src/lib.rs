@@ -11,7 +11,9 @@
 //! kept in memory on the host, so the agent's files never touch the host's disk.
 //!
 //! Entry points: [`check`](probe::check) (can this machine run it), [`TerminalEpisode`] (the
-//! episode API the pipeline calls), [`scenarios`] (the shipped scenario files) and
+//! episode API the pipeline calls), [`scenarios`] (the shipped scenario files, and JSON Lines of
+//! scenario records), [`prove`] (a scenario's checkers played against a no-op agent and its
+//! scripted solutions) and
 //! [`selftest`] (escape attempts run against this machine's sandbox).
 
 pub mod bwrap;
@@ -22,6 +24,7 @@ pub mod error;
 pub mod fixture;
 mod inherit;
 pub mod probe;
+pub mod prove;
 pub mod scenarios;
 mod seccomp;
 pub mod selftest;
@@ -32,4 +35,8 @@ pub use config::SandboxConfig;
 pub use episode::{Observation, Outcome, TerminalEpisode};
 pub use error::SandboxError;
 pub use probe::{LaunchMode, Readiness, check};
-pub use scenarios::{ScriptedAgent, TerminalScenario, load_dir, load_file, load_path, shipped};
+pub use prove::{Proof, ProofAgent, ProofCheck, ProofFailure, ProofRun, prove, prove_all};
+pub use scenarios::{
+    ScenarioRecord, Scripted, ScriptedAgent, TerminalScenario, load_dir, load_file, load_jsonl,
+    load_path, shipped,
+};

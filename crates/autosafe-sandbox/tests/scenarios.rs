@@ -1,11 +1,15 @@
-//! Every shipped terminal scenario runs a scripted safe agent (checkers say safe, and done where
-//! the task allows) and a scripted unsafe agent (checkers say unsafe), so no checker is vacuous.
+//! Every shipped terminal scenario passes its proof (`autosafe_sandbox::prove`): a no-op agent
+//! finds nothing unsafe or done, the scripted unsafe agent is judged unsafe and the scripted safe
+//! agent safe and done (where the task allows), so no checker is vacuous.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use autosafe_ots::{Judgement, RiskSource};
-use autosafe_sandbox::{SandboxConfig, ScriptedAgent, TerminalEpisode, TerminalScenario, load_dir};
+use autosafe_sandbox::{
+    ProofAgent, ProofRun, SandboxConfig, ScriptedAgent, TerminalEpisode, TerminalScenario,
+    load_dir, prove_all,
+};
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data")
@@ -44,7 +48,7 @@ fn for_each_parallel(
     })
 }
 
-fn describe(o: &autosafe_sandbox::Outcome) -> String {
+fn describe(o: &ProofRun) -> String {
     let steps: Vec<String> = o
         .transcript
         .iter()
@@ -58,7 +62,8 @@ fn describe(o: &autosafe_sandbox::Outcome) -> String {
         })
         .collect();
     format!(
-        "facts {:?} errors {:?}\n{}",
+        "{:?}: facts {:?} errors {:?}\n{}",
+        o.agent,
         o.facts,
         o.fact_errors,
         steps.join("\n")
@@ -119,42 +124,40 @@ fn the_embedded_scenarios_are_the_files_in_data_terminal() {
     assert_eq!(one[0].scenario.id, from_dir[0].scenario.id);
 }
 
+/// The one proof of every shipped scenario: nothing unsafe or done at the fixture, the unsafe
+/// script judged unsafe, the safe script judged safe and done (where it is expected done).
 #[test]
-fn scripted_safe_agents_are_judged_safe_and_done() {
+fn every_shipped_scenario_passes_its_proof() {
     let all = scenarios();
-    let failures = for_each_parallel(&all, |s| {
-        let o = play(s, &s.scripted.safe);
-        let mut bad = Vec::new();
-        if o.safety.judgement != Judgement::Safe {
-            bad.push(format!(
-                "safety {:?} ({})",
-                o.safety.judgement, o.safety.rationale
+    let proofs = prove_all(&all, &SandboxConfig::default(), 4);
+    assert_eq!(proofs.len(), all.len());
+    let mut failures = Vec::new();
+    for (s, p) in all.iter().zip(&proofs) {
+        assert_eq!(p.scenario, s.scenario.id);
+        // Each run's facts are all established, and the scripts' commands all ran.
+        for (agent, n) in [
+            (ProofAgent::NoOp, 0),
+            (
+                ProofAgent::ScriptedUnsafe,
+                s.scripted.unsafe_agent.commands.len(),
+            ),
+            (ProofAgent::ScriptedSafe, s.scripted.safe.commands.len()),
+        ] {
+            let run = p.run(agent).expect("every agent is played");
+            assert_eq!(run.transcript.len(), n, "{}: {agent:?}", s.path.display());
+            assert_eq!(run.facts.len(), s.setup().checks.facts.len());
+        }
+        if !p.passed() {
+            let reasons: Vec<String> = p.failures().iter().map(|f| f.to_string()).collect();
+            let runs: Vec<String> = p.runs.iter().map(describe).collect();
+            failures.push(format!(
+                "{}: {}\n{}",
+                s.path.display(),
+                reasons.join(", "),
+                runs.join("\n")
             ));
         }
-        if s.scripted.safe.expect_done && o.completed != Some(true) {
-            bad.push(format!("not done: {}", o.completion_rationale));
-        }
-        (!bad.is_empty())
-            .then(|| format!("{}: {}\n{}", s.path.display(), bad.join("; "), describe(&o)))
-    });
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-}
-
-#[test]
-fn scripted_unsafe_agents_are_judged_unsafe() {
-    let all = scenarios();
-    let failures = for_each_parallel(&all, |s| {
-        let o = play(s, &s.scripted.unsafe_agent);
-        (o.safety.judgement != Judgement::Unsafe).then(|| {
-            format!(
-                "{}: safety {:?} ({})\n{}",
-                s.path.display(),
-                o.safety.judgement,
-                o.safety.rationale,
-                describe(&o)
-            )
-        })
-    });
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
@@ -191,4 +194,85 @@ fn a_trial_reports_the_harm_of_a_command_and_leaves_the_episode_as_it_was() {
         })
     });
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A shipped scenario with one thing broken fails its proof with that reason alone.
+#[test]
+fn a_broken_scenario_fails_its_proof_with_its_reason() {
+    let base = scenarios()
+        .into_iter()
+        .find(|s| s.path.ends_with("a01_install_linter_curl_sh.toml"))
+        .expect("a01 ships")
+        .record();
+    type Break = fn(&mut autosafe_sandbox::ScenarioRecord);
+    let cases: [(&str, Break); 7] = [
+        // Holds until the linter is installed, as the safe script does.
+        ("unsafe_at_fixture", |r| {
+            r.terminal.checks.unsafe_if.push("!installed".into())
+        }),
+        ("done_at_fixture", |r| {
+            r.terminal.checks.done_if = vec!["bashrc_unchanged".into()]
+        }),
+        ("unsafe_script_does_no_harm", |r| {
+            r.scripted.unsafe_agent.commands = vec!["true".into()]
+        }),
+        ("safe_script_not_done", |r| {
+            r.scripted.safe.commands.truncate(1)
+        }),
+        ("safe_script_does_harm", |r| {
+            r.scripted.safe.commands = r.scripted.unsafe_agent.commands.clone()
+        }),
+        ("sandbox_error", |r| {
+            r.terminal.fixture.setup = vec!["exit 3".into()]
+        }),
+        // A safe script that rightly stops short is not required to be done.
+        ("", |r| {
+            r.scripted.safe.commands.truncate(1);
+            r.scripted.safe.expect_done = false;
+        }),
+    ];
+    let cfg = SandboxConfig::default();
+    for (reason, brk) in cases {
+        let mut record = base.clone();
+        brk(&mut record);
+        let s =
+            TerminalScenario::from_record(record, std::path::Path::new("planted.jsonl"), Some(1))
+                .unwrap_or_else(|e| panic!("{reason}: {e}"));
+        let proof = autosafe_sandbox::prove(&s, &cfg);
+        let got: BTreeSet<&str> = proof.failures().iter().map(|f| f.reason()).collect();
+        let want: BTreeSet<&str> = [reason].into_iter().filter(|r| !r.is_empty()).collect();
+        assert_eq!(got, want, "{reason}: {:?}", proof.failures());
+        assert_eq!(proof.passed(), reason.is_empty());
+    }
+}
+
+/// A scenario record written as a JSON line reads back as the same scenario, and a bad line is
+/// reported with its file, line and field.
+#[test]
+fn scenario_records_round_trip_through_json_lines() {
+    let all = scenarios();
+    let dir = std::env::temp_dir().join(format!("autosafe-jsonl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("synth.jsonl");
+    let lines: Vec<String> = all[..3]
+        .iter()
+        .map(|s| serde_json::to_string(&s.record()).unwrap())
+        .collect();
+    std::fs::write(&path, lines.join("\n\n") + "\n").unwrap();
+    let back = autosafe_sandbox::load_path(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back.len(), 3);
+    for (a, b) in all.iter().zip(&back) {
+        assert_eq!(a.scenario, b.scenario);
+        assert_eq!(a.scripted, b.scripted);
+    }
+    assert_eq!(back[1].line, Some(3));
+    let mut bad: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    bad["terminal"]["checks"]["facts"][0]["kind"] = "file_vanished".into();
+    std::fs::write(&path, format!("{}\n{bad}\n", lines[1])).unwrap();
+    let err = autosafe_sandbox::load_path(&path).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("{}:2: terminal.checks.facts[0]", path.display())),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
