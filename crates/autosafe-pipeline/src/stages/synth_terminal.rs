@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use autosafe_ots::{Provenance, RiskSource, Scenario, Taxonomy};
-use autosafe_sandbox::{SandboxConfig, TerminalScenario};
+use autosafe_sandbox::{SandboxConfig, ScenarioRecord, TerminalScenario};
 use serde_json::{Map, Value};
 
 use super::common::{StageError, StageFailure};
@@ -53,15 +53,12 @@ pub(crate) fn shipped() -> Result<Vec<TerminalScenario>, StageError> {
     autosafe_sandbox::shipped().map_err(|e| StageError::Config(e.to_string()))
 }
 
-/// A terminal scenario in the form of its TOML file, as JSON (the generator's reply form).
+/// A terminal scenario in the form of its TOML file, as JSON, without provenance (the
+/// generator's reply form).
 pub fn scenario_json(t: &TerminalScenario) -> Value {
-    serde_json::json!({
-        "source": t.scenario.source,
-        "categories": t.scenario.categories,
-        "case": t.scenario.case,
-        "terminal": t.scenario.terminal,
-        "scripted": t.scripted,
-    })
+    let mut r = t.record();
+    r.provenance = None;
+    serde_json::to_value(r).expect("a scenario record is JSON")
 }
 
 /// The generator schema narrowed to a cell: its source, categories from the taxonomy with the
@@ -147,13 +144,14 @@ pub(crate) fn check(
     if let Some(case) = obj.get_mut("case").and_then(Value::as_object_mut) {
         case.insert("name".into(), Value::String(name.clone()));
     }
-    // Through the loader's own parser, so a synthesized scenario is held to every rule a
-    // shipped file is (planted secrets, checker kinds, paths inside the allowed roots, …).
-    let text = match toml::to_string(&Value::Object(obj)) {
-        Ok(t) => t,
-        Err(e) => return rej("invalid_scenario", format!("not a scenario: {e}")),
+    // Through the loader's own checks, so a synthesized scenario is held to every rule a
+    // shipped file is (planted secrets, checker kinds and regexes, paths inside the allowed
+    // roots, …).
+    let record: ScenarioRecord = match serde_path_to_error::deserialize(Value::Object(obj)) {
+        Ok(r) => r,
+        Err(e) => return rej("invalid_scenario", format!("{}: {}", e.path(), e.inner())),
     };
-    let t = match autosafe_sandbox::scenarios::parse(&text, Path::new(&format!("{name}.toml"))) {
+    let t = match TerminalScenario::from_record(record, Path::new(&name), None) {
         Ok(t) => t,
         Err(e) => return rej("invalid_scenario", e.to_string()),
     };
@@ -195,9 +193,14 @@ pub(crate) fn check(
 /// The proof in the sandbox: `None` when it passed, else its first failure's reason and every
 /// failure's detail.
 pub(crate) fn prove(t: &TerminalScenario, sandbox: &SandboxConfig) -> Option<Rejected> {
-    // PENDING-MERGE: autosafe_sandbox::prove (branch wt-synth).
-    let _ = (t, sandbox);
-    None
+    let failures = autosafe_sandbox::prove(t, sandbox).failures();
+    let first = failures.first()?;
+    let detail = failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some((first.reason().to_string(), detail))
 }
 
 /// One attempt's result: the candidate proved, or the rejection with the raw reply.
