@@ -80,7 +80,7 @@ pub(crate) fn schema_for(schema: &Value, cell: &Cell, taxonomy: &Taxonomy) -> Va
 
 /// Up to `n` shipped scenarios of `source` as JSON examples (canonical, without the case name),
 /// those sharing `category` first.
-fn examples(
+pub(crate) fn examples(
     shipped: &[TerminalScenario],
     source: RiskSource,
     category: &str,
