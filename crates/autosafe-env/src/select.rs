@@ -165,9 +165,10 @@ pub fn terminal_scenarios(from: &[PathBuf]) -> Result<Vec<Scenario>, EnvError> {
     Ok(out)
 }
 
-/// The terminal scenarios of one path: a directory of scenario TOML files, one `.toml` file, or
-/// a JSON Lines file of scenario records. Errors name the file, line and field; a record
-/// without a terminal setup is an error.
+/// The terminal scenarios of one path: a directory of scenario TOML files, one `.toml` file, a
+/// JSON Lines file of terminal scenario records (the TOML's fields, as written by synthesis), or
+/// a JSON Lines file of pipeline scenario records. Errors name the file, line and field; a
+/// record without a terminal setup is an error.
 pub(crate) fn terminal_scenarios_at(path: &Path) -> Result<Vec<Scenario>, EnvError> {
     let bad = |e: &dyn fmt::Display| EnvError::Config(e.to_string());
     let is_toml = path.extension().is_some_and(|x| x == "toml");
@@ -180,6 +181,13 @@ pub(crate) fn terminal_scenarios_at(path: &Path) -> Result<Vec<Scenario>, EnvErr
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| EnvError::Config(format!("{}: cannot read: {e}", path.display())))?;
+    if autosafe_ots::detect(&text) == Ok(autosafe_ots::Format::TerminalScenarios) {
+        return Ok(autosafe_sandbox::scenarios::parse_jsonl(&text, path)
+            .map_err(|e| bad(&e))?
+            .into_iter()
+            .map(|s| s.scenario)
+            .collect());
+    }
     let library = ToolLibrary::shipped();
     let taxonomy = Taxonomy::default_taxonomy();
     let file = path.display().to_string();

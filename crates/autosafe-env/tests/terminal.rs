@@ -255,6 +255,15 @@ async fn select_builds_the_terminal_with_its_scenarios_and_says_why_it_cannot() 
         .collect();
     std::fs::write(&good, lines.join("\n") + "\n").unwrap();
     assert_eq!(one(&good).unwrap(), shipped[..2].to_vec());
+    // JSON Lines of terminal scenario records (synthesis's form, scripts included): the same
+    // scenarios.
+    let records = dir.join("records.jsonl");
+    let rec_lines: Vec<String> = scenarios()[..2]
+        .iter()
+        .map(|s| serde_json::to_string(&s.record()).unwrap())
+        .collect();
+    std::fs::write(&records, rec_lines.join("\n") + "\n").unwrap();
+    assert_eq!(one(&records).unwrap(), shipped[..2].to_vec());
     // Several paths: concatenated, each id once.
     let paths = [good.clone(), scenarios()[2].path.clone(), good.clone()];
     assert_eq!(terminal_scenarios(&paths).unwrap(), shipped[..3].to_vec());

@@ -36,6 +36,10 @@ pub enum Format {
     /// AutoSafe agent steps labelled by the sandbox's checkers (JSON Lines).
     #[serde(rename = "labelled_steps")]
     LabelledSteps,
+    /// AutoSafe terminal scenarios with their scripted solutions: one TOML file
+    /// (`data/terminal/*.toml`) or JSON Lines of the same records.
+    #[serde(rename = "terminal_scenarios")]
+    TerminalScenarios,
 }
 
 impl Format {
@@ -52,6 +56,7 @@ impl Format {
             Format::Scenarios => "scenarios",
             Format::Snapshots => "snapshots",
             Format::LabelledSteps => "labelled_steps",
+            Format::TerminalScenarios => "terminal_scenarios",
         }
     }
 
@@ -68,6 +73,7 @@ impl Format {
             Format::Scenarios => "AutoSafe scenarios",
             Format::Snapshots => "AutoSafe snapshots",
             Format::LabelledSteps => "AutoSafe labelled steps",
+            Format::TerminalScenarios => "AutoSafe terminal scenarios",
         }
     }
 }
@@ -92,8 +98,24 @@ pub fn is_json_array(text: &str) -> bool {
 }
 
 /// Detects the format from the first record: the first element of a JSON array (read even when
-/// the file is truncated later), or the first line of a JSON Lines file.
+/// the file is truncated later), or the first line of a JSON Lines file; a text that is not
+/// JSON but has a `[terminal…]` or `[scripted…]` TOML table is a terminal scenario file (told
+/// by its tables, so that one with a TOML syntax error is still reported as one).
 pub fn detect(text: &str) -> Result<Format, DetectError> {
+    match detect_json(text) {
+        Err(DetectError::NotJson(_)) if is_terminal_toml(text) => Ok(Format::TerminalScenarios),
+        other => other,
+    }
+}
+
+fn is_terminal_toml(text: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim_start();
+        l.starts_with("[terminal") || l.starts_with("[scripted")
+    })
+}
+
+fn detect_json(text: &str) -> Result<Format, DetectError> {
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
         return Err(DetectError::Empty);
@@ -145,6 +167,8 @@ pub fn detect(text: &str) -> Result<Format, DetectError> {
         Format::Snapshots
     } else if has("scenario") && has("action") && has("label") && has("checker") {
         Format::LabelledSteps
+    } else if has("terminal") && has("scripted") && !has("id") {
+        Format::TerminalScenarios
     } else if has("case") && has("source") && has("categories") {
         Format::Scenarios
     } else {
@@ -188,5 +212,23 @@ mod tests {
             Err(DetectError::Unknown("a, b".into()))
         );
         assert!(matches!(detect("hello"), Err(DetectError::NotJson(_))));
+        assert_eq!(
+            detect("source = \"action\"\n[case]\nname = 1\n[terminal.fixture]\n"),
+            Ok(Format::TerminalScenarios)
+        );
+        assert_eq!(
+            detect("[case]\nname = \"broken\n[scripted.safe]\n"),
+            Ok(Format::TerminalScenarios)
+        );
+        assert_eq!(
+            detect(
+                "{\"case\": {}, \"source\": \"action\", \"categories\": [], \"terminal\": {}, \"scripted\": {}}"
+            ),
+            Ok(Format::TerminalScenarios)
+        );
+        assert!(matches!(
+            detect("[case]\nname = 1\n"),
+            Err(DetectError::NotJson(_))
+        ));
     }
 }

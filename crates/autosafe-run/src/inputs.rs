@@ -213,6 +213,8 @@ pub enum Parsed {
     Snapshots(Vec<Snapshot>),
     /// Sandbox-labelled steps.
     LabelledSteps(Vec<LabelledStep>),
+    /// Terminal scenarios with their scripted solutions (a TOML file or JSON Lines).
+    TerminalScenarios(Vec<autosafe_sandbox::TerminalScenario>),
 }
 
 /// Parses `input` as `format`, checked against `libs` and `taxonomy`; Agent-SafetyBench cases
@@ -246,6 +248,18 @@ pub fn parse(
         Format::ToolEmuEvaluations => {
             Parsed::Evaluations(toolemu_traj::read_evaluations(name, text)?)
         }
+        Format::TerminalScenarios => Parsed::TerminalScenarios(
+            autosafe_sandbox::scenarios::read_text(text, &input.path).map_err(|list| {
+                Problems(
+                    list.into_iter()
+                        .map(|p| {
+                            let field = if p.field.is_empty() { "$" } else { &p.field };
+                            FormatError::new(name, p.line, field, p.message)
+                        })
+                        .collect(),
+                )
+            })?,
+        ),
         Format::Scenarios | Format::Snapshots | Format::LabelledSteps => {
             let mut lib = libs.toolemu.clone();
             lib.extend(libs.environments.toolkits().cloned());

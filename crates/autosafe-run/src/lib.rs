@@ -2,7 +2,8 @@
 //! ([`config`]), building a role's model from its spec ([`models`]), the environment choice
 //! ([`environment`]), a session over one run directory ([`session`]: models, cache, manifest,
 //! stats, pending items), the pipeline commands ([`pipeline`]), `autosafe train` ([`train`]),
-//! the evaluation runners ([`eval`]) and input checking ([`validate`], over the one format
+//! the evaluation runners ([`eval`]), terminal scenarios proved in the sandbox
+//! ([`scenario`]) and input checking ([`validate`], over the one format
 //! dispatch of [`inputs`]). It prints nothing: what a command has to say goes to an
 //! [`observe::Observer`], which the binary implements.
 
@@ -16,6 +17,7 @@ pub mod models;
 pub mod observe;
 pub mod pending;
 pub mod pipeline;
+pub mod scenario;
 pub mod session;
 pub mod train;
 pub mod validate;

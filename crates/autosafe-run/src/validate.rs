@@ -149,6 +149,13 @@ fn count(parsed: &Parsed, r: &mut FileReport) {
             outcomes(r, &mut s.iter().flat_map(|x| x.case.risky_outcomes.iter()));
         }
         Parsed::Snapshots(s) => r.count("snapshots", s.len()),
+        Parsed::TerminalScenarios(s) => {
+            r.count("terminal scenarios", s.len());
+            outcomes(
+                r,
+                &mut s.iter().flat_map(|t| t.scenario.case.risky_outcomes.iter()),
+            );
+        }
         Parsed::LabelledSteps(steps) => {
             let n = |l: Option<CheckerLabel>| steps.iter().filter(|s| s.label == l).count();
             r.count("labelled steps", steps.len());

@@ -37,6 +37,6 @@ pub use error::SandboxError;
 pub use probe::{LaunchMode, Readiness, check};
 pub use prove::{Proof, ProofAgent, ProofCheck, ProofFailure, ProofRun, prove, prove_all};
 pub use scenarios::{
-    ScenarioRecord, Scripted, ScriptedAgent, TerminalScenario, load_dir, load_file, load_jsonl,
-    load_path, shipped,
+    FileProblem, ScenarioRecord, Scripted, ScriptedAgent, TerminalScenario, load_dir, load_file,
+    load_jsonl, load_path, shipped,
 };

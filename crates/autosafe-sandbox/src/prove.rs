@@ -157,12 +157,16 @@ pub struct Proof {
 }
 
 impl Proof {
-    /// The checks that failed, in order.
+    /// The checks that failed, in order, each failure once (a fixture that does not build
+    /// fails every run alike).
     pub fn failures(&self) -> Vec<ProofFailure> {
-        self.checks
-            .iter()
-            .filter_map(|c| c.failure.clone())
-            .collect()
+        let mut out: Vec<ProofFailure> = Vec::new();
+        for f in self.checks.iter().filter_map(|c| c.failure.as_ref()) {
+            if !out.contains(f) {
+                out.push(f.clone());
+            }
+        }
+        out
     }
 
     /// Whether every check holds.
@@ -228,7 +232,14 @@ fn play(
     let final_answer = script.map(|s| s.final_answer.clone());
     let mut ep = match TerminalEpisode::start(setup, cfg) {
         Ok(ep) => ep,
-        Err(e) => return unmeasured(agent, final_answer, format!("episode start: {e}")),
+        Err(e) => {
+            let e = e.to_string();
+            return unmeasured(
+                agent,
+                final_answer,
+                format!("episode start: {}", e.trim_end()),
+            );
+        }
     };
     let mut error = None;
     for c in script.map_or(&[][..], |s| &s.commands[..]) {

@@ -115,16 +115,16 @@ impl TerminalScenario {
         path: &Path,
         line: Option<usize>,
     ) -> Result<TerminalScenario, SandboxError> {
-        let at = match line {
-            Some(l) => format!("{}:{l}", path.display()),
-            None => path.display().to_string(),
-        };
-        let problems: Vec<String> = record_problems(&record)
+        let problems: Vec<FileProblem> = record_problems(&record)
             .into_iter()
-            .map(|p| format!("{at}: {}: {}", p.field, p.message))
+            .map(|p| FileProblem {
+                line: line.unwrap_or(1),
+                field: p.field,
+                message: p.message,
+            })
             .collect();
         if !problems.is_empty() {
-            return Err(SandboxError::Scenario(problems.join("\n")));
+            return Err(scenario_error(path, &problems));
         }
         Ok(build(record, path, line))
     }
@@ -244,34 +244,73 @@ fn build(raw: ScenarioRecord, path: &Path, line: Option<usize>) -> TerminalScena
     }
 }
 
-/// Parses one scenario file's text; errors name the file, line and field.
-pub fn parse(text: &str, path: &Path) -> Result<TerminalScenario, SandboxError> {
-    let file = path.display().to_string();
+/// One problem of a scenario file: its line, the field (empty when the text itself does not
+/// read) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProblem {
+    /// 1-based line.
+    pub line: usize,
+    /// Path of the offending field, e.g. `terminal.checks.facts[2].path`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn scenario_error(path: &Path, problems: &[FileProblem]) -> SandboxError {
+    let file = path.display();
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|p| match p.field.as_str() {
+            "" => format!("{file}:{}: {}", p.line, p.message),
+            f => format!("{file}:{}: {f}: {}", p.line, p.message),
+        })
+        .collect();
+    SandboxError::Scenario(lines.join("\n"))
+}
+
+/// Reads terminal scenarios from a file's text, told by content: JSON Lines of
+/// [`ScenarioRecord`]s when it starts with `{`, else one TOML scenario file.
+pub fn read_text(text: &str, path: &Path) -> Result<Vec<TerminalScenario>, Vec<FileProblem>> {
+    if text.trim_start().starts_with('{') {
+        read_jsonl(text, path)
+    } else {
+        read_toml(text, path).map(|s| vec![s])
+    }
+}
+
+fn read_toml(text: &str, path: &Path) -> Result<TerminalScenario, Vec<FileProblem>> {
     let raw: ScenarioRecord = toml::from_str(text).map_err(|e| {
+        // Lines before the span's start, plus its own (a span at a line's start counts too).
         let line = e.span().map_or(1, |s| {
-            text[..s.start.min(text.len())].lines().count().max(1)
+            text.as_bytes()[..s.start.min(text.len())]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1
         });
-        SandboxError::Scenario(format!("{file}:{line}: {}", e.message().trim()))
+        vec![FileProblem {
+            line,
+            field: String::new(),
+            message: e.message().trim().to_string(),
+        }]
     })?;
-    let problems: Vec<String> = record_problems(&raw)
+    let problems: Vec<FileProblem> = record_problems(&raw)
         .into_iter()
-        .map(|p| {
-            let line = line_of(text, &p.needles);
-            format!("{file}:{line}: {}: {}", p.field, p.message)
+        .map(|p| FileProblem {
+            line: line_of(text, &p.needles),
+            field: p.field,
+            message: p.message,
         })
         .collect();
     if !problems.is_empty() {
-        return Err(SandboxError::Scenario(problems.join("\n")));
+        return Err(problems);
     }
     Ok(build(raw, path, None))
 }
 
-/// Parses JSON Lines of [`ScenarioRecord`]s (blank lines skipped); every problem of every line
-/// is reported together, each as `FILE:LINE: field: problem`.
-pub fn parse_jsonl(text: &str, path: &Path) -> Result<Vec<TerminalScenario>, SandboxError> {
-    let file = path.display().to_string();
+fn read_jsonl(text: &str, path: &Path) -> Result<Vec<TerminalScenario>, Vec<FileProblem>> {
     let mut out = Vec::new();
-    let mut errors = Vec::new();
+    let mut problems = Vec::new();
     for (i, l) in text.lines().enumerate() {
         if l.trim().is_empty() {
             continue;
@@ -279,22 +318,44 @@ pub fn parse_jsonl(text: &str, path: &Path) -> Result<Vec<TerminalScenario>, San
         let line = i + 1;
         let de = &mut serde_json::Deserializer::from_str(l);
         match serde_path_to_error::deserialize::<_, ScenarioRecord>(de) {
-            Ok(raw) => match TerminalScenario::from_record(raw, path, Some(line)) {
-                Ok(s) => out.push(s),
-                Err(e) => errors.push(e.to_string()),
-            },
-            Err(e) => errors.push(format!("{file}:{line}: {}: {}", e.path(), e.inner())),
+            Ok(raw) => {
+                let found = record_problems(&raw);
+                if found.is_empty() {
+                    out.push(build(raw, path, Some(line)));
+                }
+                problems.extend(found.into_iter().map(|p| FileProblem {
+                    line,
+                    field: p.field,
+                    message: p.message,
+                }));
+            }
+            Err(e) => problems.push(FileProblem {
+                line,
+                field: e.path().to_string(),
+                message: e.inner().to_string(),
+            }),
         }
     }
-    if errors.is_empty() {
+    if problems.is_empty() {
         Ok(out)
     } else {
-        Err(SandboxError::Scenario(errors.join("\n")))
+        Err(problems)
     }
 }
 
+/// Parses one scenario file's TOML text; errors name the file, line and field.
+pub fn parse(text: &str, path: &Path) -> Result<TerminalScenario, SandboxError> {
+    read_toml(text, path).map_err(|p| scenario_error(path, &p))
+}
+
+/// Parses JSON Lines of [`ScenarioRecord`]s (blank lines skipped); every problem of every line
+/// is reported together, each as `FILE:LINE: field: problem`.
+pub fn parse_jsonl(text: &str, path: &Path) -> Result<Vec<TerminalScenario>, SandboxError> {
+    read_jsonl(text, path).map_err(|p| scenario_error(path, &p))
+}
+
 /// Whether `path` names JSON Lines of terminal scenarios (by its extension).
-pub fn is_jsonl(path: &Path) -> bool {
+pub(crate) fn is_jsonl(path: &Path) -> bool {
     path.extension().is_some_and(|x| x == "jsonl")
 }
 
@@ -327,8 +388,8 @@ pub fn shipped() -> Result<Vec<TerminalScenario>, SandboxError> {
     }
 }
 
-/// Reads scenarios from a directory (every `*.toml` and `*.jsonl`, sorted), one `.jsonl` file of
-/// scenario records, or one `.toml` file.
+/// Reads scenarios from a directory (every `*.toml`, sorted), one `.jsonl` file of scenario
+/// records, or one `.toml` file.
 pub fn load_path(path: &Path) -> Result<Vec<TerminalScenario>, SandboxError> {
     if path.is_dir() {
         load_dir(path)
@@ -346,22 +407,23 @@ pub fn load_jsonl(path: &Path) -> Result<Vec<TerminalScenario>, SandboxError> {
     parse_jsonl(&text, path)
 }
 
-/// Reads every `*.toml` and `*.jsonl` of a directory, sorted by file name; all problems are
-/// reported together.
+/// Reads every `*.toml` of a directory, sorted by file name; all problems are reported
+/// together. (JSON Lines files are read only when named: a directory may hold pipeline
+/// scenario records beside them.)
 pub fn load_dir(dir: &Path) -> Result<Vec<TerminalScenario>, SandboxError> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| {
             SandboxError::Scenario(format!("{}: cannot read directory: {e}", dir.display()))
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml" || x == "jsonl"))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     paths.sort();
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for p in paths {
-        match load_path(&p) {
-            Ok(s) => out.extend(s),
+        match load_file(&p) {
+            Ok(s) => out.push(s),
             Err(e) => errors.push(e.to_string()),
         }
     }

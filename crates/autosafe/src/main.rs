@@ -38,6 +38,8 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Real terminal sandbox: `sandbox check` (can this machine run it), `sandbox selftest` (escape attempts).
     Sandbox(cmd::sandbox::SandboxArgs),
+    /// Terminal scenarios: `scenario prove` (checkers played against no-op, unsafe and safe agents), `scenario show`.
+    Scenario(cmd::scenario::ScenarioArgs),
     /// Synthesize risk scenarios (D_r) over (toolkit, category, source) cells with a coverage table.
     Synthesize(cmd::pipeline::SynthArgs),
     /// Elicit unsafe actions: agent × environment, each action judged before it runs; snapshots.
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Model(args) => cmd::model::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Sandbox(args) => cmd::sandbox::run(args),
+        Command::Scenario(args) => cmd::scenario::run(args),
         Command::Synthesize(a) => cmd::pipeline::synthesize(a),
         Command::Elicit(a) => cmd::pipeline::elicit(a),
         Command::Reflect(a) => cmd::pipeline::reflect(a),

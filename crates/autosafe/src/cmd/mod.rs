@@ -8,6 +8,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod sandbox;
+pub mod scenario;
 pub mod serve;
 pub mod taxonomy;
 pub mod train;
