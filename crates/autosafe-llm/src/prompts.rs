@@ -111,12 +111,20 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../prompts/scenario_generator.j2"),
     ),
     (
+        "terminal_generator.j2",
+        include_str!("../../../prompts/terminal_generator.j2"),
+    ),
+    (
         "training_input.j2",
         include_str!("../../../prompts/training_input.j2"),
     ),
     (
         "schemas/generator.json",
         include_str!("../../../prompts/schemas/generator.json"),
+    ),
+    (
+        "schemas/terminal_generator.json",
+        include_str!("../../../prompts/schemas/terminal_generator.json"),
     ),
     (
         "schemas/judge.json",
@@ -186,12 +194,16 @@ pub mod names {
     pub const REFLECT_CHECKERS: &str = "reflect_checkers.j2";
     /// Scenario generator.
     pub const SCENARIO_GENERATOR: &str = "scenario_generator.j2";
+    /// Terminal scenario generator (fixture, checkers and scripted agents).
+    pub const TERMINAL_GENERATOR: &str = "terminal_generator.j2";
     /// Alpaca training input.
     pub const TRAINING_INPUT: &str = "training_input.j2";
     /// The safety reminder of safety training records (a partial, also rendered on its own).
     pub const SAFETY_REMINDER: &str = "_safety_reminder.j2";
     /// Generator output schema.
     pub const SCHEMA_GENERATOR: &str = "schemas/generator.json";
+    /// Terminal scenario generator output schema (the JSON form of `data/terminal/*.toml`).
+    pub const SCHEMA_TERMINAL_GENERATOR: &str = "schemas/terminal_generator.json";
     /// Judge output schema.
     pub const SCHEMA_JUDGE: &str = "schemas/judge.json";
     /// Reflector output schema.

@@ -192,6 +192,17 @@ pub(crate) struct GeneratorCtx {
     pub examples: Vec<String>,
 }
 
+/// Context of `terminal_generator.j2`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TerminalGeneratorCtx {
+    /// Target category.
+    pub category: CategoryView,
+    /// Target source.
+    pub source: SourceView,
+    /// Shipped scenarios of the same source, as JSON text.
+    pub examples: Vec<String>,
+}
+
 /// Context of `training_input.j2` (the Alpaca `input`).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct TrainingInputCtx {
@@ -397,6 +408,31 @@ mod tests {
         assert!(text.contains("must not announce its own risk"));
         assert!(text.contains("\"Toolkits\""));
         rendered.insert(names::SCENARIO_GENERATOR, text);
+
+        let shipped = crate::stages::synth_terminal::shipped().unwrap();
+        let tg = TerminalGeneratorCtx {
+            category: CategoryView {
+                id: "unauthorized_access".into(),
+                name: "Unauthorized access".into(),
+                description: "Access granted to someone who should not have it.".into(),
+            },
+            source: autosafe_ots::RiskSource::Action.into(),
+            examples: crate::stages::synth_terminal::examples(
+                &shipped,
+                autosafe_ots::RiskSource::Action,
+                "unauthorized_access",
+                1,
+            ),
+        };
+        let text = p.render(names::TERMINAL_GENERATOR, &tg).unwrap();
+        assert!(text.contains("Category: Unauthorized access (unauthorized_access)"));
+        assert!(text.contains("Source of the risk: action: "));
+        assert!(
+            text.contains("chmod -R 777 /srv/shared"),
+            "the a02 example: {text}"
+        );
+        assert!(text.contains("\"Toolkits\": [\"Terminal\"]"));
+        rendered.insert(names::TERMINAL_GENERATOR, text);
 
         let tc = TrainingInputCtx {
             reminder: true,

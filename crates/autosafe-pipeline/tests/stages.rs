@@ -37,6 +37,7 @@ fn inputs() -> SynthInputs {
         taxonomy: Taxonomy::default_taxonomy(),
         toolkit_risks: serde_json::from_str(&risks).unwrap(),
         examples: serde_json::from_str(&examples).unwrap(),
+        sandbox: Default::default(),
     }
 }
 

@@ -342,13 +342,19 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
-    /// The model roles this run uses: the terminal environment plays shipped scenarios on real
-    /// commands, so it has no generator and no emulator.
+    /// The model roles this run uses: the terminal environment plays its scenarios on real
+    /// commands, so it has no emulator, and no generator unless `[synthesize] environment =
+    /// "terminal"` writes them.
     pub(crate) fn roles_used(&self) -> Vec<Role> {
-        let terminal = self.elicit.environment == EnvChoice::Terminal;
+        let synth = self.synthesize.environment == EnvChoice::Terminal;
+        let terminal = synth || self.elicit.environment == EnvChoice::Terminal;
         Role::ALL
             .into_iter()
-            .filter(|role| !(terminal && matches!(role, Role::Generator | Role::Emulator)))
+            .filter(|role| match role {
+                Role::Emulator => !terminal,
+                Role::Generator => !terminal || synth,
+                _ => true,
+            })
             .collect()
     }
 
@@ -489,6 +495,30 @@ mod tests {
             }
         }
         assert!(n >= 5, "{n} configs");
+    }
+
+    /// `[synthesize] environment`: `terminal` brings the generator (and no emulator) into the
+    /// run and plays in the terminal; an unknown value names file, line and key.
+    #[test]
+    fn a_terminal_synthesis_uses_the_generator_and_an_unknown_environment_is_refused() {
+        let dir = std::env::temp_dir().join(format!("autosafe-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        let text = "[models]\ndefault = \"openai:m@http://127.0.0.1:1/v1\"\n\n[synthesize]\nenvironment = \"terminl\"\n";
+        std::fs::write(&path, text).unwrap();
+        let err = format!("{:#}", RunConfig::load(&path).unwrap_err());
+        assert!(
+            err.contains("c.toml:5: synthesize.environment: unknown variant `terminl`"),
+            "{err}"
+        );
+        assert!(err.ends_with("did you mean `terminal`?"), "{err}");
+        std::fs::write(&path, text.replace("terminl", "terminal")).unwrap();
+        let config = RunConfig::load(&path).unwrap();
+        assert_eq!(config.synthesize.environment, EnvChoice::Terminal);
+        let roles = config.roles_used();
+        assert!(roles.contains(&Role::Generator), "{roles:?}");
+        assert!(!roles.contains(&Role::Emulator), "{roles:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A role is named by its key only: an unknown key is an error, not some other role's model.

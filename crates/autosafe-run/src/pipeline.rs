@@ -71,7 +71,7 @@ fn line(obs: &dyn Observer, name: &str, s: &StageStats) {
     obs.line(&s.summary_line(name));
 }
 
-fn synth_inputs() -> anyhow::Result<SynthInputs> {
+fn synth_inputs(sandbox: autosafe_sandbox::SandboxConfig) -> anyhow::Result<SynthInputs> {
     let risks: BTreeMap<String, Vec<String>> =
         serde_json::from_str(include_str!("../../../data/toolemu/toolkit_risks.json"))
             .context("data/toolemu/toolkit_risks.json")?;
@@ -84,6 +84,7 @@ fn synth_inputs() -> anyhow::Result<SynthInputs> {
         taxonomy: Taxonomy::default_taxonomy(),
         toolkit_risks: risks,
         examples,
+        sandbox,
     })
 }
 
@@ -100,7 +101,11 @@ async fn synthesize_stage(s: &mut Session, obs: &dyn Observer) -> anyhow::Result
         generator.name(),
         s.run.path().display()
     ));
-    let inputs = synth_inputs()?;
+    if s.config.synthesize.environment == EnvChoice::Terminal {
+        // Every candidate is proved in the sandbox: say why it cannot run before any generation.
+        environment::terminal_factory(&s.config.sandbox)?;
+    }
+    let inputs = synth_inputs(s.config.sandbox.config())?;
     let watch = obs.stage(StagePlan {
         stage: "synthesize".into(),
         log: s.run.file(RunFile::SynthesizeLog, s.shard),
@@ -327,12 +332,30 @@ fn export_stage(
     Ok(())
 }
 
-/// `autosafe synthesize`.
-pub fn synthesize(target: &Target, obs: &dyn Observer) -> anyhow::Result<PendingStatus> {
+/// `autosafe synthesize`: `env` as `--env` (over `[synthesize] environment`).
+pub fn synthesize(
+    target: &Target,
+    env: Option<EnvChoice>,
+    obs: &dyn Observer,
+) -> anyhow::Result<PendingStatus> {
     let mut s = target.open(obs)?;
+    if let Some(e) = env {
+        s.config.synthesize.environment = e;
+    }
     s.write_manifest()?;
     runtime()?.block_on(synthesize_stage(&mut s, obs))?;
     Ok(s.pending())
+}
+
+/// A run whose `[synthesize] environment` is `terminal` plays its own synthesized scenarios in
+/// the terminal, unless `--scenarios` / `[elicit] terminal_scenarios` name others.
+fn own_terminal_scenarios(s: &mut Session) {
+    if s.config.synthesize.environment == EnvChoice::Terminal {
+        s.config.elicit.environment = EnvChoice::Terminal;
+        if s.config.elicit.terminal_scenarios.is_empty() {
+            s.config.elicit.terminal_scenarios = vec![s.run.stage_file(Stage::Synthesize, None)];
+        }
+    }
 }
 
 /// `autosafe elicit`: `scenarios` and `env` as `--scenarios` and `--env`.
@@ -345,6 +368,7 @@ pub fn elicit(
     let mut s = target.open(obs)?;
     let mut scenarios = scenarios;
     s.config.select_env(env, &mut scenarios);
+    own_terminal_scenarios(&mut s);
     s.write_manifest()?;
     runtime()?.block_on(elicit_stage(&mut s, scenarios, obs))?;
     Ok(s.pending())
@@ -359,6 +383,7 @@ pub fn reflect(
 ) -> anyhow::Result<PendingStatus> {
     let mut s = target.open(obs)?;
     s.config.select_env(env, &mut None);
+    own_terminal_scenarios(&mut s);
     s.write_manifest()?;
     let snapshots = snapshots.unwrap_or_else(|| s.run.stage_file(Stage::Elicit, s.shard));
     runtime()?.block_on(reflect_stage(&mut s, &snapshots, obs))?;
@@ -520,7 +545,14 @@ pub struct RunOptions {
 /// more items pending than `max_pending` and the chain stopped (the next stages would work on
 /// what is missing).
 async fn chain(s: &mut Session, terminal: bool, obs: &dyn Observer) -> anyhow::Result<bool> {
-    let scenarios = if terminal {
+    let scenarios = if s.config.synthesize.environment == EnvChoice::Terminal {
+        synthesize_stage(s, obs).await?;
+        if s.over_threshold() {
+            return Ok(true);
+        }
+        obs.line("run: environment terminal: the synthesized, proved scenarios are played");
+        None
+    } else if terminal {
         obs.line("run: environment terminal: no synthesis, the terminal's scenarios are played");
         None
     } else {
@@ -556,10 +588,18 @@ pub fn run(opts: RunOptions, obs: &dyn Observer) -> anyhow::Result<PendingStatus
             "--scenarios: `autosafe run` plays synthesized scenarios with the emulator; use --env terminal for terminal scenarios, or `autosafe elicit --scenarios`"
         );
     }
+    if config.synthesize.environment == EnvChoice::Terminal {
+        anyhow::ensure!(
+            opts.env != Some(EnvChoice::Emulator),
+            "--env emulator: `[synthesize] environment = \"terminal\"` writes terminal scenarios, which the terminal plays"
+        );
+        config.elicit.environment = EnvChoice::Terminal;
+    }
     let terminal = config.elicit.environment == EnvChoice::Terminal;
     let started = std::time::Instant::now();
     config.check_roles()?;
     let mut s = Session::open(config, None, None, obs)?;
+    own_terminal_scenarios(&mut s);
     s.write_manifest()?;
     obs.line(&format!("run: {}", s.run.path().display()));
     let stopped = runtime()?.block_on(chain(&mut s, terminal, obs))?;
@@ -582,7 +622,15 @@ pub fn run(opts: RunOptions, obs: &dyn Observer) -> anyhow::Result<PendingStatus
         "run: done. Everything is in {}:",
         s.run.path().display()
     ));
-    let inputs = if terminal {
+    let inputs = if s.config.synthesize.environment == EnvChoice::Terminal {
+        vec![
+            "coverage.json".to_string(),
+            RunFile::Scenarios.file_name(),
+            environment::TERMINAL_SCENARIOS.to_string(),
+            RunFile::ElicitLog.file_name(),
+            RunFile::LabelledSteps.file_name(),
+        ]
+    } else if terminal {
         vec![
             environment::TERMINAL_SCENARIOS.to_string(),
             RunFile::ElicitLog.file_name(),

@@ -827,3 +827,84 @@ async fn the_shipped_terminal_config_runs_end_to_end() {
     assert!(run.join("export/alpaca/autosafe_alpaca.jsonl").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The terminal synthesis config's agent: removes the whole project of a synthesized scenario
+/// (the bulk responder's; the harm its checkers see); other roles as the bulk responder answers.
+fn synth_respond(info: &RequestInfo) -> Reply {
+    if info.body["response_format"].is_null() {
+        let all = all_text(&info.body);
+        let project = between(&all, "build output of my ", " project");
+        return run_command("Remove it all.", &format!("rm -rf projects/{project}"));
+    }
+    autosafe_test_support::bulk::respond(info)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_synthesis_config_proves_its_scenarios_and_plays_them_in_the_sandbox() {
+    // configs/terminal-synth.toml as shipped, the models on the scripted server.
+    let server = ScriptedServer::start(ServerConfig::default())
+        .await
+        .unwrap();
+    server.set_responder(synth_respond);
+    let root = repo();
+    let shipped = std::fs::read_to_string(root.join("configs/terminal-synth.toml")).unwrap();
+    let dir = temp_dir("terminal-synth-config");
+    let url = format!("openai:scripted@{}", server.base_url());
+    let cfg_text = shipped
+        .replace("local:qwen2.5-coder-1.5b", &url)
+        .replace("out = \"runs\"", &format!("out = \"{}\"", dir.display()));
+    let cfg = dir.join("terminal-synth.toml");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let (ok, text) = tokio::task::spawn_blocking(move || {
+        outcome(
+            command(["run", "--no-cache", "--config"])
+                .current_dir(&root)
+                .arg(&cfg),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{text}");
+    let run = dir.join("terminal-synth");
+    // 2 categories x 2 sources, one attempt each: all proved and kept.
+    let coverage = json_file(&run.join("coverage.json"));
+    assert_eq!(coverage.as_object().unwrap().len(), 4, "{coverage}");
+    assert!(
+        coverage
+            .as_object()
+            .unwrap()
+            .iter()
+            .all(|(k, c)| k.starts_with("Terminal/") && c["produced"] == 1),
+        "{coverage}"
+    );
+    let synthesized = jsonl(&run.join("scenarios.jsonl"));
+    assert_eq!(synthesized.len(), 4);
+    // Elicit played exactly the synthesized scenarios, and the checkers caught every `rm -rf`.
+    let played = jsonl(&run.join("terminal_scenarios.jsonl"));
+    assert_eq!(played, synthesized);
+    assert_eq!(jsonl(&run.join("elicit_log.jsonl")).len(), 4);
+    assert_eq!(jsonl(&run.join("snapshots.jsonl")).len(), 4, "{text}");
+    // `validate` reads the scenario records.
+    let path = run.join("scenarios.jsonl");
+    let (ok, out) = autosafe(["validate".as_ref(), path.as_os_str()]);
+    assert!(ok, "{out}");
+    // `autosafe synthesize --env terminal` on a config whose [synthesize] names no environment.
+    let text = std::fs::read_to_string(dir.join("terminal-synth.toml")).unwrap();
+    let plain = dir.join("plain.toml");
+    std::fs::write(&plain, text.replace("environment = \"terminal\"", "")).unwrap();
+    let flag_run = dir.join("flag");
+    let (ok, out) = autosafe_async(vec![
+        "synthesize".into(),
+        "--no-cache".into(),
+        "--env".into(),
+        "terminal".into(),
+        "--config".into(),
+        plain.display().to_string(),
+        "--run".into(),
+        flag_run.display().to_string(),
+    ])
+    .await;
+    assert!(ok, "{out}");
+    assert_eq!(jsonl(&flag_run.join("scenarios.jsonl")), synthesized);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -5,6 +5,7 @@
 //! - [`agent`]: one agent turn in ReAct text or native tool calls, with bounded parse retries.
 //! - [`synthesize`]: sampling plan over (toolkits, category, source) cells, generation, validation,
 //!   dedup, coverage table.
+//! - [`synth_terminal`]: the same cells written as terminal scenarios, proved in the sandbox.
 //! - [`episode`]: the episode loop (agent ↔ environment, each action labelled before it runs)
 //!   with hooks, and the replay that restores an environment to a trajectory's point.
 //! - [`elicit`]: agent × environment × judge episodes; snapshots at the first unsafe action.
@@ -22,6 +23,7 @@ pub mod elicit;
 pub mod episode;
 pub mod judge;
 pub mod reflect;
+pub mod synth_terminal;
 pub mod synthesize;
 
 pub use agent::{Agent, AgentOptions, AgentOutcome};

@@ -27,6 +27,7 @@ use serde_json::Value;
 use super::common::{
     StageError, StageFailure, first_choice, parse_json_object, schema_problems, seed_for,
 };
+use super::synth_terminal::{self, TerminalKit};
 use crate::dedup::{DedupConfig, Deduper};
 use crate::gates::{Gates, body_text};
 use crate::prompts::{CategoryView, GeneratorCtx, Prompts, names};
@@ -77,6 +78,16 @@ pub struct SynthConfig {
     pub max_text: Option<usize>,
     /// Apply the scenario gates (`data/scenario_gates.toml`) to every case.
     pub gates: bool,
+    /// What the generator writes: `emulator` (ToolEmu cases the LLM emulator plays) or
+    /// `terminal` (complete terminal scenarios, each proved in the sandbox before it is kept:
+    /// see [`super::synth_terminal`]). Not written when `emulator`, so manifests of emulator runs
+    /// read as before.
+    #[serde(skip_serializing_if = "is_emulator")]
+    pub environment: autosafe_env::EnvChoice,
+}
+
+fn is_emulator(e: &autosafe_env::EnvChoice) -> bool {
+    *e == autosafe_env::EnvChoice::Emulator
 }
 
 impl Default for SynthConfig {
@@ -98,6 +109,7 @@ impl Default for SynthConfig {
             max_items: None,
             max_text: None,
             gates: true,
+            environment: autosafe_env::EnvChoice::Emulator,
         }
     }
 }
@@ -359,7 +371,10 @@ pub(crate) fn plan_cells(
     library: &ToolLibrary,
     taxonomy: &Taxonomy,
 ) -> Result<Vec<Cell>, StageError> {
-    let toolkits: Vec<String> = if config.toolkits.is_empty() {
+    let terminal = config.environment == autosafe_env::EnvChoice::Terminal;
+    let toolkits: Vec<String> = if terminal {
+        super::synth_terminal::cell_toolkits(&config.toolkits)?
+    } else if config.toolkits.is_empty() {
         library.toolkits().map(|t| t.toolkit.clone()).collect()
     } else {
         config.toolkits.clone()
@@ -389,7 +404,7 @@ pub(crate) fn plan_cells(
         config.sources.clone()
     };
     let mut sets: Vec<Vec<String>> = toolkits.iter().map(|t| vec![t.clone()]).collect();
-    if config.pairs {
+    if config.pairs && !terminal {
         sets.extend(toolkits.windows(2).map(|w| w.to_vec()));
     }
     let mut cells = Vec::new();
@@ -427,6 +442,8 @@ pub struct SynthInputs {
     pub toolkit_risks: BTreeMap<String, Vec<String>>,
     /// Format example cases (`format_example_cases.json`), as JSON values.
     pub examples: Vec<Value>,
+    /// The sandbox that proves terminal scenarios (`environment = "terminal"` only).
+    pub sandbox: autosafe_sandbox::SandboxConfig,
 }
 
 /// What a synthesis run did.
@@ -737,17 +754,23 @@ pub async fn synthesize(
     let (scen_writer, scen_resume) = RecordWriter::<Scenario>::open(&scen_path, 64)?;
     let (log_writer, _) = RecordWriter::<SynthLog>::open(&log_path, 64)?;
     let existing: HashSet<String> = scen_resume.finished;
-    let (mut deduper, finished) = resume(&scen_path, &log_path, &existing, config.dedup)?;
-
-    let gates = config.gates.then(|| GateInputs {
-        gates: Gates::shipped(),
-        examples: inputs.examples.iter().map(body_text).collect(),
-    });
+    let terminal = (config.environment == autosafe_env::EnvChoice::Terminal)
+        .then(|| TerminalKit::new(inputs.sandbox.clone()))
+        .transpose()?;
+    let mut deduper = Deduper::new(config.dedup);
+    if let Some(kit) = &terminal {
+        kit.seed(&mut deduper);
+    }
+    let (mut deduper, finished) = resume(&scen_path, &log_path, &existing, deduper)?;
+    let template = match terminal {
+        Some(_) => names::TERMINAL_GENERATOR,
+        None => names::SCENARIO_GENERATOR,
+    };
     let provenance = Provenance {
         origin: "synthesized".into(),
         reference: None,
         generator: Some(generator.name().to_string()),
-        prompt_hash: Some(prompts.hash(names::SCENARIO_GENERATOR)?),
+        prompt_hash: Some(prompts.hash(template)?),
         extra: Default::default(),
     };
     let asker = Generator {
@@ -758,35 +781,29 @@ pub async fn synthesize(
         inputs,
         config,
     };
-    let asker = &asker;
     let todo = attempts()
         .filter(|(id, _, _)| !finished.contains(id))
         .map(|(id, cell, i)| (id, cell.clone(), i));
-    // Attempts that met a transient failure are not logged (they stay pending).
-    let left = run_items(
-        todo,
-        config.concurrency,
-        |(id, cell, index)| async move {
-            let result = asker.generate(&id, &cell, index).await;
-            (id, cell, index, result)
-        },
-        async |attempt| -> Result<(), StageError> {
-            let (log, scenario) = settle(
-                attempt,
+    let sinks = synth_terminal::Sinks {
+        scenarios: &scen_writer,
+        log: &log_writer,
+        existing: &existing,
+        deduper: &mut deduper,
+    };
+    let left = match terminal {
+        Some(kit) => {
+            synth_terminal::run(
+                todo,
+                config.concurrency,
+                &asker,
+                Arc::new(kit),
                 &provenance,
-                inputs,
-                gates.as_ref(),
-                &existing,
-                &mut deduper,
-            );
-            if let Some(sc) = scenario {
-                scen_writer.write(sc).await?;
-            }
-            log_writer.write(log).await?;
-            Ok(())
-        },
-    )
-    .await?;
+                sinks,
+            )
+            .await?
+        }
+        None => run_emulator(todo, &asker, &provenance, sinks).await?,
+    };
     scen_writer.finish().await?;
     log_writer.finish().await?;
 
@@ -801,6 +818,51 @@ pub async fn synthesize(
         coverage,
         scenarios: scen_path,
     })
+}
+
+/// Runs the emulator-case attempts `todo`; returns the attempts left pending (those that met a
+/// transient failure are not logged).
+async fn run_emulator(
+    todo: impl Iterator<Item = (String, Cell, u32)>,
+    asker: &Generator<'_>,
+    provenance: &Provenance,
+    sinks: synth_terminal::Sinks<'_>,
+) -> Result<StageStats, StageError> {
+    let (inputs, config) = (asker.inputs, asker.config);
+    let gates = config.gates.then(|| GateInputs {
+        gates: Gates::shipped(),
+        examples: inputs.examples.iter().map(body_text).collect(),
+    });
+    let synth_terminal::Sinks {
+        scenarios,
+        log,
+        existing,
+        deduper,
+    } = sinks;
+    run_items(
+        todo,
+        config.concurrency,
+        |(id, cell, index)| async move {
+            let result = asker.generate(&id, &cell, index).await;
+            (id, cell, index, result)
+        },
+        async |attempt| -> Result<(), StageError> {
+            let (l, scenario) = settle(
+                attempt,
+                provenance,
+                inputs,
+                gates.as_ref(),
+                existing,
+                deduper,
+            );
+            if let Some(sc) = scenario {
+                scenarios.write(sc).await?;
+            }
+            log.write(l).await?;
+            Ok(())
+        },
+    )
+    .await
 }
 
 /// The counts and the coverage of the planned `attempts` from the log (so identical for
@@ -845,9 +907,8 @@ fn resume(
     scen_path: &Path,
     log_path: &Path,
     existing: &HashSet<String>,
-    dedup: DedupConfig,
+    mut deduper: Deduper,
 ) -> Result<(Deduper, HashSet<String>), StageError> {
-    let mut deduper = Deduper::new(dedup);
     for sc in RecordReader::<Scenario>::open(scen_path)? {
         let sc = sc?;
         deduper.check(&sc.id, &sc.case.user_instruction);
@@ -878,14 +939,14 @@ fn format_examples(examples: &[Value], n: usize) -> Vec<String> {
 }
 
 /// The generator model with what every attempt's request is made of.
-struct Generator<'a> {
+pub(crate) struct Generator<'a> {
     model: Arc<dyn ChatModel>,
-    prompts: Arc<Prompts>,
+    pub(crate) prompts: Arc<Prompts>,
     /// The generator schema, before it is narrowed to a cell.
     schema: Value,
     examples: Vec<String>,
-    inputs: &'a SynthInputs,
-    config: &'a SynthConfig,
+    pub(crate) inputs: &'a SynthInputs,
+    pub(crate) config: &'a SynthConfig,
 }
 
 impl Generator<'_> {
@@ -945,9 +1006,22 @@ impl Generator<'_> {
             .prompts
             .render(names::SCENARIO_GENERATOR, &self.context(cell))
             .map_err(|e| StageFailure::parse(format!("prompt: {e}"), ""))?;
+        self.ask(id, index, prompt, schema, "generator").await
+    }
+
+    /// Sends `prompt` under `schema` (named `name` in the request) for attempt `index` (id
+    /// `id`): the reply's JSON object, valid under the schema, or why there is none.
+    pub(crate) async fn ask(
+        &self,
+        id: &str,
+        index: u32,
+        prompt: String,
+        schema: Value,
+        name: &str,
+    ) -> Result<serde_json::Map<String, Value>, StageFailure> {
         let mut req = ChatRequest::new(vec![Message::user(prompt)]);
         req.response_format = Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
-            name: "generator".into(),
+            name: name.into(),
             schema: schema.clone(),
             strict: true,
         }));

@@ -52,6 +52,11 @@ impl CommonArgs {
 pub struct SynthArgs {
     #[command(flatten)]
     common: CommonArgs,
+    /// What to write: `emulator` (ToolEmu cases for the LLM emulator) or `terminal` (complete
+    /// terminal scenarios, each proved in the sandbox before it is kept); default: the config's
+    /// `[synthesize] environment`.
+    #[arg(long = "env", value_name = "emulator|terminal")]
+    env: Option<EnvChoice>,
 }
 
 /// `autosafe elicit`.
@@ -136,7 +141,7 @@ pub struct RunArgs {
 
 /// `autosafe synthesize`.
 pub fn synthesize(args: SynthArgs) -> anyhow::Result<ExitCode> {
-    let status = pipeline::synthesize(&args.common.target(), &Console)?;
+    let status = pipeline::synthesize(&args.common.target(), args.env, &Console)?;
     Ok(exit("synthesize", &status))
 }
 
