@@ -6,5 +6,7 @@ cd "$(dirname "$here")"
 "$here/setup.sh"
 # The TRL environment: the real training tests (trl_script, the smoke loop) run in CI too.
 "$here/setup-python.sh" train
+# Real clients (openai, inspect-ai) that the serve tests drive against `autosafe serve`.
+"$here/setup-python.sh" clients
 source "$here/env.sh"
 cargo test --workspace --locked --no-fail-fast

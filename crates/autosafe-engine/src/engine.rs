@@ -92,6 +92,20 @@ pub struct Job {
     pub matcher: Option<Matcher>,
     /// Where the answer goes.
     pub reply: oneshot::Sender<Result<Generation, EngineError>>,
+    /// Where text goes as it is generated, if anywhere (streaming replies).
+    pub deltas: Option<DeltaSink>,
+}
+
+/// Receives a sequence's text while it is generated: `(index, text)` pairs whose texts, joined,
+/// are a prefix of [`Generation::text`]. Text that may still be cut (the start of a stop string,
+/// an incomplete UTF-8 character) is held back until it cannot be; what is left is in the final
+/// [`Generation`].
+#[derive(Debug, Clone)]
+pub struct DeltaSink {
+    /// The choice this sequence answers (sent with every piece).
+    pub index: u32,
+    /// The channel.
+    pub tx: tokio::sync::mpsc::UnboundedSender<(u32, String)>,
 }
 
 /// Why a sequence ended.
@@ -202,6 +216,8 @@ struct Seq {
     prompt_len: u32,
     reused: u32,
     text: Vec<u8>,
+    /// Bytes of `text` already sent to the job's [`DeltaSink`].
+    streamed: usize,
     n_gen: u32,
     sampler: Option<LlamaSampler>,
     admitted: Instant,
@@ -586,6 +602,7 @@ impl<'m> Looper<'m> {
                 reused: keep as u32,
                 job,
                 text: Vec::new(),
+                streamed: 0,
                 n_gen: 0,
                 sampler,
                 admitted: Instant::now(),
@@ -892,8 +909,49 @@ impl<'m> Looper<'m> {
         if seq.n_gen >= seq.job.params.max_tokens {
             return Ok(Some(Finish::Length));
         }
+        seq.stream_text();
         seq.pending.push(token);
         Ok(None)
+    }
+}
+
+impl Seq {
+    /// Sends the text that can no longer be cut to the job's [`DeltaSink`], if it has one.
+    fn stream_text(&mut self) {
+        let Some(sink) = &self.job.deltas else {
+            return;
+        };
+        let end = settled_len(&self.text, self.streamed, &self.job.params.stop);
+        if end > self.streamed {
+            let piece = String::from_utf8_lossy(&self.text[self.streamed..end]).into_owned();
+            // A closed receiver means the client left; the reply channel's check ends the job.
+            let _ = sink.tx.send((sink.index, piece));
+            self.streamed = end;
+        }
+    }
+}
+
+/// How much of `text` is final: not the start of a stop string that the next tokens may
+/// complete, and not an incomplete UTF-8 character. Never less than `from`.
+pub(crate) fn settled_len(text: &[u8], from: usize, stops: &[String]) -> usize {
+    let held = stops
+        .iter()
+        .map(|s| {
+            let s = s.as_bytes();
+            (1..s.len())
+                .rev()
+                .find(|&k| text.ends_with(&s[..k]))
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0);
+    let end = text.len() - held;
+    if end <= from {
+        return from;
+    }
+    match std::str::from_utf8(&text[from..end]) {
+        Err(e) if e.error_len().is_none() => from + e.valid_up_to(),
+        _ => end,
     }
 }
 
@@ -931,7 +989,19 @@ pub(crate) fn find_stop(text: &[u8], new_from: usize, stops: &[String]) -> Optio
 
 #[cfg(test)]
 mod tests {
-    use super::{argmax, find_stop};
+    use super::{argmax, find_stop, settled_len};
+
+    #[test]
+    fn held_back_text_is_a_possible_stop_string_or_a_split_character() {
+        let stops = vec!["END".to_string()];
+        assert_eq!(settled_len(b"abc EN", 0, &stops), 4);
+        assert_eq!(settled_len(b"abc E", 2, &stops), 4);
+        assert_eq!(settled_len(b"abc Ex", 0, &stops), 6);
+        assert_eq!(settled_len(b"abc", 3, &stops), 3);
+        // "é" is two bytes; the first alone waits.
+        assert_eq!(settled_len(b"caf\xc3", 0, &[]), 3);
+        assert_eq!(settled_len("café".as_bytes(), 0, &[]), 5);
+    }
 
     #[test]
     fn stop_strings_found_across_token_boundaries() {

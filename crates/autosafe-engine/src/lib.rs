@@ -6,7 +6,8 @@
 //!   requests into shared forward passes ([`engine`]).
 //! - Replies can be constrained to a JSON schema ([`constraint`], llguidance token masks);
 //!   tool calls are parsed back into structured calls ([`toolcall`]).
-//! - [`server`] serves any `ChatModel` as an OpenAI-compatible HTTP API; [`bench`] measures
+//! - [`server`] serves any `ChatModel` as an OpenAI-compatible HTTP API ([`stream`]: its
+//!   Server-Sent Events, token by token from an [`Engine`]); [`bench`] measures
 //!   throughput.
 //! - Models are named `local:smollm2` (the packaged default under `$AUTOSAFE_HOME/models`) or
 //!   `local:/path/to/any.gguf` ([`paths`]).
@@ -20,6 +21,7 @@ pub mod model;
 pub mod openai;
 pub mod paths;
 pub mod server;
+pub mod stream;
 pub mod template;
 pub mod toolcall;
 

@@ -2,7 +2,9 @@
 //! thread that decodes for it; implements [`ChatModel`].
 
 use crate::constraint::{ConstraintFactory, reply_schema};
-use crate::engine::{self, ContextSettings, EngineStats, Finish, Generation, Job, SamplingParams};
+use crate::engine::{
+    self, ContextSettings, DeltaSink, EngineStats, Finish, Generation, Job, SamplingParams,
+};
 use crate::error::EngineError;
 use crate::paths;
 use crate::template::ChatTemplate;
@@ -306,6 +308,16 @@ impl Engine {
         params: SamplingParams,
         matcher: Option<Matcher>,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<Generation, EngineError>>, EngineError> {
+        self.submit_job(prompt, params, matcher, None)
+    }
+
+    fn submit_job(
+        &self,
+        prompt: Vec<LlamaToken>,
+        params: SamplingParams,
+        matcher: Option<Matcher>,
+        deltas: Option<DeltaSink>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Generation, EngineError>>, EngineError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
             .send((
@@ -314,6 +326,7 @@ impl Engine {
                     params,
                     matcher,
                     reply: tx,
+                    deltas,
                 },
                 Instant::now(),
             ))
@@ -360,6 +373,18 @@ impl Engine {
 
     /// Answers a request (the work behind [`ChatModel::chat`]).
     pub async fn complete(&self, request: &ChatRequest) -> Result<ChatReply, EngineError> {
+        self.start(request, None)?.finish().await
+    }
+
+    /// Checks a request and queues its choices now; [`PendingReply::finish`] waits for them.
+    /// With `deltas`, each choice's text is sent there as it is generated (`(choice index,
+    /// text)`; see [`DeltaSink`]). A request that cannot be served fails here, before any
+    /// token is generated.
+    pub fn start(
+        &self,
+        request: &ChatRequest,
+        deltas: Option<&tokio::sync::mpsc::UnboundedSender<(u32, String)>>,
+    ) -> Result<PendingReply, EngineError> {
         let prompt = self.render(request)?;
         let tokens = self.tokenize(&prompt);
         let schema = reply_schema(
@@ -371,23 +396,58 @@ impl Engine {
         let mut pending = Vec::new();
         for i in 0..n {
             let matcher = schema.as_ref().map(|s| self.json_matcher(s)).transpose()?;
-            pending.push(self.submit(tokens.clone(), self.sampling(request, i), matcher)?);
+            let sink = deltas.map(|tx| DeltaSink {
+                index: i,
+                tx: tx.clone(),
+            });
+            pending.push(self.submit_job(
+                tokens.clone(),
+                self.sampling(request, i),
+                matcher,
+                sink,
+            )?);
         }
-        let use_tools =
-            !request.tools.is_empty() && !matches!(request.tool_choice, Some(ToolChoice::None));
-        let names: Vec<&str> = request.tools.iter().map(|t| t.name.as_str()).collect();
+        Ok(PendingReply {
+            model: self.name.clone(),
+            pending,
+            prompt_tokens: tokens.len() as u64,
+            use_tools: uses_tools(request),
+            names: request.tools.iter().map(|t| t.name.clone()).collect(),
+        })
+    }
+}
+
+/// Whether a reply to `request` may be a tool call (tools offered and not switched off).
+pub fn uses_tools(request: &ChatRequest) -> bool {
+    !request.tools.is_empty() && !matches!(request.tool_choice, Some(ToolChoice::None))
+}
+
+/// The choices of a request queued by [`Engine::start`]. Dropping it cancels them.
+#[derive(Debug)]
+pub struct PendingReply {
+    model: String,
+    pending: Vec<tokio::sync::oneshot::Receiver<Result<Generation, EngineError>>>,
+    prompt_tokens: u64,
+    use_tools: bool,
+    names: Vec<String>,
+}
+
+impl PendingReply {
+    /// Waits for every choice; the reply, tool calls parsed.
+    pub async fn finish(self) -> Result<ChatReply, EngineError> {
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
         let mut choices = Vec::new();
         let mut usage = Usage {
-            prompt_tokens: tokens.len() as u64,
+            prompt_tokens: self.prompt_tokens,
             completion_tokens: 0,
         };
-        for rx in pending {
+        for rx in self.pending {
             let g = rx.await.map_err(|_| EngineError::Stopped)??;
             usage.completion_tokens += u64::from(g.completion_tokens);
-            choices.push(to_choice(g, use_tools, &names));
+            choices.push(to_choice(g, self.use_tools, &names));
         }
         Ok(ChatReply {
-            model: self.name.clone(),
+            model: self.model,
             choices,
             usage,
             cached: false,

@@ -3,7 +3,7 @@
 
 use autosafe_llm::{
     ChatReply, ChatRequest, FinishReason, JsonSchemaFormat, Message, ResponseFormat, Role,
-    ToolCall, ToolChoice, ToolSpec,
+    ToolCall, ToolChoice, ToolSpec, Usage,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -52,6 +52,29 @@ struct WireRequest {
     parallel_tool_calls: Option<bool>,
     #[serde(default)]
     stream: bool,
+    #[serde(default)]
+    stream_options: Option<Value>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    #[serde(default)]
+    top_logprobs: Option<Value>,
+    #[serde(default)]
+    presence_penalty: Option<f32>,
+    #[serde(default)]
+    frequency_penalty: Option<f32>,
+    #[serde(default)]
+    logit_bias: Option<Value>,
+}
+
+/// A parsed request: what to generate and how to send it back.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ParsedRequest {
+    /// What to generate.
+    pub request: ChatRequest,
+    /// `stream: true`: answer with Server-Sent Events.
+    pub stream: bool,
+    /// `stream_options.include_usage`: end the stream with a usage chunk.
+    pub include_usage: bool,
 }
 
 #[derive(Deserialize)]
@@ -123,17 +146,79 @@ fn text_content(v: &Value, param: &str) -> Result<String, BadRequest> {
 }
 
 /// Parses an OpenAI chat-completions request body.
-pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
+pub(crate) fn parse_request(body: &[u8]) -> Result<ParsedRequest, BadRequest> {
     let wire: WireRequest = serde_json::from_slice(body).map_err(|e| BadRequest {
         message: format!("invalid JSON body: {e}"),
         param: None,
     })?;
-    if wire.stream {
+    refuse_unsupported(&wire)?;
+    let include_usage = include_usage(wire.stream, wire.stream_options.as_ref())?;
+    let stream = wire.stream;
+    let request = chat_request(wire)?;
+    Ok(ParsedRequest {
+        request,
+        stream,
+        include_usage,
+    })
+}
+
+/// Parameters this server cannot honour, refused rather than ignored.
+fn refuse_unsupported(wire: &WireRequest) -> Result<(), BadRequest> {
+    if wire.logprobs == Some(true) {
+        return Err(bad("logprobs", "logprobs are not supported by this server"));
+    }
+    if wire.top_logprobs.as_ref().is_some_and(|v| !v.is_null()) {
         return Err(bad(
-            "stream",
-            "streaming is not supported by this server; send stream=false",
+            "top_logprobs",
+            "top_logprobs are not supported by this server",
         ));
     }
+    for (name, v) in [
+        ("presence_penalty", wire.presence_penalty),
+        ("frequency_penalty", wire.frequency_penalty),
+    ] {
+        if v.is_some_and(|p| p != 0.0) {
+            return Err(bad(
+                name,
+                format!("{name} is not supported by this server (only 0)"),
+            ));
+        }
+    }
+    if wire
+        .logit_bias
+        .as_ref()
+        .is_some_and(|v| v.as_object().is_none_or(|m| !m.is_empty()))
+    {
+        return Err(bad(
+            "logit_bias",
+            "logit_bias is not supported by this server",
+        ));
+    }
+    Ok(())
+}
+
+/// `stream_options.include_usage` (only allowed with `stream: true`).
+fn include_usage(stream: bool, options: Option<&Value>) -> Result<bool, BadRequest> {
+    let Some(options) = options.filter(|v| !v.is_null()) else {
+        return Ok(false);
+    };
+    if !stream {
+        return Err(bad(
+            "stream_options",
+            "stream_options is only allowed when stream is true",
+        ));
+    }
+    match options.get("include_usage") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad(
+            "stream_options.include_usage",
+            "include_usage must be true or false",
+        )),
+    }
+}
+
+fn chat_request(wire: WireRequest) -> Result<ChatRequest, BadRequest> {
     let wire_messages = wire
         .messages
         .ok_or_else(|| bad("messages", "missing required parameter 'messages'"))?;
@@ -143,6 +228,7 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
     let messages = messages(wire_messages)?;
     let tools = tools(wire.tools)?;
     let tool_choice = tool_choice(wire.tool_choice)?;
+    check_tool_choice(tool_choice.as_ref(), &tools)?;
     let response_format = response_format(wire.response_format)?;
     let stop = stop(wire.stop)?;
     let max_tokens = check_limits(
@@ -244,6 +330,12 @@ fn tool_choice(wire: Option<Value>) -> Result<Option<ToolChoice>, BadRequest> {
             "required" => ToolChoice::Required,
             other => return Err(bad("tool_choice", format!("unknown tool_choice {other:?}"))),
         }),
+        Some(v) if v.get("type").and_then(Value::as_str) != Some("function") => {
+            return Err(bad(
+                "tool_choice.type",
+                "only {\"type\":\"function\",\"function\":{\"name\":…}} is supported",
+            ));
+        }
         Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
             Some(name) => Some(ToolChoice::Function(name.to_string())),
             None => {
@@ -254,6 +346,21 @@ fn tool_choice(wire: Option<Value>) -> Result<Option<ToolChoice>, BadRequest> {
             }
         },
     })
+}
+
+/// A `tool_choice` that forces a call needs the tools to call.
+fn check_tool_choice(choice: Option<&ToolChoice>, tools: &[ToolSpec]) -> Result<(), BadRequest> {
+    match choice {
+        Some(ToolChoice::Required) if tools.is_empty() => Err(bad(
+            "tool_choice",
+            "tool_choice \"required\" needs at least one tool in tools",
+        )),
+        Some(ToolChoice::Function(name)) if !tools.iter().any(|t| &t.name == name) => Err(bad(
+            "tool_choice",
+            format!("tool_choice names unknown function {name:?}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `response_format`: text, a JSON object or a JSON schema.
@@ -396,12 +503,74 @@ pub(crate) fn reply_json(reply: &ChatReply, id: &str, created: u64) -> Value {
         "created": created,
         "model": reply.model,
         "choices": choices,
-        "usage": {
-            "prompt_tokens": reply.usage.prompt_tokens,
-            "completion_tokens": reply.usage.completion_tokens,
-            "total_tokens": reply.usage.prompt_tokens + reply.usage.completion_tokens
-        }
+        "usage": usage_json(&reply.usage)
     })
+}
+
+/// OpenAI's `usage` object.
+pub(crate) fn usage_json(usage: &Usage) -> Value {
+    json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens
+    })
+}
+
+/// What every chunk of one streamed reply shares.
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkHead {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    /// `stream_options.include_usage`: every chunk carries `"usage": null`, the last one the
+    /// totals.
+    pub include_usage: bool,
+}
+
+/// A `chat.completion.chunk` with one choice's `delta` (and its `finish_reason`, if it ended).
+pub(crate) fn delta_chunk(
+    head: &ChunkHead,
+    index: u32,
+    delta: Value,
+    finish: Option<&FinishReason>,
+) -> Value {
+    let choice = json!({"index": index, "delta": delta, "logprobs": null,
+                        "finish_reason": finish.map(finish_str)});
+    chunk(head, vec![choice], None)
+}
+
+/// The last chunk of a stream with `include_usage`: no choices, the token counts.
+pub(crate) fn usage_chunk(head: &ChunkHead, usage: &Usage) -> Value {
+    chunk(head, Vec::new(), Some(usage_json(usage)))
+}
+
+fn chunk(head: &ChunkHead, choices: Vec<Value>, usage: Option<Value>) -> Value {
+    let mut v = json!({
+        "id": head.id,
+        "object": "chat.completion.chunk",
+        "created": head.created,
+        "model": head.model,
+        "choices": choices,
+    });
+    if head.include_usage {
+        v["usage"] = usage.unwrap_or(Value::Null);
+    }
+    v
+}
+
+/// The `delta`s announcing a choice's tool calls: each call's id and name, then its arguments.
+pub(crate) fn tool_call_deltas(calls: &[ToolCall]) -> Vec<Value> {
+    calls
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            [
+                json!({"tool_calls": [{"index": i, "id": c.id, "type": "function",
+                                       "function": {"name": c.name, "arguments": ""}}]}),
+                json!({"tool_calls": [{"index": i, "function": {"arguments": c.arguments}}]}),
+            ]
+        })
+        .collect()
 }
 
 /// An OpenAI-style error body.
@@ -433,7 +602,9 @@ mod tests {
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
             "stop": "END", "seed": 3, "max_completion_tokens": 9, "temperature": 0.5
         });
-        let req = parse_request(body.to_string().as_bytes()).unwrap();
+        let parsed = parse_request(body.to_string().as_bytes()).unwrap();
+        assert!(!parsed.stream);
+        let req = parsed.request;
         assert_eq!(req.messages.len(), 4);
         assert_eq!(req.messages[1].content.as_deref(), Some("hi"));
         assert_eq!(req.messages[2].tool_calls[0].arguments, "{\"a\":1}");
@@ -480,5 +651,48 @@ mod tests {
             parse_request(br#"{"messages": [{"role": "user", "content": "x"}], "temperature": 9}"#)
                 .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("temperature"));
+    }
+
+    #[test]
+    fn streaming_options_and_unsupported_parameters() {
+        let with = |extra: Value| {
+            let mut body = json!({"messages": [{"role": "user", "content": "x"}]});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            parse_request(body.to_string().as_bytes())
+        };
+        let p = with(json!({"stream": true, "stream_options": {"include_usage": true}})).unwrap();
+        assert!(p.stream && p.include_usage);
+        let p = with(json!({"stream": true})).unwrap();
+        assert!(p.stream && !p.include_usage);
+        for (extra, param) in [
+            (
+                json!({"stream_options": {"include_usage": true}}),
+                "stream_options",
+            ),
+            (
+                json!({"stream": true, "stream_options": {"include_usage": 1}}),
+                "stream_options.include_usage",
+            ),
+            (json!({"logprobs": true}), "logprobs"),
+            (json!({"top_logprobs": 2}), "top_logprobs"),
+            (json!({"presence_penalty": 0.5}), "presence_penalty"),
+            (json!({"logit_bias": {"42": 5}}), "logit_bias"),
+            (json!({"tool_choice": "required"}), "tool_choice"),
+            (
+                json!({"tool_choice": {"type": "custom", "custom": {"name": "f"}}}),
+                "tool_choice.type",
+            ),
+            (
+                json!({"tools": [{"type": "function", "function": {"name": "f"}}],
+                    "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+                "tool_choice",
+            ),
+        ] {
+            let e = with(extra.clone()).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(param), "{extra}: {}", e.message);
+        }
+        assert!(with(json!({"logprobs": false, "frequency_penalty": 0, "logit_bias": {}})).is_ok());
     }
 }

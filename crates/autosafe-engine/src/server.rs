@@ -2,12 +2,15 @@
 //! (tools, `tool_choice`, `response_format` text/json_object/json_schema, `n`, `seed`, `stop`)
 //! and `GET /v1/models`. Every error status gets an OpenAI-style error body
 //! (`{"error": {"message", "type", "param", "code"}}`), also the ones axum writes itself (413
-//! body too large, 405 wrong method: plain text or nothing before). Streaming is not offered: a
-//! request with `stream: true` is refused with a 400 error rather than answered in another
-//! shape. `n` and `n` × `max_tokens` are capped ([`crate::openai::MAX_N`],
+//! body too large, 405 wrong method: plain text or nothing before). `stream: true` is answered
+//! with Server-Sent Events of `chat.completion.chunk`s ([`crate::stream`]): token by token when
+//! the model is an [`Engine`] ([`engine_router`]), in one piece after generation for any other
+//! `ChatModel` ([`router`]). `n` and `n` × `max_tokens` are capped ([`crate::openai::MAX_N`],
 //! [`crate::openai::MAX_TOTAL_TOKENS`]).
 
-use crate::openai::{error_json, parse_request, reply_json};
+use crate::Engine;
+use crate::openai::{ChunkHead, error_json, parse_request, reply_json};
+use crate::stream::{Buffered, StreamingModel};
 use autosafe_llm::{CallContext, ChatModel, LlmError};
 use axum::Router;
 use axum::body::Bytes;
@@ -21,13 +24,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 struct AppState {
     model: Arc<dyn ChatModel>,
+    streaming: Arc<dyn StreamingModel>,
     counter: AtomicU64,
 }
 
-/// The routes, serving `model`.
+/// The routes, serving `model`; a streamed reply comes in one piece once it is generated.
 pub fn router(model: Arc<dyn ChatModel>) -> Router {
+    let streaming = Arc::new(Buffered(Arc::clone(&model)));
+    routes(model, streaming)
+}
+
+/// The routes, serving `engine`; a streamed reply comes token by token.
+pub fn engine_router(engine: Arc<Engine>) -> Router {
+    let streaming: Arc<dyn StreamingModel> = engine.clone();
+    routes(engine, streaming)
+}
+
+fn routes(model: Arc<dyn ChatModel>, streaming: Arc<dyn StreamingModel>) -> Router {
     let state = Arc::new(AppState {
         model,
+        streaming,
         counter: AtomicU64::new(0),
     });
     Router::new()
@@ -44,6 +60,14 @@ pub async fn serve(
     model: Arc<dyn ChatModel>,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(model)).await
+}
+
+/// Serves `engine` on `listener` until the process ends, streaming token by token.
+pub async fn serve_engine(
+    listener: tokio::net::TcpListener,
+    engine: Arc<Engine>,
+) -> std::io::Result<()> {
+    axum::serve(listener, engine_router(engine)).await
 }
 
 fn error(
@@ -118,7 +142,7 @@ async fn models(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
 }
 
 async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let request = match parse_request(&body) {
+    let parsed = match parse_request(&body) {
         Ok(r) => r,
         Err(e) => {
             return error(
@@ -130,36 +154,52 @@ async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
             );
         }
     };
+    let next_id = || {
+        let n = state.counter.fetch_add(1, Ordering::Relaxed);
+        format!("chatcmpl-{:x}-{n}", now())
+    };
+    if parsed.stream {
+        let head = ChunkHead {
+            id: next_id(),
+            created: now(),
+            model: state.model.name().to_string(),
+            include_usage: parsed.include_usage,
+        };
+        return crate::stream::respond(state.streaming.as_ref(), &parsed.request, head);
+    }
     match state
         .model
-        .chat(&request, &CallContext::stage("serve"))
+        .chat(&parsed.request, &CallContext::stage("serve"))
         .await
     {
-        Ok(reply) => {
-            let n = state.counter.fetch_add(1, Ordering::Relaxed);
-            let id = format!("chatcmpl-{:x}-{n}", now());
-            axum::Json(reply_json(&reply, &id, now())).into_response()
-        }
-        Err(LlmError::Config(msg)) => error(
-            StatusCode::BAD_REQUEST,
-            &msg,
-            "invalid_request_error",
-            None,
-            None,
-        ),
-        Err(LlmError::InvalidReply { message, .. }) => error(
+        Ok(reply) => axum::Json(reply_json(&reply, &next_id(), now())).into_response(),
+        Err(e) => llm_error(e),
+    }
+}
+
+/// How a model's error is reported: status, message, OpenAI `type` and `code`.
+pub(crate) fn llm_error_parts(
+    e: LlmError,
+) -> (StatusCode, String, &'static str, Option<&'static str>) {
+    match e {
+        LlmError::Config(msg) => (StatusCode::BAD_REQUEST, msg, "invalid_request_error", None),
+        LlmError::InvalidReply { message, .. } => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            &message,
+            message,
             "server_error",
-            None,
             Some("invalid_reply"),
         ),
-        Err(e) => error(
+        e => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            &e.to_string(),
+            e.to_string(),
             "server_error",
-            None,
             None,
         ),
     }
+}
+
+/// A model's error as an OpenAI-style error response.
+pub(crate) fn llm_error(e: LlmError) -> Response {
+    let (status, message, kind, code) = llm_error_parts(e);
+    error(status, &message, kind, None, code)
 }

@@ -4,7 +4,6 @@ use anyhow::Context;
 use autosafe_engine::{Engine, EngineOptions};
 use clap::Args;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 /// Arguments of `autosafe serve`.
 #[derive(Args)]
@@ -49,8 +48,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.model,
             engine.settings().threads
         );
-        let model: Arc<dyn autosafe_llm::ChatModel> = engine;
-        autosafe_engine::server::serve(listener, model)
+        autosafe_engine::server::serve_engine(listener, engine)
             .await
             .context("server failed")?;
         Ok(ExitCode::SUCCESS)
