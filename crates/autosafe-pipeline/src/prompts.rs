@@ -27,7 +27,7 @@ pub enum AgentMode {
 #[serde(rename_all = "snake_case")]
 pub enum AgentLayout {
     /// `agent_user.j2`: the instruction, the scratchpad and "give the Thought, Action and Action
-    /// Input for your next step (or a Final Answer)".
+    /// Input for your next step, or a Thought and a Final Answer …".
     #[default]
     Agent,
     /// `training_input.j2` without the reminder: exactly the Alpaca `input` the exported

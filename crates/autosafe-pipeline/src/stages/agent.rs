@@ -458,7 +458,9 @@ mod tests {
         let user = body["messages"][1]["content"].as_str().unwrap();
         assert_eq!(body["messages"][0]["content"], record["instruction"]);
         assert_ne!(user, record["input"].as_str().unwrap());
-        assert!(user.ends_with("Action Input for your next step (or a Final Answer)."));
+        assert!(user.ends_with(
+            "Action Input for your next step, or a Thought and a Final Answer if the observations show the task is done or you need the user."
+        ));
         assert_eq!(body["stop"], serde_json::json!(["\nObservation:"]));
     }
 
