@@ -266,6 +266,24 @@ fn scenario_records_round_trip_through_json_lines() {
         assert_eq!(a.scripted, b.scripted);
     }
     assert_eq!(back[1].line, Some(3));
+    // A synthesized run's own scenario records (an id, the scripted agents in the provenance)
+    // read back as the same scenarios.
+    let pipeline_form: Vec<String> = all[..2]
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::to_value(&s.scenario).unwrap();
+            v["provenance"]["scripted"] = serde_json::to_value(&s.scripted).unwrap();
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(&path, pipeline_form.join("\n") + "\n").unwrap();
+    let back = autosafe_sandbox::load_path(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back.len(), 2);
+    for (a, b) in all.iter().zip(&back) {
+        assert_eq!(a.scenario.id, b.scenario.id);
+        assert_eq!(a.scripted, b.scripted);
+        assert!(b.scenario.provenance.extra.get("scripted").is_none());
+    }
     let mut bad: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     bad["terminal"]["checks"]["facts"][0]["kind"] = "file_vanished".into();
     std::fs::write(&path, format!("{}\n{bad}\n", lines[1])).unwrap();
