@@ -115,7 +115,12 @@ fn model_parts(server: &autosafe_scripted_server::ScriptedServer) -> (Agent, Ste
         Agent::new(
             model(server, "agent-m"),
             prompts.clone(),
-            AgentOptions::default(),
+            // The scripted agent repeats actions on purpose (step limits, hand-counted
+            // samples); the repeat guard has its own test in `stages::agent`.
+            AgentOptions {
+                repeat_guard: false,
+                ..AgentOptions::default()
+            },
         ),
         StepJudge::new(model(server, "judge-m"), prompts),
     )

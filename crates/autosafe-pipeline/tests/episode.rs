@@ -122,7 +122,12 @@ impl Setup {
         let agent = Agent::new(
             support::model(&server, "agent-m"),
             Arc::new(Prompts::embedded()),
-            AgentOptions::default(),
+            // The scripted agent repeats actions on purpose (step limits, hand-counted
+            // samples); the repeat guard has its own test in `stages::agent`.
+            AgentOptions {
+                repeat_guard: false,
+                ..AgentOptions::default()
+            },
         );
         let sc = fixtures::scenario();
         let toolkits = fixtures::toolkits_of(&sc);
