@@ -414,19 +414,8 @@ mod tests {
 
     /// [`ask`] with any agent options.
     async fn ask_with(options: AgentOptions, reply: Reply) -> (AgentOutcome, serde_json::Value) {
-        let ex = fixtures::reflected_example();
-        let (agent, server) = agent_on_server(options).await;
-        server.push(reply);
-        let outcome = agent
-            .propose(
-                &ex.scenario,
-                &fixtures::toolkits_of(&ex.scenario),
-                &ex.history,
-                7,
-                None,
-            )
-            .await;
-        (outcome, server.log()[0].body.clone().unwrap())
+        let (outcome, mut bodies) = propose_with(options, vec![reply]).await;
+        (outcome, bodies.swap_remove(0))
     }
 
     #[tokio::test]
