@@ -115,6 +115,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../prompts/terminal_generator.j2"),
     ),
     (
+        "terminal_generator_repair.j2",
+        include_str!("../../../prompts/terminal_generator_repair.j2"),
+    ),
+    (
         "training_input.j2",
         include_str!("../../../prompts/training_input.j2"),
     ),
@@ -196,6 +200,8 @@ pub mod names {
     pub const SCENARIO_GENERATOR: &str = "scenario_generator.j2";
     /// Terminal scenario generator (fixture, checkers and scripted agents).
     pub const TERMINAL_GENERATOR: &str = "terminal_generator.j2";
+    /// The note that asks the terminal generator again with why its scenario was rejected.
+    pub const TERMINAL_GENERATOR_REPAIR: &str = "terminal_generator_repair.j2";
     /// Alpaca training input.
     pub const TRAINING_INPUT: &str = "training_input.j2";
     /// The safety reminder of safety training records (a partial, also rendered on its own).

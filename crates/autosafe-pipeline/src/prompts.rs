@@ -203,6 +203,15 @@ pub(crate) struct TerminalGeneratorCtx {
     pub examples: Vec<String>,
 }
 
+/// Context of `terminal_generator_repair.j2`: why the previous scenario was rejected.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TerminalRepairCtx {
+    /// The rejection reason (`invalid_scenario`, `unsafe_script_does_no_harm`, …).
+    pub reason: String,
+    /// The loader's error or the proof's failures.
+    pub detail: String,
+}
+
 /// Context of `training_input.j2` (the Alpaca `input`).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct TrainingInputCtx {
@@ -433,6 +442,14 @@ mod tests {
         );
         assert!(text.contains("\"Toolkits\": [\"Terminal\"]"));
         rendered.insert(names::TERMINAL_GENERATOR, text);
+
+        let tr = TerminalRepairCtx {
+            reason: "invalid_scenario".into(),
+            detail: "synth_0: terminal.checks: duplicate fact id `x`".into(),
+        };
+        let text = p.render(names::TERMINAL_GENERATOR_REPAIR, &tr).unwrap();
+        assert!(text.starts_with("Your scenario was rejected: invalid_scenario.\nsynth_0: "));
+        rendered.insert(names::TERMINAL_GENERATOR_REPAIR, text);
 
         let tc = TrainingInputCtx {
             reminder: true,

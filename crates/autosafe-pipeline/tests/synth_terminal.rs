@@ -147,6 +147,15 @@ async fn each_gate_rejects_its_planted_failure_and_the_kept_scenarios_are_elicit
         ("Terminal/privacy_leak/action", "near_duplicate"),
     ] {
         assert_eq!(reason_of(cell).as_deref(), Some(reason), "{cell}: {logs:?}");
+        // The scripted generator writes the same failure again when sent back for repair
+        // (dedup comes after the repair rounds).
+        let log = logs.iter().find(|l| l.cell == cell).unwrap();
+        let sent_back: &[&str] = if reason == "near_duplicate" {
+            &[]
+        } else {
+            &[reason]
+        };
+        assert_eq!(log.repaired, sent_back, "{cell}");
         assert_eq!(rep.coverage[cell].rejected[reason], 1, "{cell}");
         assert_eq!(count(&rep.stats.rejected, reason), 1, "{reason}");
     }
@@ -206,4 +215,65 @@ async fn each_gate_rejects_its_planted_failure_and_the_kept_scenarios_are_elicit
         .unwrap();
     assert_eq!((e.elicit.input, e.elicit.output), (3, 3), "{:?}", e.elicit);
     assert_eq!(count(&e.labelled, "unsafe"), 3, "{:?}", e.labelled);
+}
+
+/// The repair round: a reply the loader rejects (two facts with one id, the 1.5B's commonest
+/// mistake) goes back to the generator with the loader's reason, and the corrected reply is
+/// proved and kept; with `repairs = 0` the first verdict stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_candidate_is_sent_back_with_its_reason_and_the_repair_is_kept() {
+    let server = support::server().await;
+    server.set_responder(|info: &RequestInfo| {
+        let body = &info.body;
+        let messages = body["messages"].as_array().unwrap();
+        let mut v = bulk::terminal_scenario("instruction", "data_loss", 7);
+        if messages.len() == 1 {
+            // Two facts named alike: the loader refuses the scenario.
+            let first = v["terminal"]["checks"]["facts"][0]["id"].clone();
+            v["terminal"]["checks"]["facts"][1]["id"] = first;
+        } else {
+            // The repair turn carries the rejected reply and the loader's words.
+            let note = messages[2]["content"].as_str().unwrap();
+            assert_eq!(messages[1]["role"], "assistant");
+            assert!(
+                note.starts_with("Your scenario was rejected: invalid_scenario.")
+                    && note.contains("duplicate fact"),
+                "{note}"
+            );
+        }
+        Reply::text(v.to_string())
+    });
+    for (repairs, kept) in [(None, 1), (Some(0), 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path(), "terminal-repair").unwrap();
+        let config = SynthConfig {
+            environment: EnvChoice::Terminal,
+            categories: vec!["data_loss".into()],
+            sources: vec![autosafe_ots::RiskSource::Instruction],
+            repairs,
+            ..Default::default()
+        };
+        let rep = synthesize(
+            &run,
+            None,
+            scripted::model(&server, "generator-m"),
+            Arc::new(Prompts::embedded()),
+            &inputs(),
+            &config,
+        )
+        .await
+        .unwrap();
+        let logs: Vec<SynthLog> = read_all(&run.path().join("synthesize_log.jsonl")).unwrap();
+        assert_eq!(logs.len(), 1);
+        assert_eq!(rep.stats.output, kept, "repairs {repairs:?}: {logs:?}");
+        if kept == 1 {
+            assert_eq!(logs[0].reason(), None);
+            assert_eq!(logs[0].repaired, ["invalid_scenario"]);
+        } else {
+            assert_eq!(logs[0].reason(), Some("invalid_scenario"));
+            assert!(logs[0].repaired.is_empty());
+            let detail = &logs[0].failure.as_ref().unwrap().detail;
+            assert!(detail.contains("duplicate fact"), "{detail}");
+        }
+    }
 }

@@ -21,6 +21,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use autosafe_llm::Message;
 use autosafe_ots::{Provenance, RiskSource, Scenario, Taxonomy};
 use autosafe_sandbox::{SandboxConfig, ScenarioRecord, TerminalScenario};
 use serde_json::{Map, Value};
@@ -29,7 +30,7 @@ use super::common::{StageError, StageFailure};
 use super::synthesize::{Cell, Generator, SynthLog, SynthOutcome};
 use crate::dedup::Deduper;
 use crate::gates::Gates;
-use crate::prompts::{CategoryView, TerminalGeneratorCtx, names};
+use crate::prompts::{CategoryView, TerminalGeneratorCtx, TerminalRepairCtx, names};
 use crate::rundir::StageStats;
 use crate::stage_records::Failure;
 use crate::store::RecordWriter;
@@ -206,15 +207,20 @@ pub(crate) fn prove(t: &TerminalScenario, sandbox: &SandboxConfig) -> Option<Rej
 /// One attempt's result: the candidate proved, or the rejection with the raw reply.
 type Candidate = Result<TerminalScenario, (String, String, String)>;
 
+/// A candidate and the reasons of the rounds sent back for repair before it.
+type Repaired = (Candidate, Vec<String>);
+
 impl Generator<'_> {
-    /// Asks for attempt `index` of `cell`, checks the reply and proves it in the sandbox.
+    /// Asks for attempt `index` of `cell`, checks the reply and proves it in the sandbox; a
+    /// reply the checks or the proof reject is sent back with why, up to `repairs` times (a
+    /// model or sandbox error is final).
     async fn terminal_candidate(
         &self,
         kit: &TerminalKit,
         id: &str,
         cell: &Cell,
         index: u32,
-    ) -> Candidate {
+    ) -> Repaired {
         let taxonomy = &self.inputs.taxonomy;
         let cat = taxonomy.get(&cell.category).expect("planned category");
         let ctx = TerminalGeneratorCtx {
@@ -238,7 +244,10 @@ impl Generator<'_> {
             } else {
                 f.reason
             };
-            Err((reason, f.detail, f.raw.unwrap_or_default()))
+            (
+                Err((reason, f.detail, f.raw.unwrap_or_default())),
+                Vec::new(),
+            )
         };
         let prompt = match self.prompts.render(names::TERMINAL_GENERATOR, &ctx) {
             Ok(p) => p,
@@ -248,15 +257,62 @@ impl Generator<'_> {
             Ok(s) => schema_for(&s, cell, taxonomy),
             Err(e) => return failed(StageFailure::parse(format!("schema: {e}"), "")),
         };
-        let obj = match self
-            .ask(id, index, prompt, schema, "terminal_generator")
-            .await
-        {
-            Ok(obj) => obj,
-            Err(f) => return failed(f),
-        };
-        let raw = Value::Object(obj.clone()).to_string();
-        let t = check(obj, cell, id, taxonomy, &kit.gates).map_err(|(r, d)| (r, d, raw.clone()))?;
+        let mut messages = vec![Message::user(prompt)];
+        let mut repaired = Vec::new();
+        loop {
+            let obj = match self
+                .ask(
+                    id,
+                    index,
+                    messages.clone(),
+                    schema.clone(),
+                    "terminal_generator",
+                )
+                .await
+            {
+                Ok(obj) => obj,
+                Err(f) => return (failed(f).0, repaired),
+            };
+            let raw = Value::Object(obj.clone()).to_string();
+            let verdict = match check(obj, cell, id, taxonomy, &kit.gates) {
+                Ok(t) => self.proved(kit, t).await,
+                Err(rejected) => Err(Some(rejected)),
+            };
+            let (reason, detail) = match verdict {
+                Ok(t) => return (Ok(t), repaired),
+                Err(None) => {
+                    let e = "sandbox_error".to_string();
+                    return (Err((e, "the proof did not finish".into(), raw)), repaired);
+                }
+                Err(Some(rejected)) => rejected,
+            };
+            if repaired.len() as u32 >= self.config.repair_rounds() {
+                return (Err((reason, detail, raw)), repaired);
+            }
+            let note = TerminalRepairCtx {
+                reason: reason.clone(),
+                detail,
+            };
+            let note = match self.prompts.render(names::TERMINAL_GENERATOR_REPAIR, &note) {
+                Ok(n) => n,
+                Err(e) => {
+                    let f = StageFailure::parse(format!("prompt: {e}"), "");
+                    return (failed(f).0, repaired);
+                }
+            };
+            messages.push(Message::assistant(raw));
+            messages.push(Message::user(note));
+            repaired.push(reason);
+        }
+    }
+
+    /// The proof of a checked candidate in the sandbox (on a blocking thread): the scenario, its
+    /// first failure, or `None` when the proof itself did not finish.
+    async fn proved(
+        &self,
+        kit: &TerminalKit,
+        t: TerminalScenario,
+    ) -> Result<TerminalScenario, Option<Rejected>> {
         let sandbox = kit.sandbox.clone();
         match tokio::task::spawn_blocking(move || {
             let failed = prove(&t, &sandbox);
@@ -265,8 +321,8 @@ impl Generator<'_> {
         .await
         {
             Ok((t, None)) => Ok(t),
-            Ok((_, Some((r, d)))) => Err((r, d, raw)),
-            Err(e) => Err(("sandbox_error".into(), format!("proof: {e}"), raw)),
+            Ok((_, Some(rejected))) => Err(Some(rejected)),
+            Err(_) => Err(None),
         }
     }
 }
@@ -315,11 +371,11 @@ pub(crate) async fn run(
         |(id, cell, index)| {
             let kit = kit.clone();
             async move {
-                let c = asker.terminal_candidate(&kit, &id, &cell, index).await;
-                (id, cell, index, c)
+                let (c, repaired) = asker.terminal_candidate(&kit, &id, &cell, index).await;
+                (id, cell, index, c, repaired)
             }
         },
-        async |(id, cell, index, candidate)| -> Result<(), StageError> {
+        async |(id, cell, index, candidate, repaired)| -> Result<(), StageError> {
             let (failure, scenario) = settle(candidate, &cell, provenance, existing, deduper);
             let l = SynthLog {
                 id,
@@ -332,6 +388,7 @@ pub(crate) async fn run(
                 },
                 failure,
                 scenario_id: scenario.as_ref().map(|s| s.id.clone()),
+                repaired,
             };
             if let Some(sc) = scenario {
                 scenarios.write(sc).await?;
@@ -426,6 +483,17 @@ mod tests {
         let mut bad = scenario_json(&shipped[0]);
         bad["terminal"]["checks"]["facts"][0]["kind"] = "file_vanished".into();
         assert!(!schema_problems(&schema, &bad).is_empty());
+        // Only a symlink has a target (the 1.5B wrote one on plain files in 12 of 12 replies;
+        // the schema now says so, so constrained decoding cannot).
+        let mut bad = scenario_json(&shipped[0]);
+        bad["terminal"]["fixture"]["files"][0]["target"] = "/etc/passwd".into();
+        assert!(!schema_problems(&schema, &bad).is_empty());
+        let mut link = scenario_json(&shipped[0]);
+        link["terminal"]["fixture"]["files"][0] =
+            serde_json::json!({"path": "l", "kind": "symlink", "target": "/etc/passwd"});
+        assert_eq!(schema_problems(&schema, &link), Vec::<String>::new());
+        link["terminal"]["fixture"]["files"][0]["content"] = "x".into();
+        assert!(!schema_problems(&schema, &link).is_empty());
     }
 
     /// The loader's rules reach a synthesized scenario: a secret planted nowhere, a path

@@ -84,6 +84,11 @@ pub struct SynthConfig {
     /// read as before.
     #[serde(skip_serializing_if = "is_emulator")]
     pub environment: autosafe_env::EnvChoice,
+    /// Terminal synthesis: rounds in which a candidate that failed the loader's validation, the
+    /// cell or instruction checks or its proof is shown why and asked again (default 1; 0 keeps
+    /// the first reply's verdict).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repairs: Option<u32>,
 }
 
 fn is_emulator(e: &autosafe_env::EnvChoice) -> bool {
@@ -110,7 +115,15 @@ impl Default for SynthConfig {
             max_text: None,
             gates: true,
             environment: autosafe_env::EnvChoice::Emulator,
+            repairs: None,
         }
+    }
+}
+
+impl SynthConfig {
+    /// Repair rounds of a terminal candidate (`repairs`, default 1).
+    pub(crate) fn repair_rounds(&self) -> u32 {
+        self.repairs.unwrap_or(1)
     }
 }
 
@@ -164,6 +177,10 @@ pub struct SynthLog {
     /// The accepted scenario's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scenario_id: Option<String>,
+    /// Terminal synthesis: the rejection reason of each earlier round that was sent back to the
+    /// generator for repair, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<String>,
 }
 
 impl SynthLog {
@@ -493,6 +510,7 @@ fn settle(
         outcome,
         failure,
         scenario_id,
+        repaired: Vec::new(),
     };
     let reject = |reason: &str, detail: String, raw: String| -> (SynthLog, Option<Scenario>) {
         let f = Failure {
@@ -1006,7 +1024,8 @@ impl Generator<'_> {
             .prompts
             .render(names::SCENARIO_GENERATOR, &self.context(cell))
             .map_err(|e| StageFailure::parse(format!("prompt: {e}"), ""))?;
-        self.ask(id, index, prompt, schema, "generator").await
+        self.ask(id, index, vec![Message::user(prompt)], schema, "generator")
+            .await
     }
 
     /// Sends `prompt` under `schema` (named `name` in the request) for attempt `index` (id
@@ -1015,11 +1034,13 @@ impl Generator<'_> {
         &self,
         id: &str,
         index: u32,
-        prompt: String,
+        messages: Vec<Message>,
         schema: Value,
         name: &str,
     ) -> Result<serde_json::Map<String, Value>, StageFailure> {
-        let mut req = ChatRequest::new(vec![Message::user(prompt)]);
+        // A repair round (messages after the first prompt) gets its own seed.
+        let turn = (messages.len() / 2) as u32;
+        let mut req = ChatRequest::new(messages);
         req.response_format = Some(ResponseFormat::JsonSchema(JsonSchemaFormat {
             name: name.into(),
             schema: schema.clone(),
@@ -1027,7 +1048,7 @@ impl Generator<'_> {
         }));
         req.temperature = Some(self.config.temperature);
         req.max_tokens = Some(self.config.max_tokens);
-        req.seed = Some(seed_for(id, "generator", index, 0));
+        req.seed = Some(seed_for(id, "generator", index, turn));
         let reply = self
             .model
             .chat(&req, &CallContext::stage("synthesize"))
