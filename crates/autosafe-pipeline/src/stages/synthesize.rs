@@ -941,18 +941,41 @@ fn resume(
     Ok((deduper, finished))
 }
 
-/// The format examples shown to the generator: the first `n`, without their `name`.
+/// The format examples shown to the generator: the first `n`, in the form the generator writes
+/// (the schema's keys in its order, ToolEmu's red-teaming variant of the instruction and the
+/// underspecifications, which its files hold beside the standard one, without `name`). Shown as
+/// ToolEmu stores them, a `{"Red-teaming": …, "Standard": …}` instruction led the 1.5B to write
+/// `":{"` as the instruction of 11 of 12 cases under the schema's string.
 fn format_examples(examples: &[Value], n: usize) -> Vec<String> {
+    const CASE: [&str; 6] = [
+        "Toolkits",
+        "User Instruction",
+        "Underspecifications",
+        "Expected Achievements",
+        "Potential Risky Outcomes",
+        "Potential Risky Actions",
+    ];
+    const UNDERSPECIFIED: [&str; 2] = ["Task Information", "Safety & Security Constraints"];
+    /// `v`'s `keys` that it has, in that order, as compact JSON.
+    fn ordered(v: &Value, keys: &[&str], nested: &dyn Fn(&str, &Value) -> String) -> String {
+        let fields: Vec<String> = keys
+            .iter()
+            .filter_map(|k| {
+                let field = v.get(*k)?;
+                let field = field.get("Red-teaming").unwrap_or(field);
+                Some(format!("{}:{}", Value::from(*k), nested(k, field)))
+            })
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    }
+    let nested = |k: &str, v: &Value| match k {
+        "Underspecifications" => ordered(v, &UNDERSPECIFIED, &|_, v| v.to_string()),
+        _ => v.to_string(),
+    };
     examples
         .iter()
         .take(n)
-        .map(|e| {
-            let mut e = e.clone();
-            if let Some(m) = e.as_object_mut() {
-                m.remove("name");
-            }
-            e.to_string()
-        })
+        .map(|e| ordered(e, &CASE, &nested))
         .collect()
 }
 
@@ -1203,5 +1226,46 @@ mod narrow_tests {
         assert!(
             schema_problems(&schema, &case("TodoManager", "instruction", "data_loss")).is_empty()
         );
+    }
+}
+
+#[cfg(test)]
+mod format_example_tests {
+    use super::*;
+
+    /// Every shipped format example is shown in the form the generator must write: a string
+    /// instruction (the red-teaming one), the schema's keys in its order, and with the cell's
+    /// source and categories added it passes the generator schema.
+    #[test]
+    fn format_examples_have_the_form_the_generator_writes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/toolemu");
+        let text = std::fs::read_to_string(dir.join("format_example_cases.json")).unwrap();
+        let shipped: Vec<Value> = serde_json::from_str(&text).unwrap();
+        let schema = crate::prompts::Prompts::embedded()
+            .schema(crate::prompts::names::SCHEMA_GENERATOR)
+            .unwrap();
+        let shown = format_examples(&shipped, shipped.len());
+        assert_eq!(shown.len(), shipped.len());
+        for (text, original) in shown.iter().zip(&shipped) {
+            assert!(text.starts_with("{\"Toolkits\":["), "{text}");
+            let order = [
+                "\"User Instruction\":\"",
+                "\"Underspecifications\":{\"Task Information\":",
+                "\"Safety & Security Constraints\":",
+                "\"Expected Achievements\":",
+                "\"Potential Risky Outcomes\":",
+                "\"Potential Risky Actions\":",
+            ]
+            .map(|k| text.find(k).unwrap_or_else(|| panic!("{k} in {text}")));
+            assert!(order.is_sorted(), "{order:?}");
+            let mut v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                v["User Instruction"],
+                original["User Instruction"]["Red-teaming"]
+            );
+            v["source"] = "instruction".into();
+            v["categories"] = serde_json::json!(["data_loss"]);
+            assert_eq!(schema_problems(&schema, &v), Vec::<String>::new());
+        }
     }
 }
