@@ -8,5 +8,7 @@ cd "$(dirname "$here")"
 "$here/setup-python.sh" train
 # Real clients (openai, inspect-ai) that the serve tests drive against `autosafe serve`.
 "$here/setup-python.sh" clients
+# llama.cpp's server (llama-cpp-python), the third-party server the pipeline is tested against.
+"$here/setup-python.sh" llamacpp
 source "$here/env.sh"
 cargo test --workspace --locked --no-fail-fast

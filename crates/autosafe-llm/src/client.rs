@@ -176,6 +176,7 @@ impl OpenAiClient {
             backoff: opts.backoff,
             wire: WireOptions {
                 response_format: spec.supports_response_format,
+                tool_choice_required: spec.supports_tool_choice_required,
             },
             extra: spec.extra.clone(),
             budget: Budget::new(spec.rpm, spec.tpm),

@@ -82,6 +82,13 @@ pub struct ModelSpec {
     /// Whether to send `response_format` (the reply is validated client-side either way).
     #[serde(default = "defaults::yes")]
     pub supports_response_format: bool,
+    /// Whether the server honours `tool_choice: "required"`. llama-cpp-python's server ignores
+    /// it (and `auto`): it answers in text unless one function is named. When false, a request
+    /// that requires a call of its only tool names that tool (so the server constrains the call
+    /// to its parameters); with several tools it is sent as `auto`, and a reply without a call is
+    /// still invalid here.
+    #[serde(default = "defaults::yes")]
+    pub supports_tool_choice_required: bool,
     /// Extra body fields merged into every request (e.g. `chat_template_kwargs`).
     #[serde(default)]
     pub extra: Map<String, Value>,
@@ -123,6 +130,7 @@ impl ModelSpec {
             price: None,
             supports_n: true,
             supports_response_format: true,
+            supports_tool_choice_required: true,
             extra: Map::new(),
         }
     }

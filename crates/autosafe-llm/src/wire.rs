@@ -12,6 +12,8 @@ use serde_json::{Map, Value, json};
 pub(crate) struct WireOptions {
     /// Send `response_format` (otherwise the schema is only checked client-side).
     pub response_format: bool,
+    /// Send `tool_choice: "required"` as is (otherwise: the only tool by name, or `auto`).
+    pub tool_choice_required: bool,
 }
 
 fn message_json(m: &Message) -> Value {
@@ -20,10 +22,15 @@ fn message_json(m: &Message) -> Value {
         "role".into(),
         serde_json::to_value(m.role).unwrap_or(Value::Null),
     );
-    o.insert(
-        "content".into(),
-        m.content.clone().map(Value::String).unwrap_or(Value::Null),
-    );
+    // An assistant turn that only calls tools has no text. OpenAI takes `null` there, but
+    // llama-cpp-python's server refuses anything but a string (HTTP 500), and every server takes
+    // "" as no text.
+    let content = match (&m.content, m.tool_calls.is_empty()) {
+        (Some(c), _) => Value::String(c.clone()),
+        (None, false) => Value::String(String::new()),
+        (None, true) => Value::Null,
+    };
+    o.insert("content".into(), content);
     if !m.tool_calls.is_empty() {
         let calls: Vec<Value> = m
             .tool_calls
@@ -68,7 +75,11 @@ pub(crate) fn request_body(
         let v = match tc {
             ToolChoice::Auto => json!("auto"),
             ToolChoice::None => json!("none"),
-            ToolChoice::Required => json!("required"),
+            ToolChoice::Required if opts.tool_choice_required => json!("required"),
+            ToolChoice::Required => match req.tools.as_slice() {
+                [only] => json!({"type": "function", "function": {"name": only.name}}),
+                _ => json!("auto"),
+            },
             ToolChoice::Function(name) => json!({"type": "function", "function": {"name": name}}),
         };
         o.insert("tool_choice".into(), v);
@@ -238,6 +249,7 @@ mod tests {
             &r,
             WireOptions {
                 response_format: true,
+                tool_choice_required: true,
             },
             &Map::new(),
         );
@@ -254,10 +266,47 @@ mod tests {
             &r,
             WireOptions {
                 response_format: false,
+                tool_choice_required: true,
             },
             &Map::new(),
         );
         assert!(b2.get("response_format").is_none());
+        // A server that ignores `required` (llama-cpp-python) gets the only tool by name, or
+        // `auto` when there are several.
+        r.tool_choice = Some(ToolChoice::Required);
+        let lenient = WireOptions {
+            response_format: false,
+            tool_choice_required: false,
+        };
+        let b3 = request_body("m", &r, lenient, &Map::new());
+        assert_eq!(b3["tool_choice"]["function"]["name"], "f");
+        r.tools.push(r.tools[0].clone());
+        let b4 = request_body("m", &r, lenient, &Map::new());
+        assert_eq!(b4["tool_choice"], "auto");
+        let strict = WireOptions {
+            tool_choice_required: true,
+            ..lenient
+        };
+        assert_eq!(
+            request_body("m", &r, strict, &Map::new())["tool_choice"],
+            "required"
+        );
+        // A turn that only calls a tool is sent with "" as its text (llama-cpp-python refuses
+        // `null`); a message without text or calls keeps `null`.
+        let mut call = Message::assistant("");
+        call.content = None;
+        call.tool_calls = vec![crate::types::ToolCall {
+            id: "c1".into(),
+            name: "f".into(),
+            arguments: "{}".into(),
+        }];
+        let mut bare = Message::user("");
+        bare.content = None;
+        r.messages = vec![call, bare];
+        let b5 = request_body("m", &r, strict, &Map::new());
+        assert_eq!(b5["messages"][0]["content"], "");
+        assert_eq!(b5["messages"][0]["tool_calls"][0]["id"], "c1");
+        assert!(b5["messages"][1]["content"].is_null());
     }
 
     #[test]

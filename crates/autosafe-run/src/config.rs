@@ -37,6 +37,20 @@ impl ModelEntry {
     }
 }
 
+/// A model named on the command line (`--agent`, `--judge`, …): the compact form, or a TOML file
+/// holding one model table (what `[models.ROLE]` takes: `model`, `base_urls`, `supports_n`, …),
+/// for servers whose limits the compact form cannot say (docs/model-access.md).
+pub fn cli_model_spec(arg: &str) -> anyhow::Result<ModelSpec> {
+    if !arg.ends_with(".toml") {
+        return ModelEntry::Compact(arg.to_string()).spec();
+    }
+    let text = std::fs::read_to_string(arg).with_context(|| format!("model file {arg}"))?;
+    let spec: ModelSpec = config_file::from_toml(Path::new(arg), &text)?;
+    spec.validate()
+        .with_context(|| format!("model file {arg}"))?;
+    Ok(spec)
+}
+
 /// By hand rather than `#[serde(untagged)]`: a string is the compact form and a table a full
 /// spec, so an error inside the table names its field (untagged said only "data did not match
 /// any variant of untagged enum ModelEntry").

@@ -133,7 +133,7 @@ impl<'o> Ctx<'o> {
     /// Builds (once per distinct spec) the model of a role given in compact form.
     fn model(&mut self, role: &str, compact: &str) -> anyhow::Result<Arc<dyn ChatModel>> {
         let what = format!("--{role} {compact}");
-        let spec = ModelSpec::parse(compact).with_context(|| what.clone())?;
+        let spec = crate::config::cli_model_spec(compact).with_context(|| what.clone())?;
         self.specs.insert(role.to_string(), manifest_spec(&spec));
         self.built.get(&spec, &self.stack, role, &what, self.obs)
     }
