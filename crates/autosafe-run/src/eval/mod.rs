@@ -21,7 +21,7 @@ use anyhow::Context;
 use autosafe_env::{EmulatorFactory, EmulatorMode, EmulatorOptions};
 use autosafe_eval::metrics::{Estimate, Ratio, RubricSummary};
 use autosafe_evalrun::EvalRun;
-use autosafe_llm::{ChatModel, ModelSpec, StackOptions};
+use autosafe_llm::{ChatModel, StackOptions};
 use autosafe_ots::ToolLibrary;
 use autosafe_pipeline::StageStats;
 use autosafe_pipeline::prompts::{AgentLayout, AgentMode, Prompts};
