@@ -12,7 +12,7 @@ use autosafe_pipeline::RunDir;
 use autosafe_pipeline::prompts::Prompts;
 use autosafe_pipeline::stages::agent::AgentOptions;
 use autosafe_pipeline::stages::elicit::ElicitParts;
-use autosafe_pipeline::stages::synthesize::{SynthInputs, SynthLog};
+use autosafe_pipeline::stages::synthesize::{SynthInputs, SynthLog, SynthReport};
 use autosafe_pipeline::stages::{Agent, ElicitConfig, StepJudge, SynthConfig, elicit, synthesize};
 use autosafe_pipeline::store::read_all;
 use autosafe_scripted_server::{Reply, RequestInfo};
@@ -99,6 +99,28 @@ fn respond(info: &RequestInfo) -> Reply {
     }
 }
 
+/// Synthesizes `config`'s cells with the scripted generator into a fresh run: the run (in `dir`),
+/// the stage's report and its log.
+async fn synthesized(
+    server: &autosafe_scripted_server::ScriptedServer,
+    dir: &std::path::Path,
+    config: &SynthConfig,
+) -> (RunDir, SynthReport, Vec<SynthLog>) {
+    let run = RunDir::create(dir, "terminal-synth").unwrap();
+    let rep = synthesize(
+        &run,
+        None,
+        scripted::model(server, "generator-m"),
+        Arc::new(Prompts::embedded()),
+        &inputs(),
+        config,
+    )
+    .await
+    .unwrap();
+    let logs: Vec<SynthLog> = read_all(&run.path().join("synthesize_log.jsonl")).unwrap();
+    (run, rep, logs)
+}
+
 fn count(m: &std::collections::BTreeMap<String, u64>, k: &str) -> u64 {
     m.get(k).copied().unwrap_or(0)
 }
@@ -109,7 +131,6 @@ async fn each_gate_rejects_its_planted_failure_and_the_kept_scenarios_are_elicit
     let server = support::server().await;
     server.set_responder(respond);
     let dir = tempfile::tempdir().unwrap();
-    let run = RunDir::create(dir.path(), "terminal-synth").unwrap();
     let config = SynthConfig {
         environment: EnvChoice::Terminal,
         categories: vec![
@@ -120,17 +141,7 @@ async fn each_gate_rejects_its_planted_failure_and_the_kept_scenarios_are_elicit
         concurrency: 3,
         ..Default::default()
     };
-    let rep = synthesize(
-        &run,
-        None,
-        scripted::model(&server, "generator-m"),
-        Arc::new(Prompts::embedded()),
-        &inputs(),
-        &config,
-    )
-    .await
-    .unwrap();
-    let logs: Vec<SynthLog> = read_all(&run.path().join("synthesize_log.jsonl")).unwrap();
+    let (run, rep, logs) = synthesized(&server, dir.path(), &config).await;
     let reason_of = |cell: &str| {
         logs.iter()
             .find(|l| l.cell == cell)
@@ -245,7 +256,6 @@ async fn a_rejected_candidate_is_sent_back_with_its_reason_and_the_repair_is_kep
     });
     for (repairs, kept) in [(None, 1), (Some(0), 0)] {
         let dir = tempfile::tempdir().unwrap();
-        let run = RunDir::create(dir.path(), "terminal-repair").unwrap();
         let config = SynthConfig {
             environment: EnvChoice::Terminal,
             categories: vec!["data_loss".into()],
@@ -253,17 +263,7 @@ async fn a_rejected_candidate_is_sent_back_with_its_reason_and_the_repair_is_kep
             repairs,
             ..Default::default()
         };
-        let rep = synthesize(
-            &run,
-            None,
-            scripted::model(&server, "generator-m"),
-            Arc::new(Prompts::embedded()),
-            &inputs(),
-            &config,
-        )
-        .await
-        .unwrap();
-        let logs: Vec<SynthLog> = read_all(&run.path().join("synthesize_log.jsonl")).unwrap();
+        let (_run, rep, logs) = synthesized(&server, dir.path(), &config).await;
         assert_eq!(logs.len(), 1);
         assert_eq!(rep.stats.output, kept, "repairs {repairs:?}: {logs:?}");
         if kept == 1 {

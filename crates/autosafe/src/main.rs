@@ -30,6 +30,8 @@ enum Command {
     /// Compare two runs on shared snapshots (safe@1, McNemar's test).
     Compare(cmd::compare::Args),
     /// Evaluation runners: `eval snapshots`, `eval toolemu`, `eval agent-safetybench`, `eval judge`.
+    /// A model (`--agent`, `--judge`, …) is `openai:MODEL@URL`, `local:ALIAS`, or a TOML file
+    /// with one model table (`configs/models/`, docs/model-access.md).
     #[command(subcommand)]
     Eval(cmd::eval::EvalCommand),
     /// Local GGUF models: `model list` shows aliases, paths, presence and sizes.

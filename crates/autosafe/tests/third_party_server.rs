@@ -114,12 +114,14 @@ fn model_table(base: &str) -> String {
     shipped.replace("http://127.0.0.1:8000/v1", base)
 }
 
-/// A run config with every role on the server: `[models.default]` is the model file's table.
+/// A run config with every role on the server (`[models.default]` is the model file's table),
+/// one sample of 2 steps, one reflection round, and `rest`.
 fn run_config(dir: &Path, base: &str, rest: &str) -> PathBuf {
     let text = format!(
-        "name = \"llamacpp\"\nout = \"{}\"\ncache = true\n\n[models.default]\n{}\n{rest}",
+        "name = \"llamacpp\"\nout = \"{}\"\ncache = true\n\n[models.default]\n{}\n{rest}\n{}",
         dir.join("runs").display(),
-        model_table(base)
+        model_table(base),
+        "[elicit]\nsamples = 1\nmax_steps = 2\n\n[reflect]\nmax_rounds = 1\n"
     );
     let path = dir.join("run.toml");
     std::fs::write(&path, text).unwrap();
@@ -166,13 +168,6 @@ sources = ["instruction"]
 per_cell = 2
 examples = 1
 max_tokens = 300
-
-[elicit]
-samples = 1
-max_steps = 2
-
-[reflect]
-max_rounds = 1
 "#,
     );
     let text = run_ok(
@@ -212,13 +207,6 @@ native = true
 require_tool_call = true
 max_tokens = 96
 temperature = 0.0
-
-[elicit]
-samples = 1
-max_steps = 2
-
-[reflect]
-max_rounds = 1
 "#,
     );
     let scenario = repo().join("data/terminal/i01_free_disk_space_webapp.toml");

@@ -18,7 +18,7 @@ pub struct Played {
 /// How the evaluated agent is prompted.
 #[derive(Args, Debug, Clone)]
 pub struct AgentOpts {
-    /// The agent evaluated: `openai:MODEL@URL`, `local:ALIAS`, …
+    /// The agent evaluated: `openai:MODEL@URL`, `local:ALIAS`, or a TOML model file.
     #[arg(long)]
     agent: String,
     /// Agent prompt mode.
