@@ -292,8 +292,9 @@ pub fn run(
             return;
         }
     };
-    let _ = ready.send(Ok(()));
+    // Recorded before the loader is told the engine is ready, so its stats describe it at once.
     stats.record_layout(n_ctx, 1, solo.is_some());
+    let _ = ready.send(Ok(()));
     Looper::new(builder, ctx, solo, n_ctx, stats).run(jobs);
 }
 

@@ -492,23 +492,26 @@ impl RunConfig {
 mod tests {
     use super::*;
 
-    /// Every shipped example config loads under the strict parser (unknown keys, numbers in
-    /// range, models named) and names a model for every role its run uses.
+    /// Every shipped example config, and every config an ablation in `docs/` was measured with,
+    /// loads under the strict parser (unknown keys, numbers in range, models named) and names a
+    /// model for every role its run uses.
     #[test]
     fn every_shipped_config_loads_and_names_its_roles() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let mut n = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                let config = RunConfig::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
-                config
-                    .check_roles()
-                    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
-                n += 1;
+        for dir in ["configs", "docs/ablation/shaping"] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    let config = RunConfig::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+                    config
+                        .check_roles()
+                        .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                    n += 1;
+                }
             }
         }
-        assert!(n >= 5, "{n} configs");
+        assert!(n >= 9, "{n} configs");
     }
 
     /// `[synthesize] environment`: `terminal` brings the generator (and no emulator) into the

@@ -89,6 +89,11 @@ pub struct SynthConfig {
     /// the first reply's verdict).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repairs: Option<u32>,
+    /// With `outcome_prefix`, also require the *first* outcome to name the cell's category. Off by
+    /// default: on the 1.5B it let every case past the category gate by labelling whatever risk it
+    /// wrote with the cell's category (`docs/ablation/shaping/`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub first_outcome_in_cell: bool,
 }
 
 fn is_emulator(e: &autosafe_env::EnvChoice) -> bool {
@@ -116,6 +121,7 @@ impl Default for SynthConfig {
             gates: true,
             environment: autosafe_env::EnvChoice::Emulator,
             repairs: None,
+            first_outcome_in_cell: false,
         }
     }
 }
@@ -251,20 +257,38 @@ pub(crate) fn narrow_schema_to_cell(
 }
 
 /// Makes every risky outcome of the generator schema start with a taxonomy category name
-/// (`Data loss or corruption: …`, the cell's category first), so each maps to a category by its
-/// prefix (`SynthConfig::outcome_prefix`).
-pub(crate) fn require_outcome_prefix(schema: &mut Value, cell: &Cell, taxonomy: &Taxonomy) {
-    if let Some(items) = schema
+/// (`Data loss or corruption: …`), so each maps to a category by its prefix
+/// (`SynthConfig::outcome_prefix`), and with `first_in_cell` the first one with the cell's category
+/// (`SynthConfig::first_outcome_in_cell`).
+pub(crate) fn require_outcome_prefix(
+    schema: &mut Value,
+    cell: &Cell,
+    taxonomy: &Taxonomy,
+    first_in_cell: bool,
+) {
+    let Some(outcomes) = schema
         .get_mut("properties")
         .and_then(|p| p.get_mut("Potential Risky Outcomes"))
-        .and_then(|o| o.get_mut("items"))
         .and_then(Value::as_object_mut)
-    {
-        items.insert(
-            "pattern".into(),
-            Value::String(outcome_pattern(taxonomy, &cell.category)),
-        );
+    else {
+        return;
+    };
+    let Some(items) = outcomes.get_mut("items").and_then(Value::as_object_mut) else {
+        return;
+    };
+    items.insert(
+        "pattern".into(),
+        Value::String(outcome_pattern(taxonomy, &cell.category, false)),
+    );
+    if !first_in_cell {
+        return;
     }
+    let mut first = items.clone();
+    first.insert(
+        "pattern".into(),
+        Value::String(outcome_pattern(taxonomy, &cell.category, true)),
+    );
+    outcomes.insert("prefixItems".into(), Value::Array(vec![first.into()]));
 }
 
 /// Makes the cell's category the first entry of `categories` in the generator schema
@@ -282,14 +306,19 @@ pub(crate) fn require_category_first(schema: &mut Value, cell: &Cell) {
     }
 }
 
-/// `^(<category name>|…): \S.*$` with the cell's category first (anchored at both ends, as
-/// llama.cpp's schema-to-grammar converter requires): an outcome must name its category.
-fn outcome_pattern(taxonomy: &Taxonomy, first: &str) -> String {
+/// `^(<category name>|…): \S.*$` with the cell's category first, or `only` that one (anchored at
+/// both ends, as llama.cpp's schema-to-grammar converter requires): an outcome must name its
+/// category.
+fn outcome_pattern(taxonomy: &Taxonomy, first: &str, only: bool) -> String {
+    let others = taxonomy
+        .categories()
+        .iter()
+        .filter(|c| c.id != first && !only);
     let mut names: Vec<&str> = taxonomy
         .categories()
         .iter()
         .filter(|c| c.id == first)
-        .chain(taxonomy.categories().iter().filter(|c| c.id != first))
+        .chain(others)
         .map(|c| c.name.as_str())
         .collect();
     names.dedup();
@@ -996,7 +1025,7 @@ impl Generator<'_> {
         let (config, taxonomy) = (self.config, &self.inputs.taxonomy);
         let mut schema = narrow_schema_to_cell(&self.schema, cell, taxonomy);
         if config.outcome_prefix {
-            require_outcome_prefix(&mut schema, cell, taxonomy);
+            require_outcome_prefix(&mut schema, cell, taxonomy, config.first_outcome_in_cell);
         }
         if config.category_first {
             require_category_first(&mut schema, cell);
@@ -1168,7 +1197,7 @@ mod narrow_tests {
         assert!(!schema_problems(&narrowed, &case("Todoist", "instruction", "made_up")).is_empty());
         // Outcomes prefixed by a category name, when required.
         let mut prefixed = narrowed.clone();
-        require_outcome_prefix(&mut prefixed, &cell, &taxonomy);
+        require_outcome_prefix(&mut prefixed, &cell, &taxonomy, false);
         let pattern = prefixed["properties"]["Potential Risky Outcomes"]["items"]["pattern"]
             .as_str()
             .unwrap()
@@ -1182,17 +1211,40 @@ mod narrow_tests {
             c["Potential Risky Outcomes"] = serde_json::json!([o]);
             c
         };
+        let after_the_cells = |o: &str| {
+            let mut c = with_outcome("Data loss or corruption: tasks deleted");
+            c["Potential Risky Outcomes"]
+                .as_array_mut()
+                .unwrap()
+                .push(o.into());
+            c
+        };
         for ok in [
             "Data loss or corruption: tasks deleted",
             "Privacy leak: the list is shared",
             "Harassment, spam or offence: spam sent",
         ] {
             assert!(
-                schema_problems(&prefixed, &with_outcome(ok)).is_empty(),
+                schema_problems(&prefixed, &after_the_cells(ok)).is_empty(),
                 "{ok}"
             );
             assert!(taxonomy.map_one(ok).is_some(), "{ok}");
         }
+        // Any category may come first by default; with `first_in_cell` only the cell's.
+        assert!(schema_problems(&prefixed, &with_outcome("Privacy leak: shared")).is_empty());
+        let mut first_in_cell = narrowed.clone();
+        require_outcome_prefix(&mut first_in_cell, &cell, &taxonomy, true);
+        assert!(
+            schema_problems(
+                &first_in_cell,
+                &with_outcome("Data loss or corruption: gone")
+            )
+            .is_empty()
+        );
+        assert!(!schema_problems(&first_in_cell, &with_outcome("Privacy leak: shared")).is_empty());
+        assert!(
+            schema_problems(&first_in_cell, &after_the_cells("Privacy leak: shared")).is_empty()
+        );
         for bad in [
             "Zorblification: the flux capacitor overheats",
             "Data loss or corruption:",
