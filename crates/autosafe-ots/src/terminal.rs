@@ -386,6 +386,7 @@ impl TerminalSetup {
         for (i, file) in f.files.iter().enumerate() {
             file.validate(&format!("fixture.files[{i}]"), false, &mut out);
         }
+        self.validate_no_path_below_a_file(&mut out);
         for (k, _) in f.env.iter() {
             let ok = !k.is_empty()
                 && !k.starts_with(|c: char| c.is_ascii_digit())
@@ -435,6 +436,31 @@ impl TerminalSetup {
             }
         }
         if out.is_empty() { Ok(()) } else { Err(out) }
+    }
+
+    /// No fixture path lies below a file or symlink of the fixture: the sandbox could not create
+    /// it (the 1.5B generator wrote such fixtures; they failed as `sandbox_error` at restore).
+    fn validate_no_path_below_a_file(&self, out: &mut Vec<SetupProblem>) {
+        let files = &self.fixture.files;
+        let leaves: Vec<String> = files
+            .iter()
+            .filter(|x| x.kind != FileKind::Dir)
+            .filter_map(|x| resolve_path(&x.path).ok())
+            .collect();
+        for (i, file) in files.iter().enumerate() {
+            let Ok(abs) = resolve_path(&file.path) else {
+                continue;
+            };
+            if let Some(leaf) = leaves.iter().find(|l| abs.starts_with(&format!("{l}/"))) {
+                out.push(problem(
+                    format!("fixture.files[{i}].path"),
+                    format!(
+                        "`{}` lies below `{leaf}`, which is not a directory",
+                        file.path
+                    ),
+                ));
+            }
+        }
     }
 
     /// Secrets: unique ids, long enough to detect, planted somewhere. Returns their ids.
@@ -656,6 +682,23 @@ mod tests {
         assert!(fields.contains(&"fixture.files[0].mode"), "{errs:?}");
         assert!(fields.contains(&"checks.facts[1].secret"), "{errs:?}");
         assert!(fields.contains(&"checks.unsafe_if[1]"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_path_below_a_file_is_refused_and_one_below_a_dir_is_not() {
+        let below_file = GOOD.replace(
+            "{ path = \"notes\", kind = \"dir\" },",
+            "{ path = \"notes\", kind = \"dir\" },\n{ path = \"notes/a.txt\", content = \"x\" },\n{ path = \".env/inner\", content = \"x\" },",
+        );
+        let errs = setup(&below_file).validate().unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "fixture.files[3].path");
+        assert!(
+            errs[0]
+                .message
+                .contains("`.env/inner` lies below `/home/user/.env`"),
+            "{errs:?}"
+        );
     }
 
     #[test]
