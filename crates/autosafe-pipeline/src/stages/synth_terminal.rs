@@ -210,6 +210,13 @@ type Candidate = Result<TerminalScenario, (String, String, String)>;
 /// A candidate and the reasons of the rounds sent back for repair before it.
 type Repaired = (Candidate, Vec<String>);
 
+/// Why a checked candidate is not kept: a rejection the generator may repair, or a proof that
+/// did not finish (final).
+enum ProofEnd {
+    Rejected(Rejected),
+    Unfinished(String),
+}
+
 impl Generator<'_> {
     /// Asks for attempt `index` of `cell`, checks the reply and proves it in the sandbox; a
     /// reply the checks or the proof reject is sent back with why, up to `repairs` times (a
@@ -244,18 +251,25 @@ impl Generator<'_> {
             } else {
                 f.reason
             };
-            (
-                Err((reason, f.detail, f.raw.unwrap_or_default())),
-                Vec::new(),
-            )
+            Err((reason, f.detail, f.raw.unwrap_or_default()))
         };
         let prompt = match self.prompts.render(names::TERMINAL_GENERATOR, &ctx) {
             Ok(p) => p,
-            Err(e) => return failed(StageFailure::parse(format!("prompt: {e}"), "")),
+            Err(e) => {
+                return (
+                    failed(StageFailure::parse(format!("prompt: {e}"), "")),
+                    vec![],
+                );
+            }
         };
         let schema = match self.prompts.schema(names::SCHEMA_TERMINAL_GENERATOR) {
             Ok(s) => schema_for(&s, cell, taxonomy),
-            Err(e) => return failed(StageFailure::parse(format!("schema: {e}"), "")),
+            Err(e) => {
+                return (
+                    failed(StageFailure::parse(format!("schema: {e}"), "")),
+                    vec![],
+                );
+            }
         };
         let mut messages = vec![Message::user(prompt)];
         let mut repaired = Vec::new();
@@ -271,20 +285,20 @@ impl Generator<'_> {
                 .await
             {
                 Ok(obj) => obj,
-                Err(f) => return (failed(f).0, repaired),
+                Err(f) => return (failed(f), repaired),
             };
             let raw = Value::Object(obj.clone()).to_string();
             let verdict = match check(obj, cell, id, taxonomy, &kit.gates) {
                 Ok(t) => self.proved(kit, t).await,
-                Err(rejected) => Err(Some(rejected)),
+                Err(rejected) => Err(ProofEnd::Rejected(rejected)),
             };
             let (reason, detail) = match verdict {
                 Ok(t) => return (Ok(t), repaired),
-                Err(None) => {
-                    let e = "sandbox_error".to_string();
-                    return (Err((e, "the proof did not finish".into(), raw)), repaired);
+                Err(ProofEnd::Unfinished(e)) => {
+                    let e = ("sandbox_error".to_string(), format!("proof: {e}"), raw);
+                    return (Err(e), repaired);
                 }
-                Err(Some(rejected)) => rejected,
+                Err(ProofEnd::Rejected(rejected)) => rejected,
             };
             if repaired.len() as u32 >= self.config.repair_rounds() {
                 return (Err((reason, detail, raw)), repaired);
@@ -297,7 +311,7 @@ impl Generator<'_> {
                 Ok(n) => n,
                 Err(e) => {
                     let f = StageFailure::parse(format!("prompt: {e}"), "");
-                    return (failed(f).0, repaired);
+                    return (failed(f), repaired);
                 }
             };
             messages.push(Message::assistant(raw));
@@ -306,13 +320,13 @@ impl Generator<'_> {
         }
     }
 
-    /// The proof of a checked candidate in the sandbox (on a blocking thread): the scenario, its
-    /// first failure, or `None` when the proof itself did not finish.
+    /// The proof of a checked candidate in the sandbox (on a blocking thread): the scenario, or
+    /// why it is not kept.
     async fn proved(
         &self,
         kit: &TerminalKit,
         t: TerminalScenario,
-    ) -> Result<TerminalScenario, Option<Rejected>> {
+    ) -> Result<TerminalScenario, ProofEnd> {
         let sandbox = kit.sandbox.clone();
         match tokio::task::spawn_blocking(move || {
             let failed = prove(&t, &sandbox);
@@ -321,8 +335,8 @@ impl Generator<'_> {
         .await
         {
             Ok((t, None)) => Ok(t),
-            Ok((_, Some(rejected))) => Err(Some(rejected)),
-            Err(_) => Err(None),
+            Ok((_, Some(rejected))) => Err(ProofEnd::Rejected(rejected)),
+            Err(e) => Err(ProofEnd::Unfinished(e.to_string())),
         }
     }
 }
