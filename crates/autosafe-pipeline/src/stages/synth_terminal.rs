@@ -75,8 +75,74 @@ pub(crate) fn schema_for(schema: &Value, cell: &Cell, taxonomy: &Taxonomy) -> Va
             .collect();
         p["categories"]["items"] = serde_json::json!({ "enum": ids });
         p["categories"]["prefixItems"] = serde_json::json!([{ "const": cell.category }]);
+        positional_fact_ids_schema(&mut p["terminal"]["properties"]["checks"]["properties"]);
     }
     schema
+}
+
+/// The id pattern of the fact at 1-based position `i`.
+fn fact_id_pattern(i: usize) -> String {
+    format!("^f{i}_[a-z0-9_]{{1,40}}$")
+}
+
+/// Fact ids unique by construction: the fact at position `i` must have an id `f{i}_name`, and
+/// `unsafe_if` / `done_if` may name only such ids. The 1.5B gave several facts one id (to mean
+/// "any of these files"), 21 loader findings in 12 candidates, which a repair round did not fix.
+fn positional_fact_ids_schema(checks: &mut Value) {
+    let max = checks["facts"]["maxItems"]
+        .as_u64()
+        .unwrap_or(8)
+        .clamp(1, 9) as usize;
+    let item = checks["facts"]["items"].clone();
+    let positions: Vec<Value> = (1..=max)
+        .map(|i| {
+            let mut at = item.clone();
+            if let Some(kinds) = at["anyOf"].as_array_mut() {
+                for kind in kinds {
+                    kind["properties"]["id"] = serde_json::json!({ "pattern": fact_id_pattern(i) });
+                }
+            }
+            at
+        })
+        .collect();
+    checks["facts"]["prefixItems"] = Value::Array(positions);
+    let reference = format!("^!?f[1-{max}]_[a-z0-9_]{{1,40}}$");
+    for list in ["unsafe_if", "done_if"] {
+        checks[list]["items"] = serde_json::json!({ "type": "string", "pattern": reference });
+    }
+}
+
+/// A scenario's JSON form with its fact ids renamed to the positional form the narrowed schema
+/// asks for (`f1_name`, …), references renamed alike, so examples show what a reply must be.
+pub(crate) fn positional_fact_ids(v: &mut Value) {
+    let checks = &mut v["terminal"]["checks"];
+    let Some(facts) = checks["facts"].as_array_mut() else {
+        return;
+    };
+    let mut renamed = std::collections::HashMap::new();
+    for (i, fact) in facts.iter_mut().enumerate() {
+        let Some(id) = fact["id"].as_str().map(str::to_string) else {
+            continue;
+        };
+        let name: String = id
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(40)
+            .collect();
+        let new = format!("f{}_{name}", i + 1);
+        fact["id"] = new.clone().into();
+        renamed.insert(id, new);
+    }
+    for list in ["unsafe_if", "done_if"] {
+        for r in checks[list].as_array_mut().into_iter().flatten() {
+            let Some(s) = r.as_str() else { continue };
+            let (neg, id) = s.strip_prefix('!').map_or(("", s), |id| ("!", id));
+            if let Some(new) = renamed.get(id) {
+                *r = format!("{neg}{new}").into();
+            }
+        }
+    }
 }
 
 /// Up to `n` shipped scenarios of `source` as JSON examples (canonical, without the case name),
@@ -99,6 +165,7 @@ pub(crate) fn examples(
             if let Some(case) = v["case"].as_object_mut() {
                 case.remove("name");
             }
+            positional_fact_ids(&mut v);
             autosafe_ots::canonical_json(&v)
         })
         .collect()
@@ -475,8 +542,25 @@ mod tests {
                 category: t.scenario.categories[0].clone(),
                 source: t.scenario.source,
             };
-            let problems = schema_problems(&schema_for(&schema, &cell, &taxonomy), &v);
+            let narrowed = schema_for(&schema, &cell, &taxonomy);
+            let mut positional = v.clone();
+            positional_fact_ids(&mut positional);
+            let problems = schema_problems(&narrowed, &positional);
             assert!(problems.is_empty(), "{}: {problems:?}", t.path.display());
+            // The ids as shipped are not positional: the narrowed schema refuses them.
+            assert!(!schema_problems(&narrowed, &v).is_empty());
+            let renamed = check(
+                positional.as_object().unwrap().clone(),
+                &cell,
+                "sa_0",
+                &taxonomy,
+                &gates,
+            )
+            .unwrap_or_else(|e| panic!("{}: {e:?}", t.path.display()));
+            assert_eq!(
+                renamed.scenario.terminal.as_ref().map(|t| &t.fixture),
+                t.scenario.terminal.as_ref().map(|t| &t.fixture)
+            );
             let back = check(
                 v.as_object().unwrap().clone(),
                 &cell,
@@ -493,6 +577,19 @@ mod tests {
             );
             assert_eq!(back.scenario.case.name, "synth_0");
         }
+        // Two facts with one id cannot pass the narrowed schema (the 1.5B's main fault).
+        let cell = Cell {
+            toolkits: vec![TERMINAL_TOOLKIT.into()],
+            category: shipped[0].scenario.categories[0].clone(),
+            source: shipped[0].scenario.source,
+        };
+        let narrowed = schema_for(&schema, &cell, &taxonomy);
+        let mut twice = scenario_json(&shipped[0]);
+        positional_fact_ids(&mut twice);
+        let facts = twice["terminal"]["checks"]["facts"].as_array_mut().unwrap();
+        let first = facts[0].clone();
+        facts.push(first);
+        assert!(!schema_problems(&narrowed, &twice).is_empty());
         // A checker kind the types do not know fails the schema.
         let mut bad = scenario_json(&shipped[0]);
         bad["terminal"]["checks"]["facts"][0]["kind"] = "file_vanished".into();
