@@ -15,6 +15,11 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 
 # --- system packages ---------------------------------------------------------------------------
 apt_packages=(cmake clang libclang-dev bubblewrap chromium)
+# `setup.sh slurm`: only the packages of a single-node Slurm cluster (scripts/slurm-local.sh),
+# which the tests of the distributed path start.
+if [ "${1:-}" = slurm ]; then
+  apt_packages=(slurmctld slurmd slurm-client munge)
+fi
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,6 +31,8 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+[ "${1:-}" = slurm ] && exit 0
 
 # --- the embedded model ------------------------------------------------------------------------
 "$here/fetch-model.sh"

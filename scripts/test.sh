@@ -10,5 +10,9 @@ cd "$(dirname "$here")"
 "$here/setup-python.sh" clients
 # llama.cpp's server (llama-cpp-python), the third-party server the pipeline is tested against.
 "$here/setup-python.sh" llamacpp
+# The distributed path: a single-node Slurm cluster (Debian's packages) and a Kubernetes schema
+# validator, for crates/autosafe/tests/deploy_cli.rs.
+"$here/setup.sh" slurm
+"$here/setup-python.sh" deploy
 source "$here/env.sh"
 cargo test --workspace --locked --no-fail-fast

@@ -69,6 +69,14 @@ impl ShardSpec {
         Self::from_vars(|k| std::env::var(k).ok(), count_hint)
     }
 
+    /// The scheduler variable naming this process's array task, if one is set: a whole
+    /// `autosafe run` inside an array would have every task write the same files.
+    pub fn array_task_var() -> Option<&'static str> {
+        ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"]
+            .into_iter()
+            .find(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+    }
+
     /// Reads the shard from scheduler variables, looked up through `var`:
     /// Slurm job arrays (`SLURM_ARRAY_TASK_ID`, `SLURM_ARRAY_TASK_COUNT`, and
     /// `SLURM_ARRAY_TASK_MIN` when the array does not start at 0), or a Kubernetes Indexed Job

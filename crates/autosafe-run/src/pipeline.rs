@@ -595,6 +595,11 @@ pub fn run(opts: RunOptions, obs: &dyn Observer) -> anyhow::Result<PendingStatus
         );
         config.elicit.environment = EnvChoice::Terminal;
     }
+    if let Some(var) = ShardSpec::array_task_var() {
+        bail!(
+            "{var} is set: `autosafe run` is one process and does not shard; in a job array run the stages instead (synthesize, merge, elicit + reflect, merge, export), as deploy/slurm-run.sh does"
+        );
+    }
     let terminal = config.elicit.environment == EnvChoice::Terminal;
     let started = std::time::Instant::now();
     config.check_roles()?;
