@@ -99,6 +99,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../prompts/judge_step.j2"),
     ),
     (
+        "judge_second_look.j2",
+        include_str!("../../../prompts/judge_second_look.j2"),
+    ),
+    (
         "reflector.j2",
         include_str!("../../../prompts/reflector.j2"),
     ),
@@ -192,6 +196,8 @@ pub mod names {
     pub const EMULATOR: &str = "emulator.j2";
     /// Binary step judge.
     pub const JUDGE_STEP: &str = "judge_step.j2";
+    /// The step judge's second look at a step it called unsafe (`[judge] second_look`).
+    pub const JUDGE_SECOND_LOOK: &str = "judge_second_look.j2";
     /// Reflector.
     pub const REFLECTOR: &str = "reflector.j2";
     /// The reflection given to the agent when the checkers decided a round.

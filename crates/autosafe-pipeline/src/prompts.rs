@@ -126,6 +126,8 @@ pub(crate) struct JudgeCtx {
     pub user_instruction: String,
     /// [Potential Risky Outcomes].
     pub risky_outcomes: Vec<String>,
+    /// The case's Potential Risky Actions (the default templates do not show them; a variant may).
+    pub risky_actions: Vec<String>,
     /// [Background]: previous actions and observations.
     pub scratchpad: String,
     /// [Current Action], rendered as Thought / Action / Action Input.
@@ -138,6 +140,7 @@ impl JudgeCtx {
         JudgeCtx {
             user_instruction: scenario.case.user_instruction.clone(),
             risky_outcomes: scenario.case.risky_outcomes.clone(),
+            risky_actions: scenario.case.risky_actions.clone(),
             scratchpad: render_scratchpad(history, false),
             current_action: render_turn(current, None),
         }

@@ -9,7 +9,7 @@ use autosafe_env::{EmulatorMode, EnvChoice};
 use autosafe_llm::ModelSpec;
 use autosafe_pipeline::export::{ExportConfig, ExportFormat};
 use autosafe_pipeline::stages::agent::AgentOptions;
-use autosafe_pipeline::stages::{ElicitConfig, ReflectConfig, SynthConfig};
+use autosafe_pipeline::stages::{ElicitConfig, JudgeOptions, ReflectConfig, SynthConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::{config_file, environment};
@@ -258,6 +258,20 @@ impl Default for ExportSection {
     }
 }
 
+/// Checks `[judge]` (also the flags of `eval judge`): at least one vote, an unsafe threshold
+/// among them, a temperature in range.
+pub(crate) fn check_judge(j: &JudgeOptions) -> Result<(), config_file::OutOfRange> {
+    config_file::at_least_1("judge.votes", j.votes.into())?;
+    let need = j.unsafe_needed();
+    config_file::in_range(
+        "judge.unsafe_votes",
+        (1..=j.votes).contains(&need),
+        need,
+        "from 1 to judge.votes",
+    )?;
+    config_file::temperature("judge.temperature", j.temperature)
+}
+
 /// The run config (`autosafe run --config FILE`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -286,6 +300,8 @@ pub struct RunConfig {
     pub elicit: ElicitSection,
     /// Reflection.
     pub reflect: ReflectConfig,
+    /// How the step judge of elicitation decides (votes, second look; default: one greedy verdict).
+    pub judge: JudgeOptions,
     /// Export.
     pub export: ExportSection,
     /// Sandbox limits of the terminal environment.
@@ -344,6 +360,7 @@ impl Default for RunConfig {
                 max_rounds: 2,
                 concurrency: 8,
             },
+            judge: JudgeOptions::default(),
             export: ExportSection {
                 utility_share: 20,
                 ..Default::default()
@@ -410,6 +427,7 @@ impl RunConfig {
         at_least_1("elicit.concurrency", self.elicit.concurrency as u64)?;
         at_least_1("reflect.max_rounds", self.reflect.max_rounds.into())?;
         at_least_1("reflect.concurrency", self.reflect.concurrency as u64)?;
+        check_judge(&self.judge)?;
         let t = self.sandbox.timeout_s;
         config_file::in_range(
             "sandbox.timeout_s",

@@ -31,6 +31,11 @@ pub(crate) struct OutOfRange {
 }
 
 impl OutOfRange {
+    /// The error of a value given by a flag (no file to point at).
+    pub(crate) fn of_flag(self) -> anyhow::Error {
+        anyhow::anyhow!("{} = {}: must be {}", self.key, self.value, self.want)
+    }
+
     /// The error, located in the file the config was read from.
     pub(crate) fn at(self, path: &Path, text: &str) -> anyhow::Error {
         let (section, key) = self.key.rsplit_once('.').unwrap_or(("", self.key));

@@ -144,7 +144,8 @@ async fn elicit_stage(
     obs: &dyn Observer,
 ) -> anyhow::Result<()> {
     let agent = agent(s, obs)?;
-    let judge = StepJudge::new(s.model(Role::Judge, obs)?, s.prompts.clone());
+    let judge = StepJudge::new(s.model(Role::Judge, obs)?, s.prompts.clone())
+        .with_options(s.config.judge.clone());
     let library = ToolLibrary::shipped();
     let options = EnvOptions {
         emulator_mode: s.config.elicit.emulator_mode,

@@ -169,6 +169,12 @@ fn numbers_must_be_finite_and_in_range() {
         ("[elicit]\nconcurrency = 0\n", "elicit.concurrency = 0"),
         ("[reflect]\nmax_rounds = 0\n", "reflect.max_rounds = 0"),
         ("[sandbox]\ntimeout_s = inf\n", "sandbox.timeout_s = inf"),
+        ("[judge]\nvotes = 0\n", "judge.votes = 0"),
+        (
+            "[judge]\nunsafe_votes = 4\nvotes = 3\n",
+            "judge.unsafe_votes = 4",
+        ),
+        ("[judge]\ntemperature = 3.0\n", "judge.temperature = 3"),
     ];
     for (section, names) in cases {
         let text = refused(&format!("{MODELS}{section}"), 6);
@@ -196,6 +202,26 @@ fn eval_flags_refuse_a_nan_temperature_and_zero_tokens() {
         assert!(!ok, "{text}");
         assert!(text.contains(flags[0]), "{text}");
     }
+}
+
+#[test]
+fn eval_judge_refuses_a_vote_threshold_above_its_votes() {
+    let (ok, text) = autosafe([
+        "eval",
+        "judge",
+        "--judge",
+        "openai:m@http://127.0.0.1:9/v1",
+        "--votes",
+        "3",
+        "--unsafe-votes",
+        "5",
+        "none.jsonl",
+    ]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("judge.unsafe_votes = 5: must be from 1 to judge.votes"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -29,6 +29,6 @@ pub mod synthesize;
 pub use agent::{Agent, AgentOptions, AgentOutcome};
 pub use common::{StageError, StageFailure, seed_for};
 pub use elicit::{ElicitConfig, EpisodeLog, EpisodeOutcome, elicit};
-pub use judge::{ReflectorVerdict, StepJudge};
+pub use judge::{JudgeOptions, ReflectorVerdict, StepJudge};
 pub use reflect::{ReflectConfig, ReflectLog, ReflectOutcome, reflect};
 pub use synthesize::{CellCoverage, SynthConfig, SynthLog, SynthOutcome, synthesize};

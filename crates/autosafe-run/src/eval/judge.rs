@@ -10,7 +10,7 @@ use autosafe_evalrun::judge_agreement::{
     JudgeReport, LabelledItem, STAGE, eval_judge, from_assebench, from_labelled_step, from_toolemu,
 };
 use autosafe_ots::{Format, LabelledStep, Taxonomy, ToolLibrary};
-use autosafe_pipeline::stages::StepJudge;
+use autosafe_pipeline::stages::{JudgeOptions, StepJudge};
 use serde_json::{Value, json};
 
 use super::{Ctx, EvalOutcome, RunOpts, file_name, limited, read, runtime};
@@ -24,6 +24,8 @@ pub struct JudgeOpts {
     pub run: RunOpts,
     /// The step judge measured.
     pub judge: String,
+    /// How it decides (votes, second look), as `[judge]` of a run config.
+    pub options: JudgeOptions,
     /// ToolEmu evaluator rows' trajectories (default: `trajectories.jsonl` beside the file).
     pub trajectories: Option<PathBuf>,
     /// The labelled data.
@@ -42,14 +44,16 @@ struct Labelled {
 
 /// Runs `eval judge`.
 pub fn judge(o: &JudgeOpts, obs: &dyn Observer) -> anyhow::Result<EvalOutcome> {
+    crate::config::check_judge(&o.options).map_err(|e| e.of_flag())?;
     let input = Input::new(&o.file, read(&o.file)?);
     let l = labelled(o, &input)?;
     let items = limited(l.items, o.run.limit);
     let mut ctx = Ctx::new(&o.run, obs)?;
-    let judge = StepJudge::new(ctx.model("judge", &o.judge)?, ctx.prompts.clone());
+    let judge = StepJudge::new(ctx.model("judge", &o.judge)?, ctx.prompts.clone())
+        .with_options(o.options.clone());
     ctx.manifest(
         "judge",
-        json!({"input": input.name, "format": l.format.id(), "concurrency": o.run.concurrency}),
+        json!({"input": input.name, "format": l.format.id(), "concurrency": o.run.concurrency, "judge_options": o.options}),
     )?;
     ctx.line(&format!(
         "eval judge: judge {} ← {} ({}, {} labelled items)",
@@ -196,6 +200,7 @@ mod tests {
                 max_pending: 0,
             },
             judge: "openai:unused@http://127.0.0.1:9".into(),
+            options: JudgeOptions::default(),
             trajectories: None,
             file,
         }

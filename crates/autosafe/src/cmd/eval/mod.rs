@@ -46,6 +46,18 @@ pub struct JudgeArgs {
     /// FILE).
     #[arg(long)]
     trajectories: Option<PathBuf>,
+    /// Verdicts asked per step (self-consistency; 1: one greedy verdict), as `[judge] votes`.
+    #[arg(long, default_value_t = 1)]
+    votes: u32,
+    /// "unsafe" votes needed to call a step unsafe (default: more than half of --votes).
+    #[arg(long)]
+    unsafe_votes: Option<u32>,
+    /// Sampling temperature of the votes when --votes > 1.
+    #[arg(long, default_value_t = 0.7)]
+    vote_temperature: f32,
+    /// A second look (`judge_second_look.j2`) at every step called unsafe; its answer is final.
+    #[arg(long)]
+    second_look: bool,
     /// Labelled data: ASSEBench records, ToolEmu evaluator rows, or `labelled_steps.jsonl` of a
     /// terminal elicitation (the sandbox checkers' labels); the format is told by content.
     file: PathBuf,
@@ -61,6 +73,12 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
             &eval::JudgeOpts {
                 run: a.run.opts(),
                 judge: a.judge,
+                options: autosafe_pipeline::stages::JudgeOptions {
+                    votes: a.votes,
+                    unsafe_votes: a.unsafe_votes,
+                    temperature: a.vote_temperature,
+                    second_look: a.second_look,
+                },
                 trajectories: a.trajectories,
                 file: a.file,
             },
