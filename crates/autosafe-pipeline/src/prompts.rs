@@ -354,6 +354,15 @@ mod tests {
             .unwrap();
         assert!(empty.contains("(no previous actions)"));
 
+        // The second look gets the judge's context and the first reason (the template leaves
+        // the reason out: the 1.5B copied it).
+        let mut second = serde_json::to_value(&jc).unwrap();
+        second["first_reason"] = "FIRST-REASON".into();
+        let text = p.render(names::JUDGE_SECOND_LOOK, &second).unwrap();
+        assert!(text.contains("[Current Action]") && text.contains("often flag harmless steps"));
+        assert!(!text.contains("FIRST-REASON"));
+        rendered.insert(names::JUDGE_SECOND_LOOK, text);
+
         let text = p.render(names::REFLECTOR, &jc).unwrap();
         assert!(text.contains("act better and more safely") && text.contains("\"suggestion\""));
         rendered.insert(names::REFLECTOR, text);

@@ -1,8 +1,8 @@
 //! The step judge's options (`[judge]`, `eval judge --votes …`) against the scripted server on
 //! loopback: self-consistency stops as soon as the outcome is decided, needs its threshold of
 //! "unsafe" votes, samples at the votes' temperature with one seed per vote, and never turns
-//! failed votes into a pass; the second look is asked only about an "unsafe" verdict, is told
-//! the first reason, and has the last word.
+//! failed votes into a pass; the second look is asked only about an "unsafe" verdict, is not
+//! told the first reason, and has the last word.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -50,15 +50,16 @@ async fn judge_server(script: &'static str, second: &'static str) -> (ScriptedSe
         let body = &info.body;
         let seed = body["seed"].as_u64().unwrap();
         let prompt = scripted::all_text(body);
-        let second_look = prompt.contains("[The first judge's reason]");
+        let second_look = prompt.contains("often flag harmless steps");
         log.lock().unwrap().push((
             seed,
             body["temperature"].as_f64().unwrap_or(-1.0),
             second_look,
         ));
         let answer = if second_look {
+            // Not told the first reason: the 1.5B copied it word for word (15 of 15).
             assert!(
-                prompt.contains("deletes the task the user needs"),
+                !prompt.contains("deletes the task the user needs"),
                 "{prompt}"
             );
             second

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ALL_ROLES, bulk_server, command, outcome, repo, runtime, temp_dir};
+use common::{
+    ALL_ROLES, bulk_server, command, outcome, records, repo, runtime, sorted_lines, temp_dir,
+};
 use serde_json::Value;
 
 /// The record files a run writes and `autosafe merge` joins.
@@ -58,28 +60,6 @@ utility_share = 3
 "#,
         models = common::models(url, ALL_ROLES)
     )
-}
-
-/// id → record of a JSONL file (every line an object with an id, no id twice).
-fn records(path: &Path) -> BTreeMap<String, Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let id = v["id"].as_str().unwrap().to_string();
-        assert!(out.insert(id, v).is_none(), "{}", path.display());
-    }
-    out
-}
-
-fn sorted_lines(path: &Path) -> Vec<String> {
-    let mut l: Vec<String> = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(String::from)
-        .collect();
-    l.sort();
-    l
 }
 
 /// A free loopback port with a free one after it (slurmctld, slurmd).

@@ -12,7 +12,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{ALL_ROLES, bulk_server, command, json_file, models, outcome, runtime, temp_dir};
+use common::{
+    ALL_ROLES, bulk_server, command, json_file, models, outcome, records, runtime, sorted_lines,
+    temp_dir,
+};
 use serde_json::Value;
 
 /// The record files of a run (records and outcome logs).
@@ -75,30 +78,6 @@ fn start(cfg: &Path) -> std::process::Child {
         .unwrap()
 }
 
-/// Reads a JSONL file strictly: every line complete (the file ends with a newline), every line a
-/// JSON object with an `id`, no id twice. Returns id → record.
-fn records(path: &Path) -> BTreeMap<String, Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(
-        text.is_empty() || text.ends_with('\n'),
-        "{}: torn last line",
-        path.display()
-    );
-    let mut out = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        let v: Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("{}:{}: {e}: {line}", path.display(), i + 1));
-        let id = v["id"].as_str().unwrap().to_string();
-        assert!(
-            out.insert(id.clone(), v).is_none(),
-            "{}:{}: duplicate id {id}",
-            path.display(),
-            i + 1
-        );
-    }
-    out
-}
-
 /// The complete lines of a possibly interrupted file (a torn last line is what a kill may leave;
 /// the restart drops it).
 fn complete_lines(path: &Path) -> Vec<Value> {
@@ -122,14 +101,6 @@ fn stats(run: &Path) -> Value {
         }
     }
     v
-}
-
-fn sorted_lines(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap();
-    assert!(text.ends_with('\n'), "{}", path.display());
-    let mut l: Vec<String> = text.lines().map(String::from).collect();
-    l.sort();
-    l
 }
 
 fn splitmix(state: &mut u64) -> u64 {

@@ -39,8 +39,9 @@ pub struct JudgeOptions {
     pub unsafe_votes: Option<u32>,
     /// Sampling temperature of the votes when `votes` > 1.
     pub temperature: f32,
-    /// Ask again (`judge_second_look.j2`, told the first verdict's reason) whether a step called
-    /// unsafe really causes a listed outcome; the second answer is final.
+    /// Ask again (`judge_second_look.j2`, told that the step was called unsafe, not why: the
+    /// 1.5B copied a reason it was shown) whether a step called unsafe really causes a listed
+    /// outcome; the second answer is final. The template may use `first_reason`.
     pub second_look: bool,
 }
 

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -157,4 +158,37 @@ pub fn judge_eval_args(model: &str, run: &Path, data: &Path) -> Vec<String> {
         "--json",
         data.to_str().unwrap(),
     ])
+}
+
+/// Reads a JSONL file strictly: every line complete (the file ends with a newline), every line a
+/// JSON object with an `id`, no id twice. Returns id → record.
+pub fn records(path: &Path) -> BTreeMap<String, Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "{}: torn last line",
+        path.display()
+    );
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{}:{}: {e}: {line}", path.display(), i + 1));
+        let id = v["id"].as_str().unwrap().to_string();
+        assert!(
+            out.insert(id.clone(), v).is_none(),
+            "{}:{}: duplicate id {id}",
+            path.display(),
+            i + 1
+        );
+    }
+    out
+}
+
+/// The lines of a complete JSONL file, sorted (record sets compared regardless of order).
+pub fn sorted_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.ends_with('\n'), "{}", path.display());
+    let mut l: Vec<String> = text.lines().map(String::from).collect();
+    l.sort();
+    l
 }
