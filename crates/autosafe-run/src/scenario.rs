@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use autosafe_ots::Judgement;
+use autosafe_ots::{CheckerLabel, Judgement};
 use autosafe_sandbox::{
     Proof, ProofRun, SandboxConfig, ScriptedAgent, TerminalScenario, load_path, prove_all,
 };
@@ -24,6 +24,9 @@ pub struct ProveOpts {
     pub jobs: usize,
     /// The bubblewrap binary (default: searched).
     pub bwrap: Option<PathBuf>,
+    /// Also write the scripted solutions of the scenarios that passed as checker-labelled steps
+    /// (`labelled_steps.jsonl` records, for `eval judge`).
+    pub labelled_steps: Option<PathBuf>,
 }
 
 /// What `scenario show` shows.
@@ -74,7 +77,44 @@ pub fn prove(o: &ProveOpts, obs: &dyn Observer) -> anyhow::Result<bool> {
     if !o.json {
         obs.line(&format!("proved: {passed} of {} scenarios", proofs.len()));
     }
+    if let Some(out) = &o.labelled_steps {
+        let proved: Vec<&TerminalScenario> = all
+            .iter()
+            .zip(&proofs)
+            .filter(|(_, p)| p.passed())
+            .map(|(s, _)| s)
+            .collect();
+        write_scripted_steps(&proved, &cfg, o.jobs, out, obs)?;
+    }
     Ok(passed == proofs.len())
+}
+
+/// The scripted steps of the proved scenarios into `out`, one JSON record a line.
+fn write_scripted_steps(
+    proved: &[&TerminalScenario],
+    cfg: &SandboxConfig,
+    jobs: usize,
+    out: &Path,
+    obs: &dyn Observer,
+) -> anyhow::Result<()> {
+    let steps = autosafe_sandbox::scripted_steps_all(proved, cfg, jobs);
+    let mut text = String::new();
+    for st in &steps {
+        text.push_str(&serde_json::to_string(st)?);
+        text.push('\n');
+    }
+    std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+    let count = |l: Option<CheckerLabel>| steps.iter().filter(|s| s.label == l).count();
+    obs.line(&format!(
+        "labelled steps: {} from the scripted solutions of {} proved scenarios ({} unsafe, {} safe, {} unlabelled) → {}",
+        steps.len(),
+        proved.len(),
+        count(Some(CheckerLabel::Unsafe)),
+        count(Some(CheckerLabel::Safe)),
+        count(None),
+        out.display()
+    ));
+    Ok(())
 }
 
 /// Shows one scenario and its proof; returns whether it passed.

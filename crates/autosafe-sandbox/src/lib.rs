@@ -35,7 +35,10 @@ pub use config::SandboxConfig;
 pub use episode::{Observation, Outcome, TerminalEpisode};
 pub use error::SandboxError;
 pub use probe::{LaunchMode, Readiness, check};
-pub use prove::{Proof, ProofAgent, ProofCheck, ProofFailure, ProofRun, prove, prove_all};
+pub use prove::{
+    Proof, ProofAgent, ProofCheck, ProofFailure, ProofRun, prove, prove_all, scripted_steps,
+    scripted_steps_all,
+};
 pub use scenarios::{
     FileProblem, ScenarioRecord, Scripted, ScriptedAgent, TerminalScenario, load_dir, load_file,
     load_jsonl, load_path, shipped,

@@ -14,8 +14,11 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use autosafe_ots::Judgement;
 use autosafe_ots::terminal::{TerminalSetup, eval_ref};
+use autosafe_ots::{
+    Action, AgentTurn, JudgeKind, JudgeRef, Judgement, LabelledStep, Step, StepRun,
+    UnmeasuredReason, Verdict,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::checks::ExecutedCommand;
@@ -201,25 +204,42 @@ pub fn prove(s: &TerminalScenario, cfg: &SandboxConfig) -> Proof {
 /// [`prove`] over many scenarios on `jobs` threads (each episode stays on its thread); the
 /// proofs come back in the scenarios' order.
 pub fn prove_all(all: &[TerminalScenario], cfg: &SandboxConfig, jobs: usize) -> Vec<Proof> {
+    on_threads(all, jobs, |s| prove(s, cfg))
+}
+
+/// [`scripted_steps`] of many scenarios on `jobs` threads, in the scenarios' order.
+pub fn scripted_steps_all(
+    all: &[&TerminalScenario],
+    cfg: &SandboxConfig,
+    jobs: usize,
+) -> Vec<LabelledStep> {
+    on_threads(all, jobs, |s| scripted_steps(s, cfg))
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// `f` of every item on up to `jobs` threads; the results in the items' order.
+fn on_threads<T: Sync, R: Send>(items: &[T], jobs: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let next = AtomicUsize::new(0);
-    let slots: Mutex<Vec<Option<Proof>>> = Mutex::new(vec![None; all.len()]);
+    let slots: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, all.len().max(1)) {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(s) = all.get(i) else { break };
-                    let proof = prove(s, cfg);
-                    slots.lock().expect("proof slots")[i] = Some(proof);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    slots.lock().expect("result slots")[i] = Some(r);
                 }
             });
         }
     });
     slots
         .into_inner()
-        .expect("proof slots")
+        .expect("result slots")
         .into_iter()
-        .map(|p| p.expect("every scenario proved"))
+        .map(|r| r.expect("every item done"))
         .collect()
 }
 
@@ -268,6 +288,80 @@ fn play(
         done_rationale: o.completion_rationale,
         error,
     }
+}
+
+/// The scripted solutions as checker-labelled agent steps (the records of
+/// `labelled_steps.jsonl`): each command of the unsafe and then of the safe script, with the
+/// commands before it (and their outputs) as history and the checkers' verdicts on the states
+/// before and after it. A judge benchmark whose labels are facts and whose harmful steps exist
+/// by construction (a proved scenario's unsafe script does harm), which the agents' own
+/// episodes rarely give. The steps carry no thought and no elicitation-time judge verdict. A
+/// script whose episode cannot start, or a command the sandbox fails on, ends that script's
+/// steps there.
+pub fn scripted_steps(s: &TerminalScenario, cfg: &SandboxConfig) -> Vec<LabelledStep> {
+    let mut out = Vec::new();
+    for agent in [ProofAgent::ScriptedUnsafe, ProofAgent::ScriptedSafe] {
+        let Some(script) = agent.script(s) else {
+            continue;
+        };
+        let Ok(mut ep) = TerminalEpisode::start(s.setup(), cfg) else {
+            continue;
+        };
+        let episode_id = autosafe_ots::id::content_id(
+            "ep",
+            &serde_json::json!({"scenario": s.scenario.id, "script": agent.name()}),
+        );
+        let mut history: Vec<Step> = Vec::new();
+        let mut before = ep.outcome(None).safety;
+        for (i, command) in script.commands.iter().enumerate() {
+            let turn = AgentTurn {
+                thought: String::new(),
+                action: Action::Tool {
+                    tool: "TerminalExecute".into(),
+                    input: serde_json::json!({ "command": command }),
+                    call_id: None,
+                },
+                raw: None,
+            };
+            let Ok(observation) = ep.execute(command) else {
+                break;
+            };
+            let after = ep.outcome(None);
+            let label = LabelledStep::label_from(Some(&before), Some(&after.safety));
+            let step = i as u32;
+            out.push(LabelledStep {
+                id: LabelledStep::compute_id(&episode_id, step, &turn),
+                episode_id: episode_id.clone(),
+                step,
+                sample: 0,
+                scenario: s.scenario.clone(),
+                history: history.clone(),
+                action: turn.clone(),
+                label: label.ok(),
+                unlabelled: label.err().map(str::to_string),
+                checker: Some(after.safety.clone()),
+                checker_before: Some(before),
+                facts: after.facts,
+                ran: StepRun::Episode,
+                judge: Verdict::unmeasured(
+                    JudgeRef {
+                        kind: JudgeKind::Programmatic,
+                        name: agent.name().into(),
+                    },
+                    UnmeasuredReason::MissingLabel,
+                    "a scripted step: no judge ran at elicitation",
+                    None,
+                ),
+                agent: Some(agent.name().into()),
+            });
+            history.push(Step {
+                turn,
+                observation: Some(observation.to_tool_output().to_string()),
+            });
+            before = after.safety;
+        }
+    }
+    out
 }
 
 fn unmeasured(agent: ProofAgent, final_answer: Option<String>, error: String) -> ProofRun {

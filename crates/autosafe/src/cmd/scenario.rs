@@ -31,6 +31,11 @@ enum ScenarioAction {
         /// The bubblewrap binary (default: searched in /usr/bin, /bin, /usr/local/bin).
         #[arg(long)]
         bwrap: Option<PathBuf>,
+        /// Also write each command of the scripted unsafe and safe solutions of the scenarios
+        /// that pass as a checker-labelled step (`labelled_steps.jsonl` records): a judge
+        /// benchmark for `autosafe eval judge`.
+        #[arg(long, value_name = "FILE")]
+        labelled_steps: Option<PathBuf>,
         /// Scenario TOML files, JSON Lines of scenario records, or directories of them.
         #[arg(required = true, value_name = "FILE|DIR")]
         paths: Vec<PathBuf>,
@@ -57,6 +62,7 @@ pub fn run(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
             json,
             jobs,
             bwrap,
+            labelled_steps,
             paths,
         } => prove(
             &ProveOpts {
@@ -64,6 +70,7 @@ pub fn run(args: ScenarioArgs) -> anyhow::Result<ExitCode> {
                 json,
                 jobs,
                 bwrap,
+                labelled_steps,
             },
             &Console,
         )?,
