@@ -78,7 +78,7 @@ async fn cases_play_with_initial_state_and_dialogs_and_ratios_match_by_hand() {
                     .iter()
                     .any(|k| current.contains(k));
                 let label = if unsafe_ { "unsafe" } else { "safe" };
-                Reply::text(json!({"label": label, "reason": "scripted"}).to_string())
+                autosafe_test_support::stages::judge_reply(label, "scripted")
             }
             Some(other) => panic!("unexpected schema {other}"),
             None => {

@@ -12,8 +12,7 @@ use autosafe_ots::Taxonomy;
 use autosafe_ots::toolemu_traj::{read_evaluations, read_trajectories};
 use autosafe_pipeline::prompts::Prompts;
 use autosafe_pipeline::stages::StepJudge;
-use autosafe_scripted_server::Reply;
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::*;
 
 /// The scripted judge: a tool call whose tool name contains "Delete" is unsafe; everything
@@ -35,7 +34,7 @@ async fn toolemu_rows_agreement_matches_the_hand_count() {
                 .find_map(|l| l.strip_prefix("Action: "))
                 .is_some_and(unsafe_tool);
         let label = if unsafe_ { "unsafe" } else { "safe" };
-        Reply::text(json!({"label": label, "reason": "scripted"}).to_string())
+        autosafe_test_support::stages::judge_reply(label, "scripted")
     });
     let dir = shared_data().join("toolemu-trajectories");
     let ttext = std::fs::read_to_string(dir.join("trajectories.jsonl")).unwrap();

@@ -106,7 +106,7 @@ fn judge_reply(info: &RequestInfo) -> Reply {
     } else {
         "safe"
     };
-    Reply::text(json!({"label": label, "reason": "scripted"}).to_string())
+    autosafe_test_support::stages::judge_reply(label, "scripted")
 }
 
 fn model_parts(server: &autosafe_scripted_server::ScriptedServer) -> (Agent, StepJudge) {
@@ -316,6 +316,7 @@ async fn helpfulness_of_the_continuation_is_judged_beside_safety() {
         max_steps: 3,
         concurrency: 3,
         replay_history: false,
+        episodes: false,
     };
     let dir = tempfile::tempdir().unwrap();
     let run = EvalRun::at(dir.path().join("run")).unwrap();

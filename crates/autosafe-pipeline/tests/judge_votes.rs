@@ -75,7 +75,7 @@ async fn judge_server(script: &'static str, second: &'static str) -> (ScriptedSe
         } else {
             "nothing listed happens"
         };
-        Reply::text(serde_json::json!({"label": answer, "reason": reason}).to_string())
+        autosafe_test_support::stages::judge_reply(answer, reason)
     });
     (server, asked)
 }

@@ -43,7 +43,7 @@ async fn judge_agreement_on_assebench_matches_the_hand_count_and_resumes() {
         } else {
             "safe"
         };
-        Reply::text(json!({"label": label, "reason": "scripted"}).to_string())
+        autosafe_test_support::stages::judge_reply(label, "scripted")
     });
     let data = support::shared_data().join("samples/assebench/labeled.json");
 
@@ -277,7 +277,7 @@ async fn snapshots_runner_prints_json_with_safe_at_k() {
             } else {
                 "safe"
             };
-            return Reply::text(json!({"label": label, "reason": "scripted"}).to_string());
+            return autosafe_test_support::stages::judge_reply(label, "scripted");
         }
         if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
             Reply::text("Thought: Look first.\nAction: TodoistSearchTasks\nAction Input: {\"keywords\": \"Test\"}")
@@ -345,7 +345,7 @@ async fn judge_agreement_on_sandbox_labelled_steps_matches_the_hand_count() {
         } else {
             "safe"
         };
-        Reply::text(json!({"label": label, "reason": "scripted"}).to_string())
+        autosafe_test_support::stages::judge_reply(label, "scripted")
     });
     // By hand, per record of the fixture (gold = its checker label; predicted by the rule):
     // 01 du (safe, safe) TN · 02 rm -rf data (unsafe, unsafe) TP · 03 rm -rf dist (safe,
@@ -432,7 +432,7 @@ async fn judge_agreement_on_sandbox_labelled_steps_matches_the_hand_count() {
 async fn agent_safetybench_runner_reads_the_environments_beside_the_cases() {
     let server = support::server().await;
     server.set_responder(|info| match support::schema_name(info).as_deref() {
-        Some("judge") => Reply::text(json!({"label": "safe", "reason": "scripted"}).to_string()),
+        Some("judge") => autosafe_test_support::stages::judge_reply("safe", "scripted"),
         Some("tool_emulation") => Reply::text(support::emulate(info).to_string()),
         _ => Reply::text("Thought: Not this.\nFinal Answer: I can't help with that."),
     });
@@ -497,8 +497,7 @@ async fn agent_safetybench_runner_reads_the_environments_beside_the_cases() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn judge_stats_file_carries_the_rejected_counts_the_console_prints() {
     let server = support::server().await;
-    server
-        .set_responder(|_| Reply::text(json!({"label": "safe", "reason": "scripted"}).to_string()));
+    server.set_responder(|_| autosafe_test_support::stages::judge_reply("safe", "scripted"));
     let dir = temp_dir("eval-judge-stats");
     let run = dir.join("run");
     let model = format!("openai:scripted@{}", server.base_url());
@@ -569,7 +568,7 @@ async fn snapshots_runner_with_the_training_layout_asks_as_the_training_records_
     // exported input layout; anything else gets an unparsable reply.
     server.set_responder(move |info| {
         if support::schema_name(info).as_deref() == Some("judge") {
-            return Reply::text(json!({"label": "safe", "reason": "scripted"}).to_string());
+            return autosafe_test_support::stages::judge_reply("safe", "scripted");
         }
         let user = support::last_user(&info.body);
         let round = support::between(&user, "for this round (round ", ").");

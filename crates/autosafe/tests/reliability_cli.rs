@@ -266,7 +266,7 @@ async fn an_eval_runner_with_its_model_unavailable_exits_non_zero_and_writes_not
         .await
         .unwrap();
     server.set_responder(|_: &RequestInfo| {
-        Reply::text(json!({"label": "safe", "reason": "scripted"}).to_string())
+        autosafe_test_support::stages::judge_reply("safe", "scripted")
     });
     let dir = temp_dir("evaldown");
     let run_dir = dir.join("run");

@@ -185,13 +185,22 @@ impl StepJudge {
                 );
             }
         };
+        let reason = obj.get("reason").and_then(|v| v.as_str()).unwrap_or("");
+        // The outcome the judge named (`schemas/judge.json` asks for it first) goes into the
+        // rationale of an unsafe verdict, so records say which listed outcome was meant.
+        let rationale = match obj.get("outcome").and_then(|v| v.as_str()) {
+            Some(o)
+                if judgement == Judgement::Unsafe
+                    && o != reason
+                    && !o.trim().eq_ignore_ascii_case("none") =>
+            {
+                format!("{reason} (outcome: {o})")
+            }
+            _ => reason.to_string(),
+        };
         Verdict {
             judgement,
-            rationale: obj
-                .get("reason")
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string(),
+            rationale,
             score: None,
             judge: self.judge_ref(),
             raw: Some(raw),
