@@ -20,7 +20,7 @@ use autosafe_pipeline::stages::{Agent, StepJudge};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::episode::{Ending, PlayOptions, Played, Players, Start, play};
+use crate::episode::{Ending, Labels, PlayOptions, Played, Players, Start, play};
 use crate::error::{EvalRunError, Result};
 use crate::eval_run::EvalRun;
 use crate::runner::{Log, Repeats, Runner};
@@ -126,7 +126,7 @@ async fn eval_case(
                 &Players {
                     agent: parts.agent,
                     env: parts.env,
-                    judge: Some(parts.judge),
+                    labels: Labels::Judge(parts.judge),
                 },
                 Start {
                     scenario: &scenario,

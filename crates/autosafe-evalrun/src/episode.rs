@@ -9,7 +9,7 @@
 
 use autosafe_env::{EnvError, EnvironmentFactory};
 use autosafe_ots::{AgentTurn, Scenario, Step, Toolkit, UnmeasuredReason, Verdict};
-use autosafe_pipeline::stages::episode::{self, Episode, JudgeEach, SeededHistory};
+use autosafe_pipeline::stages::episode::{self, CheckersEach, Episode, JudgeEach, SeededHistory};
 use autosafe_pipeline::stages::{Agent, StepJudge};
 use serde::{Deserialize, Serialize};
 
@@ -84,7 +84,7 @@ pub struct Played {
     pub ending: Ending,
     /// Agent turns taken.
     pub turns: u32,
-    /// The step judge's verdicts, in order (empty without a judge).
+    /// The labels given (the step judge's or the checkers'), in order (empty without labels).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verdicts: Vec<Verdict>,
     /// What the environment established at the end (programmatic verdict, completion).
@@ -109,8 +109,20 @@ pub struct Players<'a> {
     pub agent: &'a Agent,
     /// The environment.
     pub env: &'a dyn EnvironmentFactory,
-    /// A step judge that labels every action before it runs, or none.
-    pub judge: Option<&'a StepJudge>,
+    /// Who labels every action before it runs.
+    pub labels: Labels<'a>,
+}
+
+/// Who labels the actions of an episode.
+#[derive(Clone, Copy)]
+pub enum Labels<'a> {
+    /// Nobody: every action runs.
+    None,
+    /// A step judge.
+    Judge(&'a StepJudge),
+    /// The environment's checkers: each action is tried on a copy of the state first
+    /// ([`CheckersEach`]); environments without checkers leave every step unmeasured.
+    Checkers,
 }
 
 /// Where an episode starts.
@@ -156,14 +168,6 @@ pub async fn play(p: &Players<'_>, start: Start<'_>, opts: PlayOptions) -> Playe
         let _ = env.finish(None).await;
         return ended(Ending::env(&e));
     }
-    let mut hooks = JudgeEach {
-        judge: p.judge,
-        scenario,
-        key,
-        role: "eval-judge",
-        sample,
-        verdicts: Vec::new(),
-    };
     let ep = Episode {
         scenario,
         toolkits,
@@ -173,13 +177,35 @@ pub async fn play(p: &Players<'_>, start: Start<'_>, opts: PlayOptions) -> Playe
         max_steps: opts.max_steps,
         first,
     };
-    let mut played = episode::play(p.agent, &mut env, ep, history.to_vec(), &mut hooks).await;
+    let history = history.to_vec();
+    let (mut played, verdicts) = match p.labels {
+        Labels::Checkers => {
+            let mut hooks = CheckersEach::start(&mut env).await;
+            let played = episode::play(p.agent, &mut env, ep, history, &mut hooks).await;
+            (played, hooks.verdicts)
+        }
+        Labels::None | Labels::Judge(_) => {
+            let mut hooks = JudgeEach {
+                judge: match p.labels {
+                    Labels::Judge(j) => Some(j),
+                    _ => None,
+                },
+                scenario,
+                key,
+                role: "eval-judge",
+                sample,
+                verdicts: Vec::new(),
+            };
+            let played = episode::play(p.agent, &mut env, ep, history, &mut hooks).await;
+            (played, hooks.verdicts)
+        }
+    };
     let env_end = episode::finish(env, &mut played.ending).await;
     Played {
         steps: played.steps,
         ending: played.ending.into(),
         turns: played.turns,
-        verdicts: hooks.verdicts,
+        verdicts,
         env_end,
     }
 }

@@ -31,7 +31,7 @@ use autosafe_pipeline::{RecordWriter, StageStats};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::episode::{Ending, PlayOptions, Played, Players, Start, play};
+use crate::episode::{Ending, Labels, PlayOptions, Played, Players, Start, play};
 use crate::error::Result;
 use crate::eval_run::EvalRun;
 use crate::runner::{Repeats, Runner, Sides};
@@ -289,7 +289,7 @@ async fn play_case(
     let players = Players {
         agent: parts.agent,
         env: parts.env,
-        judge: None,
+        labels: Labels::None,
     };
     let start = Start {
         scenario,

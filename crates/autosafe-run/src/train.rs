@@ -55,6 +55,18 @@ pub struct TrainOptions {
     pub dry_run: bool,
     /// The offline smoke loop, when asked.
     pub smoke: Option<SmokeOptions>,
+    /// An experiment's held-apart split, when given.
+    pub held_apart: Option<HeldApartOptions>,
+}
+
+/// An experiment's split (`data/experiment/split.toml`): its items are written into
+/// `RUN/heldout/` and checked against the training records before anything trains.
+#[derive(Debug, Clone)]
+pub struct HeldApartOptions {
+    /// The split file.
+    pub split: PathBuf,
+    /// The ToolEmu cases its `toolemu` names come from.
+    pub cases: PathBuf,
 }
 
 /// Hyperparameters given on the command line; each replaces the default (or the smoke one).
@@ -103,8 +115,13 @@ pub struct SmokeOptions {
 /// Runs `autosafe train`: prepares, writes the manifest, and (unless a dry run, or an earlier
 /// attempt finished the same training) runs the steps an earlier attempt left to do.
 pub fn train(opts: &TrainOptions, obs: &dyn Observer) -> anyhow::Result<()> {
-    if let Some(smoke) = &opts.smoke {
-        write_smoke_data(&opts.data, smoke, obs)?;
+    match (&opts.smoke, &opts.held_apart) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "train: --held-apart: the smoke loop holds its own items apart; give one of the two"
+        ),
+        (Some(smoke), None) => write_smoke_data(&opts.data, smoke, obs)?,
+        (None, Some(h)) => write_split_data(&opts.data, h, obs)?,
+        (None, None) => {}
     }
     let spec = spec_from(opts)?;
     let gguf = gguf_type(opts)?;
@@ -468,6 +485,54 @@ fn write_smoke_data(run: &Path, smoke: &SmokeOptions, obs: &dyn Observer) -> any
         "smoke: held apart: {} held-apart scenarios/snapshots share no scenario id, case name or \
          instruction with the {} training records",
         check.held, check.train
+    ));
+    Ok(())
+}
+
+/// An experiment's split in `run`: the held-apart terminal scenarios as start-state snapshots
+/// and the ToolEmu cases, checked against the run's training records and recorded.
+fn write_split_data(run: &Path, h: &HeldApartOptions, obs: &dyn Observer) -> anyhow::Result<()> {
+    use autosafe_train::split;
+    let s = split::read_split(&h.split)?;
+    let shipped = autosafe_sandbox::shipped()?;
+    let terminal = s
+        .terminal
+        .held_apart
+        .iter()
+        .map(|name| {
+            let t = shipped
+                .iter()
+                .find(|t| t.path.file_stem().is_some_and(|f| f == name.as_str()))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: terminal.held_apart: no shipped terminal scenario `{name}` (data/terminal/{name}.toml)",
+                        h.split.display()
+                    )
+                })?;
+            let cmd = t.scripted.unsafe_agent.commands.last().cloned();
+            Ok((t.scenario.clone(), cmd.unwrap_or_default()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tpath = autosafe_train::smoke::write_terminal_snapshots(run, &terminal)?;
+    let cases = split::toolemu_cases(&h.split, &s, &h.cases)?;
+    let (n_cases, n_snaps) = split::write_toolemu(run, &cases)?;
+    let check = autosafe_train::smoke::check_held_apart(run)?;
+    let recorded = split::record(run, &h.split, &s, &check)?;
+    obs.line(&format!(
+        "held apart ({}): {} terminal start states → {}; {} ToolEmu cases ({} as start states) → {}",
+        h.split.display(),
+        terminal.len(),
+        tpath.display(),
+        n_cases,
+        n_snaps,
+        run.join("heldout").display()
+    ));
+    obs.line(&format!(
+        "held apart: {} held-apart scenarios/snapshots share no scenario id, case name or \
+         instruction with the {} training records (recorded in {})",
+        check.held,
+        check.train,
+        recorded.display()
     ));
     Ok(())
 }

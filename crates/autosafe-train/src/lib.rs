@@ -25,6 +25,7 @@ pub mod manifest;
 pub mod python;
 pub mod smoke;
 pub mod spec;
+pub mod split;
 pub mod trl;
 
 pub use command::Launch;

@@ -76,7 +76,7 @@ pub(crate) fn start_snapshot(
 /// A held-apart ToolEmu scenario as a start-state snapshot. ToolEmu describes its risky actions in
 /// words only, so the proposed turn carries the case's first "Potential Risky Actions" entry as
 /// text, labelled unsafe by the case's authors (judge kind `human`, `toolemu:<case>`).
-fn toolemu_start_snapshot(scenario: &Scenario) -> Snapshot {
+pub(crate) fn toolemu_start_snapshot(scenario: &Scenario) -> Snapshot {
     let risky = scenario
         .case
         .risky_actions
@@ -240,7 +240,7 @@ fn fill(t: &str, case: &Case, risk: &str) -> String {
 
 /// The scenario of a case whose outcomes map to a category, with the risk its templated answer
 /// names; `None` when no outcome maps.
-fn scenario_of(case: &Case, taxonomy: &Taxonomy) -> Option<(Scenario, String)> {
+pub(crate) fn scenario_of(case: &Case, taxonomy: &Taxonomy) -> Option<(Scenario, String)> {
     let categories: Vec<String> = case
         .risky_outcomes
         .iter()
@@ -364,19 +364,9 @@ pub fn write_dataset(
         records.push(safe_record(scenario, &case, &risk, &template, &judge));
     }
     let safe = run.join("safe.jsonl");
-    let heldout = run.join("heldout").join("scenarios.jsonl");
     write_jsonl(&safe, &records)?;
-    write_jsonl(&heldout, &held_cases)?;
-    let snapshots = run.join("heldout").join("snapshots.jsonl");
-    let snaps: Vec<Snapshot> = held_cases.iter().map(toolemu_start_snapshot).collect();
-    write_jsonl(&snapshots, &snaps)?;
     let cases: Vec<&Case> = held_cases.iter().map(|s| &s.case).collect();
-    let text = serde_json::to_string_pretty(&cases).map_err(TrainError::json)? + "\n";
-    autosafe_pipeline::rundir::write_bytes_atomic(
-        &run.join("heldout").join("cases.json"),
-        text.as_bytes(),
-    )
-    .map_err(|e| TrainError::Pipeline(e.to_string()))?;
+    let (heldout, snapshots) = write_toolemu_held_apart(run, &held_cases, &cases)?;
     Ok(SmokeData {
         safe,
         train: records.len(),
@@ -386,7 +376,27 @@ pub fn write_dataset(
     })
 }
 
-fn write_jsonl<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<()> {
+/// Writes held-apart ToolEmu items into `RUN/heldout/`: `scenarios.jsonl` and their start-state
+/// `snapshots.jsonl` (`scenarios`), and `cases.json` (`cases`, ToolEmu's own format, for
+/// `autosafe eval toolemu --cases`). Returns the paths of the first two.
+pub(crate) fn write_toolemu_held_apart(
+    run: &Path,
+    scenarios: &[Scenario],
+    cases: &[&Case],
+) -> Result<(PathBuf, PathBuf)> {
+    let dir = run.join("heldout");
+    let heldout = dir.join("scenarios.jsonl");
+    write_jsonl(&heldout, scenarios)?;
+    let snapshots = dir.join("snapshots.jsonl");
+    let snaps: Vec<Snapshot> = scenarios.iter().map(toolemu_start_snapshot).collect();
+    write_jsonl(&snapshots, &snaps)?;
+    let text = serde_json::to_string_pretty(cases).map_err(TrainError::json)? + "\n";
+    autosafe_pipeline::rundir::write_bytes_atomic(&dir.join("cases.json"), text.as_bytes())
+        .map_err(|e| TrainError::Pipeline(e.to_string()))?;
+    Ok((heldout, snapshots))
+}
+
+pub(crate) fn write_jsonl<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<()> {
     let mut text = String::new();
     for it in items {
         text.push_str(&serde_json::to_string(it).map_err(TrainError::json)?);

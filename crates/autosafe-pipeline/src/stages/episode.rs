@@ -325,6 +325,50 @@ impl Hooks for JudgeEach<'_> {
     }
 }
 
+/// Hooks that let the environment's checkers label each action, as a checker-judged evaluation
+/// does: each action is first tried on a copy of the state, and one that makes an `unsafe_if`
+/// hold that did not hold before stops the episode unexecuted (elicitation's `labels =
+/// "checkers"` rule). The verdicts are kept in order.
+pub struct CheckersEach {
+    /// The checkers' verdict on the state so far.
+    state: Option<Verdict>,
+    /// The verdicts given, in order.
+    pub verdicts: Vec<Verdict>,
+}
+
+impl CheckersEach {
+    /// Hooks for an episode in `env`, starting from the checkers' verdict on its state now.
+    pub async fn start(env: &mut Box<dyn Environment>) -> CheckersEach {
+        let state = match env.checkpoint(None).await {
+            Ok(Some(end)) => end.safety,
+            _ => None,
+        };
+        CheckersEach {
+            state,
+            verdicts: Vec::new(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Hooks for CheckersEach {
+    async fn label(&mut self, env: &mut Box<dyn Environment>, at: &Proposed<'_>) -> Option<Label> {
+        let tried = super::elicit::try_step(env, at.turn, at.history, self.state.as_ref()).await;
+        self.verdicts.push(tried.record.clone());
+        Some(Label {
+            verdict: tried.record,
+            by: Party::Checkers,
+        })
+    }
+
+    async fn after_step(&mut self, env: &mut Box<dyn Environment>, _at: &Proposed<'_>) {
+        self.state = match env.checkpoint(None).await {
+            Ok(Some(end)) => end.safety,
+            _ => None,
+        };
+    }
+}
+
 /// What a replay does with the scenario's seeded history (`Scenario::history`, the steps a case
 /// starts from, e.g. a pre-filled dialog), which a trajectory begins with.
 ///

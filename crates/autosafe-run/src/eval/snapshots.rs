@@ -38,12 +38,17 @@ pub struct SnapshotsOpts {
     pub emulator_mode: EmulatorMode,
     /// Agent turns of a continuation.
     pub max_steps: u32,
+    /// Each sample a whole episode labelled by the terminal's checkers (Sec@k).
+    pub episodes: bool,
     /// `snapshots.jsonl` from `autosafe elicit`.
     pub file: PathBuf,
 }
 
 /// Runs `eval snapshots`.
 pub fn snapshots(o: &SnapshotsOpts, obs: &dyn Observer) -> anyhow::Result<EvalOutcome> {
+    if o.episodes && o.env != EnvChoice::Terminal {
+        bail!("--episodes: the actions are labelled by the sandbox's checkers; add --env terminal");
+    }
     let library = ToolLibrary::shipped();
     let snaps = limited(read_input(o, &library)?, o.run.limit);
     let mut ctx = Ctx::new(&o.run, obs)?;
@@ -57,6 +62,7 @@ pub fn snapshots(o: &SnapshotsOpts, obs: &dyn Observer) -> anyhow::Result<EvalOu
         max_steps: o.max_steps,
         concurrency: o.run.concurrency,
         replay_history: o.env == EnvChoice::Terminal,
+        episodes: o.episodes,
     };
     let (agent_mode, agent_layout, repeat_guard) = o.agent.manifest_fields();
     ctx.manifest(
@@ -85,7 +91,7 @@ pub fn snapshots(o: &SnapshotsOpts, obs: &dyn Observer) -> anyhow::Result<EvalOu
     let watch = ctx.watch("snapshots", SNAPSHOTS_FILE, snaps.len());
     let rep = runtime()?.block_on(eval_snapshots(&ctx.run, &snaps, &parts, &cfg))?;
     watch.finish();
-    tell(&ctx, o.helpfulness, &rep);
+    tell(&ctx, o.helpfulness || o.episodes, &rep);
     ctx.finish("snapshots", rep.stats, serde_json::to_value(&rep.summary)?)
 }
 
@@ -108,7 +114,7 @@ fn continuation(
     ctx: &mut Ctx,
     library: &ToolLibrary,
 ) -> anyhow::Result<Option<Box<dyn EnvironmentFactory>>> {
-    if !o.helpfulness {
+    if !o.helpfulness && !o.episodes {
         return Ok(None);
     }
     Ok(Some(match o.env {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use autosafe_run::train::{self, HyperFlags, SmokeOptions, TrainOptions};
+use autosafe_run::train::{self, HeldApartOptions, HyperFlags, SmokeOptions, TrainOptions};
 use clap::Args as ClapArgs;
 
 use super::console::Console;
@@ -101,7 +101,12 @@ pub struct Args {
     /// then LoRA-train SmolLM2 on CPU for a few dozen steps, merge, and write GGUF.
     #[arg(long)]
     smoke: bool,
-    /// ToolEmu cases for --smoke.
+    /// An experiment's held-apart split (e.g. data/experiment/split.toml): its terminal
+    /// scenarios and ToolEmu cases go to RUN/heldout/ and training refuses to start when a
+    /// training record comes from one of them; recorded in RUN/heldout/split.json.
+    #[arg(long, value_name = "SPLIT")]
+    held_apart: Option<PathBuf>,
+    /// ToolEmu cases for --smoke and --held-apart.
     #[arg(long, default_value = "data/toolemu/all_cases.json")]
     cases: PathBuf,
     /// Training records for --smoke.
@@ -132,6 +137,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         save_steps: args.save_steps,
         logging_steps: args.logging_steps,
     };
+    let held_apart = args.held_apart.map(|split| HeldApartOptions {
+        split,
+        cases: args.cases.clone(),
+    });
     let smoke = args.smoke.then_some(SmokeOptions {
         cases: args.cases,
         train: args.smoke_train,
@@ -156,6 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         sets: args.sets,
         dry_run: args.dry_run,
         smoke,
+        held_apart,
     };
     train::train(&opts, &Console)?;
     Ok(ExitCode::SUCCESS)

@@ -32,9 +32,14 @@ pub struct SnapshotsArgs {
     /// Emulator mode of the continuation.
     #[arg(long, value_enum, default_value_t = EmuModeArg::Standard)]
     emulator_mode: EmuModeArg,
-    /// Agent turns of a continuation.
+    /// Agent turns of a continuation (of each episode with --episodes).
     #[arg(long, default_value_t = 8)]
     max_steps: u32,
+    /// Each of the k samples is a whole episode whose actions the terminal's checkers label
+    /// before they run (needs --env terminal): safe@k is then the paper's Sec@k, helpfulness
+    /// comes from sample 0's episode (done_if).
+    #[arg(long)]
+    episodes: bool,
     /// snapshots.jsonl from `autosafe elicit`.
     file: PathBuf,
 }
@@ -97,6 +102,7 @@ impl SnapshotsArgs {
             emulator: self.emulator,
             emulator_mode: self.emulator_mode.into(),
             max_steps: self.max_steps,
+            episodes: self.episodes,
             file: self.file,
         }
     }
