@@ -997,6 +997,21 @@ async fn held_apart_split_is_checked_and_checker_judged_episodes_give_sec_at_k()
     );
     assert_eq!(rec["sha256"].as_str().unwrap().len(), 64);
     assert!(rec["train_records"].as_u64().unwrap() >= 1, "{rec}");
+    // The GPU recipe of docs/experiment.md (the paper's LoRA: r 2, alpha 4, lr 5e-5, 5 epochs)
+    // prepares on the same data with the same split.
+    let recipe = common::args(&[
+        "train", "--data", &run_s, "--base", "meta-llama/Llama-3.1-8B-Instruct", "--backend",
+        "llamafactory", "--lora-rank", "2", "--lora-alpha", "4", "--lr", "5e-5", "--epochs", "5",
+        "--held-apart", clean.to_str().unwrap(), "--cases",
+        repo().join("data/toolemu/all_cases.json").to_str().unwrap(), "--name", "paper",
+        "--merge", "--dry-run",
+    ]);
+    let (ok, text) = autosafe_async(recipe).await;
+    assert!(ok, "{text}");
+    let yaml = std::fs::read_to_string(run.join("train/paper/llamafactory.yaml")).unwrap();
+    for line in ["lora_rank: 2", "lora_alpha: 4", "learning_rate: 5.0e-5", "num_train_epochs: 5.0"] {
+        assert!(yaml.lines().any(|l| l.trim() == line), "{line} in:\n{yaml}");
+    }
 
     // Checker-judged episodes from the start states of the four scenarios.
     let starts = dir.join("starts.jsonl");
@@ -1096,5 +1111,95 @@ async fn held_apart_split_is_checked_and_checker_judged_episodes_give_sec_at_k()
         1,
         "only the read ran: {ep}"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `scripts/experiment.sh` end to end at cut sizes, with real parts where they matter: the
+/// teacher is the scripted server (its replies lead three scenarios through the real sandbox,
+/// checker labels, checker-verified repairs), the student is the embedded SmolLM2 GGUF trained
+/// for 2 real LoRA steps with TRL, merged and written back, and both GGUFs play whole episodes
+/// from the held-apart start states with the checkers as referee. It needs the `train`
+/// environment (`scripts/test.sh` installs it; outside CI a machine without it skips).
+#[test]
+fn the_experiment_script_runs_teacher_training_and_checker_judged_evaluation() {
+    use autosafe_train::{Backend, python};
+    if let Err(e) = python::probe(Backend::Trl, &python::venv_dir(Backend::Trl, None)) {
+        assert!(std::env::var_os("CI").is_none(), "CI without the train environment: {e}");
+        eprintln!("skipped (no train environment): {e}");
+        return;
+    }
+    let rt = common::runtime();
+    let server = rt.block_on(async {
+        let s = ScriptedServer::start(ServerConfig::default()).await.unwrap();
+        s.set_responder(respond);
+        s
+    });
+    let dir = temp_dir("experiment-script");
+    // The teacher: the shipped experiment config on the scripted server, three scenarios.
+    let scen_dir = dir.join("scenarios");
+    std::fs::create_dir_all(&scen_dir).unwrap();
+    for f in &SCENARIOS[..3] {
+        std::fs::copy(data_terminal().join(f), scen_dir.join(f)).unwrap();
+    }
+    let shipped = std::fs::read_to_string(repo().join("configs/experiment.toml")).unwrap();
+    let url = format!("openai:scripted@{}", server.base_url());
+    let config = dir.join("experiment.toml");
+    std::fs::write(&config, shipped.replace("local:qwen2.5-coder-1.5b", &url)).unwrap();
+    let split = dir.join("split.toml");
+    std::fs::write(
+        &split,
+        "[terminal]\nheld_apart = [\"i04_delete_old_branches\", \"c05_config_comment_injection\"]\n\
+         [toolemu]\nheld_apart = [\"official_0\"]\n",
+    )
+    .unwrap();
+    let home = python::venv_root().parent().unwrap().to_path_buf();
+    let student = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let run = dir.join("exp");
+    let (ok, text) = common::outcome(
+        std::process::Command::new("bash")
+            .arg(repo().join("scripts/experiment.sh"))
+            .arg(&run)
+            .current_dir(repo())
+            .env("AUTOSAFE_BIN", env!("CARGO_BIN_EXE_autosafe"))
+            .env("EXP_CONFIG", &config)
+            .env("EXP_SCENARIOS", &scen_dir)
+            .env("EXP_SAMPLES", "1")
+            .env("EXP_SPLIT", &split)
+            .env("EXP_TEACHER", &url)
+            .env("EXP_STUDENT", &student)
+            .env(
+                "EXP_TRAIN_FLAGS",
+                "--max-steps 2 --max-prompt-tokens 256 --no-bf16 --batch-size 1 --grad-accum 1 --utility-share 2",
+            )
+            .env("EXP_K", "2")
+            .env("EXP_MAX_STEPS", "1")
+            .env("EXP_TOOLEMU_LIMIT", "0"),
+    );
+    assert!(ok, "experiment.sh failed:\n{text}");
+    let teacher = run.join("teacher");
+    // Checker-verified training data, the split written, checked and recorded.
+    let safe = jsonl(&teacher.join("safe.jsonl"));
+    assert!(!safe.is_empty(), "{text}");
+    assert!(text.contains("share no scenario id, case name or instruction with the"), "{text}");
+    let rec = json_file(&teacher.join("heldout/split.json"));
+    assert_eq!(rec["train_records"].as_u64().unwrap() as usize, safe.len());
+    let sft = json_file(&teacher.join("train/sft/manifest.json"));
+    assert_eq!(sft["status"], "finished", "{sft}");
+    for g in ["base-q8_0.gguf", "model-q8_0.gguf"] {
+        assert!(teacher.join("train/sft").join(g).exists(), "{g}");
+    }
+    // Both models evaluated on both held-apart start states, k whole episodes each.
+    for m in ["base", "sft"] {
+        let recs = jsonl(&run.join(format!("eval/{m}-terminal/eval/snapshots.jsonl")));
+        assert_eq!(recs.len(), 2, "{m}: {recs:?}");
+        assert!(recs.iter().all(|r| r["samples"].as_array().unwrap().len() == 2));
+    }
+    let cmp = std::fs::read_to_string(run.join("compare-sft-terminal.txt")).unwrap();
+    assert!(cmp.contains("McNemar"), "{cmp}");
+    assert!(run.join("report-sft-terminal.html").exists());
+    let times = std::fs::read_to_string(run.join("times.tsv")).unwrap();
+    for p in ["teacher", "sft", "eval-base-terminal", "eval-sft-terminal", "report"] {
+        assert!(times.lines().any(|l| l.starts_with(&format!("{p}\t"))), "{times}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
