@@ -37,7 +37,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use autosafe_ots::ToolLibrary;
-use autosafe_pipeline::export::{ExportConfig, ExportFormat, ExportReport, ToolkitLibrary};
+use autosafe_pipeline::export::{
+    ExportConfig, ExportFormat, ExportInputs, ExportReport, ToolkitLibrary,
+};
 use autosafe_pipeline::prompts::Prompts;
 
 /// What [`prepare`] wrote and will run.
@@ -144,8 +146,11 @@ fn export_data(spec: &TrainSpec, layout: &TrainLayout, prompts: &Prompts) -> Res
     };
     let lib = ToolkitLibrary::new(ToolLibrary::shipped().toolkits().cloned());
     let (report, _card) = autosafe_pipeline::export::export(
-        &safe,
-        utility.exists().then_some(utility.as_path()),
+        ExportInputs {
+            safe: &safe,
+            utility: utility.exists().then_some(utility.as_path()),
+            snapshots: None,
+        },
         &layout.data_dir(),
         &lib,
         prompts,
