@@ -373,8 +373,9 @@ impl TmpFile {
 /// place at the end.
 struct Outputs {
     writers: Vec<(ExportFormat, TmpFile)>,
-    /// `records.jsonl`: the SFT formats' lines.
-    index: TmpFile,
+    /// `records.jsonl`: the SFT formats' lines, when one was asked for (a pairs-only export
+    /// leaves an earlier export's index beside its files).
+    index: Option<TmpFile>,
     /// `pairs.jsonl`: the pairwise formats' lines, when one was asked for.
     pair_index: Option<TmpFile>,
 }
@@ -391,9 +392,15 @@ impl Outputs {
             .any(|f| f.is_pairwise())
             .then(|| TmpFile::create(out_dir, "pairs.jsonl"))
             .transpose()?;
+        let index = formats
+            .iter()
+            .any(|f| !f.is_pairwise())
+            .then(|| TmpFile::create(out_dir, "records.jsonl"))
+            .transpose()?;
+        std::fs::create_dir_all(out_dir).map_err(|e| PipelineError::io(out_dir, e))?;
         Ok(Outputs {
             writers,
-            index: TmpFile::create(out_dir, "records.jsonl")?,
+            index,
             pair_index,
         })
     }
@@ -412,10 +419,12 @@ impl Outputs {
                 file.line(&value, &ex.id)?;
             }
         }
-        self.index.line(
-            &serde_json::json!({"line": line, "id": ex.id, "origin": ex.origin}),
-            &ex.id,
-        )?;
+        if let Some(index) = self.index.as_mut() {
+            index.line(
+                &serde_json::json!({"line": line, "id": ex.id, "origin": ex.origin}),
+                &ex.id,
+            )?;
+        }
         if let (Some(index), Some((r, pair_line))) = (self.pair_index.as_mut(), rejected) {
             index.line(
                 &serde_json::json!({
@@ -438,10 +447,10 @@ impl Outputs {
             formats::write_companions(format, &out_dir.join(format.as_str()), dataset_name)?;
             report.files.insert(format.as_str().into(), dest);
         }
-        if let Some(index) = self.pair_index {
+        for index in [self.pair_index, self.index].into_iter().flatten() {
             index.finish()?;
         }
-        self.index.finish().map(drop)
+        Ok(())
     }
 }
 

@@ -720,4 +720,6 @@ async fn pairs_join_each_kept_safe_action_with_its_confirmed_unsafe_snapshot() {
     assert_eq!((r3.records, r3.original_safe_steps), (3, 0));
     assert_eq!(r3.pairs.unwrap().pairs, 2);
     assert!(!out3.join("alpaca").exists());
+    assert!(!out3.join("records.jsonl").exists());
+    assert!(out3.join("pairs.jsonl").exists());
 }
