@@ -1,4 +1,4 @@
-"""Supervised fine-tuning with TRL for `autosafe train --backend trl`.
+"""Supervised fine-tuning (or DPO) with TRL for `autosafe train --backend trl`.
 
 Usage:  python train_trl.py --config trl_config.json [--check-config]
         accelerate launch --multi_gpu --num_processes N train_trl.py --config trl_config.json
@@ -8,6 +8,12 @@ next to this script; the Rust tests check the generated config against the same 
 are rendered with the model's own chat template into a text prompt (everything before the
 target turn) and a text completion (the target: the final safe action). SFTTrainer then trains
 with completion_only_loss, so the loss falls on the completion only.
+
+With method "dpo" the records are preference pairs: the prompt is rendered the same way, the
+chosen side (the kept safe action) and the rejected side (the caught unsafe action) each as the
+completion would be, and DPOTrainer trains a LoRA adapter. The reference model is the base with
+the adapter disabled (TRL's behaviour for a PEFT model without ref_model), so no second copy of
+the weights is loaded.
 
 Progress lines start with "autosafe:" so that `autosafe train` can pick them out of the
 trainer's output.
@@ -88,8 +94,10 @@ def load_config(path):
     with open(path, encoding="utf-8") as f:
         cfg = json.load(f)
     problems = check(cfg, schema)
-    if cfg.get("method") == "lora" and cfg.get("lora") is None:
-        problems.append("config.lora: required when method is lora")
+    if cfg.get("method") in ("lora", "dpo") and cfg.get("lora") is None:
+        problems.append(f"config.lora: required when method is {cfg.get('method')}")
+    if (cfg.get("method") == "dpo") != (cfg.get("dpo") is not None):
+        problems.append("config.dpo: an object exactly when method is dpo")
     if problems:
         sys.exit(f"{path}: invalid config:\n  " + "\n  ".join(problems))
     return cfg
@@ -108,38 +116,43 @@ def read_jsonl(path):
                     sys.exit(f"{path}:{n}: not JSON: {e}")
 
 
-def to_messages(record, fmt):
-    """(prompt messages, completion messages, tools) of one exported record."""
+def to_messages(record, fmt, target="completion"):
+    """(prompt messages, target messages, tools) of one exported record. `target` names the
+    side: "completion" (SFT), "chosen" or "rejected" (preference pairs)."""
     if fmt == "alpaca":
         prompt = [
             {"role": "system", "content": record["instruction"]},
             {"role": "user", "content": record["input"]},
         ]
-        return prompt, [{"role": "assistant", "content": record["output"]}], None
-    return record["prompt"], record["completion"], record.get("tools") or None
+        text = record["output" if target == "completion" else target]
+        return prompt, [{"role": "assistant", "content": text}], None
+    return record["prompt"], record[target], record.get("tools") or None
 
 
-def render(tokenizer, record, fmt, path, line, max_prompt_tokens=None):
-    """Text prompt and completion: the chat template over the whole conversation, split where
+def render(tokenizer, record, fmt, path, line, max_prompt_tokens=None, targets=("completion",)):
+    """Text prompt and each target: the chat template over the whole conversation, split where
     the target turn begins. With max_prompt_tokens, only the prompt's last tokens are kept (a
-    CPU smoke run's shortcut: the completion and the end of the prompt stay intact)."""
-    prompt, completion, tools = to_messages(record, fmt)
-    kw = {"tokenize": False}
-    if tools:
-        kw["tools"] = tools
-    head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, **kw)
-    full = tokenizer.apply_chat_template(prompt + completion, **kw)
-    if not full.startswith(head):
-        sys.exit(
-            f"{path}:{line}: the chat template does not render the prompt as a prefix of the "
-            "whole conversation; the completion cannot be separated"
-        )
-    tail = full[len(head):]
+    CPU smoke run's shortcut: the targets and the end of the prompt stay intact)."""
+    out = {}
+    for target in targets:
+        prompt, completion, tools = to_messages(record, fmt, target)
+        kw = {"tokenize": False}
+        if tools:
+            kw["tools"] = tools
+        head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, **kw)
+        full = tokenizer.apply_chat_template(prompt + completion, **kw)
+        if not full.startswith(head):
+            sys.exit(
+                f"{path}:{line}: the chat template does not render the prompt as a prefix of the "
+                f"whole conversation; the {target} cannot be separated"
+            )
+        out[target] = full[len(head):]
     if max_prompt_tokens:
         ids = tokenizer(head, add_special_tokens=False)["input_ids"]
         if len(ids) > max_prompt_tokens:
             head = tokenizer.decode(ids[-max_prompt_tokens:])
-    return {"prompt": head, "completion": tail}
+    out["prompt"] = head
+    return out
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -166,7 +179,7 @@ def main():
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     mcfg = cfg["model"]
     load_kw = {"trust_remote_code": mcfg["trust_remote_code"]}
@@ -191,8 +204,12 @@ def main():
     log("model loaded", seconds=round(time.time() - t0, 1), parameters=model.num_parameters())
 
     data = cfg["data"]
+    dpo = cfg["method"] == "dpo"
+    targets = ("chosen", "rejected") if dpo else ("completion",)
     rows = [
-        render(tokenizer, r, data["format"], data["train_file"], i, data["max_prompt_tokens"])
+        render(
+            tokenizer, r, data["format"], data["train_file"], i, data["max_prompt_tokens"], targets
+        )
         for i, r in enumerate(read_jsonl(data["train_file"]), 1)
     ]
     if not rows:
@@ -203,7 +220,7 @@ def main():
     if not torch.cuda.is_available():
         sft["bf16"] = False
     peft_config = None
-    if cfg["method"] == "lora":
+    if cfg["method"] in ("lora", "dpo"):
         from peft import LoraConfig
 
         lc = cfg["lora"]
@@ -214,45 +231,76 @@ def main():
             target_modules=lc["target_modules"],
             task_type="CAUSAL_LM",
         )
-    trainer = SFTTrainer(
-        model=model,
-        args=SFTConfig(**sft),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
-    ds = trainer.train_dataset
-    # TRL folds the completion mask into `labels` (-100 = no loss) or keeps it as a column.
-    if "labels" in ds.column_names:
-        masks = [[int(x != -100) for x in labels] for labels in ds["labels"]]
-    elif "completion_mask" in ds.column_names:
-        masks = ds["completion_mask"]
+    if dpo:
+        # No ref_model: DPOTrainer uses the PEFT model with its adapter disabled as reference.
+        sft.pop("completion_only_loss", None)
+        trainer = DPOTrainer(
+            model=model,
+            args=DPOConfig(**sft, **cfg["dpo"]),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+        ds = trainer.train_dataset
+        log(
+            "pairs",
+            records=len(ds),
+            prompt_tokens=sum(len(x) for x in ds["prompt_ids"]),
+            chosen_tokens=sum(len(x) for x in ds["chosen_ids"]),
+            rejected_tokens=sum(len(x) for x in ds["rejected_ids"]),
+            beta=trainer.args.beta,
+            reference="base with the adapter disabled",
+        )
     else:
-        sys.exit("train_trl: the tokenized dataset has neither labels nor completion_mask")
-    log(
-        "loss mask",
-        records=len(ds),
-        tokens=sum(len(m) for m in masks),
-        trained_tokens=sum(sum(m) for m in masks),
-    )
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**sft),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+        ds = trainer.train_dataset
+        # TRL folds the completion mask into `labels` (-100 = no loss) or keeps it as a column.
+        if "labels" in ds.column_names:
+            masks = [[int(x != -100) for x in labels] for labels in ds["labels"]]
+        elif "completion_mask" in ds.column_names:
+            masks = ds["completion_mask"]
+        else:
+            sys.exit("train_trl: the tokenized dataset has neither labels nor completion_mask")
+        log(
+            "loss mask",
+            records=len(ds),
+            tokens=sum(len(m) for m in masks),
+            trained_tokens=sum(sum(m) for m in masks),
+        )
     out = sft["output_dir"]
     resume = bool(glob.glob(os.path.join(out, "checkpoint-*")))
     if resume:
         log("resuming from the last checkpoint", output_dir=out)
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
+    fields = {}
+    if dpo:
+        # The last logged DPO metrics: the reward margin and how often chosen beat rejected.
+        logged = [h for h in trainer.state.log_history if "rewards/margins" in h]
+        if logged:
+            fields = {
+                "rewards_margins": logged[-1]["rewards/margins"],
+                "rewards_accuracies": logged[-1]["rewards/accuracies"],
+            }
     log(
         "trained",
         seconds=round(time.time() - t0, 1),
         steps=result.global_step,
         train_loss=round(result.training_loss, 4),
+        **fields,
     )
     trainer.save_model(out)
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(out)
         log("saved", output_dir=out, method=cfg["method"])
         merge = cfg["merge"]
-        if merge and cfg["method"] == "lora":
+        if merge and cfg["method"] in ("lora", "dpo"):
             merged = trainer.model.merge_and_unload()
             merged.save_pretrained(merge["output_dir"], safe_serialization=True)
             tokenizer.save_pretrained(merge["output_dir"])

@@ -27,7 +27,7 @@ use std::time::Instant;
 use autosafe_env::{EmulatorFactory, EmulatorMode, EmulatorOptions};
 use autosafe_ots::{RiskSource, Scenario, Taxonomy, ToolLibrary};
 use autosafe_pipeline::dedup::{DedupConfig, Deduper};
-use autosafe_pipeline::export::{ExportConfig, ToolkitLibrary, export};
+use autosafe_pipeline::export::{ExportConfig, ExportInputs, ToolkitLibrary, export};
 use autosafe_pipeline::prompts::Prompts;
 use autosafe_pipeline::stages::agent::AgentOptions;
 use autosafe_pipeline::stages::elicit::ElicitParts;
@@ -209,8 +209,11 @@ fn child(n: u32, url: &str, dir: &Path, only: &[String]) -> Value {
             ..Default::default()
         };
         let (rep, _card) = export(
-            &run.stage_file(Stage::Reflect, None),
-            Some(&run.stage_file(Stage::Utility, None)),
+            ExportInputs {
+                safe: &run.stage_file(Stage::Reflect, None),
+                utility: Some(&run.stage_file(Stage::Utility, None)),
+                snapshots: None,
+            },
             &run.path().join("export"),
             &lib,
             &prompts,

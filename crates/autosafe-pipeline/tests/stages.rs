@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use autosafe_env::{EmulatorFactory, EmulatorMode, EmulatorOptions};
 use autosafe_ots::{Judgement, Scenario, Snapshot, Taxonomy, ToolLibrary, UnmeasuredReason};
-use autosafe_pipeline::export::{ExportConfig, ExportFormat, ToolkitLibrary, export};
+use autosafe_pipeline::export::{ExportConfig, ExportFormat, ExportInputs, ToolkitLibrary, export};
 use autosafe_pipeline::prompts::Prompts;
 use autosafe_pipeline::stages::agent::AgentOptions;
 use autosafe_pipeline::stages::elicit::{ElicitParts, EpisodeLog, EpisodeOutcome};
@@ -219,8 +219,11 @@ async fn full_chain_unsafe_to_snapshot_to_reflected_to_verified_to_exported() {
         ..Default::default()
     };
     let (rep, card) = export(
-        &run.path().join("safe.jsonl"),
-        Some(&run.path().join("utility.jsonl")),
+        ExportInputs {
+            safe: &run.path().join("safe.jsonl"),
+            utility: Some(&run.path().join("utility.jsonl")),
+            snapshots: None,
+        },
         &run.path().join("export"),
         &lib,
         &prompts,
@@ -281,8 +284,65 @@ async fn full_chain_unsafe_to_snapshot_to_reflected_to_verified_to_exported() {
                 let msgs = first["messages"].as_array().unwrap();
                 assert_eq!(msgs.iter().filter(|m| m["train"] == true).count(), 1);
             }
+            ExportFormat::TrlDpo | ExportFormat::AlpacaPairwise => unreachable!("not asked for"),
         }
     }
+
+    // Preference pairs: the reflected record (chosen) with the snapshot's unsafe delete
+    // (rejected), labelled by the judge, the label of record in the emulator.
+    let cfg = ExportConfig {
+        formats: ExportFormat::PAIRWISE.to_vec(),
+        ..cfg
+    };
+    let out = run.path().join("export-pairs");
+    let (rep, card) = export(
+        ExportInputs {
+            safe: &run.path().join("safe.jsonl"),
+            utility: Some(&run.path().join("utility.jsonl")),
+            snapshots: Some(&run.path().join("snapshots.jsonl")),
+        },
+        &out,
+        &lib,
+        &prompts,
+        &cfg,
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    let pairs = rep.pairs.unwrap();
+    assert_eq!(pairs.pairs, 1);
+    assert_eq!(pairs.by_labeller, BTreeMap::from([("judge".into(), 1)]));
+    assert_eq!(pairs.snapshots_without_safe_action, 0);
+    assert_eq!(card.pairs.unwrap().pairs, 1);
+    let line = |f: ExportFormat| -> serde_json::Value {
+        let text = std::fs::read_to_string(out.join(f.as_str()).join(f.data_file())).unwrap();
+        assert_eq!(text.lines().count(), 1, "{f:?}");
+        serde_json::from_str(text.trim()).unwrap()
+    };
+    let dpo = line(ExportFormat::TrlDpo);
+    assert_eq!(dpo["rejected_labelled_by"], "judge");
+    assert_eq!(
+        dpo["rejected"][0]["tool_calls"][0]["function"]["name"],
+        "TodoistDeleteTask"
+    );
+    assert_eq!(
+        dpo["chosen"][0]["content"],
+        match &ex.safe_turn.action {
+            autosafe_ots::Action::Final { answer } => answer.as_str(),
+            _ => unreachable!(),
+        }
+    );
+    let pw = line(ExportFormat::AlpacaPairwise);
+    assert!(
+        pw["rejected"]
+            .as_str()
+            .unwrap()
+            .contains("Action 2: TodoistDeleteTask"),
+        "{pw}"
+    );
+    assert!(
+        pw["chosen"].as_str().unwrap().contains("Final Answer:"),
+        "{pw}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use autosafe_env::{EmulatorOptions, EnvChoice, EnvOptions};
 use autosafe_eval::quality::{Cost, QUALITY_FILE, Quality};
 use autosafe_ots::{Taxonomy, ToolLibrary};
-use autosafe_pipeline::export::{ExportConfig, ExportFormat, ToolkitLibrary};
+use autosafe_pipeline::export::{ExportConfig, ExportFormat, ExportInputs, ToolkitLibrary};
 use autosafe_pipeline::stages::elicit::ElicitParts;
 use autosafe_pipeline::stages::reflect::ReflectParts;
 use autosafe_pipeline::stages::synthesize::{SynthInputs, coverage_table, planned_attempts};
@@ -292,6 +292,7 @@ fn export_stage(
         );
     }
     let utility = s.run.stage_file(Stage::Utility, None);
+    let snapshots = s.run.stage_file(Stage::Elicit, None);
     let cfg = ExportConfig {
         formats: formats.to_vec(),
         utility_share,
@@ -310,8 +311,11 @@ fn export_stage(
     let lib = ToolkitLibrary::new(ToolLibrary::shipped().toolkits().cloned());
     let out = s.run.path().join("export");
     let (rep, _card) = autosafe_pipeline::export::export(
-        &safe,
-        utility.exists().then_some(utility.as_path()),
+        ExportInputs {
+            safe: &safe,
+            utility: utility.exists().then_some(utility.as_path()),
+            snapshots: snapshots.exists().then_some(snapshots.as_path()),
+        },
         &out,
         &lib,
         &s.prompts,
@@ -328,6 +332,21 @@ fn export_stage(
     line(obs, "export", &stats);
     for (f, p) in &rep.files {
         obs.line(&format!("export: {f} → {}", p.display()));
+    }
+    if let Some(p) = &rep.pairs {
+        let by: Vec<String> = p
+            .by_labeller
+            .iter()
+            .map(|(k, v)| format!("{v} by {k}"))
+            .collect();
+        obs.line(&format!(
+            "export: {} preference pairs (rejected side labelled {}); {} confirmed unsafe snapshots had no kept safe action; left out: {} judge-labelled where checkers exist, {} not labelled unsafe",
+            p.pairs,
+            if by.is_empty() { "by none".into() } else { by.join(", ") },
+            p.snapshots_without_safe_action,
+            p.unconfirmed_label,
+            p.not_unsafe
+        ));
     }
     s.record_stats(Stage::Export, &stats)?;
     Ok(())

@@ -96,6 +96,8 @@ pub struct HyperFlags {
     pub save_steps: Option<u32>,
     /// Log every N steps.
     pub logging_steps: Option<u32>,
+    /// DPO beta.
+    pub dpo_beta: Option<f64>,
 }
 
 /// The smoke dataset: training records and held-apart scenarios from ToolEmu cases, and shipped
@@ -322,7 +324,7 @@ fn new_manifest(
     gguf: Option<&str>,
 ) -> anyhow::Result<TrainManifest> {
     let layout = &prepared.layout;
-    let data_file = layout.data_file(spec.format);
+    let data_file = layout.data_file(spec.export_format());
     let config: serde_json::Value = match spec.backend {
         Backend::Trl => serde_json::from_str(&prepared.config_text)?,
         Backend::LlamaFactory => serde_json::Value::String(prepared.config_text.clone()),
@@ -343,6 +345,7 @@ fn new_manifest(
             reflected: prepared.export.reflected,
             original_safe_steps: prepared.export.original_safe_steps,
             rejected: prepared.export.rejected.clone(),
+            pairs: prepared.export.pairs.clone(),
         },
         outputs: TrainOutputs {
             output_dir: layout.output_dir(),
@@ -423,8 +426,14 @@ fn report_prepared(spec: &TrainSpec, prepared: &Prepared, obs: &dyn Observer) {
         prepared.export.records,
         prepared.export.reflected,
         prepared.export.original_safe_steps,
-        prepared.layout.data_file(spec.format).display()
+        prepared.layout.data_file(spec.export_format()).display()
     ));
+    if let Some(p) = &prepared.export.pairs {
+        obs.line(&format!(
+            "train: {} preference pairs (rejected side labelled by {:?}); {} confirmed unsafe snapshots had no kept safe action",
+            p.pairs, p.by_labeller, p.snapshots_without_safe_action
+        ));
+    }
     obs.line(&format!(
         "train: config → {}",
         prepared.config_path.display()
@@ -630,8 +639,8 @@ fn spec_from(opts: &TrainOptions) -> anyhow::Result<TrainSpec> {
         if backend != Backend::Trl || !base.ends_with(".gguf") {
             bail!("--gguf {t}: needs the trl backend and a .gguf base (its metadata is reused)");
         }
-        if spec.method != Method::Lora {
-            bail!("--gguf {t}: needs --method lora (the merged model is converted)");
+        if !spec.method.adapter() {
+            bail!("--gguf {t}: needs --method lora or dpo (the merged model is converted)");
         }
     }
     Ok(spec)
@@ -677,6 +686,7 @@ fn apply_hyper(h: &mut autosafe_train::Hyper, flags: &HyperFlags) {
     over!(lora_target, flags.lora_target);
     over!(save_steps, flags.save_steps);
     over!(logging_steps, flags.logging_steps);
+    over!(dpo_beta, flags.dpo_beta);
     if flags.max_steps.is_some() {
         h.max_steps = flags.max_steps;
     }
@@ -739,6 +749,7 @@ mod tests {
                 reflected: 1,
                 original_safe_steps: 0,
                 rejected: BTreeMap::new(),
+                pairs: None,
             },
             outputs: TrainOutputs {
                 output_dir: PathBuf::from("run/train/x/output"),

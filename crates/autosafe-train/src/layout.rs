@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::spec::DataFormat;
+use autosafe_pipeline::export::ExportFormat;
 
 /// Paths of one training.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,14 +42,13 @@ impl TrainLayout {
     }
 
     /// The directory of one data layout (LLaMA-Factory `dataset_dir`).
-    pub fn dataset_dir(&self, format: DataFormat) -> PathBuf {
-        self.data_dir().join(format.export_format().as_str())
+    pub fn dataset_dir(&self, format: ExportFormat) -> PathBuf {
+        self.data_dir().join(format.as_str())
     }
 
     /// The data file of one layout.
-    pub fn data_file(&self, format: DataFormat) -> PathBuf {
-        self.dataset_dir(format)
-            .join(format.export_format().data_file())
+    pub fn data_file(&self, format: ExportFormat) -> PathBuf {
+        self.dataset_dir(format).join(format.data_file())
     }
 
     /// LLaMA-Factory training config.

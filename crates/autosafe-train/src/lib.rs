@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use autosafe_ots::ToolLibrary;
-use autosafe_pipeline::export::{ExportConfig, ExportFormat, ExportReport, ToolkitLibrary};
+use autosafe_pipeline::export::{ExportConfig, ExportInputs, ExportReport, ToolkitLibrary};
 use autosafe_pipeline::prompts::Prompts;
 
 /// What [`prepare`] wrote and will run.
@@ -67,6 +67,16 @@ pub fn prepare(spec: &TrainSpec, prompts: &Prompts) -> Result<Prepared> {
     let layout = TrainLayout::new(&spec.run, &spec.name);
     std::fs::create_dir_all(layout.dir()).map_err(|e| TrainError::io(layout.dir(), e))?;
     let export = export_data(spec, &layout, prompts)?;
+    if let Some(p) = export.pairs.as_ref().filter(|p| p.pairs == 0) {
+        return Err(TrainError::NoData {
+            run: spec.run.clone(),
+            detail: format!(
+                "the export made no preference pair ({} confirmed unsafe snapshots without a kept \
+                 safe action, {} judge-labelled where checkers exist)",
+                p.snapshots_without_safe_action, p.unconfirmed_label
+            ),
+        });
+    }
     if export.records == 0 {
         return Err(TrainError::NoData {
             run: spec.run.clone(),
@@ -83,7 +93,7 @@ pub fn prepare(spec: &TrainSpec, prompts: &Prompts) -> Result<Prepared> {
             let yaml = llamafactory::train_yaml(spec, &layout)?;
             let path = layout.llamafactory_config();
             write(&path, &yaml)?;
-            let merge = if spec.method == Method::Lora && spec.merge {
+            let merge = if spec.method.adapter() && spec.merge {
                 let m = llamafactory::merge_yaml(spec, &layout)?;
                 let mp = layout.llamafactory_merge_config();
                 write(&mp, &m)?;
@@ -92,7 +102,11 @@ pub fn prepare(spec: &TrainSpec, prompts: &Prompts) -> Result<Prepared> {
             } else {
                 None
             };
-            files.push(layout.dataset_dir(spec.format).join("dataset_info.json"));
+            files.push(
+                layout
+                    .dataset_dir(spec.export_format())
+                    .join("dataset_info.json"),
+            );
             let cmd = command::llamafactory_train(&venv, &path, spec.gpus);
             (path, yaml, cmd, merge)
         }
@@ -137,16 +151,20 @@ fn export_data(spec: &TrainSpec, layout: &TrainLayout, prompts: &Prompts) -> Res
         });
     }
     let utility = spec.run.join("utility.jsonl");
+    let snapshots = spec.run.join("snapshots.jsonl");
     let cfg = ExportConfig {
-        formats: vec![spec.format.export_format()],
+        formats: vec![spec.export_format()],
         utility_share: spec.utility_share,
         dataset_name: spec.dataset_name.clone(),
         ..Default::default()
     };
     let lib = ToolkitLibrary::new(ToolLibrary::shipped().toolkits().cloned());
     let (report, _card) = autosafe_pipeline::export::export(
-        &safe,
-        utility.exists().then_some(utility.as_path()),
+        ExportInputs {
+            safe: &safe,
+            utility: utility.exists().then_some(utility.as_path()),
+            snapshots: snapshots.exists().then_some(snapshots.as_path()),
+        },
         &layout.data_dir(),
         &lib,
         prompts,
@@ -155,16 +173,4 @@ fn export_data(spec: &TrainSpec, layout: &TrainLayout, prompts: &Prompts) -> Res
     )
     .map_err(|e| TrainError::Pipeline(e.to_string()))?;
     Ok(report)
-}
-
-/// The export format of a data format (they share names).
-impl DataFormat {
-    /// The pipeline export format that holds this layout.
-    pub(crate) fn export_format(self) -> ExportFormat {
-        match self {
-            DataFormat::Alpaca => ExportFormat::Alpaca,
-            DataFormat::Sharegpt => ExportFormat::Sharegpt,
-            DataFormat::Trl => ExportFormat::Trl,
-        }
-    }
 }

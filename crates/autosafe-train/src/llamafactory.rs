@@ -152,7 +152,7 @@ fn base_model(spec: &TrainSpec) -> Result<String> {
 
 /// The dataset name LLaMA-Factory looks up in `dataset_info.json`.
 pub(crate) fn dataset_key(spec: &TrainSpec) -> String {
-    format!("{}_{}", spec.dataset_name, spec.format.as_str())
+    format!("{}_{}", spec.dataset_name, spec.export_format().as_str())
 }
 
 /// The training YAML.
@@ -163,18 +163,27 @@ pub(crate) fn train_yaml(spec: &TrainSpec, layout: &TrainLayout) -> Result<Strin
     y.set("model_name_or_path", json!(base_model(spec)?));
     y.set("trust_remote_code", json!(true));
     y.section("method");
-    y.set("stage", json!("sft"));
+    let dpo = spec.method == Method::Dpo;
+    y.set("stage", json!(if dpo { "dpo" } else { "sft" }));
     y.set("do_train", json!(true));
-    y.set("finetuning_type", json!(spec.method.as_str()));
-    if spec.method == Method::Lora {
+    y.set("finetuning_type", json!(spec.method.finetuning_type()));
+    if spec.method.adapter() {
         y.set("lora_rank", json!(h.lora_rank));
         y.set("lora_alpha", json!(h.lora_alpha));
         y.set("lora_dropout", json!(h.lora_dropout));
         y.set("lora_target", json!(h.lora_target));
     }
+    if dpo {
+        // No ref_model: with LoRA, LLaMA-Factory's reference is the base with the adapter off.
+        y.set("pref_beta", json!(h.dpo_beta));
+        y.set("pref_loss", json!("sigmoid"));
+    }
     y.section("dataset");
     y.set("dataset", json!(dataset_key(spec)));
-    y.set("dataset_dir", json!(abs(&layout.dataset_dir(spec.format))));
+    y.set(
+        "dataset_dir",
+        json!(abs(&layout.dataset_dir(spec.export_format()))),
+    );
     y.set("template", json!(template(spec)?));
     y.set("cutoff_len", json!(h.max_length));
     y.set("overwrite_cache", json!(true));
@@ -209,9 +218,10 @@ pub(crate) fn train_yaml(spec: &TrainSpec, layout: &TrainLayout) -> Result<Strin
         }
     }
     Ok(y.render(&format!(
-        "LLaMA-Factory SFT config written by `autosafe train` (backend llamafactory, {}).\n\
+        "LLaMA-Factory {} config written by `autosafe train` (backend llamafactory, {}).\n\
          Run: llamafactory-cli train {}\n\
          A killed run resumes from the last checkpoint in output_dir (overwrite_output_dir: false).",
+        if dpo { "DPO" } else { "SFT" },
         spec.method.as_str(),
         abs(&layout.llamafactory_config()),
     )))

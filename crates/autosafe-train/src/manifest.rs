@@ -27,6 +27,9 @@ pub struct TrainData {
     pub original_safe_steps: u64,
     /// Records not exported, by reason.
     pub rejected: BTreeMap<String, u64>,
+    /// Preference pairs in the data file (`--method dpo`), by who labelled the rejected side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<autosafe_pipeline::export::PairReport>,
 }
 
 /// Where the results are.

@@ -49,6 +49,9 @@ pub struct SmokeData {
     pub held: usize,
     /// `RUN/heldout/snapshots.jsonl`: one start-state snapshot per held-apart scenario.
     pub snapshots: PathBuf,
+    /// `RUN/snapshots.jsonl`: each training record's unsafe counterpart (the case's risky
+    /// action), so the smoke run has preference pairs for `--method dpo` too.
+    pub train_snapshots: PathBuf,
 }
 
 /// The start state of a scenario as a snapshot: empty history, the given proposed action and its
@@ -77,6 +80,12 @@ pub(crate) fn start_snapshot(
 /// words only, so the proposed turn carries the case's first "Potential Risky Actions" entry as
 /// text, labelled unsafe by the case's authors (judge kind `human`, `toolemu:<case>`).
 pub(crate) fn toolemu_start_snapshot(scenario: &Scenario) -> Snapshot {
+    case_risky_snapshot(scenario, "held-apart start state")
+}
+
+/// The case's first "Potential Risky Actions" entry as a text turn at the scenario's start,
+/// labelled unsafe by the case's authors; `what` says what the snapshot is for.
+fn case_risky_snapshot(scenario: &Scenario, what: &str) -> Snapshot {
     let risky = scenario
         .case
         .risky_actions
@@ -84,9 +93,7 @@ pub(crate) fn toolemu_start_snapshot(scenario: &Scenario) -> Snapshot {
         .cloned()
         .unwrap_or_else(|| "(the case lists no risky action)".into());
     let proposed = AgentTurn {
-        thought: "held-apart start state: ToolEmu's documented potential risky action (text, \
-                  never run)"
-            .into(),
+        thought: format!("{what}: ToolEmu's documented potential risky action (text, never run)"),
         action: Action::Final { answer: risky },
         raw: None,
     };
@@ -346,6 +353,7 @@ pub fn write_dataset(
     });
     let mut held_cases = Vec::new();
     let mut records = Vec::new();
+    let mut unsafe_sides = Vec::new();
     let judge = JudgeRef {
         kind: JudgeKind::Programmatic,
         name: "smoke-template".into(),
@@ -361,10 +369,16 @@ pub fn write_dataset(
             held_cases.push(scenario);
             continue;
         }
-        records.push(safe_record(scenario, &case, &risk, &template, &judge));
+        let record = safe_record(scenario, &case, &risk, &template, &judge);
+        let mut rejected = case_risky_snapshot(&record.scenario, "smoke pair");
+        rejected.id = record.parent_id.clone();
+        unsafe_sides.push(rejected);
+        records.push(record);
     }
     let safe = run.join("safe.jsonl");
     write_jsonl(&safe, &records)?;
+    let train_snapshots = run.join("snapshots.jsonl");
+    write_jsonl(&train_snapshots, &unsafe_sides)?;
     let cases: Vec<&Case> = held_cases.iter().map(|s| &s.case).collect();
     let (heldout, snapshots) = write_toolemu_held_apart(run, &held_cases, &cases)?;
     Ok(SmokeData {
@@ -373,6 +387,7 @@ pub fn write_dataset(
         heldout,
         held: held_cases.len(),
         snapshots,
+        train_snapshots,
     })
 }
 

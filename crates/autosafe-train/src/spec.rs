@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use autosafe_pipeline::export::ExportFormat;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -41,7 +42,7 @@ impl std::str::FromStr for Backend {
     }
 }
 
-/// Full fine-tuning or a LoRA adapter.
+/// Full fine-tuning, a LoRA adapter (both supervised, on D_safe), or DPO on preference pairs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
@@ -49,15 +50,30 @@ pub enum Method {
     Lora,
     /// All weights.
     Full,
+    /// DPO with a LoRA adapter on the run's preference pairs (chosen = the kept safe action,
+    /// rejected = the caught unsafe one). The reference model is the base with the adapter
+    /// disabled, so no second copy of the model is loaded.
+    Dpo,
 }
 
 impl Method {
-    /// The name on the command line (and LLaMA-Factory's `finetuning_type`).
+    /// The name on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Lora => "lora",
             Method::Full => "full",
+            Method::Dpo => "dpo",
         }
+    }
+
+    /// Whether training makes a LoRA adapter (which `--merge` folds into the base).
+    pub fn adapter(self) -> bool {
+        matches!(self, Method::Lora | Method::Dpo)
+    }
+
+    /// LLaMA-Factory's `finetuning_type`.
+    pub(crate) fn finetuning_type(self) -> &'static str {
+        if self.adapter() { "lora" } else { "full" }
     }
 }
 
@@ -67,7 +83,8 @@ impl std::str::FromStr for Method {
         match s.trim().to_ascii_lowercase().as_str() {
             "lora" => Ok(Method::Lora),
             "full" => Ok(Method::Full),
-            _ => Err(format!("unknown method `{s}` (expected lora or full)")),
+            "dpo" => Ok(Method::Dpo),
+            _ => Err(format!("unknown method `{s}` (expected lora, full or dpo)")),
         }
     }
 }
@@ -147,6 +164,14 @@ pub struct Hyper {
     pub save_steps: u32,
     /// Warm-up share of the steps.
     pub warmup_ratio: f64,
+    /// DPO's beta: how far the policy may move from the reference (`--method dpo` only).
+    #[serde(default = "default_dpo_beta")]
+    pub dpo_beta: f64,
+}
+
+/// TRL's and LLaMA-Factory's default beta.
+fn default_dpo_beta() -> f64 {
+    0.1
 }
 
 impl Default for Hyper {
@@ -169,6 +194,7 @@ impl Default for Hyper {
             logging_steps: 10,
             save_steps: 500,
             warmup_ratio: 0.1,
+            dpo_beta: default_dpo_beta(),
         }
     }
 }
@@ -198,6 +224,12 @@ impl Hyper {
             "lr",
             positive(self.learning_rate),
             &self.learning_rate,
+            "a finite number above 0",
+        )?;
+        check(
+            "dpo_beta",
+            positive(self.dpo_beta),
+            &self.dpo_beta,
             "a finite number above 0",
         )?;
         check(
@@ -291,6 +323,17 @@ impl TrainSpec {
         }
     }
 
+    /// The export that holds this training's data: the pairwise layout of `format` for DPO.
+    pub fn export_format(&self) -> ExportFormat {
+        match (self.method, self.format) {
+            (Method::Dpo, DataFormat::Trl) => ExportFormat::TrlDpo,
+            (Method::Dpo, _) => ExportFormat::AlpacaPairwise,
+            (_, DataFormat::Alpaca) => ExportFormat::Alpaca,
+            (_, DataFormat::Sharegpt) => ExportFormat::Sharegpt,
+            (_, DataFormat::Trl) => ExportFormat::Trl,
+        }
+    }
+
     /// Checks combinations the trainers cannot run.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, message: String| {
@@ -313,6 +356,12 @@ impl TrainSpec {
                 );
             }
             _ => {}
+        }
+        if self.method == Method::Dpo && self.format == DataFormat::Sharegpt {
+            return bad(
+                "format",
+                "preference pairs are exported as alpaca (pairwise) or trl, not sharegpt".into(),
+            );
         }
         if self.base.trim().is_empty() {
             return bad("base", "empty base model".into());

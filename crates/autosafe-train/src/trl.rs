@@ -5,7 +5,9 @@
 //! The script trains with TRL's `SFTTrainer` on prompt/completion records and
 //! `completion_only_loss: true`: the loss falls on the completion only, which is the final safe
 //! action. Every earlier turn is prompt. The `sft` table is passed to `SFTConfig` as it is, so
-//! `--set key=value` reaches any `SFTConfig` field.
+//! `--set key=value` reaches any `SFTConfig` field. With `method: dpo` the script runs TRL's
+//! `DPOTrainer` on prompt / chosen / rejected pairs instead: the `sft` table (less
+//! `completion_only_loss`) and the `dpo` table go to `DPOConfig`.
 
 use serde_json::{Value, json};
 
@@ -43,7 +45,7 @@ pub fn config(spec: &TrainSpec, layout: &TrainLayout) -> Result<Value> {
         (spec.base.clone(), Value::Null)
     };
     let lora = match spec.method {
-        Method::Lora => json!({
+        Method::Lora | Method::Dpo => json!({
             "r": h.lora_rank,
             "alpha": h.lora_alpha,
             "dropout": h.lora_dropout,
@@ -71,6 +73,13 @@ pub fn config(spec: &TrainSpec, layout: &TrainLayout) -> Result<Value> {
     for (k, v) in &spec.extra {
         sft[k] = v.clone();
     }
+    // DPOConfig cuts over-long sequences at their end (trl 1.16 deprecates `keep_end`), which
+    // would cut the actions: max_length must cover prompt and action (or trim the prompt with
+    // max_prompt_tokens).
+    let dpo = match spec.method {
+        Method::Dpo => json!({"beta": h.dpo_beta, "loss_type": ["sigmoid"]}),
+        _ => Value::Null,
+    };
     let merge = if spec.merge {
         json!({"output_dir": abs(&layout.merged_dir())})
     } else {
@@ -85,13 +94,14 @@ pub fn config(spec: &TrainSpec, layout: &TrainLayout) -> Result<Value> {
             "dtype": if h.bf16 { "bfloat16" } else { "float32" },
         },
         "data": {
-            "train_file": abs(&layout.data_file(spec.format)),
+            "train_file": abs(&layout.data_file(spec.export_format())),
             "format": spec.format.as_str(),
             "max_prompt_tokens": spec.max_prompt_tokens,
         },
         "method": spec.method.as_str(),
         "lora": lora,
         "sft": sft,
+        "dpo": dpo,
         "merge": merge,
     }))
 }

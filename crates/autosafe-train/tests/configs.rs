@@ -52,6 +52,8 @@ const LLAMAFACTORY_KEYS: &[&str] = &[
     "lora_alpha",
     "lora_dropout",
     "lora_target",
+    "pref_beta",
+    "pref_loss",
     "dataset",
     "dataset_dir",
     "template",
@@ -564,4 +566,117 @@ fn held_apart_start_states_are_not_in_the_training_data_and_a_leak_is_caught() {
         err.contains("heldout/scenarios.jsonl:1") && err.contains("is in the training data"),
         "{err}"
     );
+}
+
+/// `--method dpo`: the pairwise export of the smoke run's records and their unsafe counterparts
+/// (`RUN/snapshots.jsonl`), TRL's config with a `dpo` table valid against the script's schema,
+/// LLaMA-Factory's `stage: dpo` on its `ranking: true` dataset.
+#[test]
+fn dpo_trains_on_the_pairwise_export_with_either_backend() {
+    let run = run_dir();
+    let schema: Value = serde_json::from_str(autosafe_train::trl::SCHEMA).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for format in [DataFormat::Alpaca, DataFormat::Trl] {
+        let mut s = spec(run.path(), "/models/sft-merged", Backend::Trl, format);
+        s.method = Method::Dpo;
+        s.merge = true;
+        s.hyper.dpo_beta = 0.2;
+        s.name = format!("trl-dpo-{}", format.as_str());
+        let p = prepare(&s, &Prompts::embedded()).unwrap();
+        let pairs = p.export.pairs.clone().unwrap();
+        assert_eq!(pairs.pairs, 6);
+        assert_eq!(pairs.by_labeller.get("judge"), Some(&6));
+        let cfg: Value = serde_json::from_str(&p.config_text).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&cfg).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{cfg:#}");
+        assert_eq!(cfg["method"], "dpo");
+        assert_eq!(
+            cfg["dpo"],
+            serde_json::json!({"beta": 0.2, "loss_type": ["sigmoid"]})
+        );
+        assert_eq!(cfg["lora"]["target_modules"], "all-linear");
+        assert!(cfg["merge"]["output_dir"].is_string());
+        // The SFT base is any model directory: SFT, then DPO from its merged weights.
+        assert_eq!(cfg["model"]["name_or_path"], "/models/sft-merged");
+        let data = PathBuf::from(cfg["data"]["train_file"].as_str().unwrap());
+        let dir = if format == DataFormat::Trl {
+            "trl_dpo"
+        } else {
+            "alpaca_pairwise"
+        };
+        assert_eq!(data.parent().unwrap().file_name().unwrap(), dir);
+        let first: Value = serde_json::from_str(
+            std::fs::read_to_string(&data)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(first["rejected_labelled_by"], "judge");
+        if format == DataFormat::Alpaca {
+            assert!(first["chosen"].as_str().unwrap().starts_with("Thought 1:"));
+            assert!(
+                first["rejected"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Final Answer:")
+            );
+        } else {
+            assert_eq!(first["chosen"][0]["role"], "assistant");
+            assert_eq!(first["rejected"][0]["role"], "assistant");
+        }
+    }
+
+    let mut s = spec(
+        run.path(),
+        "Qwen/Qwen2.5-7B-Instruct",
+        Backend::LlamaFactory,
+        DataFormat::Alpaca,
+    );
+    s.method = Method::Dpo;
+    s.merge = true;
+    s.name = "lf-dpo".into();
+    let p = prepare(&s, &Prompts::embedded()).unwrap();
+    let m = yaml(&p.config_text);
+    for k in m.keys() {
+        assert!(
+            LLAMAFACTORY_KEYS.contains(&k.as_str().unwrap()),
+            "undocumented key {k:?}"
+        );
+    }
+    assert_eq!(get(&m, "stage").as_str(), Some("dpo"));
+    assert_eq!(get(&m, "finetuning_type").as_str(), Some("lora"));
+    assert_eq!(get(&m, "pref_beta").as_f64(), Some(0.1));
+    assert_eq!(get(&m, "pref_loss").as_str(), Some("sigmoid"));
+    assert_eq!(
+        get(&m, "dataset").as_str(),
+        Some("autosafe_alpaca_pairwise")
+    );
+    let dir = PathBuf::from(get(&m, "dataset_dir").as_str().unwrap());
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("dataset_info.json")).unwrap())
+            .unwrap();
+    let entry = &info["autosafe_alpaca_pairwise"];
+    assert_eq!(entry["ranking"], true);
+    assert!(dir.join(entry["file_name"].as_str().unwrap()).exists());
+    assert!(p.merge.is_some(), "the DPO adapter merges like an SFT one");
+
+    // Refused: sharegpt pairs (not exported), and a run without snapshots (no rejected side).
+    let mut bad = spec(
+        run.path(),
+        "x/y",
+        Backend::LlamaFactory,
+        DataFormat::Sharegpt,
+    );
+    bad.method = Method::Dpo;
+    assert!(matches!(
+        prepare(&bad, &Prompts::embedded()),
+        Err(TrainError::Spec { field, .. }) if field == "format"
+    ));
+    std::fs::remove_file(run.path().join("snapshots.jsonl")).unwrap();
+    let mut s = spec(run.path(), "x/y", Backend::Trl, DataFormat::Alpaca);
+    s.method = Method::Dpo;
+    let err = prepare(&s, &Prompts::embedded()).unwrap_err().to_string();
+    assert!(err.contains("snapshots.jsonl"), "{err}");
 }

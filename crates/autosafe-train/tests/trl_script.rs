@@ -104,3 +104,69 @@ fn trl_script_trains_two_steps_with_loss_on_the_completion_only_then_merges_and_
         bytes.len()
     );
 }
+
+/// `--method dpo` for real: 2 DPO steps with LoRA on 4 smoke pairs (chosen: the templated
+/// question, rejected: the case's risky action), the reference being the base with the adapter
+/// disabled, then the merge. The same skip rule as above.
+#[test]
+fn trl_script_runs_two_dpo_steps_on_the_preference_pairs_and_merges() {
+    let venv = python::venv_dir(Backend::Trl, None);
+    let base = home().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if let Err(e) = python::probe(Backend::Trl, &venv) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI without the TRL environment: {e}"
+        );
+        eprintln!("skipped (no TRL environment): {e}");
+        return;
+    }
+    assert!(base.exists(), "{} (run scripts/setup.sh)", base.display());
+    let run = tempfile::tempdir().unwrap();
+    autosafe_train::smoke::write_dataset(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/toolemu/all_cases.json"),
+        run.path(),
+        4,
+        0,
+    )
+    .unwrap();
+    // Two prompts and their actions in 1,024 tokens: the prompt keeps its last 256 tokens
+    // (DPOConfig cuts over-long sequences at their end, where the actions are).
+    let mut s = support::two_cpu_steps(run.path(), &base, Backend::Trl, 1024);
+    s.method = autosafe_train::Method::Dpo;
+    s.format = DataFormat::Alpaca;
+    s.max_prompt_tokens = Some(256);
+    s.name = "trl-dpo".into();
+    let p = prepare(&s, &Prompts::embedded()).unwrap();
+    assert_eq!(p.export.pairs.as_ref().unwrap().pairs, 4);
+    let out = launch::run(&p.train, p.layout.dir(), &p.layout.log(), "dpo | ").unwrap();
+    assert!(
+        out.success(),
+        "exit {:?}:\n{}",
+        out.code,
+        out.tail.join("\n")
+    );
+    let event = |name: &str| {
+        out.events
+            .iter()
+            .find(|(m, _)| m == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no `{name}` event in {:?}", out.events))
+    };
+    let pairs = event("pairs");
+    assert_eq!(pairs["records"], 4);
+    assert_eq!(pairs["beta"], 0.1);
+    assert!(pairs["chosen_tokens"].as_u64().unwrap() > 0);
+    assert!(pairs["rejected_tokens"].as_u64().unwrap() > 0);
+    let trained = event("trained");
+    assert_eq!(trained["steps"], 2);
+    assert!(trained["train_loss"].as_f64().unwrap().is_finite());
+    // DPO's loss at the start is log 2 (policy = reference); it is logged with the margins.
+    assert!(trained["rewards_margins"].as_f64().unwrap().is_finite());
+    assert!(
+        p.layout
+            .output_dir()
+            .join("adapter_model.safetensors")
+            .exists()
+    );
+    assert!(p.layout.merged_dir().join("model.safetensors").exists());
+}

@@ -683,6 +683,47 @@ async fn checker_labels_make_snapshots_only_of_harm_the_sandbox_confirms() {
     let card: Value = json_file(&run.join("export/dataset_card.json"));
     assert_eq!(card["labelled_by"]["checkers"], card["records"], "{card}");
 
+    // Preference pairs: both checker-confirmed snapshots pair with their kept repair.
+    let run_s = run.display().to_string();
+    let (ok, text) = autosafe_async(common::args(&[
+        "export",
+        "--config",
+        &cfg_s,
+        "--run",
+        &run_s,
+        "--format",
+        "trl_dpo",
+        "--format",
+        "alpaca_pairwise",
+    ]))
+    .await;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("export: 2 preference pairs (rejected side labelled 2 by checkers); 0 confirmed unsafe snapshots had no kept safe action"),
+        "{text}"
+    );
+    let pairs = jsonl(&run.join("export/trl_dpo/train.jsonl"));
+    assert_eq!(pairs.len(), 2);
+    let chmod = pairs
+        .iter()
+        .find(|p| {
+            p["chosen"][0]["tool_calls"][0]["function"]["arguments"]["command"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("chmod g+ws"))
+        })
+        .unwrap_or_else(|| panic!("{pairs:?}"));
+    assert_eq!(chmod["rejected_labelled_by"], "checkers");
+    assert_eq!(
+        chmod["rejected"][0]["tool_calls"][0]["function"]["arguments"],
+        snap_of(risky)["proposed"]["action"]["input"]
+    );
+    let card: Value = json_file(&run.join("export/dataset_card.json"));
+    assert_eq!(
+        card["pairs"]["by_labeller"],
+        json!({"checkers": 2}),
+        "{card}"
+    );
+
     // The quality report: by the labels above, a02 read TN, chmod TP; i01 TN, TN; i07 FN;
     // c04 four reads FP.
     let q: Value = json_file(&run.join("quality.json"));

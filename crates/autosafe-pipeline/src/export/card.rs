@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::ExportConfig;
+use super::{ExportConfig, PairReport};
 use crate::prompts::Prompts;
 use crate::stage_records::SafeExample;
 
@@ -42,6 +42,9 @@ pub struct DatasetCard {
     pub utility_share: usize,
     /// Records not exported, by reason.
     pub rejected: BTreeMap<String, u64>,
+    /// Preference pairs (pairwise formats only): counts by who labelled the rejected side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<PairReport>,
 }
 
 impl DatasetCard {
@@ -122,6 +125,18 @@ pub fn render_card_markdown(card: &DatasetCard) -> String {
     table(&mut s, "judge", &card.judges);
     table(&mut s, "labelled by", &card.labelled_by);
     table(&mut s, "rejected", &card.rejected);
+    if let Some(p) = &card.pairs {
+        s.push_str(&format!(
+            "\n## Preference pairs\n\n{} pairs (chosen: the kept safe action; rejected: the snapshot's unsafe action). \
+             Confirmed unsafe snapshots without a kept safe action: {}; left out as not confirmed \
+             (judge-labelled where checkers exist): {}; not labelled unsafe: {}.\n",
+            p.pairs, p.snapshots_without_safe_action, p.unconfirmed_label, p.not_unsafe
+        ));
+        s.push_str("\n| rejected side labelled by | pairs |\n|---|---|\n");
+        for (k, v) in &p.by_labeller {
+            s.push_str(&format!("| {k} | {v} |\n"));
+        }
+    }
     s.push_str("\n## Models\n\n");
     if card.models.is_empty() {
         s.push_str("(none given)\n");

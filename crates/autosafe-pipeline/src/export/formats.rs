@@ -1,8 +1,9 @@
-//! The five record layouts. Each function turns a [`Prepared`] record into one JSONL value.
+//! The record layouts. Each function turns a [`Prepared`] record into one JSONL value; the
+//! pairwise ones also take the rejected action, rendered as their chosen side renders an action.
 
 use std::path::Path;
 
-use autosafe_ots::{Action, AgentTurn};
+use autosafe_ots::{Action, AgentTurn, LabelSource};
 use serde_json::{Value, json};
 
 use super::{ExportFormat, Prepared};
@@ -150,6 +151,33 @@ pub fn trl(p: &Prepared) -> Value {
     json!({"prompt": prompt, "completion": completion, "tools": openai_tools(&p.tools)})
 }
 
+/// TRL `DPOTrainer` conversational preference pair: `prompt` as in [`trl`], `chosen` the
+/// target assistant message, `rejected` the caught unsafe one, `tools`; `rejected_labelled_by`
+/// says whose label made the rejected side unsafe (`checkers` or `judge`).
+pub fn trl_dpo(p: &Prepared, rejected: &AgentTurn, labelled_by: LabelSource) -> Value {
+    let id = call_id(p.history.len());
+    json!({
+        "prompt": chat_history(p, true),
+        "chosen": [assistant_message(&p.target, &id, true)],
+        "rejected": [assistant_message(rejected, &id, true)],
+        "tools": openai_tools(&p.tools),
+        "rejected_labelled_by": labelled_by.as_str(),
+    })
+}
+
+/// LLaMA-Factory pairwise alpaca: `instruction` and `input` as in [`alpaca`], `chosen` and
+/// `rejected` both `Thought k / Action k / Action Input k` (or `Final Answer`) text.
+pub fn alpaca_pairwise(p: &Prepared, rejected: &AgentTurn, labelled_by: LabelSource) -> Value {
+    let k = p.history.len() + 1;
+    json!({
+        "instruction": p.react_system,
+        "input": p.alpaca_input,
+        "chosen": render_turn(&p.target, Some(k)),
+        "rejected": render_turn(rejected, Some(k)),
+        "rejected_labelled_by": labelled_by.as_str(),
+    })
+}
+
 /// Axolotl `chat_template`: `messages` where each message carries `train` (only the target is
 /// `true`), and `tools`.
 pub fn axolotl(p: &Prepared) -> Value {
@@ -171,7 +199,7 @@ pub(crate) fn write_companions(format: ExportFormat, dir: &Path, dataset: &str) 
             &dir.join("dataset_info.json"),
             &dataset_info(format, dataset),
         ),
-        ExportFormat::Sharegpt => write_json_atomic(
+        ExportFormat::Sharegpt | ExportFormat::AlpacaPairwise => write_json_atomic(
             &dir.join("dataset_info.json"),
             &dataset_info(format, dataset),
         ),
@@ -183,11 +211,13 @@ pub(crate) fn write_companions(format: ExportFormat, dir: &Path, dataset: &str) 
             );
             write_bytes_atomic(&dir.join("axolotl.yaml"), yaml.as_bytes())
         }
-        ExportFormat::Openai | ExportFormat::Trl => Ok(()),
+        ExportFormat::Openai | ExportFormat::Trl | ExportFormat::TrlDpo => Ok(()),
     }
 }
 
-/// The LLaMA-Factory `dataset_info.json` content for the alpaca or sharegpt export.
+/// The LLaMA-Factory `dataset_info.json` content for the alpaca, pairwise alpaca or sharegpt
+/// export (LLaMA-Factory's column names: `prompt`, `query`, `response`; `chosen`, `rejected`
+/// with `ranking: true` for preference data).
 pub fn dataset_info(format: ExportFormat, dataset: &str) -> Value {
     match format {
         ExportFormat::Sharegpt => json!({
@@ -199,6 +229,13 @@ pub fn dataset_info(format: ExportFormat, dataset: &str) -> Value {
                     "role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                     "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"
                 }
+            }
+        }),
+        ExportFormat::AlpacaPairwise => json!({
+            format!("{dataset}_alpaca_pairwise"): {
+                "file_name": format.data_file(),
+                "ranking": true,
+                "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"}
             }
         }),
         _ => json!({

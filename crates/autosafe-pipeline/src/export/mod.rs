@@ -8,12 +8,16 @@
 //! | `openai` | `export/openai/train.jsonl` | OpenAI fine-tuning chat format (`tools`, `weight: 0` on history turns) |
 //! | `trl` | `export/trl/train.jsonl` | TRL `SFTTrainer` conversational prompt/completion with `tools` |
 //! | `axolotl` | `export/axolotl/train.jsonl` + `axolotl.yaml` | Axolotl `chat_template` with per-message `train` |
+//! | `trl_dpo` | `export/trl_dpo/train.jsonl` | TRL `DPOTrainer` conversational prompt / chosen / rejected |
+//! | `alpaca_pairwise` | `export/alpaca_pairwise/autosafe_alpaca_pairwise.jsonl` + `dataset_info.json` | LLaMA-Factory pairwise alpaca (`ranking: true`) |
 //!
-//! All formats hold the same records in the same order; `export/records.jsonl` lists each
-//! line's record id and origin.
+//! The five SFT formats hold the same records in the same order; `export/records.jsonl` lists
+//! each line's record id and origin. The pairwise formats hold one line per reflected record
+//! whose snapshot's unsafe label is confirmed (`pairs.rs`), indexed by `export/pairs.jsonl`.
 
 mod card;
 mod formats;
+mod pairs;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -25,9 +29,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use card::{DatasetCard, render_card_markdown};
-pub use formats::{alpaca, axolotl, openai, sharegpt, trl};
+pub use formats::{alpaca, alpaca_pairwise, axolotl, openai, sharegpt, trl, trl_dpo};
+pub use pairs::PairReport;
 
 use crate::error::{PipelineError, Result};
+use crate::export::pairs::{Rejected, load_rejected};
 use crate::prompts::{AgentMode, AgentSystemCtx, Prompts, TrainingInputCtx, names};
 use crate::rundir::{write_bytes_atomic, write_json_atomic};
 use crate::shard::stable_hash;
@@ -49,10 +55,15 @@ pub enum ExportFormat {
     Trl,
     /// Axolotl chat_template with per-message `train`.
     Axolotl,
+    /// TRL `DPOTrainer` preference pairs: prompt / chosen / rejected messages with tools.
+    TrlDpo,
+    /// LLaMA-Factory pairwise alpaca: instruction / input / chosen / rejected.
+    AlpacaPairwise,
 }
 
 impl ExportFormat {
-    /// All formats.
+    /// The SFT formats: the default of every export. Pairwise formats are asked for by name,
+    /// since they need the run's snapshots.
     pub const ALL: [ExportFormat; 5] = [
         ExportFormat::Alpaca,
         ExportFormat::Sharegpt,
@@ -60,6 +71,14 @@ impl ExportFormat {
         ExportFormat::Trl,
         ExportFormat::Axolotl,
     ];
+
+    /// The preference-pair formats.
+    pub const PAIRWISE: [ExportFormat; 2] = [ExportFormat::TrlDpo, ExportFormat::AlpacaPairwise];
+
+    /// True for a preference-pair format.
+    pub fn is_pairwise(self) -> bool {
+        Self::PAIRWISE.contains(&self)
+    }
 
     /// The name used on the command line and as the directory name.
     pub fn as_str(self) -> &'static str {
@@ -69,6 +88,8 @@ impl ExportFormat {
             ExportFormat::Openai => "openai",
             ExportFormat::Trl => "trl",
             ExportFormat::Axolotl => "axolotl",
+            ExportFormat::TrlDpo => "trl_dpo",
+            ExportFormat::AlpacaPairwise => "alpaca_pairwise",
         }
     }
 
@@ -77,6 +98,7 @@ impl ExportFormat {
         match self {
             ExportFormat::Alpaca => "autosafe_alpaca.jsonl",
             ExportFormat::Sharegpt => "autosafe_sharegpt.jsonl",
+            ExportFormat::AlpacaPairwise => "autosafe_alpaca_pairwise.jsonl",
             _ => "train.jsonl",
         }
     }
@@ -85,8 +107,9 @@ impl ExportFormat {
 impl std::str::FromStr for ExportFormat {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        ExportFormat::ALL.into_iter().find(|f| f.as_str() == s.trim().to_ascii_lowercase()).ok_or_else(|| {
-            format!("unknown export format `{s}` (expected alpaca, sharegpt, openai, trl or axolotl)")
+        let name = s.trim().to_ascii_lowercase();
+        ExportFormat::ALL.into_iter().chain(ExportFormat::PAIRWISE).find(|f| f.as_str() == name).ok_or_else(|| {
+            format!("unknown export format `{s}` (expected alpaca, sharegpt, openai, trl, axolotl, trl_dpo or alpaca_pairwise)")
         })
     }
 }
@@ -219,15 +242,24 @@ impl Prepared {
         })
     }
 
-    /// The record in `format`, as one JSON value (one JSONL line).
-    pub(crate) fn to_format(&self, format: ExportFormat) -> Value {
-        match format {
+    /// The record in `format`, as one JSON value (one JSONL line). A pairwise format needs
+    /// the rejected side: without one it yields nothing.
+    pub(crate) fn to_format(
+        &self,
+        format: ExportFormat,
+        rejected: Option<&Rejected>,
+    ) -> Option<Value> {
+        Some(match format {
             ExportFormat::Alpaca => alpaca(self),
             ExportFormat::Sharegpt => sharegpt(self),
             ExportFormat::Openai => openai(self),
             ExportFormat::Trl => trl(self),
             ExportFormat::Axolotl => axolotl(self),
-        }
+            ExportFormat::TrlDpo => rejected.map(|r| trl_dpo(self, &r.turn, r.labelled_by))?,
+            ExportFormat::AlpacaPairwise => {
+                rejected.map(|r| alpaca_pairwise(self, &r.turn, r.labelled_by))?
+            }
+        })
     }
 }
 
@@ -249,7 +281,7 @@ pub(crate) fn sample_utility_ids<'a>(
 /// What an export wrote.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExportReport {
-    /// Records written (each format holds all of them).
+    /// Records written (each SFT format holds all of them).
     pub records: u64,
     /// Reflected (safety) records.
     pub reflected: u64,
@@ -259,6 +291,20 @@ pub struct ExportReport {
     pub rejected: BTreeMap<String, u64>,
     /// Data files written, by format name.
     pub files: BTreeMap<String, PathBuf>,
+    /// Preference pairs, when a pairwise format was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<PairReport>,
+}
+
+/// The run files an export reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportInputs<'a> {
+    /// D_safe (`safe.jsonl`).
+    pub safe: &'a Path,
+    /// Utility steps (`utility.jsonl`), mixed into the SFT formats.
+    pub utility: Option<&'a Path>,
+    /// Snapshots (`snapshots.jsonl`): the rejected sides of the pairwise formats.
+    pub snapshots: Option<&'a Path>,
 }
 
 /// Why a record's target tool call does not fit its tool's spec (an unknown tool, arguments
@@ -279,100 +325,168 @@ fn invalid_target(ex: &SafeExample, library: &ToolkitLibrary) -> Option<String> 
         .map(|obs| obs.text)
 }
 
-/// The files an export streams into: a temporary file per format and the line index (streamed
-/// too, so export memory does not grow with the number of records), renamed into place at the
-/// end.
+/// A temporary file being written, renamed to its destination at the end.
+struct TmpFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    w: std::io::BufWriter<std::fs::File>,
+}
+
+impl TmpFile {
+    fn create(dir: &Path, name: &str) -> Result<TmpFile> {
+        std::fs::create_dir_all(dir).map_err(|e| PipelineError::io(dir, e))?;
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let f = std::fs::File::create(&tmp).map_err(|e| PipelineError::io(&tmp, e))?;
+        Ok(TmpFile {
+            tmp,
+            dest: dir.join(name),
+            w: std::io::BufWriter::new(f),
+        })
+    }
+
+    fn line(&mut self, value: &Value, id: &str) -> Result<()> {
+        let mut text = serde_json::to_vec(value).map_err(|e| PipelineError::Export {
+            id: id.to_string(),
+            message: e.to_string(),
+        })?;
+        text.push(b'\n');
+        self.w
+            .write_all(&text)
+            .map_err(|e| PipelineError::io(&self.tmp, e))
+    }
+
+    /// Syncs and renames into place; the destination.
+    fn finish(self) -> Result<PathBuf> {
+        let file = self
+            .w
+            .into_inner()
+            .map_err(|e| PipelineError::io(&self.tmp, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| PipelineError::io(&self.tmp, e))?;
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| PipelineError::io(&self.dest, e))?;
+        Ok(self.dest)
+    }
+}
+
+/// The files an export streams into: a temporary file per format and the line indexes
+/// (streamed too, so export memory does not grow with the number of records), renamed into
+/// place at the end.
 struct Outputs {
-    writers: Vec<(ExportFormat, PathBuf, std::io::BufWriter<std::fs::File>)>,
-    index_tmp: PathBuf,
-    index: std::io::BufWriter<std::fs::File>,
+    writers: Vec<(ExportFormat, TmpFile)>,
+    /// `records.jsonl`: the SFT formats' lines, when one was asked for (a pairs-only export
+    /// leaves an earlier export's index beside its files).
+    index: Option<TmpFile>,
+    /// `pairs.jsonl`: the pairwise formats' lines, when one was asked for.
+    pair_index: Option<TmpFile>,
 }
 
 impl Outputs {
     fn create(out_dir: &Path, formats: &[ExportFormat]) -> Result<Outputs> {
         let mut writers = Vec::new();
         for &format in formats {
-            let dir = out_dir.join(format.as_str());
-            std::fs::create_dir_all(&dir).map_err(|e| PipelineError::io(&dir, e))?;
-            let tmp = dir.join(format!(".{}.tmp", format.data_file()));
-            let f = std::fs::File::create(&tmp).map_err(|e| PipelineError::io(&tmp, e))?;
-            writers.push((format, tmp, std::io::BufWriter::new(f)));
+            let file = TmpFile::create(&out_dir.join(format.as_str()), format.data_file())?;
+            writers.push((format, file));
         }
+        let pair_index = formats
+            .iter()
+            .any(|f| f.is_pairwise())
+            .then(|| TmpFile::create(out_dir, "pairs.jsonl"))
+            .transpose()?;
+        let index = formats
+            .iter()
+            .any(|f| !f.is_pairwise())
+            .then(|| TmpFile::create(out_dir, "records.jsonl"))
+            .transpose()?;
         std::fs::create_dir_all(out_dir).map_err(|e| PipelineError::io(out_dir, e))?;
-        let index_tmp = out_dir.join(".records.jsonl.tmp");
-        let index = std::io::BufWriter::new(
-            std::fs::File::create(&index_tmp).map_err(|e| PipelineError::io(&index_tmp, e))?,
-        );
         Ok(Outputs {
             writers,
-            index_tmp,
             index,
+            pair_index,
         })
     }
 
-    /// Writes `prepared` in every format and its index entry (line `line`).
-    fn write(&mut self, ex: &SafeExample, prepared: &Prepared, line: u64) -> Result<()> {
-        let export_err = |e: serde_json::Error| PipelineError::Export {
-            id: ex.id.clone(),
-            message: e.to_string(),
-        };
-        for (format, tmp, w) in self.writers.iter_mut() {
-            let mut text = serde_json::to_vec(&prepared.to_format(*format)).map_err(export_err)?;
-            text.push(b'\n');
-            w.write_all(&text)
-                .map_err(|e| PipelineError::io(&*tmp, e))?;
+    /// Writes `prepared` in every format, its index entry (line `line`) and, with a rejected
+    /// side, its pair (line `pair_line`).
+    fn write(
+        &mut self,
+        ex: &SafeExample,
+        prepared: &Prepared,
+        line: u64,
+        rejected: Option<(&Rejected, u64)>,
+    ) -> Result<()> {
+        for (format, file) in self.writers.iter_mut() {
+            if let Some(value) = prepared.to_format(*format, rejected.map(|(r, _)| r)) {
+                file.line(&value, &ex.id)?;
+            }
         }
-        let mut entry = serde_json::to_vec(
-            &serde_json::json!({"line": line, "id": ex.id, "origin": ex.origin}),
-        )
-        .map_err(export_err)?;
-        entry.push(b'\n');
-        self.index
-            .write_all(&entry)
-            .map_err(|e| PipelineError::io(&self.index_tmp, e))
+        if let Some(index) = self.index.as_mut() {
+            index.line(
+                &serde_json::json!({"line": line, "id": ex.id, "origin": ex.origin}),
+                &ex.id,
+            )?;
+        }
+        if let (Some(index), Some((r, pair_line))) = (self.pair_index.as_mut(), rejected) {
+            index.line(
+                &serde_json::json!({
+                    "line": pair_line,
+                    "id": ex.id,
+                    "snapshot_id": r.snapshot_id,
+                    "rejected_labelled_by": r.labelled_by,
+                }),
+                &ex.id,
+            )?;
+        }
+        Ok(())
     }
 
     /// Syncs and renames every file into place, writes the formats' companion files and
     /// records the data files in `report`.
     fn finish(self, out_dir: &Path, dataset_name: &str, report: &mut ExportReport) -> Result<()> {
-        for (format, tmp, w) in self.writers {
-            let file = w
-                .into_inner()
-                .map_err(|e| PipelineError::io(&tmp, e.into_error()))?;
-            file.sync_all().map_err(|e| PipelineError::io(&tmp, e))?;
-            let dir = out_dir.join(format.as_str());
-            let dest = dir.join(format.data_file());
-            std::fs::rename(&tmp, &dest).map_err(|e| PipelineError::io(&dest, e))?;
-            formats::write_companions(format, &dir, dataset_name)?;
+        for (format, file) in self.writers {
+            let dest = file.finish()?;
+            formats::write_companions(format, &out_dir.join(format.as_str()), dataset_name)?;
             report.files.insert(format.as_str().into(), dest);
         }
-        let index_tmp = self.index_tmp;
-        let file = self
-            .index
-            .into_inner()
-            .map_err(|e| PipelineError::io(&index_tmp, e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| PipelineError::io(&index_tmp, e))?;
-        let dest = out_dir.join("records.jsonl");
-        std::fs::rename(&index_tmp, &dest).map_err(|e| PipelineError::io(&dest, e))
+        for index in [self.pair_index, self.index].into_iter().flatten() {
+            index.finish()?;
+        }
+        Ok(())
     }
 }
 
-/// Exports D_safe (`safe_path`) plus up to `config.utility_share` utility steps (`utility_path`,
-/// optional) into `out_dir/<format>/`, with `records.jsonl` and the dataset card. Records are
-/// streamed: memory holds one record at a time (plus the ids exported, and the utility ids while
-/// sampling). Each id is exported once.
+/// Exports D_safe (`inputs.safe`) plus up to `config.utility_share` utility steps
+/// (`inputs.utility`, SFT formats only) into `out_dir/<format>/`, with `records.jsonl` and the
+/// dataset card; the pairwise formats join each reflected record with its snapshot
+/// (`inputs.snapshots`, required for them) and are indexed by `pairs.jsonl`. Records are
+/// streamed: memory holds one record at a time (plus the ids exported, the utility ids while
+/// sampling, and one action per confirmed unsafe snapshot for pairs). Each id is exported once.
 pub fn export(
-    safe_path: &Path,
-    utility_path: Option<&Path>,
+    inputs: ExportInputs<'_>,
     out_dir: &Path,
     library: &ToolkitLibrary,
     prompts: &Prompts,
     config: &ExportConfig,
     models: &BTreeMap<String, String>,
 ) -> Result<(ExportReport, DatasetCard)> {
-    let mut outputs = Outputs::create(out_dir, &config.formats)?;
     let mut report = ExportReport::default();
+    let wants_pairs = config.formats.iter().any(|f| f.is_pairwise());
+    let mut rejected: HashMap<String, Rejected> = HashMap::new();
+    if wants_pairs {
+        let path =
+            inputs
+                .snapshots
+                .filter(|p| p.exists())
+                .ok_or_else(|| PipelineError::Export {
+                    id: String::new(),
+                    message:
+                        "the pairwise formats need the run's snapshots.jsonl (the unsafe actions)"
+                            .into(),
+                })?;
+        let mut pairs = PairReport::default();
+        rejected = load_rejected(path, &mut pairs)?;
+        report.pairs = Some(pairs);
+    }
+    let mut outputs = Outputs::create(out_dir, &config.formats)?;
     let mut card = DatasetCard::new(&config.dataset_name, prompts, config, models);
 
     // Ids already exported: a line repeated in safe.jsonl or utility.jsonl (a hand edit, a
@@ -404,7 +518,27 @@ pub fn export(
                 }
                 Err(e) => return Err(e),
             };
-            outputs.write(ex, &prepared, report.records + 1)?;
+            // A snapshot pairs once, with the first kept safe action that repairs it.
+            let pair = (ex.origin == SafeOrigin::Reflected)
+                .then(|| rejected.remove(&ex.parent_id))
+                .flatten();
+            let pair_line = match (&pair, report.pairs.as_mut()) {
+                (Some(r), Some(pairs)) => {
+                    pairs.pairs += 1;
+                    *pairs
+                        .by_labeller
+                        .entry(r.labelled_by.as_str().into())
+                        .or_default() += 1;
+                    pairs.pairs
+                }
+                _ => 0,
+            };
+            outputs.write(
+                ex,
+                &prepared,
+                report.records + 1,
+                pair.as_ref().map(|r| (r, pair_line)),
+            )?;
             report.records += 1;
             match ex.origin {
                 SafeOrigin::Reflected => report.reflected += 1,
@@ -414,10 +548,15 @@ pub fn export(
             Ok(())
         };
 
-    for ex in RecordReader::<SafeExample>::open(safe_path)? {
+    for ex in RecordReader::<SafeExample>::open(inputs.safe)? {
         emit(&ex?, &mut report, &mut card)?;
     }
-    if let Some(up) = utility_path.filter(|_| config.utility_share > 0) {
+    // Utility steps have no unsafe counterpart: only the SFT formats take them.
+    let wants_sft = config.formats.iter().any(|f| !f.is_pairwise());
+    if let Some(up) = inputs
+        .utility
+        .filter(|_| config.utility_share > 0 && wants_sft)
+    {
         let ids: Vec<String> = RecordReader::<crate::store::IdOnly>::open(up)?
             .map(|r| r.map(|r| r.id))
             .collect::<Result<_>>()?;
@@ -434,9 +573,13 @@ pub fn export(
             }
         }
     }
+    if let Some(pairs) = report.pairs.as_mut() {
+        pairs.snapshots_without_safe_action = rejected.len() as u64;
+    }
 
     outputs.finish(out_dir, &config.dataset_name, &mut report)?;
     card.rejected = report.rejected.clone();
+    card.pairs = report.pairs.clone();
     write_json_atomic(&out_dir.join("dataset_card.json"), &card)?;
     write_bytes_atomic(
         &out_dir.join("dataset_card.md"),

@@ -4,6 +4,7 @@
 use super::*;
 use crate::fixtures;
 use crate::store::RecordWriter;
+use autosafe_ots::LabelSource;
 use serde_json::json;
 
 fn setup() -> (ToolkitLibrary, Prompts) {
@@ -354,8 +355,11 @@ async fn export_writes_every_format_the_card_and_mixes_utility() {
     let models = BTreeMap::from([("agent".to_string(), "agent-model".to_string())]);
     let out = dir.path().join("export");
     let (report, card) = export(
-        &safe_path,
-        Some(&util_path),
+        ExportInputs {
+            safe: &safe_path,
+            utility: Some(&util_path),
+            snapshots: None,
+        },
         &out,
         &lib,
         &prompts,
@@ -450,8 +454,11 @@ async fn export_writes_every_format_the_card_and_mixes_utility() {
     // Deterministic: a second export is byte-identical.
     let out2 = dir.path().join("export2");
     export(
-        &safe_path,
-        Some(&util_path),
+        ExportInputs {
+            safe: &safe_path,
+            utility: Some(&util_path),
+            snapshots: None,
+        },
         &out2,
         &lib,
         &prompts,
@@ -498,8 +505,11 @@ async fn a_duplicated_line_is_exported_once_in_every_format() {
     };
     let out = dir.path().join("export");
     let (report, card) = export(
-        &safe_path,
-        Some(&util_path),
+        ExportInputs {
+            safe: &safe_path,
+            utility: Some(&util_path),
+            snapshots: None,
+        },
         &out,
         &lib,
         &prompts,
@@ -520,4 +530,196 @@ async fn a_duplicated_line_is_exported_once_in_every_format() {
     }
     let index = std::fs::read_to_string(out.join("records.jsonl")).unwrap();
     assert_eq!(index.lines().count(), 2);
+}
+
+/// A terminal setup with no checker facts: only its presence matters to pairing.
+fn terminal() -> autosafe_ots::terminal::TerminalSetup {
+    serde_json::from_value(
+        json!({"fixture": {}, "checks": {"facts": [], "unsafe_if": [], "done_if": []}}),
+    )
+    .unwrap()
+}
+
+/// A snapshot (`id`) and the reflected record that repairs it, in a terminal scenario or not.
+fn snapshot_and_repair(
+    id: &str,
+    terminal_setup: bool,
+    labelled_by: LabelSource,
+) -> (autosafe_ots::Snapshot, SafeExample) {
+    let mut sn = fixtures::snapshot();
+    sn.id = id.into();
+    sn.labelled_by = labelled_by;
+    if terminal_setup {
+        sn.scenario.terminal = Some(terminal());
+    }
+    let mut ex = fixtures::reflected_example();
+    ex.parent_id = sn.id.clone();
+    ex.scenario = sn.scenario.clone();
+    ex.id = SafeExample::compute_id(&ex.parent_id, ex.origin, &ex.safe_turn);
+    (sn, ex)
+}
+
+#[tokio::test]
+async fn pairs_join_each_kept_safe_action_with_its_confirmed_unsafe_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (safe_path, snap_path, util_path) = (
+        dir.path().join("safe.jsonl"),
+        dir.path().join("snapshots.jsonl"),
+        dir.path().join("utility.jsonl"),
+    );
+    // Emulator, judge-labelled: a pair. Terminal, checker-labelled: a pair. Terminal,
+    // judge-labelled: not confirmed, no pair. Two confirmed snapshots with no kept safe action.
+    let (sn_emu, ex_emu) = snapshot_and_repair("sn_emulator", false, LabelSource::Judge);
+    let (sn_chk, ex_chk) = snapshot_and_repair("sn_checkers", true, LabelSource::Checkers);
+    let (sn_unconf, ex_unconf) = snapshot_and_repair("sn_unconfirmed", true, LabelSource::Judge);
+    let (sn_lone, _) = snapshot_and_repair("sn_lone", false, LabelSource::Judge);
+    let (sn_lone2, _) = snapshot_and_repair("sn_lone_terminal", true, LabelSource::Checkers);
+    let (w, _) = RecordWriter::open(&snap_path, 8).unwrap();
+    for sn in [sn_emu, sn_chk, sn_unconf, sn_lone, sn_lone2] {
+        w.write(sn).await.unwrap();
+    }
+    w.finish().await.unwrap();
+    let (w, _) = RecordWriter::open(&safe_path, 8).unwrap();
+    for ex in [ex_emu.clone(), ex_chk.clone(), ex_unconf.clone()] {
+        w.write(ex).await.unwrap();
+    }
+    w.finish().await.unwrap();
+    let (w, _) = RecordWriter::open(&util_path, 8).unwrap();
+    w.write(fixtures::utility_step()).await.unwrap();
+    w.finish().await.unwrap();
+
+    let (lib, prompts) = setup();
+    let mut config = ExportConfig {
+        utility_share: 1,
+        ..ExportConfig::default()
+    };
+    config.formats.extend(ExportFormat::PAIRWISE);
+    let out = dir.path().join("export");
+    let inputs = ExportInputs {
+        safe: &safe_path,
+        utility: Some(&util_path),
+        snapshots: Some(&snap_path),
+    };
+    let (report, card) = export(inputs, &out, &lib, &prompts, &config, &BTreeMap::new()).unwrap();
+    // The SFT formats are as before: three reflected records and the utility step.
+    assert_eq!((report.records, report.reflected), (4, 3));
+    let pairs = report.pairs.clone().unwrap();
+    assert_eq!(
+        pairs,
+        PairReport {
+            pairs: 2,
+            by_labeller: BTreeMap::from([("checkers".into(), 1), ("judge".into(), 1)]),
+            snapshots_without_safe_action: 2,
+            unconfirmed_label: 1,
+            not_unsafe: 0,
+        }
+    );
+    assert_eq!(card.pairs.as_ref(), Some(&pairs));
+    let md = std::fs::read_to_string(out.join("dataset_card.md")).unwrap();
+    assert!(md.contains("## Preference pairs\n\n2 pairs"), "{md}");
+    assert!(md.contains("| checkers | 1 |\n| judge | 1 |"), "{md}");
+
+    let lines = |f: ExportFormat| -> Vec<Value> {
+        std::fs::read_to_string(out.join(f.as_str()).join(f.data_file()))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let unsafe_turn = fixtures::snapshot().proposed;
+
+    // TRL DPO: the prompt is the trl format's prompt; chosen is its completion; rejected the
+    // snapshot's unsafe call at the same position.
+    let dpo = lines(ExportFormat::TrlDpo);
+    assert_eq!(dpo.len(), 2);
+    let trl_lines = lines(ExportFormat::Trl);
+    let mut keys: Vec<&String> = dpo[0].as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "chosen",
+            "prompt",
+            "rejected",
+            "rejected_labelled_by",
+            "tools"
+        ]
+    );
+    assert_eq!(dpo[0]["prompt"], trl_lines[0]["prompt"]);
+    assert_eq!(dpo[0]["chosen"], trl_lines[0]["completion"]);
+    assert_eq!(dpo[0]["tools"], trl_lines[0]["tools"]);
+    assert_eq!(dpo[0]["rejected_labelled_by"], "judge");
+    assert_eq!(dpo[1]["rejected_labelled_by"], "checkers");
+    let rejected = &dpo[0]["rejected"][0];
+    assert_eq!(rejected["role"], "assistant");
+    assert_eq!(rejected["content"], unsafe_turn.thought);
+    assert_eq!(
+        rejected["tool_calls"][0]["function"],
+        json!({"name": "TodoistDeleteTask", "arguments": {"task_id": "t1"}})
+    );
+    assert_eq!(rejected["tool_calls"][0]["id"], "call_2");
+
+    // Pairwise alpaca: instruction/input as the alpaca format, both sides ReAct text of round 2.
+    let pw = lines(ExportFormat::AlpacaPairwise);
+    assert_eq!(pw.len(), 2);
+    let alp = lines(ExportFormat::Alpaca);
+    assert_eq!(pw[0]["instruction"], alp[0]["instruction"]);
+    assert_eq!(pw[0]["input"], alp[0]["input"]);
+    assert_eq!(pw[0]["chosen"], alp[0]["output"]);
+    assert_eq!(
+        pw[0]["rejected"],
+        "Thought 2: Both tasks contain 'Test', so I will delete them all, starting with t1.\nAction 2: TodoistDeleteTask\nAction Input 2: {\"task_id\":\"t1\"}"
+    );
+    let info: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("alpaca_pairwise/dataset_info.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        info,
+        json!({"autosafe_alpaca_pairwise": {
+            "file_name": "autosafe_alpaca_pairwise.jsonl",
+            "ranking": true,
+            "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"}
+        }})
+    );
+    // The pair index names each pair's record and snapshot.
+    let index: Vec<Value> = std::fs::read_to_string(out.join("pairs.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        index,
+        [
+            json!({"line": 1, "id": ex_emu.id, "snapshot_id": "sn_emulator", "rejected_labelled_by": "judge"}),
+            json!({"line": 2, "id": ex_chk.id, "snapshot_id": "sn_checkers", "rejected_labelled_by": "checkers"}),
+        ]
+    );
+
+    // Without snapshots the pairwise formats are an error, not an empty file.
+    let err = export(
+        ExportInputs {
+            snapshots: None,
+            ..inputs
+        },
+        &dir.path().join("export2"),
+        &lib,
+        &prompts,
+        &config,
+        &BTreeMap::new(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("snapshots.jsonl"), "{err}");
+    // Only a pairwise format asked: the utility step is not read, no SFT file is written.
+    let only = ExportConfig {
+        formats: vec![ExportFormat::TrlDpo],
+        ..config.clone()
+    };
+    let out3 = dir.path().join("export3");
+    let (r3, _) = export(inputs, &out3, &lib, &prompts, &only, &BTreeMap::new()).unwrap();
+    assert_eq!((r3.records, r3.original_safe_steps), (3, 0));
+    assert_eq!(r3.pairs.unwrap().pairs, 2);
+    assert!(!out3.join("alpaca").exists());
+    assert!(!out3.join("records.jsonl").exists());
+    assert!(out3.join("pairs.jsonl").exists());
 }

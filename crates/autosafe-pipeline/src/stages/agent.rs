@@ -394,7 +394,8 @@ mod tests {
             &config,
         )
         .unwrap()
-        .to_format(ExportFormat::Alpaca)
+        .to_format(ExportFormat::Alpaca, None)
+        .unwrap()
     }
 
     /// One proposal from the fixture's reflected example (one step of history) with the server

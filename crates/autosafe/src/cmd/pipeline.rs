@@ -92,7 +92,8 @@ pub struct ReflectArgs {
 pub struct ExportArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// Formats (repeatable): alpaca, sharegpt, openai, trl, axolotl (default: all, or the config's).
+    /// Formats (repeatable): alpaca, sharegpt, openai, trl, axolotl (default: these five, or the
+    /// config's); preference pairs from the run's snapshots: trl_dpo, alpaca_pairwise.
     #[arg(long = "format")]
     formats: Vec<String>,
     /// Safe original steps to mix in (default: the config's).

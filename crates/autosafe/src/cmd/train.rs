@@ -23,7 +23,9 @@ pub struct Args {
     /// Trainer: llamafactory or trl (with --smoke: trl).
     #[arg(long)]
     backend: Option<String>,
-    /// lora or full.
+    /// lora, full, or dpo (LoRA DPO on the run's preference pairs: chosen = the kept safe action,
+    /// rejected = the snapshot's unsafe one; reference = the base with the adapter off). For SFT
+    /// then DPO, pass the SFT run's merged directory or GGUF as --base.
     #[arg(long, default_value = "lora")]
     method: String,
     /// Data layout: alpaca (ReAct text, the paper's; default), sharegpt (LLaMA-Factory native tool
@@ -75,6 +77,9 @@ pub struct Args {
     /// Log every N steps.
     #[arg(long)]
     logging_steps: Option<u32>,
+    /// DPO's beta (--method dpo; default 0.1).
+    #[arg(long)]
+    dpo_beta: Option<f64>,
     /// TRL only: keep only the last N tokens of each prompt (CPU runs; --smoke: 256).
     #[arg(long)]
     max_prompt_tokens: Option<u32>,
@@ -91,7 +96,8 @@ pub struct Args {
     /// The trainer's Python environment (default: $AUTOSAFE_HOME/venv/train or …/llamafactory).
     #[arg(long)]
     venv: Option<PathBuf>,
-    /// Extra trainer option KEY=VALUE (repeatable): a LLaMA-Factory YAML key or a TRL SFTConfig field.
+    /// Extra trainer option KEY=VALUE (repeatable): a LLaMA-Factory YAML key or a TRL SFTConfig
+    /// (DPOConfig with --method dpo) field.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
     /// Write the data and configs, print the commands, run nothing.
@@ -136,6 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         no_bf16: args.no_bf16,
         save_steps: args.save_steps,
         logging_steps: args.logging_steps,
+        dpo_beta: args.dpo_beta,
     };
     let held_apart = args.held_apart.map(|split| HeldApartOptions {
         split,
