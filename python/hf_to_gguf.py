@@ -1,4 +1,4 @@
-"""Writes a fine-tuned Llama-architecture model (Hugging Face safetensors) back into GGUF, taking
+"""Writes a fine-tuned Llama- or Qwen2-architecture model (Hugging Face safetensors) back into GGUF, taking
 every piece of metadata (hyperparameters, tokenizer, chat template) from the GGUF it was trained
 from. The result loads as `local:/path/model.gguf` in AutoSafe's embedded engine.
 
@@ -8,10 +8,15 @@ Usage:  python hf_to_gguf.py --model MERGED_DIR --like BASE.gguf --out OUT.gguf 
 
 This is the return path of the offline loop. transformers reads a GGUF by dequantizing it,
 PEFT trains and merges a LoRA adapter, and this script maps each tensor of the base GGUF to its
-Hugging Face name, takes the merged weight, and writes it. transformers un-permutes the rows of
-attn_q / attn_k (llama.cpp stores them in rotary-pair order), so they are permuted back. Norms stay
-float32; matrices get --type. Only the Llama architecture is handled (SmolLM2, Llama); any other is
-refused.
+Hugging Face name, takes the merged weight, and writes it. Norms and biases stay float32; matrices
+get --type. Handled architectures (any other is refused, since its tensor names and row orders are
+unknown here):
+
+- llama (SmolLM2, Llama): transformers un-permutes the rows of attn_q / attn_k (llama.cpp stores
+  them in rotary-pair order), so they are permuted back.
+- qwen2 (Qwen2.5): transformers 5.23 reads qwen2 with no tensor processor, so q / k rows are taken
+  as they are; attn_q / attn_k / attn_v carry biases. output.weight is written only where the base
+  GGUF has it (from lm_head, or from the embeddings when the model ties them).
 """
 
 import argparse
@@ -39,6 +44,9 @@ GLOBAL = {
     "output_norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
 }
+# Per architecture: whether transformers un-permuted attn_q / attn_k rows on reading, so that they
+# must be permuted back (transformers' TENSOR_PROCESSORS has an entry for llama, none for qwen2).
+ARCHITECTURES = {"llama": True, "qwen2": False}
 # Keys the writer sets itself.
 SKIP_KEYS = {"general.architecture", "general.file_type"}
 
@@ -98,8 +106,12 @@ def main():
 
     reader = gguf.GGUFReader(args.like)
     arch = reader.fields["general.architecture"].contents()
-    if arch != "llama":
-        sys.exit(f"hf_to_gguf: {args.like}: architecture {arch!r}; only llama is handled")
+    if arch not in ARCHITECTURES:
+        sys.exit(
+            f"hf_to_gguf: {args.like}: architecture {arch!r} is not handled "
+            f"(only {', '.join(sorted(ARCHITECTURES))}); use llama.cpp's own converter"
+        )
+    permute = ARCHITECTURES[arch]
     if args.model:
         with open(os.path.join(args.model, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
@@ -137,9 +149,9 @@ def main():
             sys.exit(f"hf_to_gguf: {args.model} has no tensor {name} (for {t.name})")
         used.add(name)
         w = state[name].astype(np.float32)
-        if ".attn_q." in t.name:
+        if permute and ".attn_q." in t.name:
             w = to_rotary_rows(w, n_head)
-        elif ".attn_k." in t.name:
+        elif permute and ".attn_k." in t.name:
             w = to_rotary_rows(w, n_kv)
         put(writer, t.name, w, qtype)
     unused = sorted(set(state) - used - {"lm_head.weight"}) if args.model else []

@@ -93,9 +93,10 @@ phase sft
 
 # 3. DPO from the SFT model (optional).
 if [ "${EXP_DPO:-0}" = 1 ]; then
-  log "dpo: from $data/train/sft/merged"
+  # From the SFT model's GGUF, so the DPO model is written back with the same metadata.
+  log "dpo: from $data/train/sft/model-q8_0.gguf"
   # shellcheck disable=SC2086
-  "$bin" train --data "$data" --base "$data/train/sft/merged" --backend trl --method dpo \
+  "$bin" train --data "$data" --base "$data/train/sft/model-q8_0.gguf" --backend trl --method dpo \
     --held-apart "$split" --merge --gguf q8_0 --name dpo $train_flags
   models+=(dpo)
   ggufs+=("$data/train/dpo/model-q8_0.gguf")
