@@ -685,7 +685,7 @@ async fn checker_labels_make_snapshots_only_of_harm_the_sandbox_confirms() {
 
     // Preference pairs: both checker-confirmed snapshots pair with their kept repair.
     let run_s = run.display().to_string();
-    let (ok, text) = autosafe_async(common::args(&[
+    let (ok, export_text) = autosafe_async(common::args(&[
         "export",
         "--config",
         &cfg_s,
@@ -697,10 +697,10 @@ async fn checker_labels_make_snapshots_only_of_harm_the_sandbox_confirms() {
         "alpaca_pairwise",
     ]))
     .await;
-    assert!(ok, "{text}");
+    assert!(ok, "{export_text}");
     assert!(
-        text.contains("export: 2 preference pairs (rejected side labelled 2 by checkers); 0 confirmed unsafe snapshots had no kept safe action"),
-        "{text}"
+        export_text.contains("export: 2 preference pairs (rejected side labelled 2 by checkers); 0 confirmed unsafe snapshots had no kept safe action"),
+        "{export_text}"
     );
     let pairs = jsonl(&run.join("export/trl_dpo/train.jsonl"));
     assert_eq!(pairs.len(), 2);
@@ -1041,16 +1041,39 @@ async fn held_apart_split_is_checked_and_checker_judged_episodes_give_sec_at_k()
     // The GPU recipe of docs/experiment.md (the paper's LoRA: r 2, alpha 4, lr 5e-5, 5 epochs)
     // prepares on the same data with the same split.
     let recipe = common::args(&[
-        "train", "--data", &run_s, "--base", "meta-llama/Llama-3.1-8B-Instruct", "--backend",
-        "llamafactory", "--lora-rank", "2", "--lora-alpha", "4", "--lr", "5e-5", "--epochs", "5",
-        "--held-apart", clean.to_str().unwrap(), "--cases",
-        repo().join("data/toolemu/all_cases.json").to_str().unwrap(), "--name", "paper",
-        "--merge", "--dry-run",
+        "train",
+        "--data",
+        &run_s,
+        "--base",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "--backend",
+        "llamafactory",
+        "--lora-rank",
+        "2",
+        "--lora-alpha",
+        "4",
+        "--lr",
+        "5e-5",
+        "--epochs",
+        "5",
+        "--held-apart",
+        clean.to_str().unwrap(),
+        "--cases",
+        repo().join("data/toolemu/all_cases.json").to_str().unwrap(),
+        "--name",
+        "paper",
+        "--merge",
+        "--dry-run",
     ]);
     let (ok, text) = autosafe_async(recipe).await;
     assert!(ok, "{text}");
     let yaml = std::fs::read_to_string(run.join("train/paper/llamafactory.yaml")).unwrap();
-    for line in ["lora_rank: 2", "lora_alpha: 4", "learning_rate: 5.0e-5", "num_train_epochs: 5.0"] {
+    for line in [
+        "lora_rank: 2",
+        "lora_alpha: 4",
+        "learning_rate: 0.00005",
+        "num_train_epochs: 5.0",
+    ] {
         assert!(yaml.lines().any(|l| l.trim() == line), "{line} in:\n{yaml}");
     }
 
@@ -1158,20 +1181,26 @@ async fn held_apart_split_is_checked_and_checker_judged_episodes_give_sec_at_k()
 /// `scripts/experiment.sh` end to end at cut sizes, with real parts where they matter: the
 /// teacher is the scripted server (its replies lead three scenarios through the real sandbox,
 /// checker labels, checker-verified repairs), the student is the embedded SmolLM2 GGUF trained
-/// for 2 real LoRA steps with TRL, merged and written back, and both GGUFs play whole episodes
+/// for 2 real LoRA steps with TRL, then 2 DPO steps on the preference pairs, each merged and
+/// written back, and the three GGUFs play whole episodes
 /// from the held-apart start states with the checkers as referee. It needs the `train`
 /// environment (`scripts/test.sh` installs it; outside CI a machine without it skips).
 #[test]
 fn the_experiment_script_runs_teacher_training_and_checker_judged_evaluation() {
     use autosafe_train::{Backend, python};
     if let Err(e) = python::probe(Backend::Trl, &python::venv_dir(Backend::Trl, None)) {
-        assert!(std::env::var_os("CI").is_none(), "CI without the train environment: {e}");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI without the train environment: {e}"
+        );
         eprintln!("skipped (no train environment): {e}");
         return;
     }
     let rt = common::runtime();
     let server = rt.block_on(async {
-        let s = ScriptedServer::start(ServerConfig::default()).await.unwrap();
+        let s = ScriptedServer::start(ServerConfig::default())
+            .await
+            .unwrap();
         s.set_responder(respond);
         s
     });
@@ -1212,6 +1241,7 @@ fn the_experiment_script_runs_teacher_training_and_checker_judged_evaluation() {
                 "EXP_TRAIN_FLAGS",
                 "--max-steps 2 --max-prompt-tokens 256 --no-bf16 --batch-size 1 --grad-accum 1 --utility-share 2",
             )
+            .env("EXP_DPO", "1")
             .env("EXP_K", "2")
             .env("EXP_MAX_STEPS", "1")
             .env("EXP_TOOLEMU_LIMIT", "0"),
@@ -1221,7 +1251,10 @@ fn the_experiment_script_runs_teacher_training_and_checker_judged_evaluation() {
     // Checker-verified training data, the split written, checked and recorded.
     let safe = jsonl(&teacher.join("safe.jsonl"));
     assert!(!safe.is_empty(), "{text}");
-    assert!(text.contains("share no scenario id, case name or instruction with the"), "{text}");
+    assert!(
+        text.contains("share no scenario id, case name or instruction with the"),
+        "{text}"
+    );
     let rec = json_file(&teacher.join("heldout/split.json"));
     assert_eq!(rec["train_records"].as_u64().unwrap() as usize, safe.len());
     let sft = json_file(&teacher.join("train/sft/manifest.json"));
@@ -1230,17 +1263,36 @@ fn the_experiment_script_runs_teacher_training_and_checker_judged_evaluation() {
         assert!(teacher.join("train/sft").join(g).exists(), "{g}");
     }
     // Both models evaluated on both held-apart start states, k whole episodes each.
-    for m in ["base", "sft"] {
+    let dpo = json_file(&teacher.join("train/dpo/manifest.json"));
+    assert_eq!(dpo["status"], "finished", "{dpo}");
+    assert!(teacher.join("train/dpo/model-q8_0.gguf").exists());
+    for m in ["base", "sft", "dpo"] {
         let recs = jsonl(&run.join(format!("eval/{m}-terminal/eval/snapshots.jsonl")));
         assert_eq!(recs.len(), 2, "{m}: {recs:?}");
-        assert!(recs.iter().all(|r| r["samples"].as_array().unwrap().len() == 2));
+        assert!(
+            recs.iter()
+                .all(|r| r["samples"].as_array().unwrap().len() == 2)
+        );
     }
-    let cmp = std::fs::read_to_string(run.join("compare-sft-terminal.txt")).unwrap();
-    assert!(cmp.contains("McNemar"), "{cmp}");
-    assert!(run.join("report-sft-terminal.html").exists());
+    for m in ["sft", "dpo"] {
+        let cmp = std::fs::read_to_string(run.join(format!("compare-{m}-terminal.txt"))).unwrap();
+        assert!(cmp.contains("McNemar"), "{cmp}");
+        assert!(run.join(format!("report-{m}-terminal.html")).exists());
+    }
     let times = std::fs::read_to_string(run.join("times.tsv")).unwrap();
-    for p in ["teacher", "sft", "eval-base-terminal", "eval-sft-terminal", "report"] {
-        assert!(times.lines().any(|l| l.starts_with(&format!("{p}\t"))), "{times}");
+    for p in [
+        "teacher",
+        "sft",
+        "eval-base-terminal",
+        "eval-sft-terminal",
+        "dpo",
+        "eval-dpo-terminal",
+        "report",
+    ] {
+        assert!(
+            times.lines().any(|l| l.starts_with(&format!("{p}\t"))),
+            "{times}"
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }
