@@ -65,6 +65,17 @@ pub fn venv_dir(backend: Backend, explicit: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| venv_root().join(env_name(backend)))
 }
 
+/// Why a real training cannot run on this machine: the backend's default environment is
+/// missing or broken (the error names the command that installs it), or `model` is not a
+/// file; `None` when it can. The tests that train for real skip on it outside CI.
+pub fn not_ready(backend: Backend, model: &Path) -> Option<String> {
+    match probe(backend, &venv_dir(backend, None)) {
+        Err(e) => Some(format!("no {} environment: {e}", backend.as_str())),
+        Ok(_) if !model.is_file() => Some(format!("{} (run scripts/setup.sh)", model.display())),
+        Ok(_) => None,
+    }
+}
+
 /// Checks that `venv` has a Python with the backend's packages; returns their versions.
 pub fn probe(backend: Backend, venv: &Path) -> Result<BTreeMap<String, String>> {
     let python = venv.join("bin").join("python");

@@ -152,13 +152,7 @@ fn a_zero_lora_merged_into_qwen2_writes_back_the_base_gguf_exactly() {
         .unwrap()
         .join("models")
         .join(MODEL);
-    let missing = match python::probe(Backend::Trl, &venv) {
-        Err(e) => Some(format!("no TRL environment: {e}")),
-        Ok(_) if !base.is_file() => Some(format!("{} (run scripts/setup.sh)", base.display())),
-        Ok(_) => None,
-    };
-    if let Some(why) = missing {
-        // scripts/test.sh installs both, so CI never skips.
+    if let Some(why) = python::not_ready(Backend::Trl, &base) {
         assert!(std::env::var_os("CI").is_none(), "CI: {why}");
         eprintln!("skipped: {why}");
         return;

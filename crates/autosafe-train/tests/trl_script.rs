@@ -15,20 +15,15 @@ fn home() -> PathBuf {
     python::venv_root().parent().unwrap().to_path_buf()
 }
 
-#[test]
-fn trl_script_trains_two_steps_with_loss_on_the_completion_only_then_merges_and_writes_gguf() {
-    let venv = python::venv_dir(Backend::Trl, None);
+/// A run directory holding 4 smoke records (and their pairs), and the SmolLM2 GGUF; `None`
+/// (the test skips) when the environment or model is missing outside CI.
+fn smoke_run() -> Option<(tempfile::TempDir, PathBuf)> {
     let base = home().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if let Err(e) = python::probe(Backend::Trl, &venv) {
-        // scripts/test.sh installs the environment, so CI never skips.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI without the TRL environment: {e}"
-        );
-        eprintln!("skipped (no TRL environment): {e}");
-        return;
+    if let Some(why) = python::not_ready(Backend::Trl, &base) {
+        assert!(std::env::var_os("CI").is_none(), "CI: {why}");
+        eprintln!("skipped: {why}");
+        return None;
     }
-    assert!(base.exists(), "{} (run scripts/setup.sh)", base.display());
     let run = tempfile::tempdir().unwrap();
     autosafe_train::smoke::write_dataset(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/toolemu/all_cases.json"),
@@ -37,6 +32,15 @@ fn trl_script_trains_two_steps_with_loss_on_the_completion_only_then_merges_and_
         0,
     )
     .unwrap();
+    Some((run, base))
+}
+
+#[test]
+fn trl_script_trains_two_steps_with_loss_on_the_completion_only_then_merges_and_writes_gguf() {
+    let venv = python::venv_dir(Backend::Trl, None);
+    let Some((run, base)) = smoke_run() else {
+        return;
+    };
     let mut s = support::two_cpu_steps(run.path(), &base, Backend::Trl, 4096);
     s.format = DataFormat::Alpaca;
     let p = prepare(&s, &Prompts::embedded()).unwrap();
@@ -110,25 +114,9 @@ fn trl_script_trains_two_steps_with_loss_on_the_completion_only_then_merges_and_
 /// disabled, then the merge. The same skip rule as above.
 #[test]
 fn trl_script_runs_two_dpo_steps_on_the_preference_pairs_and_merges() {
-    let venv = python::venv_dir(Backend::Trl, None);
-    let base = home().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if let Err(e) = python::probe(Backend::Trl, &venv) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI without the TRL environment: {e}"
-        );
-        eprintln!("skipped (no TRL environment): {e}");
+    let Some((run, base)) = smoke_run() else {
         return;
-    }
-    assert!(base.exists(), "{} (run scripts/setup.sh)", base.display());
-    let run = tempfile::tempdir().unwrap();
-    autosafe_train::smoke::write_dataset(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/toolemu/all_cases.json"),
-        run.path(),
-        4,
-        0,
-    )
-    .unwrap();
+    };
     // Two prompts and their actions in 1,024 tokens: the prompt keeps its last 256 tokens
     // (DPOConfig cuts over-long sequences at their end, where the actions are).
     let mut s = support::two_cpu_steps(run.path(), &base, Backend::Trl, 1024);

@@ -226,20 +226,42 @@ fn write_config(dir: &Path, server: &ScriptedServer, labels: &str) -> PathBuf {
     cfg
 }
 
-/// The paper's labelling (`labels = "judge"`): the judge decides, the checkers are recorded
-/// beside it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn terminal_run_executes_in_the_sandbox_records_checker_verdicts_and_disagreements() {
+/// The four scenarios played by `autosafe run` against the scripted server, labelled by
+/// `labels`, in a scratch directory named after `tag`.
+struct FourRun {
+    server: ScriptedServer,
+    dir: PathBuf,
+    cfg_s: String,
+    text: String,
+}
+
+async fn four_run(tag: &str, labels: &str) -> FourRun {
     let server = ScriptedServer::start(ServerConfig::default())
         .await
         .unwrap();
     server.set_responder(respond);
-    let dir = temp_dir("terminal-run");
-    let cfg = write_config(&dir, &server, "judge");
-    let cfg_s = cfg.display().to_string();
-    let args = common::args(&["run", "--config", &cfg_s]);
-    let (ok, text) = autosafe_async(args).await;
+    let dir = temp_dir(tag);
+    let cfg_s = write_config(&dir, &server, labels).display().to_string();
+    let (ok, text) = autosafe_async(common::args(&["run", "--config", &cfg_s])).await;
     assert!(ok, "{text}");
+    FourRun {
+        server,
+        dir,
+        cfg_s,
+        text,
+    }
+}
+
+/// The paper's labelling (`labels = "judge"`): the judge decides, the checkers are recorded
+/// beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_run_executes_in_the_sandbox_records_checker_verdicts_and_disagreements() {
+    let FourRun {
+        server,
+        dir,
+        cfg_s,
+        text,
+    } = four_run("terminal-run", "judge").await;
     assert!(text.contains("environment terminal"), "{text}");
     let run = dir.join("runs").join("term");
 
@@ -540,15 +562,12 @@ async fn terminal_run_executes_in_the_sandbox_records_checker_verdicts_and_disag
 ///   alarm): it runs, and the episode goes on to the step limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checker_labels_make_snapshots_only_of_harm_the_sandbox_confirms() {
-    let server = ScriptedServer::start(ServerConfig::default())
-        .await
-        .unwrap();
-    server.set_responder(respond);
-    let dir = temp_dir("terminal-checkers");
-    let cfg = write_config(&dir, &server, "checkers");
-    let cfg_s = cfg.display().to_string();
-    let (ok, text) = autosafe_async(common::args(&["run", "--config", &cfg_s])).await;
-    assert!(ok, "{text}");
+    let FourRun {
+        server: _server,
+        dir,
+        cfg_s,
+        text,
+    } = four_run("terminal-checkers", "checkers").await;
     let run = dir.join("runs").join("term");
     let scenarios = jsonl(&run.join("terminal_scenarios.jsonl"));
     let logs = jsonl(&run.join("elicit_log.jsonl"));
@@ -967,15 +986,7 @@ async fn the_terminal_synthesis_config_proves_its_scenarios_and_plays_them_in_th
 /// list forever (step limit: unmeasured, never safe).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_apart_split_is_checked_and_checker_judged_episodes_give_sec_at_k() {
-    let server = ScriptedServer::start(ServerConfig::default())
-        .await
-        .unwrap();
-    server.set_responder(respond);
-    let dir = temp_dir("terminal-experiment");
-    let cfg = write_config(&dir, &server, "checkers");
-    let cfg_s = cfg.display().to_string();
-    let (ok, text) = autosafe_async(common::args(&["run", "--config", &cfg_s])).await;
-    assert!(ok, "{text}");
+    let FourRun { server, dir, .. } = four_run("terminal-experiment", "checkers").await;
     let run = dir.join("runs").join("term");
     let run_s = run.display().to_string();
     assert!(!jsonl(&run.join("safe.jsonl")).is_empty());
@@ -1188,12 +1199,11 @@ async fn held_apart_split_is_checked_and_checker_judged_episodes_give_sec_at_k()
 #[test]
 fn the_experiment_script_runs_teacher_training_and_checker_judged_evaluation() {
     use autosafe_train::{Backend, python};
-    if let Err(e) = python::probe(Backend::Trl, &python::venv_dir(Backend::Trl, None)) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI without the train environment: {e}"
-        );
-        eprintln!("skipped (no train environment): {e}");
+    let home = python::venv_root().parent().unwrap().to_path_buf();
+    let student = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if let Some(why) = python::not_ready(Backend::Trl, &student) {
+        assert!(std::env::var_os("CI").is_none(), "CI: {why}");
+        eprintln!("skipped: {why}");
         return;
     }
     let rt = common::runtime();
@@ -1222,8 +1232,6 @@ fn the_experiment_script_runs_teacher_training_and_checker_judged_evaluation() {
          [toolemu]\nheld_apart = [\"official_0\"]\n",
     )
     .unwrap();
-    let home = python::venv_root().parent().unwrap().to_path_buf();
-    let student = home.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     let run = dir.join("exp");
     let (ok, text) = common::outcome(
         std::process::Command::new("bash")

@@ -17,13 +17,7 @@ fn trl_training_of_a_qwen2_gguf_base_writes_a_gguf_the_engine_runs() {
         .parent()
         .unwrap()
         .join("models/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf");
-    let missing = match python::probe(Backend::Trl, &python::venv_dir(Backend::Trl, None)) {
-        Err(e) => Some(format!("no train environment: {e}")),
-        Ok(_) if !base.is_file() => Some(format!("{} (run scripts/setup.sh)", base.display())),
-        Ok(_) => None,
-    };
-    if let Some(why) = missing {
-        // scripts/test.sh installs both, so CI never skips.
+    if let Some(why) = python::not_ready(Backend::Trl, &base) {
         assert!(std::env::var_os("CI").is_none(), "CI: {why}");
         eprintln!("skipped: {why}");
         return;
