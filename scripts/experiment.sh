@@ -49,25 +49,10 @@ steps="${EXP_MAX_STEPS:-6}"
 limit="${EXP_LIMIT:-0}"
 toolemu_limit="${EXP_TOOLEMU_LIMIT:-10}"
 conc="${EXP_CONCURRENCY:-2}"
-log() { printf 'experiment: %s\n' "$*" >&2; }
-lim() { [ "$1" -gt 0 ] && printf -- '--limit %s' "$1" || true; }
-t0=$(date +%s)
-tp=$t0
-mkdir -p "$run"
-phase() {
-  local now; now=$(date +%s)
-  printf '%s\t%s\n' "$1" "$((now - tp))" >> "$run/times.tsv"
-  log "phase $1: $((now - tp)) s (total $((now - t0)) s)"
-  tp=$now
-}
-
-"$here/fetch-model.sh"
-"$here/setup-python.sh" train
-if [ ! -x "$bin" ]; then
-  log "building $bin"
-  cargo build --release --locked -p autosafe
-fi
-phase setup
+loop_tag=experiment
+times="$run/times.tsv"
+source "$here/loop.sh"
+loop_setup
 
 # 1. The teacher's data. The run directory is OUT/NAME of the config (name "teacher").
 scen_flag=()
@@ -135,4 +120,4 @@ for m in "${models[@]:1}"; do
 done
 phase report
 log "done in $(( $(date +%s) - t0 )) s; phases (s):"
-cat "$run/times.tsv" >&2
+cat "$times" >&2

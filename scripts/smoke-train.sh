@@ -44,26 +44,11 @@ tsteps="${SMOKE_TERMINAL_STEPS:-2}"
 limit="${SMOKE_LIMIT:-0}"
 tlimit="${SMOKE_TERMINAL_LIMIT:-0}"
 conc="${SMOKE_CONCURRENCY:-2}"
-lim() { [ "$1" -gt 0 ] && printf -- '--limit %s' "$1" || true; }
-log() { printf 'smoke: %s\n' "$*" >&2; }
-t0=$(date +%s)
-tp=$t0
-mkdir -p "$run"
-: > "$run/smoke_times.tsv"
-phase() {
-  local now; now=$(date +%s)
-  printf '%s\t%s\n' "$1" "$((now - tp))" >> "$run/smoke_times.tsv"
-  log "phase $1: $((now - tp)) s (total $((now - t0)) s)"
-  tp=$now
-}
-
-"$here/fetch-model.sh"
-"$here/setup-python.sh" train
-if [ ! -x "$bin" ]; then
-  log "building $bin"
-  cargo build --release -p autosafe
-fi
-phase setup
+loop_tag=smoke
+times="$run/smoke_times.tsv"
+source "$here/loop.sh"
+: > "$times"
+loop_setup
 
 log "generate + train + merge + GGUF → $run"
 "$bin" train --smoke --data "$run"
