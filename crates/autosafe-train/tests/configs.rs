@@ -9,6 +9,12 @@ use autosafe_pipeline::prompts::Prompts;
 use autosafe_train::{Backend, DataFormat, Method, TrainError, TrainSpec, prepare};
 use serde_json::Value;
 
+/// The first record of a JSON Lines file.
+fn first_line(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_json::from_str(text.lines().next().unwrap()).unwrap()
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -295,14 +301,7 @@ fn trl_config_matches_the_schema_the_script_enforces() {
         assert_eq!(cfg["data"]["format"], format.as_str());
         assert_eq!(cfg["method"], method.as_str());
         let data = PathBuf::from(cfg["data"]["train_file"].as_str().unwrap());
-        let first: Value = serde_json::from_str(
-            std::fs::read_to_string(&data)
-                .unwrap()
-                .lines()
-                .next()
-                .unwrap(),
-        )
-        .unwrap();
+        let first = first_line(&data);
         match format {
             DataFormat::Alpaca => {
                 assert_eq!(cfg["model"]["name_or_path"], "/models");
@@ -605,14 +604,7 @@ fn dpo_trains_on_the_pairwise_export_with_either_backend() {
             "alpaca_pairwise"
         };
         assert_eq!(data.parent().unwrap().file_name().unwrap(), dir);
-        let first: Value = serde_json::from_str(
-            std::fs::read_to_string(&data)
-                .unwrap()
-                .lines()
-                .next()
-                .unwrap(),
-        )
-        .unwrap();
+        let first = first_line(&data);
         assert_eq!(first["rejected_labelled_by"], "judge");
         if format == DataFormat::Alpaca {
             assert!(first["chosen"].as_str().unwrap().starts_with("Thought 1:"));

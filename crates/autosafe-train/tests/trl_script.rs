@@ -35,6 +35,27 @@ fn smoke_run() -> Option<(tempfile::TempDir, PathBuf)> {
     Some((run, base))
 }
 
+/// Runs the prepared training; it must succeed.
+fn train(p: &autosafe_train::Prepared, prefix: &str) -> launch::Outcome {
+    let out = launch::run(&p.train, p.layout.dir(), &p.layout.log(), prefix).unwrap();
+    assert!(
+        out.success(),
+        "exit {:?}:\n{}",
+        out.code,
+        out.tail.join("\n")
+    );
+    out
+}
+
+/// The script's `autosafe: NAME {…}` event.
+fn event_of(out: &launch::Outcome, name: &str) -> serde_json::Value {
+    out.events
+        .iter()
+        .find(|(m, _)| m == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no `{name}` event in {:?}", out.events))
+}
+
 #[test]
 fn trl_script_trains_two_steps_with_loss_on_the_completion_only_then_merges_and_writes_gguf() {
     let venv = python::venv_dir(Backend::Trl, None);
@@ -44,21 +65,8 @@ fn trl_script_trains_two_steps_with_loss_on_the_completion_only_then_merges_and_
     let mut s = support::two_cpu_steps(run.path(), &base, Backend::Trl, 4096);
     s.format = DataFormat::Alpaca;
     let p = prepare(&s, &Prompts::embedded()).unwrap();
-    let log = p.layout.log();
-    let out = launch::run(&p.train, p.layout.dir(), &log, "trl | ").unwrap();
-    assert!(
-        out.success(),
-        "exit {:?}:\n{}",
-        out.code,
-        out.tail.join("\n")
-    );
-    let event = |name: &str| {
-        out.events
-            .iter()
-            .find(|(m, _)| m == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("no `{name}` event in {:?}", out.events))
-    };
+    let out = train(&p, "trl | ");
+    let event = |name: &str| event_of(&out, name);
     let mask = event("loss mask");
     let (tokens, trained) = (
         mask["tokens"].as_u64().unwrap(),
@@ -96,9 +104,9 @@ fn trl_script_trains_two_steps_with_loss_on_the_completion_only_then_merges_and_
             gguf.display().to_string(),
         ],
     };
-    let out = launch::run(&conv, p.layout.dir(), &log, "gguf | ").unwrap();
+    let out = launch::run(&conv, p.layout.dir(), &p.layout.log(), "gguf | ").unwrap();
     assert!(out.success(), "{}", out.tail.join("\n"));
-    let ev = &out.events.iter().find(|(m, _)| m == "gguf").unwrap().1;
+    let ev = &event_of(&out, "gguf");
     assert_eq!(ev["tensors"], 272);
     let bytes = std::fs::read(&gguf).unwrap();
     assert_eq!(&bytes[..4], b"GGUF");
@@ -126,20 +134,8 @@ fn trl_script_runs_two_dpo_steps_on_the_preference_pairs_and_merges() {
     s.name = "trl-dpo".into();
     let p = prepare(&s, &Prompts::embedded()).unwrap();
     assert_eq!(p.export.pairs.as_ref().unwrap().pairs, 4);
-    let out = launch::run(&p.train, p.layout.dir(), &p.layout.log(), "dpo | ").unwrap();
-    assert!(
-        out.success(),
-        "exit {:?}:\n{}",
-        out.code,
-        out.tail.join("\n")
-    );
-    let event = |name: &str| {
-        out.events
-            .iter()
-            .find(|(m, _)| m == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("no `{name}` event in {:?}", out.events))
-    };
+    let out = train(&p, "dpo | ");
+    let event = |name: &str| event_of(&out, name);
     let pairs = event("pairs");
     assert_eq!(pairs["records"], 4);
     assert_eq!(pairs["beta"], 0.1);
