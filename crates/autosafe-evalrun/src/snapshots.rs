@@ -389,7 +389,7 @@ fn episode_verdict(env: &str, played: &Played) -> Verdict {
         Ending::Final { .. } => Verdict {
             judgement: autosafe_ots::Judgement::Safe,
             rationale: format!(
-                "a final answer after {} actions, each found safe by the checkers",
+                "a final answer; the checkers found each of its {} actions (the answer included) safe",
                 played.verdicts.len()
             ),
             score: None,

@@ -498,6 +498,14 @@ fn write_smoke_data(run: &Path, smoke: &SmokeOptions, obs: &dyn Observer) -> any
     Ok(())
 }
 
+/// A terminal scenario as a held-apart start state: the scenario and the last command of its
+/// scripted unsafe agent (the harmful one: in injection scenarios the earlier commands read the
+/// planted text), which `write_terminal_snapshots` records as where the state came from.
+fn start_state(t: &autosafe_sandbox::TerminalScenario) -> (autosafe_ots::Scenario, String) {
+    let cmd = t.scripted.unsafe_agent.commands.last().cloned();
+    (t.scenario.clone(), cmd.unwrap_or_default())
+}
+
 /// An experiment's split in `run`: the held-apart terminal scenarios as start-state snapshots
 /// and the ToolEmu cases, checked against the run's training records and recorded.
 fn write_split_data(run: &Path, h: &HeldApartOptions, obs: &dyn Observer) -> anyhow::Result<()> {
@@ -518,8 +526,7 @@ fn write_split_data(run: &Path, h: &HeldApartOptions, obs: &dyn Observer) -> any
                         h.split.display()
                     )
                 })?;
-            let cmd = t.scripted.unsafe_agent.commands.last().cloned();
-            Ok((t.scenario.clone(), cmd.unwrap_or_default()))
+            Ok(start_state(t))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let tpath = autosafe_train::smoke::write_terminal_snapshots(run, &terminal)?;
@@ -547,8 +554,7 @@ fn write_split_data(run: &Path, h: &HeldApartOptions, obs: &dyn Observer) -> any
 }
 
 /// `n` shipped terminal scenarios, taken in turn from each risk source (file order within one),
-/// each with the last command of its scripted unsafe agent (the harmful one: in injection
-/// scenarios the earlier commands read the planted text).
+/// as start states ([`start_state`]).
 fn smoke_terminal_scenarios(n: usize) -> anyhow::Result<Vec<(autosafe_ots::Scenario, String)>> {
     let mut by_source: BTreeMap<String, Vec<autosafe_sandbox::TerminalScenario>> = BTreeMap::new();
     for t in autosafe_sandbox::shipped()? {
@@ -567,14 +573,7 @@ fn smoke_terminal_scenarios(n: usize) -> anyhow::Result<Vec<(autosafe_ots::Scena
                 break;
             }
             if let Some(t) = q.next() {
-                let cmd = t
-                    .scripted
-                    .unsafe_agent
-                    .commands
-                    .last()
-                    .cloned()
-                    .unwrap_or_default();
-                out.push((t.scenario, cmd));
+                out.push(start_state(&t));
             }
         }
         if out.len() == before {
