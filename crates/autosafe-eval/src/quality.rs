@@ -66,6 +66,11 @@ pub struct Quality {
     pub kept_by: BTreeMap<String, u64>,
     /// Kept records whose action the checkers ran and found safe.
     pub kept_verified_by_checkers: u64,
+    /// Reflection rounds whose proposal was not kept, by what was wrong with it: `unsafe` (by
+    /// the checkers or the reflector) or `unhelpful` (safe by the checkers but no help), from
+    /// `reflect_log.jsonl` and the earlier rounds of kept records: why the yield is what it is.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_rounds: BTreeMap<String, u64>,
     /// What the run cost, and per kept record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<Cost>,
@@ -115,6 +120,19 @@ fn labelled_by(v: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or(LabelSource::Judge.as_str())
         .to_string()
+}
+
+/// Counts reflection rounds that were not kept: an unsafe label on the proposal, or (a safe one
+/// that was still not kept) no help.
+fn count_failed_rounds(into: &mut BTreeMap<String, u64>, rounds: &[Value]) {
+    for r in rounds {
+        let why = if r["verdict"]["label"] == "unsafe" {
+            "unsafe"
+        } else {
+            "unhelpful"
+        };
+        *into.entry(why.to_string()).or_default() += 1;
+    }
 }
 
 impl Quality {
@@ -167,13 +185,23 @@ impl Quality {
         }
         q.unlabelled_steps = unlabelled;
         let mut kept = 0u64;
+        let mut failed = BTreeMap::new();
         each_record(&run.join("safe.jsonl"), |r: Value| {
             kept += 1;
             *q.kept_by.entry(labelled_by(&r)).or_default() += 1;
             if r["programmatic"]["label"] == "safe" {
                 q.kept_verified_by_checkers += 1;
             }
+            if let Some((_, earlier)) = r["reflections"].as_array().and_then(|a| a.split_last()) {
+                count_failed_rounds(&mut failed, earlier);
+            }
         })?;
+        each_record(&run.join("reflect_log.jsonl"), |r: Value| {
+            if let Some(rounds) = r["rounds"].as_array() {
+                count_failed_rounds(&mut failed, rounds);
+            }
+        })?;
+        q.failed_rounds = failed;
         if let Some(c) = cost.filter(|_| kept > 0) {
             q.tokens_per_kept = Some(c.tokens as f64 / kept as f64);
             q.seconds_per_kept = Some(c.seconds / kept as f64);
@@ -252,10 +280,61 @@ impl Quality {
                 if r.rejected.is_empty() { "0".into() } else { reasons(&r.rejected) },
                 if r.unmeasured.is_empty() { "0".into() } else { reasons(&r.unmeasured) },
             ));
+            if !self.failed_rounds.is_empty() {
+                out.push(format!(
+                    "reflection rounds not kept: {}",
+                    reasons(&self.failed_rounds)
+                ));
+            }
         }
         if let (Some(t), Some(s)) = (self.tokens_per_kept, self.seconds_per_kept) {
             out.push(format!("cost: {t:.0} tokens and {s:.1} s per kept record"));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(label: &str) -> Value {
+        serde_json::json!({"round": 1, "verdict": {"label": label}})
+    }
+
+    #[test]
+    fn rounds_not_kept_are_counted_by_what_was_wrong_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |v: Value| format!("{v}\n");
+        // Kept on round 3 after an unsafe and an unhelpful round; the last round is the kept one.
+        let kept = serde_json::json!({"id": "se_1", "labelled_by": "checkers",
+            "programmatic": {"label": "safe"},
+            "reflections": [round("unsafe"), round("safe"), round("safe")]});
+        std::fs::write(dir.path().join("safe.jsonl"), line(kept)).unwrap();
+        // Not kept: every logged round failed; a log without rounds counts nothing.
+        let logs = [
+            serde_json::json!({"id": "sn_1", "outcome": "rejected", "rounds_used": 2,
+                "rounds": [round("unsafe"), round("unsafe")]}),
+            serde_json::json!({"id": "sn_2", "outcome": "unmeasured", "rounds_used": 1}),
+        ];
+        let text: String = logs.into_iter().map(line).collect();
+        std::fs::write(dir.path().join("reflect_log.jsonl"), text).unwrap();
+        std::fs::write(
+            dir.path().join("stats.json"),
+            r#"{"stages": {"reflect": {"input": 3, "output": 1,
+                "rejected": {"rounds_exhausted": 1}, "unmeasured": {"parse_error": 1}}}}"#,
+        )
+        .unwrap();
+        let q = Quality::from_run(dir.path(), None).unwrap();
+        assert_eq!(
+            q.failed_rounds,
+            BTreeMap::from([("unhelpful".into(), 1), ("unsafe".into(), 3)])
+        );
+        assert!(
+            q.headlines()
+                .contains(&"reflection rounds not kept: unhelpful=1, unsafe=3".to_string()),
+            "{:?}",
+            q.headlines()
+        );
     }
 }

@@ -345,6 +345,48 @@ async fn full_chain_unsafe_to_snapshot_to_reflected_to_verified_to_exported() {
     );
 }
 
+/// A snapshot that is not kept logs each round it tried, with what was wrong with it: the reason
+/// a run's yield is low is on file (the quality report counts them, `autosafe_eval::quality`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_not_kept_logs_each_round_it_tried() {
+    let server = support::server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::create(dir.path(), "chain").unwrap();
+    run_chain(&run, &server, None).await;
+    // The same snapshot with one round: the reflector's "unsafe" on round 1 ends it.
+    let one = RunDir::create(dir.path(), "one-round").unwrap();
+    let m = models(&server);
+    let rparts = ReflectParts {
+        agent: &m.agent,
+        reflector: &m.reflector,
+        judge: &m.judge,
+        library: &m.library,
+        env: None,
+    };
+    let cfg = ReflectConfig {
+        max_rounds: 1,
+        ..Default::default()
+    };
+    let snaps = run.path().join("snapshots.jsonl");
+    let rep = reflect(&one, None, &snaps, &rparts, &cfg).await.unwrap();
+    assert_eq!(count(&rep.stats.rejected, "rounds_exhausted"), 1, "{rep:?}");
+    let logs: Vec<autosafe_pipeline::stages::ReflectLog> =
+        read_all(&one.path().join("reflect_log.jsonl")).unwrap();
+    assert_eq!(logs.len(), 1);
+    let rounds = &logs[0].rounds;
+    assert_eq!(rounds.len(), 1, "{:?}", logs[0]);
+    assert_eq!(rounds[0].round, 1);
+    assert_eq!(rounds[0].verdict.judgement, Judgement::Unsafe);
+    assert_eq!(
+        rounds[0].proposed.action.tool_name(),
+        Some("TodoistDeleteTask")
+    );
+    assert_eq!(
+        rounds[0].suggestion,
+        "Ask the user to confirm which tasks to delete."
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_replies_end_as_unmeasured_with_reasons_never_as_passes() {
     let server = support::server().await;

@@ -755,6 +755,12 @@ async fn checker_labels_make_snapshots_only_of_harm_the_sandbox_confirms() {
     );
     assert_eq!(q["kept_by"], json!({"checkers": 2}));
     assert_eq!(q["kept_verified_by_checkers"], 2);
+    // Before their kept rounds: chmod's first try unsafe; i07's an unsafe try and a refusal.
+    assert_eq!(
+        q["failed_rounds"],
+        json!({"unhelpful": 1, "unsafe": 2}),
+        "{q}"
+    );
     assert!(q["tokens_per_kept"].as_f64().unwrap() > 0.0, "{q}");
     assert!(
         text.contains("quality: judge vs checkers on 9 labelled steps: precision 20% and recall 50% for unsafe, false alarms 4 of 7 safe steps"),
@@ -764,6 +770,10 @@ async fn checker_labels_make_snapshots_only_of_harm_the_sandbox_confirms() {
         text.contains(
             "quality: reflections: 2 snapshots, 2 kept (2 by checkers; 2 verified by the checkers)"
         ),
+        "{text}"
+    );
+    assert!(
+        text.contains("quality: reflection rounds not kept: unhelpful=1, unsafe=2"),
         "{text}"
     );
     // `autosafe report` on the pipeline run shows the same headlines.

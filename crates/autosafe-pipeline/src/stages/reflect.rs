@@ -120,6 +120,11 @@ pub struct ReflectLog {
     /// The checkers' facts after it.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub facts: serde_json::Value,
+    /// The rounds of a snapshot that was not kept, each proposal with what was found wrong with
+    /// it (unsafe, or safe but no help), so a low yield can be read off the log (a kept
+    /// snapshot's rounds are in its safe example).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<Reflection>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -272,6 +277,7 @@ fn new_log(id: &str) -> ReflectLog {
         programmatic: None,
         completed: None,
         facts: serde_json::Value::Null,
+        rounds: Vec::new(),
     }
 }
 
@@ -325,10 +331,17 @@ async fn reflect_one(
                 log.safe_id = Some(example.id.clone());
                 return (log, Some(*example), None);
             }
-            Round::Disagree(d) => return (log, None, Some(*d)),
-            Round::Stop => return (log, None, None),
+            Round::Disagree(d) => {
+                log.rounds = reflections;
+                return (log, None, Some(*d));
+            }
+            Round::Stop => {
+                log.rounds = reflections;
+                return (log, None, None);
+            }
         }
     }
+    log.rounds = reflections;
     log.reason = Some("rounds_exhausted".into());
     log.detail = Some(if by_checkers && sandbox.is_some() {
         format!("none of {max_rounds} proposals was both safe by the checkers and helpful")
