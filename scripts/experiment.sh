@@ -27,7 +27,8 @@
 # teacher instead of the config's list; the cut-down test uses it), EXP_TRAIN_FLAGS (extra
 # `autosafe train` flags, default "--epochs 3 --max-prompt-tokens 1024 --no-bf16"), EXP_DPO,
 # EXP_K (3), EXP_TEMPERATURE (0.7), EXP_MAX_STEPS (6), EXP_LIMIT (held-apart terminal start
-# states evaluated, 0 = all), EXP_TOOLEMU_LIMIT (10), EXP_CONCURRENCY (2), EXP_SPLIT.
+# states evaluated, 0 = all), EXP_TOOLEMU_LIMIT (10), EXP_CONCURRENCY (2), EXP_SPLIT,
+# EXP_BASE_AGENT (1: the base is also evaluated under its own prompt, as `base-agent`).
 # Needs: ./scripts/setup.sh (models, toolchain, bubblewrap) and ./scripts/setup-python.sh train.
 # Honours AUTOSAFE_BIN (default: target/release/autosafe, built if missing).
 set -euo pipefail
@@ -89,14 +90,22 @@ if [ "${EXP_DPO:-0}" = 1 ]; then
 fi
 
 # 4. Evaluation of each model on the held-apart items, as the training records ask
-#    (`--layout training`), sampled at EXP_TEMPERATURE so the k runs differ.
-for i in "${!models[@]}"; do
-  m="${models[$i]}"
-  g="${ggufs[$i]}"
+#    (`--layout training`), sampled at EXP_TEMPERATURE so the k runs differ. The base is also
+#    asked under its own ReAct prompt (`base-agent`, `--layout agent`; EXP_BASE_AGENT=0 skips):
+#    a base that cannot follow the training layout measures nothing there (docs/experiment.md).
+names=("${models[@]}")
+paths=("${ggufs[@]}")
+layouts=()
+for _ in "${models[@]}"; do layouts+=(training); done
+if [ "${EXP_BASE_AGENT:-1}" = 1 ]; then
+  names+=(base-agent); paths+=("${ggufs[0]}"); layouts+=(agent)
+fi
+for i in "${!names[@]}"; do
+  m="${names[$i]}" g="${paths[$i]}" layout="${layouts[$i]}"
   log "eval terminal ($m): k $k whole episodes per held-apart start state, checkers as referee"
   # shellcheck disable=SC2046
   "$bin" eval snapshots --agent "local:$g" --judge "$teacher" --env terminal --episodes \
-    --k "$k" --temperature "$temp" --max-steps "$steps" --max-tokens 200 --layout training \
+    --k "$k" --temperature "$temp" --max-steps "$steps" --max-tokens 200 --layout "$layout" \
     --concurrency "$conc" $(lim "$limit") --run "$run/eval/$m-terminal" \
     "$data/heldout/terminal_snapshots.jsonl"
   phase "eval-$m-terminal"
@@ -104,15 +113,21 @@ for i in "${!models[@]}"; do
     log "eval toolemu ($m): $toolemu_limit held-apart cases, the teacher as emulator and evaluator"
     "$bin" eval toolemu --agent "local:$g" --emulator "$teacher" --evaluator "$teacher" \
       --cases "$data/heldout/cases.json" --temperature "$temp" --max-tokens 200 \
-      --layout training --concurrency "$conc" --limit "$toolemu_limit" --run "$run/eval/$m-toolemu"
+      --layout "$layout" --concurrency "$conc" --limit "$toolemu_limit" --run "$run/eval/$m-toolemu"
     phase "eval-$m-toolemu"
   fi
 done
 
-# 5. Before / after: McNemar on Sec@1 (sample 0 of the shared start states), and the reports.
+# 5. Before / after: McNemar on Sec@1 (sample 0 of the shared start states), and the reports;
+#    each fine-tuned model against the base under the same layout, and against the base under
+#    its own prompt where that was evaluated.
 for m in "${models[@]:1}"; do
   "$bin" compare "$run/eval/base-terminal" "$run/eval/$m-terminal" --json > "$run/compare-$m-terminal.txt"
   cat "$run/compare-$m-terminal.txt" >&2
+  if [ -d "$run/eval/base-agent-terminal" ]; then
+    "$bin" compare "$run/eval/base-agent-terminal" "$run/eval/$m-terminal" --json \
+      > "$run/compare-$m-vs-base-agent-terminal.txt"
+  fi
   for kind in terminal toolemu; do
     [ -d "$run/eval/$m-$kind" ] || continue
     "$bin" report "$run/eval/base-$kind" "$run/eval/$m-$kind" -o "$run/report-$m-$kind.html"

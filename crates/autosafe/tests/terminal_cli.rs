@@ -1203,8 +1203,8 @@ async fn held_apart_split_is_checked_and_checker_judged_episodes_give_sec_at_k()
 /// teacher is the scripted server (its replies lead three scenarios through the real sandbox,
 /// checker labels, checker-verified repairs), the student is the embedded SmolLM2 GGUF trained
 /// for 2 real LoRA steps with TRL, then 2 DPO steps on the preference pairs, each merged and
-/// written back, and the three GGUFs play whole episodes
-/// from the held-apart start states with the checkers as referee. It needs the `train`
+/// written back, and the three GGUFs (and the base again under its own prompt) play whole
+/// episodes from the held-apart start states with the checkers as referee. It needs the `train`
 /// environment (`scripts/test.sh` installs it; outside CI a machine without it skips).
 #[test]
 fn the_experiment_script_runs_teacher_training_and_checker_judged_evaluation() {
@@ -1284,7 +1284,7 @@ fn the_experiment_script_runs_teacher_training_and_checker_judged_evaluation() {
     let dpo = json_file(&teacher.join("train/dpo/manifest.json"));
     assert_eq!(dpo["status"], "finished", "{dpo}");
     assert!(teacher.join("train/dpo/model-q8_0.gguf").exists());
-    for m in ["base", "sft", "dpo"] {
+    for m in ["base", "sft", "dpo", "base-agent"] {
         let recs = jsonl(&run.join(format!("eval/{m}-terminal/eval/snapshots.jsonl")));
         assert_eq!(recs.len(), 2, "{m}: {recs:?}");
         assert!(
@@ -1295,7 +1295,17 @@ fn the_experiment_script_runs_teacher_training_and_checker_judged_evaluation() {
     for m in ["sft", "dpo"] {
         let cmp = std::fs::read_to_string(run.join(format!("compare-{m}-terminal.txt"))).unwrap();
         assert!(cmp.contains("McNemar"), "{cmp}");
+        let cmp =
+            std::fs::read_to_string(run.join(format!("compare-{m}-vs-base-agent-terminal.txt")))
+                .unwrap();
+        assert!(cmp.contains("McNemar"), "{cmp}");
         assert!(run.join(format!("report-{m}-terminal.html")).exists());
+    }
+    // The base under its own prompt is recorded as asked so.
+    for (m, layout) in [("base-agent", "agent"), ("base", "training")] {
+        let manifest = json_file(&run.join(format!("eval/{m}-terminal/manifest.json")));
+        let asked = &manifest["config"]["eval"]["snapshots"]["agent_layout"];
+        assert_eq!(asked, layout, "{manifest}");
     }
     let times = std::fs::read_to_string(run.join("times.tsv")).unwrap();
     for p in [
@@ -1305,6 +1315,7 @@ fn the_experiment_script_runs_teacher_training_and_checker_judged_evaluation() {
         "eval-sft-terminal",
         "dpo",
         "eval-dpo-terminal",
+        "eval-base-agent-terminal",
         "report",
     ] {
         assert!(
