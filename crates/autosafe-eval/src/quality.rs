@@ -32,6 +32,11 @@ pub struct Funnel {
     pub unmeasured: BTreeMap<String, u64>,
 }
 
+/// The run's cost ledger: one line per `autosafe run` process that reached its end (done,
+/// stopped or failed), so a resumed run's cost is the sum of its processes. A killed process
+/// writes no line: its share is not counted.
+pub const COST_LEDGER: &str = "cost.jsonl";
+
 /// What the run cost, as the caller measured it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cost {
@@ -39,6 +44,51 @@ pub struct Cost {
     pub tokens: u64,
     /// Wall time of the run.
     pub seconds: f64,
+    /// The processes summed (a resumed run has several).
+    #[serde(default)]
+    pub processes: u64,
+}
+
+/// One process's line in the cost ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostLine {
+    /// Prompt and completion tokens of this process's model calls.
+    pub tokens: u64,
+    /// Its wall time.
+    pub seconds: f64,
+    /// How it ended: `done`, `stopped` (items left pending) or `failed`.
+    pub outcome: String,
+}
+
+impl Cost {
+    /// Appends `line` to the ledger of the run directory `run`.
+    pub fn record(run: &Path, line: &CostLine) -> Result<(), EvalError> {
+        use std::io::Write;
+        let path = run.join(COST_LEDGER);
+        let io = |source| EvalError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        let text = serde_json::to_string(line).expect("a cost line serializes");
+        writeln!(f, "{text}").map_err(io)
+    }
+
+    /// The sum of the ledger of `run` (`None` without one).
+    pub fn of_run(run: &Path) -> Result<Option<Cost>, EvalError> {
+        let mut sum: Option<Cost> = None;
+        each_record(&run.join(COST_LEDGER), |l: CostLine| {
+            let c = sum.get_or_insert_with(Cost::default);
+            c.tokens += l.tokens;
+            c.seconds += l.seconds;
+            c.processes += 1;
+        })?;
+        Ok(sum)
+    }
 }
 
 /// The quality report of a run.
@@ -300,6 +350,34 @@ mod tests {
 
     fn round(label: &str) -> Value {
         serde_json::json!({"round": 1, "verdict": {"label": label}})
+    }
+
+    #[test]
+    fn a_resumed_run_costs_the_sum_of_its_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Cost::of_run(dir.path()).unwrap(), None);
+        for (tokens, seconds, outcome) in [(1000, 60.0, "failed"), (500, 30.0, "done")] {
+            let line = CostLine {
+                tokens,
+                seconds,
+                outcome: outcome.into(),
+            };
+            Cost::record(dir.path(), &line).unwrap();
+        }
+        let cost = Cost::of_run(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            cost,
+            Cost {
+                tokens: 1500,
+                seconds: 90.0,
+                processes: 2
+            }
+        );
+        // One kept record: its cost is the whole run's, not the last process's.
+        std::fs::write(dir.path().join("safe.jsonl"), "{\"id\": \"se_1\"}\n").unwrap();
+        let q = Quality::from_run(dir.path(), Some(cost)).unwrap();
+        assert_eq!(q.tokens_per_kept, Some(1500.0));
+        assert_eq!(q.seconds_per_kept, Some(90.0));
     }
 
     #[test]

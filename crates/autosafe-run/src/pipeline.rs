@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use autosafe_env::{EmulatorOptions, EnvChoice, EnvOptions};
-use autosafe_eval::quality::{Cost, QUALITY_FILE, Quality};
+use autosafe_eval::quality::{COST_LEDGER, Cost, CostLine, QUALITY_FILE, Quality};
 use autosafe_ots::{Taxonomy, ToolLibrary};
 use autosafe_pipeline::export::{ExportConfig, ExportFormat, ExportInputs, ToolkitLibrary};
 use autosafe_pipeline::stages::elicit::ElicitParts;
@@ -524,19 +524,22 @@ pub fn merge(run: &Path, dedup: MergeDedup, obs: &dyn Observer) -> anyhow::Resul
     Ok(())
 }
 
-/// Writes `quality.json` for the run (cost: this process's tokens and wall time) and tells its
-/// headline lines.
-fn write_quality(
-    s: &Session,
-    elapsed: std::time::Duration,
-    obs: &dyn Observer,
-) -> anyhow::Result<()> {
+/// Appends this process's tokens and wall time to the run's cost ledger, however it ended.
+fn record_cost(s: &Session, started: std::time::Instant, outcome: &str) -> anyhow::Result<()> {
     let total = s.stack.ledger.report().total;
-    let cost = Cost {
+    let line = CostLine {
         tokens: total.prompt_tokens + total.completion_tokens,
-        seconds: elapsed.as_secs_f64(),
+        seconds: started.elapsed().as_secs_f64(),
+        outcome: outcome.to_string(),
     };
-    let quality = Quality::from_run(s.run.path(), Some(cost))?;
+    Ok(Cost::record(s.run.path(), &line)?)
+}
+
+/// Writes `quality.json` for the run (cost: every process of the run, from the cost ledger) and
+/// tells its headline lines.
+fn write_quality(s: &Session, obs: &dyn Observer) -> anyhow::Result<()> {
+    let cost = Cost::of_run(s.run.path())?;
+    let quality = Quality::from_run(s.run.path(), cost)?;
     autosafe_pipeline::rundir::write_json_atomic(&s.run.path().join(QUALITY_FILE), &quality)?;
     for line in quality.headlines() {
         obs.line(&format!("quality: {line}"));
@@ -627,8 +630,15 @@ pub fn run(opts: RunOptions, obs: &dyn Observer) -> anyhow::Result<PendingStatus
     own_terminal_scenarios(&mut s);
     s.write_manifest()?;
     obs.line(&format!("run: {}", s.run.path().display()));
-    let stopped = runtime()?.block_on(chain(&mut s, terminal, obs))?;
+    let stopped = match runtime()?.block_on(chain(&mut s, terminal, obs)) {
+        Ok(stopped) => stopped,
+        Err(e) => {
+            record_cost(&s, started, "failed")?;
+            return Err(e);
+        }
+    };
     if stopped {
+        record_cost(&s, started, "stopped")?;
         obs.stdout(&s.stack.ledger.summary_table());
         obs.line(&format!(
             "run: stopped before export; {}",
@@ -637,12 +647,16 @@ pub fn run(opts: RunOptions, obs: &dyn Observer) -> anyhow::Result<PendingStatus
         return Ok(s.pending());
     }
     let formats = s.config.export.formats.clone();
-    export_stage(&s, &formats, s.config.export.utility_share, obs)?;
+    if let Err(e) = export_stage(&s, &formats, s.config.export.utility_share, obs) {
+        record_cost(&s, started, "failed")?;
+        return Err(e);
+    }
     obs.stdout(&s.stack.ledger.summary_table());
     for l in crate::models::engine_summaries() {
         obs.line(&l);
     }
-    write_quality(&s, started.elapsed(), obs)?;
+    record_cost(&s, started, "done")?;
+    write_quality(&s, obs)?;
     obs.line(&format!(
         "run: done. Everything is in {}:",
         s.run.path().display()
@@ -670,7 +684,7 @@ pub fn run(opts: RunOptions, obs: &dyn Observer) -> anyhow::Result<PendingStatus
         ]
     };
     let outputs = [RunFile::Snapshots, RunFile::Utility, RunFile::Safe].map(RunFile::file_name);
-    let files = ["manifest.json", "stats.json", QUALITY_FILE]
+    let files = ["manifest.json", "stats.json", QUALITY_FILE, COST_LEDGER]
         .map(String::from)
         .into_iter()
         .chain(inputs)

@@ -186,6 +186,33 @@ async fn an_outage_mid_run_exits_non_zero_and_one_rerun_gives_the_records_of_a_c
         clean,
         "exactly the records of a clean run"
     );
+    // The run's cost is both processes': the ledger has a line each, the quality report sums them.
+    let ledger: Vec<Value> = std::fs::read_to_string(run_dir.join("cost.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let outcomes: Vec<&str> = ledger
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["stopped", "done"], "{ledger:?}");
+    let tokens: Vec<u64> = ledger
+        .iter()
+        .map(|l| l["tokens"].as_u64().unwrap())
+        .collect();
+    assert!(
+        tokens.iter().all(|t| *t > 0),
+        "both processes called the model: {ledger:?}"
+    );
+    let q = json_file(&run_dir.join("quality.json"));
+    assert_eq!(q["cost"]["processes"], 2, "{q}");
+    assert_eq!(q["cost"]["tokens"], tokens[0] + tokens[1], "{q}");
+    assert_eq!(
+        q["tokens_per_kept"],
+        (tokens[0] + tokens[1]) as f64,
+        "one kept record: {q}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -18,6 +18,7 @@ const GOLDEN: &str = "tests/golden/shipped_config_outputs.txt";
 const VOLATILE: &[(&str, &[&str])] = &[
     ("manifest.json", &["created_unix", "git_revision"]),
     ("quality.json", &["cost/seconds", "seconds_per_kept"]),
+    ("cost.jsonl", &["seconds"]),
 ];
 
 /// The bytes a file is digested by: its own with this run's server address and scratch directory
