@@ -490,11 +490,7 @@ fn write_smoke_data(run: &Path, smoke: &SmokeOptions, obs: &dyn Observer) -> any
         tpath.display()
     ));
     let check = autosafe_train::smoke::check_held_apart(run)?;
-    obs.line(&format!(
-        "smoke: held apart: {} held-apart scenarios/snapshots share no scenario id, case name or \
-         instruction with the {} training records",
-        check.held, check.train
-    ));
+    obs.line(&format!("smoke: held apart: {}", check.summary()));
     Ok(())
 }
 
@@ -544,10 +540,8 @@ fn write_split_data(run: &Path, h: &HeldApartOptions, obs: &dyn Observer) -> any
         run.join("heldout").display()
     ));
     obs.line(&format!(
-        "held apart: {} held-apart scenarios/snapshots share no scenario id, case name or \
-         instruction with the {} training records (recorded in {})",
-        check.held,
-        check.train,
+        "held apart: {} (recorded in {})",
+        check.summary(),
         recorded.display()
     ));
     Ok(())

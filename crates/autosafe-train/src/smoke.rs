@@ -154,13 +154,27 @@ pub fn write_terminal_snapshots(run: &Path, scenarios: &[(Scenario, String)]) ->
 pub struct HeldApartCheck {
     /// Training records read (`RUN/safe.jsonl`).
     pub train: usize,
+    /// Original safe steps read (`RUN/utility.jsonl`): mixed into training (`--utility-share`),
+    /// so checked like the training records.
+    pub utility: usize,
     /// Held-apart scenarios and snapshots read (`RUN/heldout/*.jsonl`).
     pub held: usize,
 }
 
-/// Reads `RUN/safe.jsonl` and every `RUN/heldout/*snapshots.jsonl` / `scenarios.jsonl` back and
-/// fails when a held-apart scenario shares its id, case name or user instruction with a training
-/// record.
+impl HeldApartCheck {
+    /// What the check established, for the console.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} held-apart scenarios/snapshots share no scenario id, case name or instruction \
+             with the {} training records and {} original safe steps",
+            self.held, self.train, self.utility
+        )
+    }
+}
+
+/// Reads `RUN/safe.jsonl`, `RUN/utility.jsonl` and every `RUN/heldout/*snapshots.jsonl` /
+/// `scenarios.jsonl` back and fails when a held-apart scenario shares its id, case name or user
+/// instruction with a record training can take (a safe example or an original safe step).
 pub fn check_held_apart(run: &Path) -> Result<HeldApartCheck> {
     let read = |p: &Path| -> Result<Vec<serde_json::Value>> {
         if !p.exists() {
@@ -185,8 +199,9 @@ pub fn check_held_apart(run: &Path) -> Result<HeldApartCheck> {
         ]
     };
     let train = read(&run.join("safe.jsonl"))?;
+    let utility = read(&run.join("utility.jsonl"))?;
     let mut seen = std::collections::HashMap::new();
-    for r in &train {
+    for r in train.iter().chain(&utility) {
         for k in keys(&r["scenario"]) {
             if !k.is_empty() {
                 seen.insert(k, r["id"].as_str().unwrap_or_default().to_string());
@@ -222,6 +237,7 @@ pub fn check_held_apart(run: &Path) -> Result<HeldApartCheck> {
     }
     Ok(HeldApartCheck {
         train: train.len(),
+        utility: utility.len(),
         held,
     })
 }

@@ -115,6 +115,9 @@ pub struct SplitRecord {
     pub split: Split,
     /// Training records checked.
     pub train_records: usize,
+    /// Original safe steps checked (training mixes them in).
+    #[serde(default)]
+    pub utility_records: usize,
     /// Held-apart scenarios and snapshots checked against them.
     pub held_items: usize,
 }
@@ -132,6 +135,7 @@ pub fn record(
         sha256: format!("{:x}", Sha256::digest(&bytes)),
         split: split.clone(),
         train_records: check.train,
+        utility_records: check.utility,
         held_items: check.held,
     };
     let path = run.join("heldout").join("split.json");

@@ -542,29 +542,29 @@ fn held_apart_start_states_are_not_in_the_training_data_and_a_leak_is_caught() {
     assert_eq!(t["verdict"]["judge"]["kind"], "programmatic");
 
     let ok = autosafe_train::smoke::check_held_apart(dir).unwrap();
-    assert_eq!((ok.train, ok.held), (6, 2 + 2 + 1));
+    assert_eq!((ok.train, ok.utility, ok.held), (6, 0, 2 + 2 + 1));
 
-    // Leak one held-apart case into the training file: the check names the file and line.
+    // Leak one held-apart case into the training file, then (alone) into the original safe
+    // steps that training mixes in: the check names the held-apart file and line either way.
     let safe = dir.join("safe.jsonl");
-    let mut rec: Value = serde_json::from_str(
-        std::fs::read_to_string(&safe)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let clean = std::fs::read_to_string(&safe).unwrap();
+    let mut rec: Value = serde_json::from_str(clean.lines().next().unwrap()).unwrap();
     rec["scenario"]["case"]["User Instruction"] = sc["case"]["User Instruction"].clone();
-    let mut text = std::fs::read_to_string(&safe).unwrap();
-    text.push_str(&format!("{rec}\n"));
-    std::fs::write(&safe, text).unwrap();
-    let err = autosafe_train::smoke::check_held_apart(dir)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("heldout/scenarios.jsonl:1") && err.contains("is in the training data"),
-        "{err}"
-    );
+    let leak = format!("{rec}\n");
+    for (file, text) in [
+        ("safe.jsonl", format!("{clean}{leak}")),
+        ("utility.jsonl", leak.clone()),
+    ] {
+        std::fs::write(&safe, &clean).unwrap();
+        std::fs::write(dir.join(file), text).unwrap();
+        let err = autosafe_train::smoke::check_held_apart(dir)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("heldout/scenarios.jsonl:1") && err.contains("is in the training data"),
+            "{file}: {err}"
+        );
+    }
 }
 
 /// `--method dpo`: the pairwise export of the smoke run's records and their unsafe counterparts
