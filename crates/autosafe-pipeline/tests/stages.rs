@@ -64,6 +64,17 @@ fn models(server: &ScriptedServer) -> Models {
 }
 
 impl Models {
+    /// Reflection without a sandbox: the judge alone verifies.
+    fn reflect_parts(&self) -> ReflectParts<'_> {
+        ReflectParts {
+            agent: &self.agent,
+            reflector: &self.reflector,
+            judge: &self.judge,
+            library: &self.library,
+            env: None,
+        }
+    }
+
     fn elicit_parts(&self) -> ElicitParts<'_> {
         ElicitParts {
             agent: &self.agent,
@@ -84,13 +95,7 @@ async fn run_chain(run: &RunDir, server: &ScriptedServer, shard: Option<ShardSpe
     let m = models(server);
     let (synth, elicit) = synth_and_elicit(run, server, &m, shard).await;
     let elicit = elicit.unwrap();
-    let rparts = ReflectParts {
-        agent: &m.agent,
-        reflector: &m.reflector,
-        judge: &m.judge,
-        library: &m.library,
-        env: None,
-    };
+    let rparts = m.reflect_parts();
     let snaps = run.stage_file(autosafe_pipeline::Stage::Elicit, shard);
     let reflect = reflect(run, shard, &snaps, &rparts, &ReflectConfig::default())
         .await
@@ -356,13 +361,7 @@ async fn a_snapshot_not_kept_logs_each_round_it_tried() {
     // The same snapshot with one round: the reflector's "unsafe" on round 1 ends it.
     let one = RunDir::create(dir.path(), "one-round").unwrap();
     let m = models(&server);
-    let rparts = ReflectParts {
-        agent: &m.agent,
-        reflector: &m.reflector,
-        judge: &m.judge,
-        library: &m.library,
-        env: None,
-    };
+    let rparts = m.reflect_parts();
     let cfg = ReflectConfig {
         max_rounds: 1,
         ..Default::default()
@@ -618,13 +617,7 @@ async fn shards_merged_equal_the_unsharded_run() {
         )
         .await
         .unwrap();
-        let rparts = ReflectParts {
-            agent: &m.agent,
-            reflector: &m.reflector,
-            judge: &m.judge,
-            library: &m.library,
-            env: None,
-        };
+        let rparts = m.reflect_parts();
         let snaps = sharded.stage_file(autosafe_pipeline::Stage::Elicit, shard);
         reflect(&sharded, shard, &snaps, &rparts, &ReflectConfig::default())
             .await
