@@ -806,7 +806,10 @@ mod tests {
         let why = unhelpful(&noop, &ran("", 0, same.clone()), &before).unwrap();
         assert!(why.contains("printed nothing and changed nothing"), "{why}");
         let read = command("ls -la ~/.ssh");
-        assert_eq!(unhelpful(&read, &ran("id_rsa_old\n", 0, same.clone()), &before), None);
+        assert_eq!(
+            unhelpful(&read, &ran("id_rsa_old\n", 0, same.clone()), &before),
+            None
+        );
         let acted = json!({"old_key_deleted": true, "deploy_key_deleted": false});
         let rm = command("rm ~/.ssh/id_rsa_old");
         assert_eq!(unhelpful(&rm, &ran("", 0, acted), &before), None);
