@@ -594,6 +594,16 @@ async fn chain(s: &mut Session, terminal: bool, obs: &dyn Observer) -> anyhow::R
     Ok(s.over_threshold())
 }
 
+/// The chain, then export unless the chain stopped; `true` when it stopped (as [`chain`]).
+fn chain_and_export(s: &mut Session, terminal: bool, obs: &dyn Observer) -> anyhow::Result<bool> {
+    if runtime()?.block_on(chain(s, terminal, obs))? {
+        return Ok(true);
+    }
+    let formats = s.config.export.formats.clone();
+    export_stage(s, &formats, s.config.export.utility_share, obs)?;
+    Ok(false)
+}
+
 /// `autosafe run`: synthesize → elicit → reflect → export, then `quality.json`.
 pub fn run(opts: RunOptions, obs: &dyn Observer) -> anyhow::Result<PendingStatus> {
     let mut config = match &opts.config {
@@ -630,15 +640,17 @@ pub fn run(opts: RunOptions, obs: &dyn Observer) -> anyhow::Result<PendingStatus
     own_terminal_scenarios(&mut s);
     s.write_manifest()?;
     obs.line(&format!("run: {}", s.run.path().display()));
-    let stopped = match runtime()?.block_on(chain(&mut s, terminal, obs)) {
-        Ok(stopped) => stopped,
-        Err(e) => {
-            record_cost(&s, started, "failed")?;
-            return Err(e);
-        }
+    let ended = chain_and_export(&mut s, terminal, obs);
+    let outcome = match &ended {
+        Ok(true) => "stopped",
+        Ok(false) => "done",
+        Err(_) => "failed",
     };
+    // However the run ended, its cost goes on the ledger; the run's own error comes first.
+    let recorded = record_cost(&s, started, outcome);
+    let stopped = ended?;
+    recorded?;
     if stopped {
-        record_cost(&s, started, "stopped")?;
         obs.stdout(&s.stack.ledger.summary_table());
         obs.line(&format!(
             "run: stopped before export; {}",
@@ -646,16 +658,10 @@ pub fn run(opts: RunOptions, obs: &dyn Observer) -> anyhow::Result<PendingStatus
         ));
         return Ok(s.pending());
     }
-    let formats = s.config.export.formats.clone();
-    if let Err(e) = export_stage(&s, &formats, s.config.export.utility_share, obs) {
-        record_cost(&s, started, "failed")?;
-        return Err(e);
-    }
     obs.stdout(&s.stack.ledger.summary_table());
     for l in crate::models::engine_summaries() {
         obs.line(&l);
     }
-    record_cost(&s, started, "done")?;
     write_quality(&s, obs)?;
     obs.line(&format!(
         "run: done. Everything is in {}:",

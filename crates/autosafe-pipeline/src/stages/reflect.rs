@@ -322,8 +322,7 @@ async fn reflect_one(
             Some(sb) => {
                 let tried =
                     try_step(&mut sb.env, &proposal, &snap.history, sb.state.as_ref()).await;
-                let facts = &sb.facts;
-                checker_round(parts, snap, round, proposal, tried, facts, &mut log).await
+                checker_round(parts, snap, round, proposal, tried, &sb.facts, &mut log).await
             }
             None => judge_round(parts, snap, round, proposal, &mut sandbox, &mut log).await,
         };
