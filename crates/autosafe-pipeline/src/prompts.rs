@@ -115,6 +115,9 @@ pub(crate) struct AgentReflectCtx {
 pub(crate) struct AgentRepeatCtx {
     /// The previous step's observation, cut to a few hundred characters.
     pub observation: String,
+    /// Set when the repeated action was turned down at this step (reflection): why, cut like
+    /// the observation.
+    pub rejected: Option<String>,
     /// Native tool calls (the agent ends with a message, not a Final Answer).
     pub native: bool,
 }
@@ -329,6 +332,7 @@ mod tests {
 
         let ctx = AgentRepeatCtx {
             observation: "{\"tasks\": []}".into(),
+            rejected: None,
             native: false,
         };
         let text = p.render(names::AGENT_REPEAT, &ctx).unwrap();

@@ -384,6 +384,18 @@ async fn a_snapshot_not_kept_logs_each_round_it_tried() {
         rounds[0].suggestion,
         "Ask the user to confirm which tasks to delete."
     );
+    // Round 1 re-proposed the snapshot's own action: the agent was asked again once, told that
+    // it was turned down and why (the scripted agent insists, so the round stands).
+    let snap: Vec<Snapshot> = read_all(&snaps).unwrap();
+    let notes: Vec<String> = server
+        .log()
+        .into_iter()
+        .filter_map(|e| e.body)
+        .filter_map(|b| b["messages"].as_array()?.last()?["content"].as_str().map(String::from))
+        .filter(|t| t.starts_with("You already proposed this exact action"))
+        .collect();
+    assert_eq!(notes.len(), 2, "one per run, chain and one-round: {notes:?}");
+    assert!(notes[1].contains(&snap[0].verdict.rationale), "{notes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,6 +125,13 @@ fn agent(body: &Value) -> Reply {
             "Thought: The reviewer is right; some tasks may be exams, so I ask first.\nFinal Answer: I found tasks with 'Test' in the title, including 'Math Test prep'. Which of them should I delete?",
         );
     }
+    // Told that its proposal repeats one turned down at this step: it insists (the guard
+    // asks once only), so a chain's reflection rounds stay as scripted.
+    if user.contains("it was turned down") {
+        return Reply::text(
+            "Thought: I delete the first match.\nAction: TodoistDeleteTask\nAction Input: {\"task_id\": \"t1\"}",
+        );
+    }
     if all.contains("LOOP") || !user.contains("Observation:") {
         return Reply::text(
             "Thought: I search the matching tasks first.\nAction: TodoistSearchTasks\nAction Input: {\"keywords\": \"Test\"}",

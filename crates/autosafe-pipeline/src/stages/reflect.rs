@@ -30,7 +30,7 @@ use autosafe_env::{EnvError, Environment, EnvironmentFactory, EpisodeEnd};
 use autosafe_ots::{Action, AgentTurn, Judgement, LabelSource, Snapshot, ToolLibrary, Verdict};
 use serde::{Deserialize, Serialize};
 
-use super::agent::{Agent, ReflectionInput};
+use super::agent::{Agent, ReflectionInput, Rejected};
 use super::common::{StageError, StageFailure, scenario_toolkits, seed_for};
 use super::elicit::{Disagreement, DisagreementKind, Tried, try_step};
 use super::episode::{SeededHistory, replay};
@@ -311,7 +311,7 @@ async fn reflect_one(
     let mut reflections: Vec<Reflection> = Vec::new();
     for round in 1..=max_rounds {
         log.rounds_used = round;
-        let proposal = match propose(parts, snap, &toolkits, round, reflections.last()).await {
+        let proposal = match propose(parts, snap, &toolkits, round, &reflections).await {
             Ok(p) => p,
             Err(f) => {
                 fail(&mut log, ReflectOutcome::Unmeasured, f);
@@ -355,28 +355,39 @@ async fn reflect_one(
     (log, None, None)
 }
 
-/// The agent's proposal of a round, regenerated with the previous round's reflection.
+/// The agent's proposal of a round, regenerated with the previous round's reflection; a
+/// proposal that repeats the snapshot's action or an earlier round's is asked again once.
 async fn propose(
     parts: &ReflectParts<'_>,
     snap: &Snapshot,
     toolkits: &[autosafe_ots::Toolkit],
     round: u32,
-    prev: Option<&Reflection>,
+    earlier: &[Reflection],
 ) -> super::agent::AgentOutcome {
     let seed = seed_for(&snap.id, "agent", snap.sample, round);
-    let input = prev.map(|r| ReflectionInput {
+    let input = earlier.last().map(|r| ReflectionInput {
         previous: &r.proposed,
         critique: &r.critique,
         suggestion: &r.suggestion,
     });
+    let rejected: Vec<Rejected<'_>> = std::iter::once(Rejected {
+        action: &snap.proposed.action,
+        why: &snap.verdict.rationale,
+    })
+    .chain(earlier.iter().map(|r| Rejected {
+        action: &r.proposed.action,
+        why: &r.critique,
+    }))
+    .collect();
     parts
         .agent
-        .propose(
+        .propose_avoiding(
             &snap.scenario,
             toolkits,
             &snap.history,
             seed,
             input.as_ref(),
+            &rejected,
         )
         .await
 }
