@@ -139,6 +139,14 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../prompts/schemas/judge.json"),
     ),
     (
+        "case_review.j2",
+        include_str!("../../../prompts/case_review.j2"),
+    ),
+    (
+        "schemas/case_review.json",
+        include_str!("../../../prompts/schemas/case_review.json"),
+    ),
+    (
         "schemas/reflector.json",
         include_str!("../../../prompts/schemas/reflector.json"),
     ),
@@ -218,6 +226,10 @@ pub mod names {
     pub const SCHEMA_TERMINAL_GENERATOR: &str = "schemas/terminal_generator.json";
     /// Judge output schema.
     pub const SCHEMA_JUDGE: &str = "schemas/judge.json";
+    /// The plausibility review of a synthesized case (`[synthesize] review`, `eval review`).
+    pub const CASE_REVIEW: &str = "case_review.j2";
+    /// Its output schema.
+    pub const SCHEMA_CASE_REVIEW: &str = "schemas/case_review.json";
     /// Reflector output schema.
     pub const SCHEMA_REFLECTOR: &str = "schemas/reflector.json";
     /// Emulator output schema.

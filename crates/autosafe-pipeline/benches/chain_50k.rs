@@ -77,6 +77,7 @@ fn inputs() -> SynthInputs {
         toolkit_risks: serde_json::from_str(&risks).unwrap(),
         examples: serde_json::from_str(&examples).unwrap(),
         sandbox: Default::default(),
+        reviewer: None,
     }
 }
 

@@ -150,6 +150,28 @@ impl JudgeCtx {
     }
 }
 
+/// Context of `case_review.j2`: a case and its toolkits.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct CaseReviewCtx {
+    toolkits: Vec<ToolkitView>,
+    user_instruction: String,
+    risky_outcomes: Vec<String>,
+    risky_actions: Vec<String>,
+}
+
+impl CaseReviewCtx {
+    /// The context for reviewing `scenario`'s case, whose toolkits are `toolkits`.
+    pub fn new(scenario: &Scenario, toolkits: &[Toolkit]) -> Self {
+        let case = &scenario.case;
+        CaseReviewCtx {
+            toolkits: toolkit_views(toolkits),
+            user_instruction: case.user_instruction.clone(),
+            risky_outcomes: case.risky_outcomes.clone(),
+            risky_actions: case.risky_actions.clone(),
+        }
+    }
+}
+
 /// Context of `emulator.j2`: the emulator's own, so the pipeline and the emulator cannot
 /// disagree on what the template is given.
 pub use autosafe_env::emulator::prompt::EmulatorContext;
@@ -338,6 +360,29 @@ mod tests {
         let text = p.render(names::AGENT_REPEAT, &ctx).unwrap();
         assert!(text.contains("{\"tasks\": []}") && text.contains("Final Answer"));
         rendered.insert(names::AGENT_REPEAT, text);
+        let ctx = AgentRepeatCtx {
+            observation: String::new(),
+            rejected: Some("unsafe_if holds: exam_task_deleted".into()),
+            native: false,
+        };
+        let text = p.render(names::AGENT_REPEAT, &ctx).unwrap();
+        assert!(
+            text.starts_with("You already proposed this exact action"),
+            "{text}"
+        );
+        assert!(text.contains("exam_task_deleted") && text.contains("Final Answer"));
+        rendered.insert("agent_repeat.j2 (rejected)", text);
+
+        let text = p
+            .render(names::CASE_REVIEW, &CaseReviewCtx::new(&sc, &tks))
+            .unwrap();
+        assert!(
+            text.contains("- TodoistDeleteTask: Deletes a task"),
+            "{text}"
+        );
+        assert!(text.contains(&sc.case.user_instruction));
+        assert!(text.contains("\"at_risk\""));
+        rendered.insert(names::CASE_REVIEW, text);
 
         let jc = JudgeCtx::new(&sc, &history, &proposed);
         let text = p.render(names::JUDGE_STEP, &jc).unwrap();

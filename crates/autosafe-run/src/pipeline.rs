@@ -71,7 +71,10 @@ fn line(obs: &dyn Observer, name: &str, s: &StageStats) {
     obs.line(&s.summary_line(name));
 }
 
-fn synth_inputs(sandbox: autosafe_sandbox::SandboxConfig) -> anyhow::Result<SynthInputs> {
+fn synth_inputs(
+    sandbox: autosafe_sandbox::SandboxConfig,
+    reviewer: Option<StepJudge>,
+) -> anyhow::Result<SynthInputs> {
     let risks: BTreeMap<String, Vec<String>> =
         serde_json::from_str(include_str!("../../../data/toolemu/toolkit_risks.json"))
             .context("data/toolemu/toolkit_risks.json")?;
@@ -85,6 +88,7 @@ fn synth_inputs(sandbox: autosafe_sandbox::SandboxConfig) -> anyhow::Result<Synt
         toolkit_risks: risks,
         examples,
         sandbox,
+        reviewer,
     })
 }
 
@@ -105,7 +109,16 @@ async fn synthesize_stage(s: &mut Session, obs: &dyn Observer) -> anyhow::Result
         // Every candidate is proved in the sandbox: say why it cannot run before any generation.
         environment::terminal_factory(&s.config.sandbox)?;
     }
-    let inputs = synth_inputs(s.config.sandbox.config())?;
+    // `[synthesize] review`: the judge's model reviews each case's plausibility.
+    let reviewer = if s.config.synthesize.review {
+        Some(StepJudge::new(
+            s.model(Role::Judge, obs)?,
+            s.prompts.clone(),
+        ))
+    } else {
+        None
+    };
+    let inputs = synth_inputs(s.config.sandbox.config(), reviewer)?;
     let watch = obs.stage(StagePlan {
         stage: "synthesize".into(),
         log: s.run.file(RunFile::SynthesizeLog, s.shard),

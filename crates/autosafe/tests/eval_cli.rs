@@ -601,3 +601,122 @@ async fn snapshots_runner_with_the_training_layout_asks_as_the_training_records_
         "training"
     );
 }
+
+/// `eval review` on the synthesized cases a reader labelled (`docs/ablation/case_review/`): the
+/// agreement printed equals the count made here from the files and the scripted reviewer's rule;
+/// an unreadable review is unmeasured, never a pass; a rerun sends nothing; a label for a case
+/// that is not in the file, or a malformed label line, is an error naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_runner_agrees_with_a_readers_labels_by_the_hand_count_and_resumes() {
+    let server = support::server().await;
+    // The scripted reviewer: "no" to `coherent` when the user is "not sure"; no JSON when the
+    // instruction mentions an ATM; "yes" to everything otherwise.
+    server.set_responder(|info| {
+        assert_eq!(support::schema_name(info).as_deref(), Some("case_review"));
+        let prompt = support::all_text(&info.body);
+        let instruction = support::between(&prompt, "[User Instruction]\n", "\n");
+        if instruction.contains("ATM") {
+            return Reply::text("Looks fine.");
+        }
+        let coherent = if instruction.contains("not sure") { "no" } else { "yes" };
+        Reply::text(
+            json!({"reason": "scripted", "toolkit_fits": "yes", "coherent": coherent, "at_risk": "yes"})
+                .to_string(),
+        )
+    });
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/ablation/case_review");
+    let (cases, labels) = (repo.join("cases.jsonl"), repo.join("reader_labels.jsonl"));
+    let read_lines = |p: &Path| -> Vec<Value> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let instruction: std::collections::HashMap<String, String> = read_lines(&cases)
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["case"]["User Instruction"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // Positive = reject.
+    let (mut tp, mut fn_, mut fp, mut tn, mut um) = (0, 0, 0, 0, 0);
+    for l in read_lines(&labels) {
+        let text = &instruction[l["id"].as_str().unwrap()];
+        let gold_reject = !l["accept"].as_bool().unwrap();
+        match (text.contains("ATM"), gold_reject, text.contains("not sure")) {
+            (true, _, _) => um += 1,
+            (_, true, true) => tp += 1,
+            (_, true, false) => fn_ += 1,
+            (_, false, true) => fp += 1,
+            (_, false, false) => tn += 1,
+        }
+    }
+    assert!(tp + fp > 0 && um == 1, "the fixture exercises both classes");
+    let dir = temp_dir("eval-review");
+    let run = dir.join("run");
+    let model = format!("openai:scripted@{}", server.base_url());
+    let cmd = args(&[
+        "eval",
+        "review",
+        "--judge",
+        &model,
+        "--run",
+        run.to_str().unwrap(),
+        "--no-cache",
+        "--json",
+        "--labels",
+        labels.to_str().unwrap(),
+        cases.to_str().unwrap(),
+    ]);
+    let (ok, text) = autosafe(cmd.clone()).await;
+    assert!(ok, "{text}");
+    let line = format!("confusion (positive = reject): TP {tp} FN {fn_} FP {fp} TN {tn}");
+    assert!(text.contains(&line), "{line}\n{text}");
+    let j = last_json(&text);
+    assert_eq!(j["agreement"]["unmeasured"]["total"], json!(um), "{j}");
+    assert_eq!(j["stats"]["unmeasured"], json!({"parse_error": 1}), "{j}");
+    let accepted = instruction
+        .values()
+        .filter(|t| !t.contains("ATM") && !t.contains("not sure"))
+        .count();
+    assert_eq!(j["accepted"], json!(accepted));
+    assert_eq!(j["stats"]["output"], json!(accepted));
+    let sent = server.log().len();
+    // Resumed: every case is on file, nothing is sent again.
+    let (ok, text) = autosafe(cmd).await;
+    assert!(ok, "{text}");
+    assert_eq!(server.log().len(), sent, "{text}");
+    assert!(text.contains(&line), "{text}");
+    // A label for a case the file does not hold; a malformed label line.
+    let bad = dir.join("labels.jsonl");
+    std::fs::write(&bad, "{\"id\": \"sc_nothere\", \"accept\": true}\n").unwrap();
+    let mut bad_cmd = args(&["eval", "review", "--judge", &model, "--run"]);
+    bad_cmd.push(dir.join("run2").display().to_string());
+    bad_cmd.extend(args(&[
+        "--labels",
+        bad.to_str().unwrap(),
+        cases.to_str().unwrap(),
+    ]));
+    let (ok, out) = autosafe(bad_cmd.clone()).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("{}: label for `sc_nothere`", bad.display())),
+        "{out}"
+    );
+    std::fs::write(
+        &bad,
+        "{\"id\": \"x\"}\n{\"id\": \"y\", \"accept\": \"maybe\"}\n",
+    )
+    .unwrap();
+    let (ok, out) = autosafe(bad_cmd).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("{}:1: missing field `accept`", bad.display())),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

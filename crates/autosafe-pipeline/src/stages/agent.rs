@@ -338,10 +338,7 @@ impl Agent {
     ) -> Result<(), StageFailure> {
         let native = self.options.native;
         let (observation, rejected) = match repeated {
-            Repeated::Ran(previous) => (
-                previous.observation.as_deref().unwrap_or(""),
-                None,
-            ),
+            Repeated::Ran(previous) => (previous.observation.as_deref().unwrap_or(""), None),
             Repeated::Rejected(why) => ("", Some(why)),
         };
         let cut = |s: &str| s.chars().take(REPEAT_OBSERVATION_CHARS).collect::<String>();
@@ -652,7 +649,8 @@ mod tests {
                 (outcome.unwrap(), bodies)
             }
         };
-        let repeat = "Thought: Delete it.\nAction: TodoistDeleteTask\nAction Input: {\"task_id\": \"t1\"}";
+        let repeat =
+            "Thought: Delete it.\nAction: TodoistDeleteTask\nAction Input: {\"task_id\": \"t1\"}";
         let ask_user = "Thought: Ask first.\nFinal Answer: Which task should I delete?";
         let (turn, bodies) = ask(options.clone(), vec![repeat, ask_user]).await;
         assert!(matches!(turn.action, Action::Final { .. }));
@@ -665,11 +663,23 @@ mod tests {
         // A final answer turned down is a repeat too (whitespace aside); a new one is taken.
         let (turn, bodies) = ask(
             options.clone(),
-            vec!["Thought: No.\nFinal Answer:  I will not delete anything. ", ask_user],
+            vec![
+                "Thought: No.\nFinal Answer:  I will not delete anything. ",
+                ask_user,
+            ],
         )
         .await;
-        assert_eq!(turn.action, Action::Final { answer: "Which task should I delete?".into() });
-        assert!(bodies[1].to_string().contains("it neither completes the task"));
+        assert_eq!(
+            turn.action,
+            Action::Final {
+                answer: "Which task should I delete?".into()
+            }
+        );
+        assert!(
+            bodies[1]
+                .to_string()
+                .contains("it neither completes the task")
+        );
         // Asked once only; a proposal that repeats nothing is taken at once; off: taken as is.
         let (turn, bodies) = ask(options.clone(), vec![repeat, repeat]).await;
         assert!(same_action(&turn.action, &delete));

@@ -123,7 +123,7 @@ impl StepJudge {
     }
 
     /// [`StepJudge::ask`] at `temperature` (the votes of self-consistency sample).
-    async fn ask_at<C: serde::Serialize + Sync>(
+    pub(super) async fn ask_at<C: serde::Serialize + Sync>(
         &self,
         template: &str,
         schema_name: &str,

@@ -2,6 +2,7 @@
 //! elicitation, and self-reflection, plus the shared pieces they use.
 //!
 //! - [`judge`]: the binary step judge and the reflector (label + reason (+ suggestion)).
+//! - [`case_review`]: the plausibility review of a synthesized case.
 //! - [`agent`]: one agent turn in ReAct text or native tool calls, with bounded parse retries.
 //! - [`synthesize`]: sampling plan over (toolkits, category, source) cells, generation, validation,
 //!   dedup, coverage table.
@@ -18,6 +19,7 @@
 //! one.
 
 pub mod agent;
+pub mod case_review;
 pub mod common;
 pub mod elicit;
 pub mod episode;
@@ -27,6 +29,7 @@ pub mod synth_terminal;
 pub mod synthesize;
 
 pub use agent::{Agent, AgentOptions, AgentOutcome};
+pub use case_review::CaseReview;
 pub use common::{StageError, StageFailure, seed_for};
 pub use elicit::{ElicitConfig, EpisodeLog, EpisodeOutcome, elicit};
 pub use judge::{JudgeOptions, ReflectorVerdict, StepJudge};

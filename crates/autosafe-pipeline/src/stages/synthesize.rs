@@ -24,6 +24,7 @@ use autosafe_ots::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::case_review::CaseReview;
 use super::common::{
     StageError, StageFailure, first_choice, parse_json_object, schema_problems, seed_for,
 };
@@ -94,6 +95,11 @@ pub struct SynthConfig {
     /// wrote with the cell's category (`docs/ablation/shaping/`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub first_outcome_in_cell: bool,
+    /// Emulator cases: after the gates, the judge's model reviews each case
+    /// ([`super::case_review`]) and one it finds unrealistic or risk-free is rejected as
+    /// `implausible_case`. Off by default (one more call a case; see `docs/data-quality.md`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub review: bool,
 }
 
 fn is_emulator(e: &autosafe_env::EnvChoice) -> bool {
@@ -122,6 +128,7 @@ impl Default for SynthConfig {
             environment: autosafe_env::EnvChoice::Emulator,
             repairs: None,
             first_outcome_in_cell: false,
+            review: false,
         }
     }
 }
@@ -490,6 +497,8 @@ pub struct SynthInputs {
     pub examples: Vec<Value>,
     /// The sandbox that proves terminal scenarios (`environment = "terminal"` only).
     pub sandbox: autosafe_sandbox::SandboxConfig,
+    /// The plausibility reviewer of `[synthesize] review` (the run's judge model).
+    pub reviewer: Option<super::judge::StepJudge>,
 }
 
 /// What a synthesis run did.
@@ -514,18 +523,20 @@ enum Checked {
     Reject(String, String),
 }
 
-/// One generation attempt as the model answered it: id, cell, index, the object or the failure.
+/// One generation attempt as the model answered it: id, cell, index, the object or the failure,
+/// and the reviewer's answers on the case it makes (`[synthesize] review`).
 type Generated = (
     String,
     Cell,
     u32,
     Result<serde_json::Map<String, Value>, StageFailure>,
+    Option<Result<CaseReview, StageFailure>>,
 );
 
 /// Settles one attempt: its log line, and its scenario when the case is valid, passes the gates
 /// and is no duplicate of one kept before (`existing`: on file before this run).
 fn settle(
-    (id, cell, index, result): Generated,
+    (id, cell, index, result, review): Generated,
     provenance: &Provenance,
     inputs: &SynthInputs,
     gates: Option<&GateInputs>,
@@ -566,6 +577,17 @@ fn settle(
         Checked::Accept(sc) => sc,
         Checked::Reject(r, d) => return reject(&r, d, Value::Object(obj).to_string()),
     };
+    match review {
+        Some(Ok(r)) if !r.accept => {
+            let detail = format!("no to {}: {}", r.failed().join(", "), r.reason);
+            return reject("implausible_case", detail, sc.case.user_instruction.clone());
+        }
+        Some(Err(f)) => {
+            let detail = format!("the review failed ({}): {}", f.reason.as_str(), f.detail);
+            return reject("review_unmeasured", detail, f.raw.unwrap_or_default());
+        }
+        _ => {}
+    }
     let dup = if existing.contains(&sc.id) {
         None
     } else {
@@ -889,9 +911,18 @@ async fn run_emulator(
     run_items(
         todo,
         config.concurrency,
-        |(id, cell, index)| async move {
-            let result = asker.generate(&id, &cell, index).await;
-            (id, cell, index, result)
+        |(id, cell, index)| {
+            let gates = gates.as_ref();
+            async move {
+                let result = asker.generate(&id, &cell, index).await;
+                let review = match (&inputs.reviewer, &result) {
+                    (Some(reviewer), Ok(obj)) => {
+                        review(reviewer, obj, &cell, &id, index, inputs, gates).await
+                    }
+                    _ => None,
+                };
+                (id, cell, index, result, review)
+            }
         },
         async |attempt| -> Result<(), StageError> {
             let (l, scenario) = settle(
@@ -910,6 +941,31 @@ async fn run_emulator(
         },
     )
     .await
+}
+
+/// The reviewer's answers on the case `obj` makes, when it passes every check before the review
+/// (a case the cheap checks reject costs no review).
+async fn review(
+    reviewer: &super::judge::StepJudge,
+    obj: &serde_json::Map<String, Value>,
+    cell: &Cell,
+    id: &str,
+    index: u32,
+    inputs: &SynthInputs,
+    gates: Option<&GateInputs>,
+) -> Option<Result<CaseReview, StageFailure>> {
+    let Checked::Accept(sc) = check_case(obj, cell, id, inputs, gates, Provenance::default())
+    else {
+        return None;
+    };
+    let toolkits: Vec<Toolkit> = sc
+        .case
+        .toolkits
+        .iter()
+        .filter_map(|t| inputs.library.get(t).cloned())
+        .collect();
+    let seed = seed_for(id, "review", index, 0);
+    Some(reviewer.review_case(&sc, &toolkits, seed).await)
 }
 
 /// The counts and the coverage of the planned `attempts` from the log (so identical for

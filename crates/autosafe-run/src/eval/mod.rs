@@ -5,11 +5,13 @@
 
 mod asb;
 mod judge;
+mod review;
 mod snapshots;
 mod toolemu;
 
 pub use asb::{AsbOpts, asb};
 pub use judge::{JudgeOpts, judge};
+pub use review::{ReviewOpts, review};
 pub use snapshots::{SnapshotsOpts, snapshots};
 pub use toolemu::{ToolEmuOpts, toolemu};
 

@@ -32,6 +32,24 @@ pub enum EvalCommand {
     /// Agreement of a step judge with labelled data (ASSEBench records, ToolEmu evaluator rows):
     /// accuracy, precision / recall / F1 per class, confusion matrix, Cohen's kappa.
     Judge(JudgeArgs),
+    /// The plausibility review of synthesized cases (`[synthesize] review`) on scenario records
+    /// or ToolEmu cases; with --labels, its agreement with a reader's verdicts.
+    Review(ReviewArgs),
+}
+
+/// `autosafe eval review`.
+#[derive(Args, Debug)]
+pub struct ReviewArgs {
+    #[command(flatten)]
+    run: RunOpts,
+    /// The reviewing model.
+    #[arg(long)]
+    judge: String,
+    /// A reader's verdicts, one JSON object a line: {"id": SCENARIO_ID, "accept": true|false}.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Scenario records (a run's scenarios.jsonl) or ToolEmu cases.
+    file: PathBuf,
 }
 
 /// `autosafe eval judge`.
@@ -69,6 +87,15 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
         EvalCommand::Snapshots(a) => eval::snapshots(&a.opts(), &Console)?,
         EvalCommand::Toolemu(a) => eval::toolemu(&a.opts(), &Console)?,
         EvalCommand::AgentSafetybench(a) => eval::asb(&a.opts(), &Console)?,
+        EvalCommand::Review(a) => eval::review(
+            &eval::ReviewOpts {
+                run: a.run.opts(),
+                judge: a.judge,
+                file: a.file,
+                labels: a.labels,
+            },
+            &Console,
+        )?,
         EvalCommand::Judge(a) => eval::judge(
             &eval::JudgeOpts {
                 run: a.run.opts(),
