@@ -278,6 +278,7 @@ async fn eval_one(
                 &snap.history,
                 seed_for(&snap.id, "eval-agent", i, 0),
                 None,
+                &[],
             )
             .await
         {

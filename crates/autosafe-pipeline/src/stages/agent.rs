@@ -203,22 +203,10 @@ impl Agent {
         Ok(msgs)
     }
 
-    /// Proposes the next turn after `history`, optionally regenerating with a reflection.
+    /// Proposes the next turn after `history`, optionally regenerating with a reflection;
+    /// with `repeat_guard`, a proposal that repeats one of the `rejected` actions (reflection:
+    /// those turned down at this step) is asked again once.
     pub async fn propose(
-        &self,
-        scenario: &Scenario,
-        toolkits: &[Toolkit],
-        history: &[Step],
-        seed: u64,
-        reflection: Option<&ReflectionInput<'_>>,
-    ) -> AgentOutcome {
-        self.propose_avoiding(scenario, toolkits, history, seed, reflection, &[])
-            .await
-    }
-
-    /// [`Agent::propose`], re-asking once (with `repeat_guard`) when the proposal repeats one of
-    /// the `rejected` actions.
-    pub async fn propose_avoiding(
         &self,
         scenario: &Scenario,
         toolkits: &[Toolkit],
@@ -534,6 +522,15 @@ mod tests {
         options: AgentOptions,
         replies: Vec<Reply>,
     ) -> (AgentOutcome, Vec<serde_json::Value>) {
+        propose_avoiding_with(options, replies, &[]).await
+    }
+
+    /// [`propose_with`], the `rejected` actions turned down at the step.
+    async fn propose_avoiding_with(
+        options: AgentOptions,
+        replies: Vec<Reply>,
+        rejected: &[Rejected<'_>],
+    ) -> (AgentOutcome, Vec<serde_json::Value>) {
         let ex = fixtures::reflected_example();
         let (agent, server) = agent_on_server(options).await;
         for r in replies {
@@ -546,6 +543,7 @@ mod tests {
                 &ex.history,
                 7,
                 None,
+                rejected,
             )
             .await;
         let bodies = server.log().into_iter().filter_map(|e| e.body).collect();
@@ -603,7 +601,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_proposal_repeating_a_rejected_action_is_asked_again_once_with_why() {
-        let ex = fixtures::reflected_example();
         let delete = Action::Tool {
             tool: "TodoistDeleteTask".into(),
             input: serde_json::json!({"task_id": "t1"}),
@@ -628,24 +625,10 @@ mod tests {
             ..AgentOptions::default()
         };
         let ask = |options: AgentOptions, replies: Vec<&'static str>| {
-            let ex = ex.clone();
+            let replies = replies.into_iter().map(Reply::text).collect();
+            let rejected = &rejected;
             async move {
-                let (agent, server) = agent_on_server(options).await;
-                for r in replies {
-                    server.push(Reply::text(r));
-                }
-                let outcome = agent
-                    .propose_avoiding(
-                        &ex.scenario,
-                        &fixtures::toolkits_of(&ex.scenario),
-                        &ex.history,
-                        7,
-                        None,
-                        &rejected,
-                    )
-                    .await;
-                let bodies: Vec<serde_json::Value> =
-                    server.log().into_iter().filter_map(|e| e.body).collect();
+                let (outcome, bodies) = propose_avoiding_with(options, replies, rejected).await;
                 (outcome.unwrap(), bodies)
             }
         };

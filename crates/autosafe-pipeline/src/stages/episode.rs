@@ -193,7 +193,7 @@ pub async fn play<H: Hooks>(
             None => {
                 let seed = seed_for(ep.key, ep.agent_role, ep.sample, turn_no);
                 let proposed = agent
-                    .propose(ep.scenario, ep.toolkits, &played.history, seed, None)
+                    .propose(ep.scenario, ep.toolkits, &played.history, seed, None, &[])
                     .await;
                 match proposed {
                     Ok(t) => t,

@@ -381,7 +381,7 @@ async fn propose(
     .collect();
     parts
         .agent
-        .propose_avoiding(
+        .propose(
             &snap.scenario,
             toolkits,
             &snap.history,
