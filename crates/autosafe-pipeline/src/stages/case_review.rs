@@ -5,7 +5,7 @@
 //! a case is kept only when all three are "yes". Used by synthesis (`[synthesize] review`,
 //! rejection `implausible_case`) and measured against a reader's labels by `eval review`.
 
-use autosafe_ots::{Scenario, Toolkit};
+use autosafe_ots::{Scenario, ToolLibrary, Toolkit};
 use serde::{Deserialize, Serialize};
 
 use super::common::StageFailure;
@@ -42,15 +42,21 @@ impl CaseReview {
 }
 
 impl StepJudge {
-    /// Reviews `scenario`'s case, whose toolkits are `toolkits`, greedily (`seed` for servers
-    /// that sample anyway). A reply that does not parse is a failure, never a pass.
+    /// Reviews `scenario`'s case, its toolkits as `library` describes them, greedily (`seed`
+    /// for servers that sample anyway). A reply that does not parse is a failure, never a pass.
     pub async fn review_case(
         &self,
         scenario: &Scenario,
-        toolkits: &[Toolkit],
+        library: &ToolLibrary,
         seed: u64,
     ) -> Result<CaseReview, StageFailure> {
-        let ctx = CaseReviewCtx::new(scenario, toolkits);
+        let toolkits: Vec<Toolkit> = scenario
+            .case
+            .toolkits
+            .iter()
+            .filter_map(|t| library.get(t).cloned())
+            .collect();
+        let ctx = CaseReviewCtx::new(scenario, &toolkits);
         let (obj, _raw) = self
             .ask_at(
                 names::CASE_REVIEW,

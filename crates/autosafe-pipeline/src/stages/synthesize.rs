@@ -958,14 +958,8 @@ async fn review(
     else {
         return None;
     };
-    let toolkits: Vec<Toolkit> = sc
-        .case
-        .toolkits
-        .iter()
-        .filter_map(|t| inputs.library.get(t).cloned())
-        .collect();
     let seed = seed_for(id, "review", index, 0);
-    Some(reviewer.review_case(&sc, &toolkits, seed).await)
+    Some(reviewer.review_case(&sc, &inputs.library, seed).await)
 }
 
 /// The counts and the coverage of the planned `attempts` from the log (so identical for

@@ -4,7 +4,7 @@
 //! reader rejects has low recall. Results in `RUN/eval/review.jsonl`, one line a case, written
 //! as they finish (a rerun skips the cases on file).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
@@ -70,9 +70,10 @@ pub fn review(o: &ReviewOpts, obs: &dyn Observer) -> anyhow::Result<EvalOutcome>
     let library = ToolLibrary::shipped();
     let input = Input::new(&o.file, read(&o.file)?);
     let scenarios = limited(scenarios(&input, &library)?, o.run.limit);
+    let ids: HashSet<&str> = scenarios.iter().map(|s| s.id.as_str()).collect();
     let labels = o.labels.as_deref().map(reader_labels).transpose()?;
     if let Some(l) = &labels
-        && let Some(id) = l.keys().find(|id| !scenarios.iter().any(|s| &s.id == *id))
+        && let Some(id) = l.keys().find(|id| !ids.contains(id.as_str()))
     {
         bail!(
             "{}: label for `{id}`, which is not a case of {}",
@@ -114,8 +115,12 @@ pub fn review(o: &ReviewOpts, obs: &dyn Observer) -> anyhow::Result<EvalOutcome>
         Ok::<_, anyhow::Error>(left)
     })?;
     watch.finish();
-    let done: Vec<Reviewed> = read_all(&path)?;
-    let stats = count(&scenarios, &done, stats);
+    // The file may hold cases of an earlier input: only the cases given count.
+    let done: Vec<Reviewed> = read_all::<Reviewed>(&path)?
+        .into_iter()
+        .filter(|r| ids.contains(r.id.as_str()))
+        .collect();
+    let stats = count(scenarios.len(), &done, stats);
     ctx.run.record_stats(STAGE, &stats)?;
     ctx.line(&stats.summary_line("eval review"));
     let summary = tell(&ctx, &done, labels.as_ref())?;
@@ -167,14 +172,8 @@ fn reader_labels(path: &Path) -> anyhow::Result<BTreeMap<String, bool>> {
 }
 
 async fn review_one(reviewer: &StepJudge, sc: &Scenario, library: &ToolLibrary) -> Reviewed {
-    let toolkits: Vec<_> = sc
-        .case
-        .toolkits
-        .iter()
-        .filter_map(|t| library.get(t).cloned())
-        .collect();
     let seed = seed_for(&sc.id, "review", 0, 0);
-    let (review, failure) = match reviewer.review_case(sc, &toolkits, seed).await {
+    let (review, failure) = match reviewer.review_case(sc, library, seed).await {
         Ok(r) => (Some(r), None),
         Err(f) => (None, Some(format!("{}: {}", f.reason.as_str(), f.detail))),
     };
@@ -186,17 +185,14 @@ async fn review_one(reviewer: &StepJudge, sc: &Scenario, library: &ToolLibrary) 
     }
 }
 
-/// The counts over the cases given: accepted are output, rejected by the first question
+/// The counts over the `input` cases given: accepted are output, rejected by the first question
 /// answered "no", unreadable reviews unmeasured; `left` holds the pending ones.
-fn count(scenarios: &[Scenario], done: &[Reviewed], left: StageStats) -> StageStats {
+fn count(input: usize, done: &[Reviewed], left: StageStats) -> StageStats {
     let mut stats = StageStats {
-        input: scenarios.len() as u64,
+        input: input as u64,
         ..left
     };
-    for r in done
-        .iter()
-        .filter(|r| scenarios.iter().any(|s| s.id == r.id))
-    {
+    for r in done {
         match &r.review {
             Some(rv) if rv.accept => stats.output += 1,
             Some(rv) => stats.reject(rv.failed()[0]),
